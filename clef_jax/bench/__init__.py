@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m clef_jax.bench {model,loss,input} ...`."""

@@ -1,0 +1,61 @@
+"""ECG facts in one place: lead names and order, sampling rate, the on-disk record schema.
+
+Every builder stores 12-lead records in `LEAD_ORDER` (the standard clinical order, which is *not*
+MIMIC-IV-ECG's header order: MIMIC has aVF before aVL). Signals are stored losslessly as int16
+digital values plus a per-lead gain and baseline, exactly as WFDB does:
+
+    physical_mV = (digital - baseline) / gain,   digital == INT16_NAN  ->  NaN
+
+Leads a record lacks are all `INT16_NAN` with `lead_mask == False`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Canonical 12-lead order used by every built dataset and by the models' 12-channel input.
+LEAD_ORDER: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+NUM_LEADS = len(LEAD_ORDER)
+LEAD_INDEX: dict[str, int] = {name.upper(): i for i, name in enumerate(LEAD_ORDER)}
+
+# The models' input contract (spec §I): 500 Hz, 10 s windows.
+SAMPLING_RATE = 500
+WINDOW_SECONDS = 10
+WINDOW_SAMPLES = SAMPLING_RATE * WINDOW_SECONDS
+
+# WFDB's "missing sample" value for 16-bit formats; used as the NaN sentinel on disk.
+INT16_NAN = -32768
+
+# The 11-vector of per-record metadata (spec §D); NaN marks a missing value.
+METADATA_FIELDS: tuple[str, ...] = (
+    "sex",             # 0: F -> 0, otherwise 1
+    "age",             # 1: years
+    "bmi",             # 2: kg/m2
+    "sbp",             # 3: systolic BP, mmHg
+    "dbp",             # 4: diastolic BP, mmHg
+    "height_in",       # 5: inches
+    "weight_lb",       # 6: pounds
+    "heart_rate",      # 7: bpm
+    "heart_rate_var",  # 8
+    "rate_meta",       # 9: fraction of metadata attributes available
+    "score2_risk",     # 10: SCORE2 / SCORE2-OP 10-year risk
+)
+NUM_METADATA = len(METADATA_FIELDS)
+RATE_META_INDEX = METADATA_FIELDS.index("rate_meta")
+RISK_INDEX = METADATA_FIELDS.index("score2_risk")
+
+
+def lead_index(name: str) -> int:
+  """Index of a lead in `LEAD_ORDER`, matching names case-insensitively (`AVR` == `aVR`)."""
+  try:
+    return LEAD_INDEX[name.strip().upper()]
+  except KeyError:
+    raise KeyError(f"Unknown lead name {name!r}; expected one of {LEAD_ORDER}.") from None
+
+
+def to_physical(digital: np.ndarray, gain: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+  """int16 digital `(T, 12)` -> float32 mV with NaN where the sentinel is stored."""
+  x = (digital.astype(np.float32) - baseline.astype(np.float32)) / gain.astype(np.float32)
+  x[digital == INT16_NAN] = np.nan
+  return x

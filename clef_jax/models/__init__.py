@@ -1,0 +1,36 @@
+"""Backbones. `create_backbone(name, size, ...)` is the one public constructor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from clef_jax.models import net1d
+
+BACKBONES = ("net1d",)
+
+
+def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = jnp.float32,
+                    remat: bool = False, num_classes: int | None = None,
+                    **kwargs: Any) -> nn.Module:
+  """Returns the linen backbone module.
+
+  Args:
+    name: "net1d" (the paper's CNN).
+    size: "small" | "medium" | "large".
+    in_channels: 1 (single lead) or 12.
+    dtype: compute dtype (params are always float32).
+    remat: gradient checkpointing per block.
+    num_classes: optional linear head on the pooled embedding.
+    **kwargs: backbone-specific options (e.g. `conv_impl` for Net1D).
+
+  The module maps `(B, L, in_channels)` to `((B, D), aux)`.
+  """
+  if name == "net1d":
+    if size not in net1d.VARIANTS:
+      raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(net1d.VARIANTS)}.")
+    return net1d.Net1D(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
+                       num_classes=num_classes, **kwargs)
+  raise ValueError(f"Unknown backbone {name!r}; choose one of {BACKBONES}.")

@@ -1,0 +1,311 @@
+"""The paper's backbone: Net1D, a 1-D ResNeXt-style CNN with squeeze-and-excitation.
+
+A faithful Flax port of `Net1D` from the official CLEF code (itself Shenda Hong's 2020 network and
+the ECGFounder backbone), as used by CLEF: no BatchNorm, no dropout, Swish activations,
+pre-activation bottleneck blocks, global mean pool, no head (spec §A).
+
+Layout is channels-last: input `(B, L, C)`, output `(B, D)` with D = 256 / 1024 / 2048.
+
+Parameter paths are a public API (checkpoints and the PyTorch export depend on them):
+
+    stem_conv/{kernel,bias}
+    stage{i}_block{j}/{conv1,conv2,conv3}/{kernel,bias}
+    stage{i}_block{j}/{se_fc1,se_fc2}/{kernel,bias}
+    dense/{kernel,bias}                       (only with `num_classes`)
+
+Conv kernels are stored in Flax layout `(K, C_in / groups, C_out)`; Dense kernels `(in, out)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Net1DVariant:
+  """One size preset of `create_net1d_by_size` (spec §A.1)."""
+  base_filters: int
+  ratio: float
+  filter_list: tuple[int, ...]
+  m_blocks_list: tuple[int, ...]
+  groups_width: int
+  kernel_size: int = 16
+
+  @property
+  def features(self) -> int:
+    return self.filter_list[-1]
+
+
+VARIANTS: dict[str, Net1DVariant] = {
+    "small": Net1DVariant(
+        base_filters=32, ratio=0.5,
+        filter_list=(32, 64, 64, 128, 128, 256),
+        m_blocks_list=(1, 1, 2, 2, 2, 2), groups_width=8),
+    "medium": Net1DVariant(
+        base_filters=64, ratio=1.0,
+        filter_list=(64, 160, 160, 400, 400, 1024, 1024),
+        m_blocks_list=(2, 2, 2, 3, 3, 4, 4), groups_width=16),
+    "large": Net1DVariant(
+        base_filters=128, ratio=1.5,
+        filter_list=(128, 256, 256, 512, 512, 1024, 1024, 2048, 2048),
+        m_blocks_list=(2, 3, 3, 4, 4, 5, 5, 6, 6), groups_width=32),
+}
+
+
+def block_specs(variant: Net1DVariant):
+  """Yields (stage, block, in_ch, out_ch, mid_ch, groups, stride, is_first) for every block."""
+  in_ch = variant.base_filters
+  for s, (out_ch, m_blocks) in enumerate(zip(variant.filter_list, variant.m_blocks_list)):
+    for b in range(m_blocks):
+      block_in = in_ch if b == 0 else out_ch
+      yield dict(
+          stage=s, block=b, in_ch=block_in, out_ch=out_ch,
+          mid_ch=int(out_ch * variant.ratio), groups=out_ch // variant.groups_width,
+          stride=2 if b == 0 else 1, is_first=(s == 0 and b == 0))
+    in_ch = out_ch
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation: PyTorch defaults (kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+# ---------------------------------------------------------------------------------------------
+
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., Array]:
+  bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution kernels (pure functions on channels-last arrays).
+# ---------------------------------------------------------------------------------------------
+
+
+def same_pads(length: int, kernel_size: int, stride: int) -> tuple[int, int]:
+  """`MyConv1dPadSame` padding == TF/JAX SAME: floor(p/2) on the left (spec §A.2)."""
+  out_len = (length + stride - 1) // stride
+  p = max(0, (out_len - 1) * stride + kernel_size - length)
+  return p // 2, p - p // 2
+
+
+def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str = "xla") -> Array:
+  """Grouped 1-D convolution with SAME zero padding.
+
+  Args:
+    x: `(B, L, C_in)`.
+    kernel: `(K, C_in // groups, C_out)`; output channels are assigned to groups in contiguous
+      blocks, like PyTorch.
+    stride: 1 or 2.
+    groups: number of groups.
+    impl: "xla" uses `feature_group_count`; see `GROUPED_CONV_IMPLS` for the others.
+
+  Returns:
+    `(B, ceil(L / stride), C_out)`.
+  """
+  return GROUPED_CONV_IMPLS[impl](x, kernel, stride=stride, groups=groups)
+
+
+def _conv_xla(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  pads = same_pads(x.shape[1], kernel.shape[0], stride)
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(stride,), padding=(pads,),
+      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+
+
+GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {"xla": _conv_xla}
+
+
+def max_pool2_same(x: Array) -> Array:
+  """`MyMaxPool1dPadSame(2)`: pad one ZERO on the right, then max over non-overlapping pairs.
+
+  For odd L the last output is max(x[L-1], 0): the pad is 0, not -inf (spec §A.2).
+  """
+  b, length, c = x.shape
+  if length % 2:
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
+  return jnp.max(x.reshape(b, -1, 2, c), axis=2)
+
+
+def _acc_dtype(dtype: Dtype) -> Dtype:
+  """Reductions run in float32, or float64 when the compute dtype is float64 (x64 tests)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def swish(x: Array) -> Array:
+  return x * jax.nn.sigmoid(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules.
+# ---------------------------------------------------------------------------------------------
+
+
+class Conv1D(nn.Module):
+  """Conv1d with bias and SAME zero padding, PyTorch-default initialisation."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  groups: int = 1
+  dtype: Dtype = jnp.float32
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_ch = x.shape[-1]
+    fan_in = (in_ch // self.groups) * self.kernel_size
+    kernel = self.param("kernel", torch_kernel_init,
+                        (self.kernel_size, in_ch // self.groups, self.features), jnp.float32)
+    bias = self.param("bias", torch_bias_init(fan_in), (self.features,), jnp.float32)
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    if self.kernel_size == 1 and self.stride == 1 and self.groups == 1:
+      y = jnp.einsum("blc,cd->bld", x, kernel[0])   # 1x1 conv == per-step matmul.
+    else:
+      y = conv1d_same(x, kernel, stride=self.stride, groups=self.groups, impl=self.impl)
+    return y + bias
+
+
+class Dense(nn.Module):
+  """nn.Linear with PyTorch-default initialisation."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_ch = x.shape[-1]
+    kernel = self.param("kernel", torch_kernel_init, (in_ch, self.features), jnp.float32)
+    bias = self.param("bias", torch_bias_init(in_ch), (self.features,), jnp.float32)
+    return x @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+
+
+class BasicBlock(nn.Module):
+  """Pre-activation bottleneck: 1x1 -> grouped k16 (stride) -> 1x1 -> SE(r=2), plus shortcut."""
+  in_ch: int
+  out_ch: int
+  mid_ch: int
+  groups: int
+  stride: int
+  is_first: bool
+  kernel_size: int = 16
+  dtype: Dtype = jnp.float32
+  conv_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    h = x if self.is_first else swish(x)
+    h = Conv1D(self.mid_ch, 1, dtype=self.dtype, name="conv1")(h)
+    h = Conv1D(self.mid_ch, self.kernel_size, stride=self.stride, groups=self.groups,
+               dtype=self.dtype, impl=self.conv_impl, name="conv2")(swish(h))
+    h = Conv1D(self.out_ch, 1, dtype=self.dtype, name="conv3")(swish(h))
+
+    # Squeeze-and-excitation, r = 2. The time mean is accumulated in (at least) float32.
+    e = jnp.mean(h.astype(_acc_dtype(self.dtype)), axis=1).astype(self.dtype)   # (B, out)
+    e = Dense(self.out_ch // 2, dtype=self.dtype, name="se_fc1")(e)
+    e = Dense(self.out_ch, dtype=self.dtype, name="se_fc2")(swish(e))
+    h = h * jax.nn.sigmoid(e)[:, None, :]
+
+    # Shortcut: zero-padded max-pool when downsampling, channel-centred zero padding.
+    shortcut = x
+    if self.stride != 1:
+      shortcut = max_pool2_same(shortcut)
+    if self.out_ch != self.in_ch:
+      ch1 = (self.out_ch - self.in_ch) // 2
+      ch2 = self.out_ch - self.in_ch - ch1
+      shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (ch1, ch2)))
+    return h + shortcut
+
+
+class Net1D(nn.Module):
+  """Net1D backbone (spec §A).
+
+  Attributes:
+    size: "small" | "medium" | "large".
+    in_channels: 1 (single lead) or 12; only used for validation of the input.
+    num_classes: optional linear head (`dense`), e.g. ECGFounder's 150-way head. None -> the
+      pooled embedding is returned (CLEF).
+    dtype: compute dtype; parameters stay float32.
+    remat: rematerialise each block in the backward pass (gradient checkpointing).
+    conv_impl: implementation of the grouped convolutions (numerically equivalent choices).
+  """
+  size: str = "small"
+  in_channels: int = 1
+  num_classes: int | None = None
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+  conv_impl: str = "xla"
+
+  @property
+  def variant(self) -> Net1DVariant:
+    return VARIANTS[self.size]
+
+  @property
+  def features(self) -> int:
+    return self.num_classes or self.variant.features
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool = False) -> tuple[Array, dict[str, Array]]:
+    del train  # No BN/dropout in CLEF's Net1D; kept for a uniform backbone signature.
+    if x.ndim != 3 or x.shape[-1] != self.in_channels:
+      raise ValueError(
+          f"Net1D({self.size}) expects channels-last input (B, L, {self.in_channels}); "
+          f"got shape {x.shape}.")
+    if x.shape[1] < 1:
+      raise ValueError(f"Net1D needs at least one time step; got shape {x.shape}.")
+    v = self.variant
+    x = x.astype(self.dtype)
+    x = swish(Conv1D(v.base_filters, v.kernel_size, stride=2, dtype=self.dtype,
+                     impl=self.conv_impl, name="stem_conv")(x))
+    block_cls = nn.remat(BasicBlock) if self.remat else BasicBlock
+    for spec in block_specs(v):
+      x = block_cls(
+          in_ch=spec["in_ch"], out_ch=spec["out_ch"], mid_ch=spec["mid_ch"],
+          groups=spec["groups"], stride=spec["stride"], is_first=spec["is_first"],
+          kernel_size=v.kernel_size, dtype=self.dtype, conv_impl=self.conv_impl,
+          name=f"stage{spec['stage']}_block{spec['block']}")(x)
+    # Global mean pool over time, in float32. No norm/activation before pooling (spec §A.2).
+    emb = jnp.mean(x.astype(_acc_dtype(self.dtype)), axis=1)   # (B, D)
+    aux = {"embedding": emb}
+    if self.num_classes:
+      emb = Dense(self.num_classes, dtype=emb.dtype, name="dense")(emb)
+    return emb, aux
+
+
+def num_params(params: Any) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+def paper_param_count(size: str, in_channels: int = 1) -> int:
+  """Parameter count as the paper/README reports it: including the never-used BN affine params."""
+  v = VARIANTS[size]
+  bn = v.base_filters + sum(s["in_ch"] + 2 * s["mid_ch"] for s in block_specs(v))
+  return used_param_count(size, in_channels) + 2 * bn
+
+
+def used_param_count(size: str, in_channels: int = 1) -> int:
+  """Trainable parameters of the module (closed form, no allocation)."""
+  v = VARIANTS[size]
+  k = v.kernel_size
+  n = v.base_filters * in_channels * k + v.base_filters
+  for s in block_specs(v):
+    i, o, m, g = s["in_ch"], s["out_ch"], s["mid_ch"], s["groups"]
+    n += i * m + m                      # conv1
+    n += m * (m // g) * k + m           # conv2 (grouped)
+    n += m * o + o                      # conv3
+    n += o * (o // 2) + o // 2          # se_fc1
+    n += (o // 2) * o + o               # se_fc2
+  return n
