@@ -59,3 +59,30 @@ def to_physical(digital: np.ndarray, gain: np.ndarray, baseline: np.ndarray) -> 
   x = (digital.astype(np.float32) - baseline.astype(np.float32)) / gain.astype(np.float32)
   x[digital == INT16_NAN] = np.nan
   return x
+
+
+def record_features(**extra):
+  """The TFDS feature dict every ECG builder shares, plus dataset-specific `extra` features.
+
+  - `record_id`, `patient_id`: text (splits are patient-level).
+  - `signal`: `(T, 12)` int16 digital values in `LEAD_ORDER`, `INT16_NAN` = missing.
+  - `gain`, `baseline`: `(12,)` float32, physical = (digital - baseline) / gain (mV).
+  - `lead_mask`: `(12,)` bool, False for leads the record lacks.
+  - `sampling_rate`: float32 Hz of the stored signal.
+  - `metadata`: `(11,)` float32 vector of `METADATA_FIELDS`, NaN = missing.
+  """
+  import tensorflow_datasets as tfds  # Lazy: heavy import.
+
+  features = {
+      "record_id": tfds.features.Text(),
+      "patient_id": tfds.features.Text(),
+      "signal": tfds.features.Tensor(
+          shape=(None, NUM_LEADS), dtype=np.int16, encoding=tfds.features.Encoding.ZLIB),
+      "gain": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
+      "baseline": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
+      "lead_mask": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.bool_),
+      "sampling_rate": tfds.features.Tensor(shape=(), dtype=np.float32),
+      "metadata": tfds.features.Tensor(shape=(NUM_METADATA,), dtype=np.float32),
+  }
+  features.update(extra)
+  return tfds.features.FeaturesDict(features)
