@@ -1,0 +1,209 @@
+r"""Build one of the `datasets/<name>/` TFDS datasets as ArrayRecord, with a build report.
+
+    python -m clef_jax.build NAME [--config CFG] [--manual_dir DIR] --data_dir OUT [--overwrite] \
+        [--option KEY=VALUE ...]
+
+    python -m clef_jax.build physionet_challenge --manual_dir ../shared/data/cinc2021 \
+        --data_dir /tmp/tfds
+    python -m clef_jax.build ptbxl --config 100hz --manual_dir ~/ptb-xl-1.0.3 --data_dir ~/tfds
+    python -m clef_jax.build mimic_iv_ecg --config one_per_patient --manual_dir ~/mimic-iv-ecg \
+        --data_dir ~/tfds --option metadata_csv=~/mimiciv_metadata_with_score2.csv
+
+NAME is any folder `datasets/<NAME>/` holding `<NAME>_dataset_builder.py` with a `Builder` class.
+The result lands in `OUT/NAME/CFG/VERSION/` together with `build_report.json` (records kept,
+skipped per reason with example ids, flags, windows per record, duration). Reading it back needs no
+code from this repository:
+
+    tfds.data_source("NAME/CFG", data_dir=OUT, split="train")
+
+Builds are atomic: TFDS writes into `incomplete.*` and renames it when done (the builders' report is
+written before the rename); with `--overwrite` the previous version is moved aside and only deleted
+once the new one is complete. An existing complete version is reused unless `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+from clef_jax import build_report
+
+# `datasets/` sits next to the package in the repository (not installed: it must not shadow
+# HuggingFace's `datasets`, so it has no `__init__.py` and builders are imported by path).
+DATASETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+
+
+def available_datasets(datasets_dir: pathlib.Path = DATASETS_DIR) -> list[str]:
+  """Names of the `datasets/<name>/<name>_dataset_builder.py` folders."""
+  if not datasets_dir.is_dir():
+    return []
+  return sorted(p.name for p in datasets_dir.iterdir()
+                if (p / f"{p.name}_dataset_builder.py").is_file())
+
+
+def dataset_module(name: str, module: str | None = None,
+                   datasets_dir: pathlib.Path = DATASETS_DIR):
+  """Imports `datasets/<name>/<module>.py` (default: the `<name>_dataset_builder` module).
+
+  The folder is imported as the top-level package `<name>` (TFDS names a `Builder` class after its
+  `<name>_dataset_builder` module); a second call, or a test that put `datasets/` on `sys.path`,
+  reuses the module, so TFDS never sees a builder registered twice.
+  """
+  folder = datasets_dir / name
+  if not (folder / f"{name}_dataset_builder.py").is_file():
+    raise ValueError(
+        f"No builder {name!r}: expected {folder}/{name}_dataset_builder.py. "
+        f"Available: {', '.join(available_datasets(datasets_dir)) or 'none'}.")
+  package = sys.modules.get(name)
+  if package is None:
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+      spec.loader.exec_module(package)
+    except BaseException:
+      del sys.modules[name]
+      raise
+  elif pathlib.Path(next(iter(getattr(package, "__path__", [""])), "")).resolve() != folder:
+    raise ImportError(f"A different module named {name!r} is already imported: {package!r}")
+  return importlib.import_module(f"{name}.{module or name + '_dataset_builder'}")
+
+
+def builder_class(name: str, datasets_dir: pathlib.Path = DATASETS_DIR):
+  """The `Builder` class of `datasets/<name>/<name>_dataset_builder.py`."""
+  return dataset_module(name, datasets_dir=datasets_dir).Builder
+
+
+def _parse_value(text: str) -> Any:
+  """`--option` values: JSON when it parses (numbers, booleans, lists), else the raw string."""
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    return os.path.expanduser(text)
+
+
+def _fallback_report(builder, duration_s: float) -> dict[str, Any]:
+  """A minimal report for builders that do not use `build_report.ReportingBuilder`."""
+  examples = {name: split.num_examples for name, split in builder.info.splits.items()}
+  report = build_report.BuildReport(
+      dataset=builder.name,
+      config=builder.builder_config.name if builder.builder_config else None,
+      version=str(builder.version)).to_dict()
+  report.update(
+      duration_s=round(duration_s, 3), examples=examples, examples_total=sum(examples.values()),
+      note="records = examples: this builder does not report per-record decisions")
+  report["records"].update(seen=sum(examples.values()), kept=sum(examples.values()))
+  return report
+
+
+def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
+          manual_dir: str | os.PathLike | None = None, overwrite: bool = False,
+          builder_kwargs: dict[str, Any] | None = None) -> pathlib.Path:
+  """Builds dataset `name` as ArrayRecord and returns the path of its `build_report.json`.
+
+  Args:
+    name: folder under `datasets/`; `name/config` is accepted too.
+    data_dir: TFDS data directory to build into.
+    config: builder config name (default: the builder's default).
+    manual_dir: folder holding the manually downloaded archive.
+    overwrite: rebuild even if this version exists (the old one is removed only on success).
+    builder_kwargs: extra keyword arguments for the `Builder` constructor.
+
+  Returns:
+    Path of `build_report.json` in the dataset's version directory.
+  """
+  import tensorflow_datasets as tfds  # Lazy: heavy import.
+
+  if "/" in name:
+    name, config = name.split("/", 1)
+
+  def make_builder():
+    return builder_class(name)(data_dir=os.fspath(data_dir), config=config,
+                               file_format="array_record", **(builder_kwargs or {}))
+
+  builder = make_builder()
+  data_path = pathlib.Path(builder.data_path)
+  report_path = data_path / build_report.REPORT_FILENAME
+  if data_path.exists() and not overwrite:
+    print(f"{builder.info.full_name} already built at {data_path} (use --overwrite to rebuild)")
+    return report_path
+
+  # Move the old version aside rather than letting TFDS delete it up front, so a failed rebuild
+  # leaves the previous complete dataset in place. The builder is re-made afterwards: one made
+  # while a version exists has already loaded that version's DatasetInfo.
+  replaced = None
+  if data_path.exists():
+    replaced = data_path.with_name(f"{data_path.name}.replaced-{os.getpid()}")
+    data_path.rename(replaced)
+    builder = make_builder()
+  start = time.monotonic()
+  try:
+    with tempfile.TemporaryDirectory(prefix="clef_build_") as download_dir:  # Nothing downloads.
+      builder.download_and_prepare(
+          download_dir=download_dir,
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=os.fspath(manual_dir) if manual_dir else None))
+  except BaseException:
+    if replaced is not None and not data_path.exists():
+      replaced.rename(data_path)
+    report = getattr(builder, "_report", None)
+    if report is not None:  # Say what was read before the failure; outside the version dir.
+      report.finish()
+      print(report.summary(), file=sys.stderr)
+      try:
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        failed = report.write(data_path.parent / f"{data_path.name}.failed_{report_path.name}")
+        print(f"build FAILED; partial report: {failed}", file=sys.stderr)
+      except OSError:  # Never mask the build's own error.
+        pass
+    raise
+  if replaced is not None:
+    shutil.rmtree(replaced)
+  if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
+    os.replace(tmp, report_path)
+  return report_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  # argparse rather than absl flags: importing this module must not define global flags that
+  # could collide with the trainer's (`--config`).
+  parser = argparse.ArgumentParser(
+      prog="python -m clef_jax.build", description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("name", help=f"dataset: one of {', '.join(available_datasets())}")
+  parser.add_argument("--config", default=None, help="builder config name")
+  parser.add_argument("--manual_dir", default=None, help="folder of the downloaded archive")
+  parser.add_argument("--data_dir", required=True, help="TFDS data directory to build into")
+  parser.add_argument("--overwrite", action="store_true", help="rebuild an existing version")
+  parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="extra Builder keyword argument (repeatable)")
+  args = parser.parse_args(argv)
+  kwargs = {}
+  for item in args.option:
+    key, sep, value = item.partition("=")
+    if not sep:
+      parser.error(f"--option expects KEY=VALUE, got {item!r}")
+    kwargs[key.strip()] = _parse_value(value)
+  report_path = build(args.name, data_dir=args.data_dir, config=args.config,
+                      manual_dir=os.path.expanduser(args.manual_dir) if args.manual_dir else None,
+                      overwrite=args.overwrite, builder_kwargs=kwargs)
+  if report_path.exists():
+    print(build_report.summarize(json.loads(report_path.read_text())))
+  print(f"report: {report_path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,22 @@
+"""Export/import of backbone weights to and from the official PyTorch code.
+
+Importing this package needs neither JAX nor torch: the interop functions import torch only when
+they need it, and `TorchNet1D` (the PyTorch twin) is loaded on first attribute access.
+"""
+
+from clef_jax.export.net1d_interop import from_torch_state_dict
+from clef_jax.export.net1d_interop import load_torch
+from clef_jax.export.net1d_interop import save_torch
+from clef_jax.export.net1d_interop import to_torch_state_dict
+from clef_jax.export.net1d_layout import state_dict_table
+
+__all__ = ["TorchNet1D", "from_torch_state_dict", "load_torch", "save_torch", "state_dict_table",
+           "to_torch_state_dict"]
+
+
+def __getattr__(name: str):
+  # Lazy: `import clef_jax.export` must not import torch (PEP 562).
+  if name == "TorchNet1D":
+    from clef_jax.export.torch_net1d import TorchNet1D  # pylint: disable=g-import-not-at-top
+    return TorchNet1D
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,345 @@
+"""Net1D weights between Flax params and the official PyTorch checkpoints (CLEF, ECGFounder).
+
+All key/layout knowledge lives in `net1d_layout.state_dict_table`. This module only walks that
+table. It imports neither JAX nor (until a torch-specific function runs) torch: params come back
+as nested dicts of float32 numpy arrays, which `Module.apply` accepts directly.
+
+Accepted checkpoint shapes on import:
+  - a bare `Net1D.state_dict()`;
+  - a Lightning checkpoint `{"state_dict": {"backbone.<key>": ...}, ...}` (CLEF, spec §I); other
+    methods' modules (`backbone_target.*`, `backbone_k.*`, `predictor.*`, `queue`, `queue_ptr`)
+    are ignored with one log line;
+  - an ECGFounder checkpoint `{"state_dict": {"<key>" or "module.<key>": ...}}` (medium, 1 or 12
+    leads, 150-way `dense` head).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from clef_jax.export import net1d_layout
+
+FORMATS = ("lightning", "state_dict", "safetensors")
+
+# Top-level modules of other pretraining methods that may share a Lightning checkpoint with
+# `backbone` (spec §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
+OTHER_METHOD_PREFIXES = ("backbone_target.", "backbone_k.", "predictor.")
+OTHER_METHOD_KEYS = ("queue", "queue_ptr")
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("This function needs PyTorch: pip install 'clef_jax[torch]'.") from e
+  return torch
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+  """torch.Tensor (any dtype/device, incl. bfloat16) or array-like -> numpy array."""
+  if hasattr(value, "detach"):      # torch.Tensor, without importing torch here.
+    value = value.detach().cpu()
+    if value.is_floating_point():
+      value = value.float()         # bfloat16/float16 have no (exact) numpy counterpart.
+    return value.numpy()
+  return np.asarray(value)
+
+
+def _unwrap_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+  """Accepts `params` or `{"params": params}` (the variables dict)."""
+  if set(params) == {"params"}:
+    return params["params"]
+  return params
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  flat = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      flat.update(_flatten(v, prefix + (k,)))
+    else:
+      flat[prefix + (k,)] = v
+  return flat
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for path, v in flat.items():
+    node = tree
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = v
+  return tree
+
+
+def _layout_to_torch(rule: str, a: np.ndarray) -> np.ndarray:
+  if rule == "conv":
+    return a.transpose(2, 1, 0)     # (K, I/g, O) -> (O, I/g, K)
+  if rule == "linear":
+    return a.T                      # (I, O) -> (O, I)
+  return a
+
+
+def _layout_to_flax(rule: str, a: np.ndarray) -> np.ndarray:
+  if rule == "conv":
+    return a.transpose(2, 1, 0)     # (O, I/g, K) -> (K, I/g, O)
+  if rule == "linear":
+    return a.T                      # (O, I) -> (I, O)
+  return a
+
+
+def _raise_mismatch(what: str, missing: list[str], unexpected: list[str],
+                    wrong_shape: list[str], hint: str = "") -> None:
+  if not (missing or unexpected or wrong_shape):
+    return
+  lines = [f"{what} does not match the Net1D layout:"]
+  if missing:
+    lines.append(f"  missing ({len(missing)}): {', '.join(missing)}")
+  if unexpected:
+    lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
+  if wrong_shape:
+    lines.append(f"  wrong shape ({len(wrong_shape)}): {', '.join(wrong_shape)}")
+  if hint:
+    lines.append(hint)
+  raise ValueError("\n".join(lines))
+
+
+def _in_channels_hint(shapes: Mapping[str, tuple[int, ...]], in_channels: int) -> str:
+  w = shapes.get("first_conv.conv.weight")
+  if w is not None and len(w) == 3 and w[1] != in_channels:
+    return f"  (first_conv.conv.weight has {w[1]} input channels; pass in_channels={w[1]}.)"
+  return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Flax params <-> state dict.
+# ---------------------------------------------------------------------------------------------
+
+
+def to_torch_state_dict(params: Mapping[str, Any], *, size: str,
+                        in_channels: int = 1) -> "collections.OrderedDict[str, Any]":
+  """Flax Net1D params -> the official PyTorch `state_dict` (keys, shapes, dtypes and order).
+
+  BN entries (never used by Net1D) are filled with BatchNorm1d's initial values so that the
+  official model loads the result with `strict=True`. A `dense` head in `params` becomes
+  `dense.{weight,bias}`.
+
+  Args:
+    params: the `params` collection (or `{"params": params}`) of
+      `create_backbone("net1d", size, in_channels=in_channels, ...)`; jax or numpy arrays.
+    size: "small" | "medium" | "large".
+    in_channels: input leads the params were built for.
+
+  Returns:
+    OrderedDict of contiguous CPU torch tensors: float32, `num_batches_tracked` int64 0-d.
+
+  Raises:
+    ValueError: listing every missing, unexpected or wrongly shaped Flax param.
+  """
+  torch = _import_torch()
+  flat = {path: _to_numpy(v) for path, v in _flatten(_unwrap_params(params)).items()}
+  num_classes = flat[("dense", "kernel")].shape[-1] if ("dense", "kernel") in flat else None
+  table = net1d_layout.state_dict_table(size, in_channels, num_classes)
+  expected = {e.flax_path: e for e in table if e.flax_path is not None}
+  missing = ["/".join(p) for p in expected if p not in flat]
+  unexpected = ["/".join(p) for p in flat if p not in expected]
+  wrong = [f"{'/'.join(p)} {flat[p].shape} != {e.flax_shape}" for p, e in expected.items()
+           if p in flat and flat[p].shape != e.flax_shape]
+  hint = ""
+  if ("stem_conv", "kernel") in flat and flat[("stem_conv", "kernel")].shape[1] != in_channels:
+    hint = f"  (stem_conv/kernel has {flat[('stem_conv', 'kernel')].shape[1]} input channels.)"
+  _raise_mismatch(f"Flax params for Net1D({size}, in_channels={in_channels})",
+                  missing, unexpected, wrong, hint)
+
+  out = collections.OrderedDict()
+  for e in table:
+    if e.flax_path is None:
+      if e.torch_key.endswith("num_batches_tracked"):
+        out[e.torch_key] = torch.zeros((), dtype=torch.int64)
+      else:
+        out[e.torch_key] = torch.full(e.torch_shape, e.bn_value, dtype=torch.float32)
+    else:
+      # Always a fresh, writable, C-contiguous float32 copy: the tensor must not alias params.
+      a = np.array(_layout_to_torch(e.rule, flat[e.flax_path]), dtype=np.float32, order="C")
+      out[e.torch_key] = torch.from_numpy(a)
+  return out
+
+
+def _extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+  """`ckpt.get("state_dict", ckpt)`, minus DataParallel's `module.` and the first `backbone.`."""
+  sd = checkpoint.get("state_dict", checkpoint)
+  if not isinstance(sd, Mapping):
+    raise ValueError(f"checkpoint['state_dict'] is a {type(sd).__name__}, not a mapping.")
+  out = {}
+  for key, value in sd.items():
+    k = key[len("module."):] if key.startswith("module.") else key
+    k = k[len("backbone."):] if k.startswith("backbone.") else k
+    if k in out:
+      raise ValueError(f"Two checkpoint keys map to {k!r} after prefix stripping (e.g. {key!r}).")
+    out[k] = value
+  return out
+
+
+def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channels: int = 1,
+                          num_classes: int | None = None) -> dict[str, Any]:
+  """Official PyTorch Net1D weights -> Flax params (float32 numpy arrays).
+
+  Args:
+    state_dict: a bare state dict, or a checkpoint dict holding one under "state_dict"
+      (Lightning, ECGFounder). Values: torch tensors or numpy arrays. A leading `module.`
+      (DataParallel) and the first leading `backbone.` (Lightning) are stripped.
+    size: "small" | "medium" | "large".
+    in_channels: input leads of the checkpoint (1 for CLEF; 1 or 12 for ECGFounder).
+    num_classes: None -> backbone only; `dense.*` keys, if any, are ignored (logged). An int ->
+      the `dense` head is required and loaded (ECGFounder: 150).
+
+  Returns:
+    Flax `params` for `create_backbone("net1d", size, in_channels=..., num_classes=...)`.
+
+  Raises:
+    ValueError: listing every missing, unexpected or wrongly shaped Net1D key. BN entries are
+      optional (dropped) but must have the right shape when present.
+  """
+  sd = _extract_state_dict(state_dict)
+  table = net1d_layout.state_dict_table(size, in_channels, num_classes)
+  by_key = {e.torch_key: e for e in table}
+
+  ignored = [k for k in sd if k.startswith(OTHER_METHOD_PREFIXES) or k in OTHER_METHOD_KEYS]
+  if ignored:
+    logging.info("Ignoring %d non-backbone checkpoint entries of other pretraining methods "
+                 "(backbone_target/backbone_k/predictor/queue).", len(ignored))
+  if not num_classes:
+    head = [k for k in sd if k.startswith("dense.")]
+    if head:
+      logging.info("Ignoring the classification head (%s); pass num_classes to load it.",
+                   ", ".join(head))
+    ignored += head
+  ignored_set = set(ignored)
+  sd = {k: v for k, v in sd.items() if k not in ignored_set}
+
+  shapes = {k: tuple(np.shape(v)) for k, v in sd.items()}
+  missing = [e.torch_key for e in table if e.rule != "bn" and e.torch_key not in sd]
+  unexpected = [k for k in sd if k not in by_key]
+  wrong = [f"{k} {shapes[k]} != {by_key[k].torch_shape}" for k in sd
+           if k in by_key and shapes[k] != by_key[k].torch_shape]
+  _raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
+                  f"num_classes={num_classes})", missing, unexpected, wrong,
+                  _in_channels_hint(shapes, in_channels))
+
+  flat, non_initial = {}, []
+  for e in table:
+    if e.torch_key not in sd:
+      continue                                   # Only optional BN entries can be absent here.
+    a = _to_numpy(sd[e.torch_key])
+    if e.flax_path is None:
+      if not np.all(a == e.bn_value):
+        non_initial.append(e.torch_key)
+      continue
+    flat[e.flax_path] = np.array(_layout_to_flax(e.rule, a), dtype=np.float32, order="C")
+  if non_initial:
+    logging.warning("%d BatchNorm entries hold non-initial values (%s ...); Net1D never uses BN "
+                    "(use_bn=False), so they are dropped. Was this model trained with use_bn=True?",
+                    len(non_initial), ", ".join(non_initial[:5]))
+  return _unflatten(flat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+# ---------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str | os.PathLike, write_fn) -> None:
+  """Calls `write_fn(tmp_path)` on a temp file in the target directory, then renames it."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+  os.close(fd)
+  try:
+    write_fn(tmp)
+    os.replace(tmp, path)                        # Atomic on POSIX: readers see old or new file.
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+# `format` shadows the builtin on purpose: it is the public keyword the API documents.
+def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
+               in_channels: int = 1, format: str = "lightning") -> None:
+  """Writes Flax Net1D params as a PyTorch checkpoint the official code loads.
+
+  Args:
+    params: Flax params (see `to_torch_state_dict`).
+    path: destination file; written atomically (temp file in the same directory + rename).
+    size: "small" | "medium" | "large".
+    in_channels: input leads the params were built for.
+    format: "lightning" -> `torch.save({"state_dict": {"backbone.<key>": tensor}})`, like a CLEF
+      pretraining checkpoint (spec §I); "state_dict" -> `torch.save` of the bare state dict;
+      "safetensors" -> the bare state dict as safetensors (metadata records size/in_channels).
+  """
+  if format not in FORMATS:
+    raise ValueError(f"Unknown format {format!r}; choose one of {FORMATS}.")
+  torch = _import_torch()
+  sd = to_torch_state_dict(params, size=size, in_channels=in_channels)
+  if format == "lightning":
+    obj = {"state_dict": collections.OrderedDict((f"backbone.{k}", v) for k, v in sd.items())}
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+  elif format == "state_dict":
+    _atomic_write(path, lambda tmp: torch.save(sd, tmp))
+  else:
+    from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+    metadata = {"format": "pt", "model": "net1d", "size": size, "in_channels": str(in_channels)}
+    _atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=metadata))
+
+
+def _is_safetensors(path: str) -> bool:
+  """By extension, else by magic: 8-byte little-endian header length followed by '{'."""
+  if path.endswith(".safetensors"):
+    return True
+  with open(path, "rb") as f:
+    head = f.read(9)
+  if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":   # torch.save zip / legacy pickle.
+    return False
+  return len(head) == 9 and head[8:9] == b"{"
+
+
+def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
+               num_classes: int | None = None) -> dict[str, Any]:
+  """Reads a CLEF / ECGFounder / `save_torch` checkpoint into Flax params.
+
+  torch files are read with `torch.load(..., weights_only=True)`, which never runs pickled code;
+  safetensors files are recognised by extension or magic bytes.
+
+  Args:
+    path: checkpoint file (.ckpt / .pth / .pt / .safetensors).
+    size: "small" | "medium" | "large".
+    in_channels: input leads of the checkpoint.
+    num_classes: load the `dense` head of this width (ECGFounder: 150); None -> backbone only.
+
+  Returns:
+    Flax params (float32 numpy arrays); see `from_torch_state_dict`.
+  """
+  path = os.fspath(path)
+  torch = _import_torch()
+  if _is_safetensors(path):
+    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+    checkpoint = load_file(path)
+  else:
+    try:
+      checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+      raise ValueError(
+          f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
+          "file, extract its state_dict in a separate step and pass it to "
+          "from_torch_state_dict.") from e
+  if not isinstance(checkpoint, Mapping):
+    raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
+  return from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
+                               num_classes=num_classes)

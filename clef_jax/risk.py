@@ -1,0 +1,508 @@
+"""SCORE2 / SCORE2-OP 10-year cardiovascular risk, and CLEF's 11-column metadata vector.
+
+SCORE2 (ESC 2021, ages 40-69) and SCORE2-OP (ages >= 70) follow spec §H with the coefficients of
+the SCORE2 authors' Stata implementation (`score2risk.ado`, `score2oprisk.ado`): SCORE2's
+published 4-dp log hazard ratios, the 6-dp recalibration scales, and SCORE2-OP's full-precision
+betas. Everything is vectorised numpy and never raises on bad *data*: out-of-range or missing inputs
+give NaN plus a reason string (`score2_with_reason`), so one odd row cannot stop a dataset build.
+
+The metadata builders produce the `(11,)` float32 vector of `clef_jax.ecg.METADATA_FIELDS` (spec §D)
+from a MIMIC-IV metadata CSV row/frame or from a PhysioNet-style header (age, sex only).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from clef_jax import ecg
+
+# ------------------------------------------------------------------------------------------------
+# Coefficients (spec §H.1, §H.2).
+# ------------------------------------------------------------------------------------------------
+# SCORE2 terms: cage=(age-60)/5, csbp=(sbp-120)/20, ctchol=tc-6, chdl=(hdl-1.3)/0.5.
+_SCORE2 = {
+    "male": dict(cage=0.3742, smoking=0.6012, csbp=0.2777, diabetes=0.6457, ctchol=0.1458,
+                 chdl=-0.2698, smoking_cage=-0.0755, csbp_cage=-0.0255, diabetes_cage=-0.0983,
+                 ctchol_cage=-0.0281, chdl_cage=0.0426, mean_lp=0.0, s0=0.9605),
+    "female": dict(cage=0.4648, smoking=0.7744, csbp=0.3131, diabetes=0.8096, ctchol=0.1002,
+                   chdl=-0.2606, smoking_cage=-0.1088, csbp_cage=-0.0277, diabetes_cage=-0.1272,
+                   ctchol_cage=-0.0226, chdl_cage=0.0613, mean_lp=0.0, s0=0.9776),
+}
+# SCORE2-OP terms (unscaled): cage=age-73, csbp=sbp-150, ctchol=tc-6, chdl=hdl-1.4.
+_SCORE2_OP = {
+    "male": dict(cage=0.0633767915, smoking=0.3523957899, csbp=0.0094362177,
+                 diabetes=0.4245248910, ctchol=0.0849594156, chdl=-0.3563571842,
+                 smoking_cage=-0.0247205945, csbp_cage=-0.0004794522,
+                 diabetes_cage=-0.0173654217, ctchol_cage=0.0073336663, chdl_cage=0.0091317857,
+                 mean_lp=0.09285225, s0=1.0 - 0.24235298),
+    "female": dict(cage=0.0789191229, smoking=0.4921147010, csbp=0.0101993091,
+                   diabetes=0.6009874438, ctchol=0.0604939598, chdl=-0.3040280248,
+                   smoking_cage=-0.0255496313, csbp_cage=-0.0004404728,
+                   diabetes_cage=-0.0106909701, ctchol_cage=-0.0009121461,
+                   chdl_cage=0.0153779923, mean_lp=0.2287676, s0=1.0 - 0.19178759),
+}
+# Regional recalibration (scale1, scale2): risk = 1 - exp(-exp(s1 + s2 ln(-ln(1 - p0)))).
+REGIONS = ("low", "moderate", "high", "very high")
+_SCALES = {
+    "SCORE2": {
+        "male": {"low": (-0.569857, 0.747593), "moderate": (-0.156481, 0.800869),
+                 "high": (0.320717, 0.936004), "very high": (0.583578, 0.829368)},
+        "female": {"low": (-0.737966, 0.701868), "moderate": (-0.314269, 0.770149),
+                   "high": (0.570963, 0.936893), "very high": (0.941177, 0.832923)},
+    },
+    "SCORE2-OP": {
+        "male": {"low": (-0.343484, 1.193038), "moderate": (0.005320, 1.248514),
+                 "high": (0.084305, 1.151902), "very high": (0.045959, 0.703625)},
+        "female": {"low": (-0.516054, 1.007238), "moderate": (-0.101044, 1.099621),
+                   "high": (0.375720, 1.089031), "very high": (0.379293, 0.691530)},
+    },
+}
+
+MG_DL_TO_MMOL_L = 0.02586  # cholesterol, mg/dL -> mmol/L (spec §H.1)
+
+# Inputs outside these closed ranges give NaN with a reason (after unit conversion). Age: SCORE2 is
+# defined from 40, SCORE2-OP is validated to 89 (MIMIC codes > 89 as 91). The others are generous
+# physiological bounds, wider than the ESC charts (SBP 100-179, TC 3-6.9 mmol/L), meant to reject
+# unit mix-ups and typos, not to restrict the model.
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    "age": (40.0, 90.0),             # years; the upper bound is exclusive
+    "sbp": (60.0, 260.0),            # mmHg
+    "total_chol": (1.0, 20.0),       # mmol/L
+    "hdl_chol": (0.2, 5.0),          # mmol/L
+}
+OP_MIN_AGE = 70.0  # SCORE2 below, SCORE2-OP from here on
+
+_MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "none", "null", "unknown", "?", "-", "nat"})
+_FEMALE = frozenset({"f", "female", "w", "woman"})
+_MALE = frozenset({"m", "male", "man"})
+_CENSORED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*$")  # "90+" -> 90 (a lower bound)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing helpers (scalars).
+# ------------------------------------------------------------------------------------------------
+def _is_missing(value: Any) -> bool:
+  if value is None:
+    return True
+  if isinstance(value, str):
+    return value.strip().lower() in _MISSING_TOKENS
+  try:
+    return bool(np.isnan(value))
+  except (TypeError, ValueError):
+    return False
+
+
+def parse_number(value: Any) -> float:
+  """A float from a messy cell: numbers, numeric strings, "90+" (-> 90); NaN for anything else.
+
+  Args:
+    value: int/float/numpy scalar/str/None.
+
+  Returns:
+    float, NaN when missing, unparsable or non-finite.
+  """
+  if _is_missing(value):
+    return math.nan
+  if isinstance(value, str):
+    s = value.strip()
+    m = _CENSORED.match(s)
+    if m:
+      s = m.group(1)
+    try:
+      out = float(s)
+    except ValueError:
+      return math.nan
+  else:
+    try:
+      out = float(value)
+    except (TypeError, ValueError):
+      return math.nan
+  return out if math.isfinite(out) else math.nan
+
+
+def parse_sex(value: Any) -> float:
+  """Sex code: 1 = male, 0 = female, NaN = missing/unknown/unrecognised.
+
+  Accepts 0/1 (and 0.0/1.0, True/False), "M"/"F", "male"/"female" (any case, whitespace ignored).
+
+  Args:
+    value: the raw cell.
+
+  Returns:
+    1.0, 0.0 or NaN.
+  """
+  if _is_missing(value):
+    return math.nan
+  if isinstance(value, str):
+    s = value.strip().lower()
+    if s in _MALE:
+      return 1.0
+    if s in _FEMALE:
+      return 0.0
+    s_num = parse_number(s)
+    return s_num if s_num in (0.0, 1.0) else math.nan
+  x = parse_number(value)
+  return x if x in (0.0, 1.0) else math.nan
+
+
+def parse_blood_pressure(value: Any) -> tuple[float, float]:
+  """(systolic, diastolic) from "sys/dia" strings ("120/80", "120 / 80", "120/80 mmHg").
+
+  Args:
+    value: the raw `Blood Pressure` cell.
+
+  Returns:
+    Two floats; both NaN when missing or unparsable.
+  """
+  if _is_missing(value) or not isinstance(value, str):
+    return math.nan, math.nan
+  m = _BP.match(value)
+  if not m:
+    return math.nan, math.nan
+  return float(m.group(1)), float(m.group(2))
+
+
+_BP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:mm\s*hg)?\s*$", re.IGNORECASE)
+
+
+def _region_key(region: Any) -> str | None:
+  if not isinstance(region, str):
+    return None
+  key = region.strip().lower().replace("_", " ").replace("-", " ")
+  key = " ".join(key.split())
+  if key == "veryhigh":
+    key = "very high"
+  return key if key in REGIONS else None
+
+
+# ------------------------------------------------------------------------------------------------
+# SCORE2 / SCORE2-OP.
+# ------------------------------------------------------------------------------------------------
+def _as_float_array(value: Any) -> np.ndarray:
+  """Numeric array with NaN for missing/unparsable entries (strings allowed)."""
+  arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+  if arr.dtype.kind in "fiub":
+    out = arr.astype(np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out
+  return np.vectorize(parse_number, otypes=[np.float64])(arr) if arr.size else arr.astype(float)
+
+
+def _as_sex_array(value: Any) -> np.ndarray:
+  arr = np.asarray(value, dtype=object)
+  return np.vectorize(parse_sex, otypes=[np.float64])(arr) if arr.size else arr.astype(float)
+
+
+def _as_binary_array(value: Any) -> tuple[np.ndarray, np.ndarray]:
+  """(0/1 float array with NaN where missing, mask of present-but-not-0/1 entries)."""
+  x = _as_float_array(value)
+  invalid = np.isfinite(x) & (x != 0) & (x != 1)
+  return np.where(invalid, np.nan, x), invalid
+
+
+def score2_components(
+    *,
+    sex: Any,
+    age: Any,
+    smoking: Any,
+    sbp: Any,
+    total_chol: Any,
+    hdl_chol: Any,
+    diabetes: Any,
+    region: Any = "moderate",
+    chol_unit: str = "mmol/L",
+) -> dict[str, np.ndarray]:
+  """SCORE2 (40 <= age < 70) / SCORE2-OP (age >= 70) with intermediate values and reasons.
+
+  All inputs broadcast against each other. Missing entries may be NaN/None/"".
+
+  Args:
+    sex: 1 / "M" / "male" for men, 0 / "F" / "female" for women (case-insensitive).
+    age: years; in [40, 90) (SCORE2-OP from 70).
+    smoking: current smoker, 0/1 (bool ok).
+    sbp: systolic blood pressure, mmHg; in [60, 260].
+    total_chol: total cholesterol in `chol_unit`; [1, 20] mmol/L after conversion.
+    hdl_chol: HDL cholesterol in `chol_unit`; [0.2, 5] mmol/L after conversion.
+    diabetes: history of diabetes, 0/1.
+    region: ESC risk region, "low" | "moderate" | "high" | "very high" ("very_high" accepted);
+      a scalar or an array broadcasting with the others.
+    chol_unit: "mmol/L" or "mg/dL" (x 0.02586).
+
+  Returns:
+    Dict of float64 arrays of the broadcast shape: `lp` (linear predictor, SCORE2-OP's with its
+    mean subtracted), `uncalibrated` (1 - S0^exp(lp)), `risk` (the regional 10-year risk as a
+    fraction); `model` ("SCORE2" / "SCORE2-OP" / "") and `reason` ("" when valid, else why NaN)
+    as object arrays.
+
+  Raises:
+    ValueError: only for a bad `chol_unit` or a bad scalar `region` (caller errors, not data).
+  """
+  unit = chol_unit.strip().lower().replace(" ", "")
+  if unit not in ("mmol/l", "mg/dl"):
+    raise ValueError(f"chol_unit must be 'mmol/L' or 'mg/dL'; got {chol_unit!r}.")
+  if isinstance(region, str) and _region_key(region) is None:
+    raise ValueError(f"region must be one of {REGIONS}; got {region!r}.")
+  conv = MG_DL_TO_MMOL_L if unit == "mg/dl" else 1.0
+
+  sex_a = _as_sex_array(sex)
+  age_a = _as_float_array(age)
+  smk, smk_bad = _as_binary_array(smoking)
+  sbp_a = _as_float_array(sbp)
+  tc = _as_float_array(total_chol) * conv
+  hdl = _as_float_array(hdl_chol) * conv
+  dm, dm_bad = _as_binary_array(diabetes)
+  reg = np.asarray(region, dtype=object)
+  reg = np.vectorize(lambda r: _region_key(r) or "", otypes=[object])(reg)
+  (sex_a, age_a, smk, smk_bad, sbp_a, tc, hdl, dm, dm_bad, reg) = np.broadcast_arrays(
+      sex_a, age_a, smk, smk_bad, sbp_a, tc, hdl, dm, dm_bad, reg)
+  shape = sex_a.shape
+
+  # Reasons, first failing check wins (missing inputs first, then invalid codes, then ranges).
+  reason = np.full(shape, "", dtype=object)
+
+  def flag(cond, text):
+    reason[(reason == "") & cond] = text
+
+  flag(reg == "", "invalid region")
+  raw_sex = np.broadcast_to(np.asarray(sex, dtype=object), shape)
+  sex_missing = np.vectorize(_is_missing, otypes=[bool])(raw_sex) if raw_sex.size else raw_sex
+  flag(sex_missing, "missing sex")
+  flag(np.isnan(sex_a), "invalid sex")
+  for name, arr in (("age", age_a), ("smoking", smk), ("sbp", sbp_a), ("total_chol", tc),
+                    ("hdl_chol", hdl), ("diabetes", dm)):
+    if name == "smoking":
+      flag(smk_bad, "invalid smoking (not 0/1)")
+    if name == "diabetes":
+      flag(dm_bad, "invalid diabetes (not 0/1)")
+    flag(np.isnan(arr), f"missing {name}")
+  for name, arr in (("age", age_a), ("sbp", sbp_a), ("total_chol", tc), ("hdl_chol", hdl)):
+    lo, hi = VALID_RANGES[name]
+    unit_txt = {"age": "", "sbp": " mmHg"}.get(name, " mmol/L")
+    flag(arr < lo, f"{name} < {lo:g}{unit_txt}")
+    if name == "age":
+      flag(arr >= hi, f"age >= {hi:g}")
+    else:
+      flag(arr > hi, f"{name} > {hi:g}{unit_txt}")
+  ok = reason == ""
+
+  op = age_a >= OP_MIN_AGE
+  male = sex_a == 1.0
+  lp = np.full(shape, np.nan)
+  p0 = np.full(shape, np.nan)
+  risk = np.full(shape, np.nan)
+  model = np.where(ok, np.where(op, "SCORE2-OP", "SCORE2"), "").astype(object)
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    for is_op, table in ((False, _SCORE2), (True, _SCORE2_OP)):
+      for sex_name, is_male in (("male", True), ("female", False)):
+        sel = ok & (op == is_op) & (male == is_male)
+        if not sel.any():
+          continue
+        c = table[sex_name]
+        if is_op:
+          cage, csbp, ctc, chdl = age_a - 73.0, sbp_a - 150.0, tc - 6.0, hdl - 1.4
+        else:
+          cage, csbp, ctc, chdl = (age_a - 60.0) / 5.0, (sbp_a - 120.0) / 20.0, tc - 6.0, (
+              hdl - 1.3) / 0.5
+        x = (c["cage"] * cage + c["smoking"] * smk + c["csbp"] * csbp + c["diabetes"] * dm
+             + c["ctchol"] * ctc + c["chdl"] * chdl
+             + cage * (c["smoking_cage"] * smk + c["csbp_cage"] * csbp
+                       + c["diabetes_cage"] * dm + c["ctchol_cage"] * ctc
+                       + c["chdl_cage"] * chdl)
+             - c["mean_lp"])
+        uncal = 1.0 - np.power(c["s0"], np.exp(x))
+        scales = _SCALES["SCORE2-OP" if is_op else "SCORE2"][sex_name]
+        s1 = np.vectorize(lambda r: scales.get(r, (np.nan, np.nan))[0], otypes=[float])(reg)
+        s2 = np.vectorize(lambda r: scales.get(r, (np.nan, np.nan))[1], otypes=[float])(reg)
+        cal = 1.0 - np.exp(-np.exp(s1 + s2 * np.log(-np.log1p(-uncal))))
+        lp[sel], p0[sel], risk[sel] = x[sel], uncal[sel], cal[sel]
+  return {"lp": lp, "uncalibrated": p0, "risk": risk, "model": model, "reason": reason}
+
+
+def score2_with_reason(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+  """`(risk, reason)`: the 10-year risk (fraction) and, per element, "" or why it is NaN.
+
+  Takes the keyword arguments of `score2_components`. Reasons look like "age < 40",
+  "age >= 90", "missing sbp", "invalid sex", "total_chol > 20 mmol/L".
+
+  Args:
+    **kwargs: sex, age, smoking, sbp, total_chol, hdl_chol, diabetes, region, chol_unit.
+
+  Returns:
+    `(risk, reason)`: float64 array and object array of str, both of the broadcast shape.
+  """
+  out = score2_components(**kwargs)
+  return out["risk"], out["reason"]
+
+
+def score2(
+    *,
+    sex: Any,
+    age: Any,
+    smoking: Any,
+    sbp: Any,
+    total_chol: Any,
+    hdl_chol: Any,
+    diabetes: Any,
+    region: Any = "moderate",
+    chol_unit: str = "mmol/L",
+) -> np.ndarray:
+  """10-year CVD risk as a fraction: SCORE2 for ages 40-69, SCORE2-OP for ages >= 70.
+
+  Vectorised over broadcastable inputs; NaN (never an exception) for missing or out-of-range data;
+  use `score2_with_reason` for why.
+
+  Args:
+    sex: 1 / "M" / "male" = male, 0 / "F" / "female" = female.
+    age: years, valid in [40, 90).
+    smoking: current smoker 0/1.
+    sbp: systolic BP in mmHg, valid in [60, 260].
+    total_chol: total cholesterol in `chol_unit`.
+    hdl_chol: HDL cholesterol in `chol_unit`.
+    diabetes: diabetes 0/1.
+    region: "low" | "moderate" | "high" | "very high" (ESC 2021 risk regions).
+    chol_unit: "mmol/L" (default) or "mg/dL".
+
+  Returns:
+    float64 array of the broadcast shape (0-d for scalar inputs).
+  """
+  return score2_components(
+      sex=sex, age=age, smoking=smoking, sbp=sbp, total_chol=total_chol, hdl_chol=hdl_chol,
+      diabetes=diabetes, region=region, chol_unit=chol_unit)["risk"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The 11-column metadata vector (spec §D).
+# ------------------------------------------------------------------------------------------------
+# rate_meta = fraction of these attributes (metadata columns 0-8) that are present. The paper's A
+# (number of attributes) is not recoverable (spec §C.3, [UNCERTAIN]); the 9 raw attributes are the
+# natural choice, excluding rate_meta itself and the derived score2_risk.
+RATE_META_FIELDS: tuple[str, ...] = ecg.METADATA_FIELDS[:9]
+
+
+def rate_meta(values: np.ndarray) -> np.ndarray:
+  """Fraction of the 9 attributes (metadata columns 0-8) that are not NaN.
+
+  Args:
+    values: `(..., 11)` or `(..., 9)` metadata array.
+
+  Returns:
+    float array of shape `values.shape[:-1]`, in [0, 1].
+  """
+  v = np.asarray(values, np.float64)[..., : len(RATE_META_FIELDS)]
+  return np.mean(~np.isnan(v), axis=-1)
+
+
+def _column(field: str) -> int:
+  return ecg.METADATA_FIELDS.index(field)
+
+
+def metadata_from_mimic_row(row: Mapping[str, Any]) -> np.ndarray:
+  """The `(11,)` float32 metadata vector of one row of `mimiciv_metadata_with_score2.csv`.
+
+  Columns (order of `ecg.METADATA_FIELDS`): `gender` ("F"/"female" -> 0, any other present value ->
+  1, missing -> NaN; the official loader maps missing to 1), age (`age_at_ecg`, else
+  `anchor_age`; "90+" -> 90), `BMI (kg/m2)`, SBP and DBP from `Blood Pressure` "sys/dia",
+  `Height (Inches)`, `Weight (Lbs)`, `heart_rate`, `heart_rate_var`, `rate_meta`, `score2_risk`
+  (passed through in the CSV's own scale). Missing or unparsable cells give NaN. If `rate_meta` is
+  absent or NaN it is computed as the fraction of columns 0-8 present.
+
+  Args:
+    row: a dict or a pandas Series with (a subset of) the CSV's columns.
+
+  Returns:
+    `(11,)` float32.
+  """
+  get = row.get
+  out = np.full(ecg.NUM_METADATA, np.nan, np.float64)
+  g = get("gender")
+  if not _is_missing(g):
+    out[_column("sex")] = 0.0 if str(g).strip().lower() in _FEMALE else 1.0
+  age = parse_number(get("age_at_ecg"))
+  out[_column("age")] = age if not math.isnan(age) else parse_number(get("anchor_age"))
+  out[_column("bmi")] = parse_number(get("BMI (kg/m2)"))
+  out[_column("sbp")], out[_column("dbp")] = parse_blood_pressure(get("Blood Pressure"))
+  out[_column("height_in")] = parse_number(get("Height (Inches)"))
+  out[_column("weight_lb")] = parse_number(get("Weight (Lbs)"))
+  out[_column("heart_rate")] = parse_number(get("heart_rate"))
+  out[_column("heart_rate_var")] = parse_number(get("heart_rate_var"))
+  q = parse_number(get("rate_meta"))
+  out[_column("rate_meta")] = q if not math.isnan(q) else rate_meta(out)
+  out[_column("score2_risk")] = parse_number(get("score2_risk"))
+  return out.astype(np.float32)
+
+
+def _numeric_series(df, name: str) -> np.ndarray:
+  """Vectorised `parse_number` over a DataFrame column (all-NaN when the column is absent)."""
+  import pandas as pd  # Lazy: pandas only for the frame builder.
+
+  if name not in df.columns:
+    return np.full(len(df), np.nan)
+  col = df[name]
+  if col.dtype.kind in "fiub":
+    out = col.to_numpy(np.float64)
+  else:
+    s = col.astype("string").str.strip().str.replace(r"^(\d+(?:\.\d+)?)\s*\+$", r"\1", regex=True)
+    out = pd.to_numeric(s, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+  out = out.copy()
+  out[~np.isfinite(out)] = np.nan
+  return out
+
+
+def metadata_from_mimic_frame(df) -> np.ndarray:
+  """Vectorised `metadata_from_mimic_row` over a DataFrame: `(N, 11)` float32, row for row equal.
+
+  Args:
+    df: pandas DataFrame with (a subset of) the metadata CSV's columns.
+
+  Returns:
+    `(N, 11)` float32.
+  """
+  n = len(df)
+  out = np.full((n, ecg.NUM_METADATA), np.nan, np.float64)
+  if "gender" in df.columns:
+    g = df["gender"].astype("string").str.strip().str.lower()
+    missing = g.isna() | g.isin(list(_MISSING_TOKENS))
+    female = g.isin(list(_FEMALE)).fillna(False)
+    out[:, _column("sex")] = np.where(
+        missing.to_numpy(bool), np.nan, np.where(female.to_numpy(bool), 0.0, 1.0))
+  age = _numeric_series(df, "age_at_ecg")
+  out[:, _column("age")] = np.where(np.isnan(age), _numeric_series(df, "anchor_age"), age)
+  out[:, _column("bmi")] = _numeric_series(df, "BMI (kg/m2)")
+  if "Blood Pressure" in df.columns:
+    bp = df["Blood Pressure"]
+    is_str = bp.map(lambda v: isinstance(v, str)).to_numpy(bool)
+    parts = bp.where(is_str).astype("string").str.extract(_BP.pattern, flags=re.IGNORECASE)
+    out[:, _column("sbp")] = parts[0].astype(float).to_numpy(np.float64, na_value=np.nan)
+    out[:, _column("dbp")] = parts[1].astype(float).to_numpy(np.float64, na_value=np.nan)
+  out[:, _column("height_in")] = _numeric_series(df, "Height (Inches)")
+  out[:, _column("weight_lb")] = _numeric_series(df, "Weight (Lbs)")
+  out[:, _column("heart_rate")] = _numeric_series(df, "heart_rate")
+  out[:, _column("heart_rate_var")] = _numeric_series(df, "heart_rate_var")
+  q = _numeric_series(df, "rate_meta")
+  out[:, _column("rate_meta")] = np.where(np.isnan(q), rate_meta(out), q)
+  out[:, _column("score2_risk")] = _numeric_series(df, "score2_risk")
+  return out.astype(np.float32)
+
+
+def metadata_from_header(*, age: Any, sex: Any) -> np.ndarray:
+  """The `(11,)` float32 metadata vector from a PhysioNet-style header (`# Age:`, `# Sex:`).
+
+  Only sex and age are known; the other attributes are NaN, `rate_meta` is the fraction of the 9
+  attributes present (at most 2/9) and `score2_risk` is NaN.
+
+  Args:
+    age: years; number or string ("54", "90+" -> 90, "NaN"/"" -> NaN).
+    sex: "Male"/"M"/1 -> 1, "Female"/"F"/0 -> 0, "NaN"/"Unknown"/"" -> NaN.
+
+  Returns:
+    `(11,)` float32.
+  """
+  out = np.full(ecg.NUM_METADATA, np.nan, np.float64)
+  out[_column("sex")] = parse_sex(sex)
+  out[_column("age")] = parse_number(age)
+  out[_column("rate_meta")] = rate_meta(out)
+  return out.astype(np.float32)

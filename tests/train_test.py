@@ -1,0 +1,294 @@
+"""Train step: 8 simulated devices == 1 device, method semantics, metrics, fsdp == replicate.
+
+Every step function is compiled once per (method, mesh, strategy) and cached: XLA compile time of
+the Net1D gradient dominates these CPU tests. Backbone weights come from numpy (a Net1D random
+init compiles ~60 threefry hashes, which alone takes tens of seconds on CPU).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from clef_jax import losses, methods, models, optim, sharding, train
+
+B, L = 8, 256          # global batch (subjects) and window length
+QUEUE = 4 * B          # MoCo K for tests (K % B == 0)
+RTOL = 1e-5            # max |a - b| / max |b| per leaf, 8 devices vs 1
+MODEL = models.create_backbone("net1d", "small")
+TX, LR_FN = optim.make_optimizer(steps_per_epoch=2)
+STEPS = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compiles():
+  # Compile time dominates these CPU tests; both meshes see the same setting.
+  prev = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
+
+@functools.cache
+def _backbone_params():
+  """PyTorch-like uniform(+-1/sqrt(fan_in)) weights from numpy, in the model's param tree."""
+  shapes = jax.eval_shape(MODEL.init, jax.random.key(0), jnp.zeros((1, L, 1)))["params"]
+  rng = np.random.default_rng(0)
+
+  def init(x):
+    fan_in = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 else 64
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, x.shape).astype(np.float32)
+
+  return jax.tree.map(init, shapes)
+
+
+@functools.cache
+def _batch():
+  rng = np.random.default_rng(1)
+  base = rng.standard_normal((B, 1, L, 1)).astype(np.float32)
+  # Two noisy views of one signal per subject, so the positives are genuinely similar.
+  views = base + 0.3 * rng.standard_normal((B, 2, L, 1)).astype(np.float32)
+  risk = rng.uniform(1.0, 20.0, B).astype(np.float32)
+  risk[3] = np.nan
+  rate_meta = rng.uniform(0.0, 1.0, B).astype(np.float32)
+  return {"views": views, "risk": risk, "rate_meta": rate_meta}
+
+
+@functools.cache
+def _compiled(method, num_devices, strategy="replicate"):
+  """(mesh, fresh-state factory, jitted step, state sharding) on a `num_devices` mesh."""
+  mesh = sharding.make_mesh(num_devices)
+  state, state_sharding = train.create_sharded_train_state(
+      jax.random.key(0), mesh=mesh, strategy=strategy, fsdp_min_size=1024, model=MODEL, tx=TX,
+      method=method, init_shape=(1, L, 1), backbone_params=_backbone_params(),
+      moco_queue_size=QUEUE)
+  host_state = jax.device_get(state)
+  step = train.jit_train_step(train.make_train_step(MODEL, TX, LR_FN, method=method),
+                              mesh=mesh, state_sharding=state_sharding)
+
+  def new_state():
+    return jax.device_put(host_state, state_sharding)
+
+  return mesh, new_state, step, state_sharding
+
+
+@functools.cache
+def _run(method, num_devices, strategy="replicate", steps=STEPS):
+  """Host copies of the states (initial + after each step) and the per-step metrics."""
+  mesh, new_state, step, _ = _compiled(method, num_devices, strategy)
+  state = new_state()
+  batch = sharding.shard_batch(_batch(), mesh)
+  states, metrics = [jax.device_get(state)], []
+  for _ in range(steps):
+    state, m = step(state, batch, jax.random.key(42))
+    states.append(jax.device_get(state))       # before the next call donates `state`
+    metrics.append(jax.device_get(m))
+  return states, metrics
+
+
+def _max_rel(a, b):
+  """Largest per-leaf max|a - b| / max|b| over two pytrees of equal structure."""
+  def rel(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)) if y.size else 0.0
+  return max(jax.tree.leaves(jax.tree.map(rel, a, b)), default=0.0)
+
+
+def _adam_mu(state):
+  # After the first update Adam's mu = (1 - b1) * grads: the gradients, up to a factor 10.
+  return state.opt_state[0].mu
+
+
+# ------------------------------------------------------------------------------------------------
+# 8 devices vs 1 device.
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", methods.METHODS)
+def test_eight_devices_match_one(method):
+  s1, m1 = _run(method, 1)
+  s8, m8 = _run(method, 8)
+  # Same initial state on both meshes (threefry is partitionable: init is sharding-invariant).
+  assert _max_rel(s8[0], s1[0]) == 0.0
+  diffs = {
+      "loss": _max_rel(m8[0]["loss"], m1[0]["loss"]),
+      "grads": _max_rel(_adam_mu(s8[1]), _adam_mu(s1[1])),
+      "params": _max_rel(s8[1].params, s1[1].params),
+      "state": _max_rel(s8[1], s1[1]),            # + ema, BN stats, queue, opt state
+      "loss_step2": _max_rel(m8[1]["loss"], m1[1]["loss"]),
+      "params_step2": _max_rel(s8[2].params, s1[2].params),
+  }
+  print(f"{method}: 8-vs-1 max relative differences {diffs}")
+  for name, d in diffs.items():
+    assert d <= RTOL, (name, d)
+  for k in m1[0]:
+    np.testing.assert_allclose(m8[0][k], m1[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("method", methods.METHODS)
+def test_metrics_present_and_finite(method):
+  _, metrics = _run(method, 1)
+  expected = {"loss", "lr", "l2_grads", "l2_params", "l2_updates", "embedding_std", "pos_cos",
+              "neg_cos", "risk_spearman", "risk_pairs"}
+  expected |= {"clef": {"weighted_nce", "alignment", "temperature"},
+               "simclr": {"temperature"}, "moco": {"temperature"}, "byol": set()}[method]
+  for m in metrics:
+    assert set(m) == expected
+    for k, v in m.items():
+      assert v.shape == () and v.dtype == np.float32, k
+      assert np.isfinite(v), k
+  assert metrics[0]["risk_pairs"] == (B - 1) * (B - 2) / 2      # one subject lacks a risk
+  np.testing.assert_allclose(metrics[0]["lr"], LR_FN(0), rtol=1e-7)
+  assert metrics[0]["l2_grads"] > 0 and metrics[0]["l2_updates"] > 0
+
+
+@pytest.mark.parametrize("method", ["clef", "simclr"])
+def test_a_few_steps_reduce_the_loss(method):
+  mesh, new_state, step, _ = _compiled(method, 1)
+  state, batch = new_state(), sharding.shard_batch(_batch(), mesh)
+  losses_ = []
+  for _ in range(8):
+    state, m = step(state, batch, jax.random.key(0))
+    losses_.append(float(m["loss"]))
+  assert losses_[-1] < losses_[0], losses_
+  assert int(state.step) == 8
+
+
+def test_fsdp_matches_replicate():
+  _, _, _, state_sharding = _compiled("clef", 8, "fsdp")
+  specs = [s.spec for s in jax.tree.leaves(state_sharding.params)]
+  assert any(spec != jax.sharding.PartitionSpec() for spec in specs)   # something is sharded
+  s_rep, m_rep = _run("clef", 8)
+  s_fsdp, m_fsdp = _run("clef", 8, "fsdp")
+  for i in range(STEPS):
+    assert _max_rel(m_fsdp[i]["loss"], m_rep[i]["loss"]) <= RTOL
+    assert _max_rel(s_fsdp[i + 1], s_rep[i + 1]) <= RTOL
+
+
+# ------------------------------------------------------------------------------------------------
+# Method semantics.
+# ------------------------------------------------------------------------------------------------
+def test_byol_ema_update():
+  states, _ = _run("byol", 1)
+  s1, s2 = states[1], states[2]
+  tau = methods.BYOL_TAU
+  # Step 2 updates the target from the step-1 online weights *before* computing targets.
+  expected = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o,
+                          s1.ema_params, s1.params["backbone"])
+  assert _max_rel(s2.ema_params, expected) < 1e-6
+  # Step 1: target starts as a copy of the online backbone, so it stays equal to it.
+  assert _max_rel(s1.ema_params, states[0].params["backbone"]) < 1e-6
+  # The predictor's BN running stats moved (two updates per step, momentum 0.9).
+  assert _max_rel(s1.batch_stats, states[0].batch_stats) > 0
+
+
+def test_moco_queue_double_enqueue():
+  states, _ = _run("moco", 1)
+  s0, s1, s2 = states
+  assert int(s1.queue_ptr) == 2 * B and int(s2.queue_ptr) == 4 * B % QUEUE
+  # Keys of step 1: view 2 through the (already momentum-updated) key encoder.
+  x2 = _batch()["views"][:, 1]
+  k = np.asarray(jax.jit(MODEL.apply)({"params": s1.ema_params}, x2)[0])          # (B, D)
+  k_unit = k / np.linalg.norm(k, axis=1, keepdims=True)
+  q1 = np.asarray(s1.queue)                                                       # (D, K)
+  np.testing.assert_allclose(q1[:, :B].T, k_unit, rtol=1e-4, atol=1e-6)          # normalised
+  np.testing.assert_allclose(q1[:, B:2 * B].T, k, rtol=1e-4, atol=1e-5)           # raw keys
+  np.testing.assert_array_equal(q1[:, 2 * B:], np.asarray(s0.queue)[:, 2 * B:])   # untouched
+  # The initial queue is unit-norm along D.
+  np.testing.assert_allclose(np.linalg.norm(s0.queue, axis=0), 1.0, rtol=1e-5)
+
+
+def test_moco_update_queue_single_and_double():
+  queue = jnp.zeros((3, 8))
+  keys = jnp.arange(6.0).reshape(2, 3) + 1.0                    # (B=2, D=3)
+  unit = keys / jnp.linalg.norm(keys, axis=1, keepdims=True)
+  q, ptr = methods.moco_update_queue(queue, jnp.int32(6), keys, double_enqueue=False)
+  assert int(ptr) == 0
+  np.testing.assert_allclose(q[:, 6:].T, unit, rtol=1e-6)
+  np.testing.assert_array_equal(q[:, :6], 0.0)
+  q, ptr = methods.moco_update_queue(queue, jnp.int32(4), keys, double_enqueue=True)
+  assert int(ptr) == 0                                         # 4 + 2 + 2 wraps to 0
+  np.testing.assert_allclose(q[:, 4:6].T, unit, rtol=1e-6)
+  np.testing.assert_allclose(q[:, 6:8].T, keys, rtol=1e-6)
+
+
+def test_moco_rejects_queue_not_multiple_of_batch():
+  state = jax.eval_shape(functools.partial(
+      train.create_train_state, model=MODEL, tx=TX, method="moco", init_shape=(1, L, 1),
+      backbone_params=_backbone_params(), moco_queue_size=QUEUE + 1), jax.random.key(0))
+  step = train.make_train_step(MODEL, TX, LR_FN, method="moco")
+  with pytest.raises(ValueError, match="K % batch size B"):
+    jax.eval_shape(step, state, _batch(), jax.random.key(0))
+
+
+def test_state_layout():
+  for method in methods.METHODS:
+    state = jax.eval_shape(functools.partial(
+        train.create_train_state, model=MODEL, tx=TX, method=method, init_shape=(1, L, 1),
+        backbone_params=_backbone_params(), moco_queue_size=QUEUE), jax.random.key(0))
+    assert set(state.params) == ({"backbone", "predictor"} if method == "byol" else {"backbone"})
+    assert (state.ema_params is None) == (method in ("clef", "simclr"))
+    assert (state.batch_stats is None) == (method != "byol")
+    assert (state.queue is None) == (method != "moco")
+    if method == "moco":
+      assert state.queue.shape == (256, QUEUE) and state.queue_ptr.dtype == jnp.int32
+    if method == "byol":
+      assert state.params["predictor"]["fc1"]["kernel"].shape == (256, 128)
+      assert state.params["predictor"]["fc2"]["kernel"].shape == (128, 256)
+
+
+def test_unknown_method_rejected():
+  with pytest.raises(ValueError, match="Unknown pretraining method"):
+    train.make_train_step(MODEL, TX, LR_FN, method="swav")
+
+
+# ------------------------------------------------------------------------------------------------
+# Monitoring metrics against numpy / scipy.
+# ------------------------------------------------------------------------------------------------
+def test_masked_spearman_matches_scipy():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(40).astype(np.float32)
+  y = (x + rng.standard_normal(40)).astype(np.float32)
+  y[::5] = np.round(y[::5])                                    # ties
+  x[:4] = x[4:8]                                               # more ties
+  valid = rng.uniform(size=40) > 0.3
+  y[~valid & (np.arange(40) % 2 == 0)] = np.nan                # NaNs only where invalid
+  got = jax.jit(train.masked_spearman)(x, y, valid)
+  want = scipy.stats.spearmanr(x[valid], y[valid]).statistic
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Undefined cases give NaN: < 3 valid entries, or a constant side.
+  assert np.isnan(train.masked_spearman(x, y, np.arange(40) < 2))
+  assert np.isnan(train.masked_spearman(np.ones(40, np.float32), y, valid))
+
+
+def test_embedding_metrics_match_numpy():
+  rng = np.random.default_rng(2)
+  b, d = 6, 5
+  z1 = rng.standard_normal((b, d)).astype(np.float32)
+  z2 = (z1 + 0.5 * rng.standard_normal((b, d))).astype(np.float32)
+  risk = rng.uniform(0, 10, b).astype(np.float32)
+  risk[0] = np.nan
+  got = jax.jit(train.embedding_metrics)(z1, z2, risk)
+  u = np.concatenate([z1, z2]) / np.linalg.norm(np.concatenate([z1, z2]), axis=1, keepdims=True)
+  s = u @ u.T
+  subj = np.arange(2 * b) % b
+  np.testing.assert_allclose(got["embedding_std"], u.std(axis=0).mean(), rtol=1e-5)
+  np.testing.assert_allclose(got["pos_cos"], np.mean(np.sum(u[:b] * u[b:], 1)), rtol=1e-5)
+  np.testing.assert_allclose(got["neg_cos"], s[subj[:, None] != subj[None]].mean(), rtol=1e-5)
+  pairs = [(i, k) for i in range(1, b) for k in range(i + 1, b)]
+  sim = [(s[i, k] + s[i, k + b] + s[i + b, k] + s[i + b, k + b]) / 4 for i, k in pairs]
+  rsim = [-abs(risk[i] - risk[k]) for i, k in pairs]
+  np.testing.assert_allclose(got["risk_spearman"], scipy.stats.spearmanr(sim, rsim).statistic,
+                             rtol=1e-5)
+  assert got["risk_pairs"] == len(pairs)
+  assert set(jax.jit(train.embedding_metrics)(z1, z2)) == {"embedding_std", "pos_cos", "neg_cos"}
+
+
+def test_collapsed_embeddings_have_zero_std():
+  z = jnp.ones((4, 8))
+  m = train.embedding_metrics(z, z)
+  assert float(m["embedding_std"]) < 1e-6
+  np.testing.assert_allclose(m["pos_cos"], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(losses.info_nce(jnp.concatenate([z, z])), np.log(7.0), rtol=1e-5)
