@@ -98,6 +98,20 @@ def _max_rel(a, b):
   return max(jax.tree.leaves(jax.tree.map(rel, a, b)), default=0.0)
 
 
+def _rel_l2(a, b):
+  """Largest per-leaf ||a - b|| / ||b|| over two pytrees of equal structure.
+
+  Used for parameters after an Adam step: where |grad| ~ Adam's eps (1e-8) the update
+  lr * g / (|g| + eps) amplifies the ~1e-7 relative rounding differences of a reordered
+  cross-device sum into ~1e-5 of one element (seen: bias grads of 5e-9 when the leaf's largest
+  is 5e-4). The elementwise max is printed too; the norm is what "the same step" means here.
+  """
+  def rel(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)) if y.size else 0.0
+  return max(jax.tree.leaves(jax.tree.map(rel, a, b)), default=0.0)
+
+
 def _adam_mu(state):
   # After the first update Adam's mu = (1 - b1) * grads: the gradients, up to a factor 10.
   return state.opt_state[0].mu
@@ -115,14 +129,19 @@ def test_eight_devices_match_one(method):
   diffs = {
       "loss": _max_rel(m8[0]["loss"], m1[0]["loss"]),
       "grads": _max_rel(_adam_mu(s8[1]), _adam_mu(s1[1])),
-      "params": _max_rel(s8[1].params, s1[1].params),
-      "state": _max_rel(s8[1], s1[1]),            # + ema, BN stats, queue, opt state
+      "params": _rel_l2(s8[1].params, s1[1].params),
+      "state": _rel_l2(s8[1], s1[1]),             # + ema, BN stats, queue, opt state
       "loss_step2": _max_rel(m8[1]["loss"], m1[1]["loss"]),
-      "params_step2": _max_rel(s8[2].params, s1[2].params),
+      "params_step2": _rel_l2(s8[2].params, s1[2].params),
   }
-  print(f"{method}: 8-vs-1 max relative differences {diffs}")
+  elementwise = {"params": _max_rel(s8[1].params, s1[1].params),
+                 "state": _max_rel(s8[1], s1[1])}
+  print(f"{method}: 8-vs-1 relative differences {diffs}; elementwise max {elementwise}")
   for name, d in diffs.items():
     assert d <= RTOL, (name, d)
+  # Elementwise, no parameter moved by more than a tenth of one step's size (lr = 1e-4).
+  for a, b in zip(jax.tree.leaves(s8[1].params), jax.tree.leaves(s1[1].params)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=0.1 * LR_FN(0))
   for k in m1[0]:
     np.testing.assert_allclose(m8[0][k], m1[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
 
@@ -164,7 +183,7 @@ def test_fsdp_matches_replicate():
   s_fsdp, m_fsdp = _run("clef", 8, "fsdp")
   for i in range(STEPS):
     assert _max_rel(m_fsdp[i]["loss"], m_rep[i]["loss"]) <= RTOL
-    assert _max_rel(s_fsdp[i + 1], s_rep[i + 1]) <= RTOL
+    assert _rel_l2(s_fsdp[i + 1], s_rep[i + 1]) <= RTOL
 
 
 # ------------------------------------------------------------------------------------------------
