@@ -1,7 +1,7 @@
 """Pretraining input pipeline: TFDS ArrayRecord -> one grain chain -> globally sharded batches.
 
-    data source (tfds)                      random access, decoded numpy dicts
-    -> MapDataset.source -> map_with_index  keep the record's position in the source
+    data source (tfds)                      random access to serialized examples
+    -> MapDataset.source -> map_with_index  decode the fields used; keep the record's position
     -> .seed(seed).shuffle().repeat(n)      global order, reshuffled every epoch
     -> .random_map(TwoViews)                per record: leads, window, NaN interpolation, all draws
     -> [process_index::process_count]       this process's disjoint share
@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import zlib
 from typing import Any
 
 import grain
@@ -84,12 +85,15 @@ def noise_bank(noise_mat: str | None) -> pp.NoiseBank:
 
 
 @dataclasses.dataclass(frozen=True)
-class _AddIndex(grain.experimental.MapWithIndexTransform):
-  """Stores the record's position in the data source (grain passes epoch-offset indices)."""
+class _DecodeWithIndex(grain.experimental.MapWithIndexTransform):
+  """Decodes serialized records and stores the record's position in the data source (grain
+  passes epoch-offset indices, hence the modulo)."""
 
   num_records: int
 
-  def map_with_index(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+  def map_with_index(self, index: int, record) -> dict[str, Any]:
+    if isinstance(record, bytes):  # `load_data_source(lean=True)`: decode the fields we use
+      record = decode_record(record)
     return {**record, "index": index % self.num_records}  # a copy: sources may cache dicts
 
 
@@ -179,7 +183,6 @@ class AugmentBatch(grain.transforms.Map):
       x[same, 1] = x[same, 0]
     flat = x.reshape(2 * b, length)  # view-major within each record: row 2i + v
     valid2 = np.repeat(valid, 2)
-    t = np.arange(length)
     if aug.noise:
       kinds, rows, starts = (batch[k].reshape(-1) for k in ("kind", "row", "start"))
       bank = noise_bank(aug.noise_mat)
@@ -190,8 +193,9 @@ class AugmentBatch(grain.transforms.Map):
           n = int(valid2[r])
           flat[r, :n] += pp.noise_windows(bank, kinds[r:r + 1], rows[r:r + 1], starts[r:r + 1],
                                           n, aug.noise_rms)[0]
-    ms, ml = batch["mask_start"].reshape(-1, 1), batch["mask_len"].reshape(-1, 1)
-    flat[(t >= ms) & (t < ms + ml)] = 0.0
+    for r in np.flatnonzero(batch["mask_len"].reshape(-1)):  # ~20 % of the views
+      start = batch["mask_start"].reshape(-1)[r]
+      flat[r, start:start + batch["mask_len"].reshape(-1)[r]] = 0.0
     if aug.zscore:
       if (valid == length).all():
         flat = pp.zscore(flat)
@@ -199,7 +203,8 @@ class AugmentBatch(grain.transforms.Map):
         for r in np.flatnonzero(valid2 > 0):
           n = int(valid2[r])
           flat[r, :n] = pp.zscore(flat[r, :n])
-    flat[t >= valid2[:, None]] = 0.0  # zero padding of short records
+    for r in np.flatnonzero(valid2 < length):  # zero padding of short records
+      flat[r, valid2[r]:] = 0.0
     return {
         "views": flat.reshape(b, 2, length).astype(np.float32),
         "risk": batch["risk"], "rate_meta": batch["rate_meta"],
@@ -207,23 +212,55 @@ class AugmentBatch(grain.transforms.Map):
     }
 
 
-def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | None = None):
+def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | None = None,
+                     lean: bool = True):
   """Random-access source of a built dataset, e.g. `name="synthetic_ecg/default"`.
 
-  The same as `tfds.data_source(name, split=..., data_dir=...)`, except that it always reads
-  through TFDS's read-only builder (the files' own `dataset_info.json`), never through a
-  registered builder class: then the source pickles into grain worker processes without the
-  `datasets/<name>` code being importable there. A path to a built version directory
-  (`.../synthetic_ecg/default/1.0.0`) works too.
+  Like `tfds.data_source(name, split=..., data_dir=...)`, with two differences:
+
+  - It reads through TFDS's read-only builder (the files' own `dataset_info.json`), never a
+    registered builder class, so the source pickles into grain workers without the
+    `datasets/<name>` code being importable there.
+  - `lean=True` (when the stored `signal` is the shared zlib-encoded int16 tensor) returns the
+    serialized examples; the pipeline then decodes only the six fields it needs with
+    `decode_record`, which is ~30 % cheaper than TFDS's generic decode of every feature.
+
+  A path to a built version directory (`.../synthetic_ecg/default/1.0.0`) works too.
   """
-  from tensorflow_datasets.core import read_only_builder  # Lazy: heavy import.
+  import tensorflow_datasets as tfds  # Lazy: heavy import.
+  from tensorflow_datasets.core import read_only_builder
 
   if os.path.isdir(name):
     builder = read_only_builder.builder_from_directory(name)
   else:
     kwargs = {"data_dir": os.fspath(data_dir)} if data_dir else {}
     builder = read_only_builder.builder_from_files(name, **kwargs)
+  signal = builder.info.features["signal"]
+  if lean and (signal.np_dtype == np.int16 and signal.shape == (None, ecg.NUM_LEADS)
+               and str(getattr(signal, "_encoding", "")).lower().endswith("zlib")):
+    return builder.as_data_source(
+        split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
   return builder.as_data_source(split=split)
+
+
+def decode_record(serialized: bytes) -> dict[str, Any]:
+  """Decodes the fields the pipeline reads from a serialized TFDS example (`tf.train.Example`).
+
+  Returns `signal` `(T, 12)` int16, `gain`/`baseline` `(12,)` float32, `lead_mask` `(12,)` bool,
+  `sampling_rate` float32 and `metadata` `(11,)` float32, as TFDS's decode would.
+  """
+  from tensorflow_datasets.proto import tf_example_pb2  # Lazy; plain protobuf, no TensorFlow.
+
+  f = tf_example_pb2.Example.FromString(serialized).features.feature
+  signal = np.frombuffer(zlib.decompress(f["signal"].bytes_list.value[0]), np.int16)
+  floats = lambda key: np.array(f[key].float_list.value, np.float32)  # noqa: E731
+  return {
+      "signal": signal.reshape(-1, ecg.NUM_LEADS), "gain": floats("gain"),
+      "baseline": floats("baseline"),
+      "lead_mask": np.array(f["lead_mask"].int64_list.value, np.int64).astype(bool),
+      "sampling_rate": np.float32(f["sampling_rate"].float_list.value[0]),
+      "metadata": floats("metadata"),
+  }
 
 
 def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
@@ -254,7 +291,7 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
   if lead_policy != "random":
     ecg.lead_index(lead_policy)  # Fail early on a bad name.
   ds = grain.MapDataset.source(data_source)
-  ds = ds.map_with_index(_AddIndex(len(data_source)))
+  ds = ds.map_with_index(_DecodeWithIndex(len(data_source)))
   ds = ds.seed(seed).shuffle().repeat(num_epochs)
   ds = ds.random_map(TwoViews(augment=augment, window=window, lead_policy=lead_policy))
   ds = ds[process_index::process_count]

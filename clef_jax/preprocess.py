@@ -411,16 +411,17 @@ def noise_windows(bank: NoiseBank, kinds: np.ndarray, rows: np.ndarray, starts: 
                   length: int, noise_rms: float = NOISE_RMS) -> np.ndarray:
   """Vectorised `noise_window` for N views: `(N,)` kinds/rows/starts -> `(N, length)` float64."""
   out = np.zeros((len(kinds), length))
-  offsets = np.arange(length)
   for kind in range(1, len(NOISE_TYPES)):
     sel = np.flatnonzero(kinds == kind)
     if sel.size == 0:
       continue
     data = bank.arrays[NOISE_KEYS[kind - 1]]
-    if length < data.shape[1]:
-      w = data[rows[sel, None], starts[sel, None] + offsets]  # (n, length) gather
-    else:
-      w = np.stack([noise_window(bank, kind, r, 0, length, 1.0) for r in rows[sel]])
-    std = w.std(axis=-1, keepdims=True)
-    out[sel] = np.where(std > 0, noise_rms * (w / np.where(std > 0, std, 1.0)), 0.0)
+    for i in sel:  # slices: cheaper than a fancy-index gather of N x length indices
+      if length < data.shape[1]:
+        out[i] = data[rows[i], starts[i]:starts[i] + length]
+      else:
+        out[i] = noise_window(bank, kind, rows[i], 0, length, 1.0)
+  std = out.std(axis=-1, keepdims=True)  # identity rows: std 0 -> stay 0
+  np.divide(out, std, out=out, where=std > 0)
+  out *= noise_rms
   return out

@@ -42,7 +42,7 @@ import numpy as np
 
 from clef_jax import ecg
 
-BLOCK_SUBJECTS = 250
+BLOCK_SUBJECTS = 50
 DIGITAL_GAIN = 200.0  # adu/mV, as MIMIC-IV-ECG.
 RHYTHMS: tuple[str, ...] = ("sinus", "af", "ectopic")
 AGE_BANDS: tuple[str, ...] = ("40-49", "50-59", "60-69", "70-79", "80-89")
@@ -330,6 +330,13 @@ def simulate_records(subj: dict[str, np.ndarray], rng: np.random.Generator, *,
   noise *= (math.sqrt(12.0) * rng.uniform(0.003, 0.02, (n, 1, 1))).astype(np.float32)
   x += noise
   del noise
+  # Machines record I and II and compute the other limb leads, so Einthoven/Goldberger hold
+  # exactly, noise included: III = II - I, aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2.
+  lead_i, lead_ii = x[..., 0], x[..., 1]
+  x[..., 2] = lead_ii - lead_i
+  x[..., 3] = -0.5 * (lead_i + lead_ii)
+  x[..., 4] = lead_i - 0.5 * lead_ii
+  x[..., 5] = lead_ii - 0.5 * lead_i
 
   # Acquisition defects: a lead off for the whole record, or a NaN gap in one lead.
   lead_mask = np.ones((n, 12), dtype=bool)
@@ -405,17 +412,17 @@ def generate_records(*, seed: int, start: int, stop: int, records_per_subject: i
   first_block, last_block = start // BLOCK_SUBJECTS, (stop - 1) // BLOCK_SUBJECTS
   for block in range(first_block, last_block + 1):
     lo = block * BLOCK_SUBJECTS
+    # Whole blocks are always simulated, so a subject's data do not depend on the range asked.
     subj = simulate_subjects(np.random.default_rng([seed, block, 0]), BLOCK_SUBJECTS)
     keep = np.arange(max(start, lo), min(stop, lo + BLOCK_SUBJECTS)) - lo
-    subj = {k: v[keep] for k, v in subj.items()}
     age_band = np.clip((subj["age"] - 40) // 10, 0, len(AGE_BANDS) - 1).astype(np.int64)
     high = risk_high(subj["risk"], subj["age"])
     for r in range(records_per_subject):
       rec = simulate_records(subj, np.random.default_rng([seed, block, 1 + r]),
                              sampling_rate=sampling_rate, duration_s=duration_s)
       digital = to_digital(rec["signal"])
-      for j, i in enumerate(keep):
-        subject = lo + int(i)
+      for j in keep:
+        subject = lo + int(j)
         yield dict(
             record_id=f"s{subject:07d}_r{r}", patient_id=f"p{subject:07d}",
             signal=digital[j], gain=np.full(12, DIGITAL_GAIN, np.float32),

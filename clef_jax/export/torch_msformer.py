@@ -63,7 +63,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, max_global_t
   # Key j of window w is real iff w * W + j < n: only the last window has pad keys.
   key_pos = torch.arange(nw * window_size).reshape(nw, 1, window_size)
   logits = logits.masked_fill(key_pos >= n, float("-inf"))
-  out = torch.softmax(logits.float(), dim=-1).to(v.dtype) @ windows(v)                    # (B, H, nW, W, Dh)
+  probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)          # float32 softmax
+  out = probs @ windows(v)                                            # (B, H, nW, W, Dh)
   return out.reshape(b, h, nw * window_size, d)[:, :, :n]
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from clef_jax.models import msformer
 from clef_jax.models import net1d
 
-BACKBONES = ("net1d",)
+BACKBONES = ("net1d", "msformer")
 
 
 def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = jnp.float32,
@@ -18,13 +19,14 @@ def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = 
   """Returns the linen backbone module.
 
   Args:
-    name: "net1d" (the paper's CNN).
+    name: "net1d" (the paper's CNN) or "msformer" (our multi-scale Transformer).
     size: "small" | "medium" | "large".
     in_channels: 1 (single lead) or 12.
     dtype: compute dtype (params are always float32).
     remat: gradient checkpointing per block.
     num_classes: optional linear head on the pooled embedding.
-    **kwargs: backbone-specific options (e.g. `conv_impl` for Net1D).
+    **kwargs: backbone-specific options (e.g. `conv_impl` for Net1D, `max_global_tokens` /
+      `window_size` for MSFormer).
 
   The module maps `(B, L, in_channels)` to `((B, D), aux)`.
   """
@@ -33,4 +35,9 @@ def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = 
       raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(net1d.VARIANTS)}.")
     return net1d.Net1D(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
                        num_classes=num_classes, **kwargs)
+  if name == "msformer":
+    if size not in msformer.VARIANTS:
+      raise ValueError(f"Unknown MSFormer size {size!r}; choose one of {sorted(msformer.VARIANTS)}.")
+    return msformer.MSFormer(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
+                             num_classes=num_classes, **kwargs)
   raise ValueError(f"Unknown backbone {name!r}; choose one of {BACKBONES}.")
