@@ -80,7 +80,7 @@ def to_physical(digital: np.ndarray, gain: np.ndarray, baseline: np.ndarray) -> 
   return x
 
 
-def record_features(**extra):
+def record_features(*, signal_encoding: str = "bytes", **extra):
   """The TFDS feature dict every ECG builder shares, plus dataset-specific `extra` features.
 
   - `record_id`, `patient_id`: text (splits are patient-level).
@@ -89,14 +89,22 @@ def record_features(**extra):
   - `lead_mask`: `(12,)` bool, False for leads the record lacks or that are all NaN / flat.
   - `sampling_rate`: float32 Hz of the stored signal.
   - `metadata`: `(11,)` float32 vector of `METADATA_FIELDS`, NaN = missing.
+
+  `signal_encoding`: "bytes" (default: raw int16; the ArrayRecord writer already compresses each
+  record, so an extra zlib layer only costs time — measured 2 % *larger* on disk, 3x slower to
+  build and 2.7x slower to decode) or "zlib".
   """
   import tensorflow_datasets as tfds  # Lazy: heavy import.
+
+  encodings = {"bytes": tfds.features.Encoding.BYTES, "zlib": tfds.features.Encoding.ZLIB}
+  if signal_encoding not in encodings:
+    raise ValueError(f"signal_encoding must be one of {sorted(encodings)}; got {signal_encoding!r}.")
 
   features = {
       "record_id": tfds.features.Text(),
       "patient_id": tfds.features.Text(),
       "signal": tfds.features.Tensor(
-          shape=(None, NUM_LEADS), dtype=np.int16, encoding=tfds.features.Encoding.ZLIB),
+          shape=(None, NUM_LEADS), dtype=np.int16, encoding=encodings[signal_encoding]),
       "gain": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
       "baseline": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
       "lead_mask": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.bool_),

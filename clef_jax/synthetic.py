@@ -15,7 +15,7 @@ Model, in three layers:
    - PR interval and QRS width grow with age (plus bundle-branch-block-like widening);
    - electrical axis rotates left with age and BMI;
    - QRS voltage rises with SBP (LVH) and male sex, falls with BMI;
-   - QTc is longer in women and with risk; T waves flatten/invert and the ST segment drops with risk.
+   - QTc is longer in women and with risk; with risk T waves flatten/invert and ST drops.
 2. **Beats** (`simulate_records`): a McSharry-style sum of Gaussians per beat (P, Q, R, S, ST, two
    T lobes), each wave a 3-D cardiac dipole `amplitude * direction`, evaluated in closed form
    around its centre. AF removes P waves, draws irregular RR intervals and adds 4-9 Hz fibrillatory

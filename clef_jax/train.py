@@ -240,6 +240,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     byol_tau: float = methods.BYOL_TAU,
                     moco_momentum: float = methods.MOCO_MOMENTUM,
                     moco_double_enqueue: bool = True,
+                    mesh: jax.sharding.Mesh | None = None,
                     ) -> Callable[[TrainState, dict[str, Array], Array],
                                   tuple[TrainState, Metrics]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)` for one pretraining method.
@@ -256,6 +257,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     moco_momentum: MoCo key-encoder EMA rate (0.999).
     moco_double_enqueue: True reproduces the reference's two enqueues per step
       (see `methods.moco_update_queue`); False enqueues once.
+    mesh: the state's mesh. When given, the weights are constrained to be replicated for the
+      forward/backward pass (a no-op under `replicate`; the ZeRO-3 all-gather under `fsdp`:
+      storage and the optimiser update stay sharded, compute is data-parallel). Needed for
+      `fsdp`: XLA's SPMD partitioner aborts when it tries to split Net1D's grouped convolutions
+      along a sharded feature axis.
 
   Returns:
     The pure step function. `batch` holds `views` `(B, 2, L[, C])`, and `risk`, `rate_meta`
@@ -268,8 +274,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   predictor = predictor or methods.BYOLPredictor()
   temperature = loss_kwargs.get("temperature", 0.07)
 
+  def gather(tree):
+    if mesh is None:
+      return tree
+    return jax.lax.with_sharding_constraint(tree, sharding_lib.replicated(mesh))
+
   def backbone(params, x, rng):
     # `rng` feeds stochastic layers (none in Net1D today); `z` is the pooled (N, D) embedding.
+    params = gather(params)
     z, _ = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     return z
 
@@ -311,9 +323,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         z1, z2 = z[:b], z[b:]
         # Two predictor calls as in the reference: BN statistics per view (over B rows, the
         # global batch), and the running averages are updated twice per step.
-        p1, upd = predictor.apply({"params": params["predictor"], "batch_stats": batch_stats},
+        pred_params = gather(params["predictor"])
+        p1, upd = predictor.apply({"params": pred_params, "batch_stats": batch_stats},
                                   z1, train=True, mutable=["batch_stats"])
-        p2, upd = predictor.apply({"params": params["predictor"], **upd},
+        p2, upd = predictor.apply({"params": pred_params, **upd},
                                   z2, train=True, mutable=["batch_stats"])
         batch_stats = upd["batch_stats"]
         loss = losses.byol_loss(p1, targets[b:], p2, targets[:b])

@@ -256,11 +256,11 @@ def test_workers_do_not_change_batches_and_state_restores(records):
 
 
 def test_lean_decode_matches_tfds(built_source, built_dir):
-  assert isinstance(built_source[0], bytes)  # load_data_source(lean=True) on the shared schema
+  assert isinstance(built_source, ip.LeanSource) and not built_source.zlib_signal  # bytes default.
   full = ip.load_data_source("synthetic_ecg/tiny", split="train", data_dir=built_dir, lean=False)
   assert isinstance(full[0], dict)
   for i in (0, 5, 31):
-    lean = ip.decode_record(built_source[i])
+    lean = built_source[i]
     ref = full[i]
     for key, value in lean.items():
       if np.ndim(value):

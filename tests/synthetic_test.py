@@ -177,3 +177,23 @@ def test_builder_tiny(tmp_path):
   assert builder_cls(data_dir=tmp_path, num_subjects=40).builder_config.name == "tiny"
   with pytest.raises(ValueError):
     builder_cls(data_dir=tmp_path, config="tiny", seed=1)
+
+
+def test_builder_bytes_encoding_decodes_the_same(tmp_path):
+  """The default raw int16 `"bytes"` encoding and the optional `"zlib"` store the same values."""
+  from clef_jax import input_pipeline as ip
+
+  builder_cls = build.builder_class("synthetic_ecg")
+  sources = {}
+  for encoding in ("zlib", "bytes"):
+    builder = builder_cls(data_dir=tmp_path, num_subjects=10, signal_encoding=encoding)
+    builder.download_and_prepare(file_format="array_record")
+    sources[encoding] = ip.load_data_source(builder.data_path, split="train")
+  assert builder.builder_config.name == "n10_seed0_r1"  # bytes is the default: no suffix.
+  assert sources["zlib"].zlib_signal and not sources["bytes"].zlib_signal
+  tfds_decoded = ip.load_data_source(builder.data_path, split="train", lean=False)
+  for i in range(len(sources["zlib"])):
+    a, b = sources["zlib"][i], sources["bytes"][i]
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_array_equal(b["signal"], tfds_decoded[i]["signal"])

@@ -1,10 +1,11 @@
 """Input-pipeline benchmark: our grain pipeline from built shards vs the official per-sample path.
 
     python -m clef_jax.bench input [--num_records 2000] [--batch 64] [--steps 20] \
-        [--workers 0,1,2] [--data_dir DIR] [--official_items 192] [--json out.json]
+        [--workers 0,1,2] [--encodings zlib,bytes] [--data_dir DIR] [--json out.json]
 
 1. Builds (or reuses) a `synthetic_ecg` archive of `--num_records` subjects in `--data_dir`
-   (default: a folder under the system temp dir) and reports on-disk bytes per record.
+   (default: a folder under the system temp dir) per signal encoding (`bytes`: the shared schema, raw
+   int16 that ArrayRecord compresses; `zlib`: an extra zlib layer) and reports bytes per record on disk.
 2. **Official path** (spec §D, one item at a time as its `Dataset.__getitem__`): draw two leads,
    read the WFDB record from disk with `wfdb.rdrecord` (twice, as the official code does),
    interpolate NaN, design the Butterworth filter and `filtfilt` each view, the five-way noise
@@ -54,16 +55,17 @@ def _cpu_seconds(children: bool = True) -> float:
   return total
 
 
-def build_archive(num_records: int, data_dir: str
+def build_archive(num_records: int, data_dir: str, signal_encoding: str = "bytes"
                   ) -> tuple[str, tuple[float, float] | None, float]:
-  """Builds (or reuses) `synthetic_ecg` with `num_records` subjects.
+  """Builds (or reuses) `synthetic_ecg` with `num_records` subjects and that signal encoding.
 
   Returns:
     (version directory, (wall, CPU) build seconds or None if reused, on-disk bytes per record).
   """
   from clef_jax import build
 
-  builder = build.builder_class("synthetic_ecg")(data_dir=data_dir, num_subjects=num_records)
+  builder = build.builder_class("synthetic_ecg")(
+      data_dir=data_dir, num_subjects=num_records, signal_encoding=signal_encoding)
   seconds = None
   if not os.path.isdir(builder.data_path):
     start, cpu = time.perf_counter(), time.process_time()
@@ -177,15 +179,14 @@ def time_ours(source, batch: int, steps: int, workers: int) -> dict:
 
 def stage_breakdown(source, batch: int, records: int) -> dict:
   """Single-thread CPU ms per record of decode (read + `decode_record`), `TwoViews` and
-  `AugmentBatch`; `source` is a lean (serialized) data source."""
+  `AugmentBatch`."""
   from clef_jax import input_pipeline as ip
 
   records = max(batch, records // batch * batch)
   two, aug = ip.TwoViews(), ip.AugmentBatch()
   ip.noise_bank(None)  # built once per process; not a per-record cost
   c = time.process_time()
-  decoded = [dict(ip.decode_record(source[i % len(source)]), index=i % len(source))
-             for i in range(records)]
+  decoded = [dict(source[i % len(source)], index=i % len(source)) for i in range(records)]
   decode = time.process_time() - c
   rng = np.random.default_rng(0)
   c = time.process_time()
@@ -220,6 +221,8 @@ def run(argv=None) -> None:
   parser.add_argument("--workers", default="0,1,2")
   parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "clef_bench_input"))
   parser.add_argument("--official_items", type=int, default=192)
+  parser.add_argument("--encodings", default="zlib,bytes",
+                      help="signal encodings to build and time: bytes (shared schema), zlib")
   parser.add_argument("--json", default=None, help="also write the results here")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -228,22 +231,26 @@ def run(argv=None) -> None:
 
   from clef_jax import input_pipeline as ip
 
-  path, build_s, bytes_per_record = build_archive(args.num_records, args.data_dir)
-  built = "built in %.1f s wall, %.1f s CPU" % build_s if build_s else "reused"
-  print(f"archive: {path}  ({built}, "
-        f"{bytes_per_record / 1024:.1f} KiB/record on disk)", flush=True)
-  source = ip.load_data_source(path, split="train")
-
-  rows = []
-  with tempfile.TemporaryDirectory(prefix="clef_bench_wfdb_") as tmp:
-    paths = write_wfdb_records([ip.decode_record(source[i]) for i in range(16)], tmp)
-    rows.append(_row(time_official(paths, args.official_items)))
-  print(f"official: {rows[-1]['signals_per_core_s']:.0f} signals/s per core", flush=True)
-  for workers in [int(w) for w in args.workers.split(",") if w != ""]:
-    rows.append(_row(time_ours(source, args.batch, args.steps, workers)))
-    print(f"ours, {workers} workers: {rows[-1]['signals_per_core_s']:.0f} signals/s per core",
-          flush=True)
-  stages = stage_breakdown(source, args.batch, 8 * args.batch)
+  rows, archives, stages = [], {}, {}
+  for encoding in [e for e in args.encodings.split(",") if e]:
+    path, build_s, bytes_per_record = build_archive(args.num_records, args.data_dir, encoding)
+    built = "built in %.1f s wall, %.1f s CPU" % build_s if build_s else "reused"
+    print(f"archive ({encoding}): {path}  ({built}, "
+          f"{bytes_per_record / 1024:.1f} KiB/record on disk)", flush=True)
+    archives[encoding] = dict(path=path, build_s=build_s, bytes_per_record=bytes_per_record)
+    source = ip.load_data_source(path, split="train")
+    if not rows:  # the official path once, from WFDB files of the first archive's records
+      with tempfile.TemporaryDirectory(prefix="clef_bench_wfdb_") as tmp:
+        paths = write_wfdb_records([source[i] for i in range(16)], tmp)
+        rows.append(_row(time_official(paths, args.official_items)))
+      print(f"official: {rows[-1]['signals_per_core_s']:.0f} signals/s per core", flush=True)
+    for workers in [int(w) for w in args.workers.split(",") if w != ""]:
+      row = _row(time_ours(source, args.batch, args.steps, workers))
+      row["path"] = f"ours, signal {encoding}"
+      rows.append(row)
+      print(f"ours ({encoding}), {workers} workers: {row['signals_per_core_s']:.0f} signals/s "
+            "per core", flush=True)
+    stages[encoding] = stage_breakdown(source, args.batch, 8 * args.batch)
 
   base = rows[0]["signals_per_core_s"]
   print(f"\n| path | workers | records/s | signals/s | cores used | signals/s per core | "
@@ -252,14 +259,18 @@ def run(argv=None) -> None:
     print(f"| {r['path']} | {r['workers']} | {r['records_per_s']:.0f} | {r['signals_per_s']:.0f} "
           f"| {r['cores_used']:.2f} | {r['signals_per_core_s']:.0f} | "
           f"{r['signals_per_core_s'] / base:.1f} |")
-  print(f"\nstage CPU ms per record (one thread): {stages}")
-  print(f"on-disk bytes per record: {bytes_per_record:.0f}; batch {args.batch}; "
-        f"CPU: {os.cpu_count()} cores visible; load average {os.getloadavg()[0]:.1f}")
+  print("\n| signal encoding | bytes/record | build wall s | build CPU s | decode | TwoViews | "
+        "AugmentBatch | total (CPU ms/record) |\n|---|---|---|---|---|---|---|---|")
+  for encoding, a in archives.items():
+    st, b = stages[encoding], a["build_s"] or (float("nan"), float("nan"))
+    print(f"| {encoding} | {a['bytes_per_record']:.0f} | {b[0]:.1f} | {b[1]:.1f} | "
+          f"{st['decode_ms']:.2f} | {st['two_views_ms']:.2f} | {st['augment_batch_ms']:.2f} | "
+          f"{st['total_ms']:.2f} |")
+  print(f"\nbatch {args.batch}; {os.cpu_count()} cores visible; "
+        f"load average {os.getloadavg()[0]:.1f}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(dict(rows=rows, stages=stages, bytes_per_record=bytes_per_record,
-                     build_s=build_s, batch=args.batch), f, indent=2)
-
+      json.dump(dict(rows=rows, stages=stages, archives=archives, batch=args.batch), f, indent=2)
 
 if __name__ == "__main__":
   run()
