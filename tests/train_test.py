@@ -17,11 +17,7 @@ from clef_jax import losses, methods, models, optim, sharding, train
 
 B, L = 8, 256          # global batch (subjects) and window length
 QUEUE = 4 * B          # MoCo K for tests (K % B == 0)
-RTOL = 1e-5            # relative difference, 8 devices vs 1
-# Gradients: CLEF's alignment loss min-max normalises cosine similarities that lie in ~[0.94, 1]
-# at init (Net1D's random embeddings are nearly collapsed), which amplifies the ~1e-7 rounding
-# differences of the embeddings ~30x; measured 9e-6 on the CI CPU, so allow 2e-5.
-GRAD_RTOL = 2e-5
+RTOL = 1e-5            # relative difference (global norms), 8 devices vs 1
 MODEL = models.create_backbone("net1d", "small")
 TX, LR_FN = optim.make_optimizer(steps_per_epoch=2)
 STEPS = 2
@@ -131,7 +127,10 @@ def _adam_mu(state):
 # ------------------------------------------------------------------------------------------------
 # 8 devices vs 1 device.
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", methods.METHODS)
+# BYOL/MoCo 8-device compiles are the slowest part of the suite (~1-2 min each on 2 CPU cores).
+@pytest.mark.parametrize("method", [
+    "clef", "simclr", pytest.param("byol", marks=pytest.mark.slow),
+    pytest.param("moco", marks=pytest.mark.slow)])
 def test_eight_devices_match_one(method):
   """Loss, gradients, updated params and the whole state agree to 1e-5 (relative, float32).
 
@@ -157,10 +156,11 @@ def test_eight_devices_match_one(method):
   print(f"{method}: 8-vs-1 relative differences {diffs}; per-leaf max-abs relative "
         f"{elementwise}")
   for name, d in diffs.items():
-    assert d <= (GRAD_RTOL if name == "grads" else RTOL), (name, d)
-  # Per element, no parameter differs by more than a fraction of one step (lr = 1e-4).
+    assert d <= RTOL, (name, d)
+  # Per element only Adam's bound holds: a first step moves a weight by at most ~lr, so two
+  # runs differ by < 2 lr even where a near-zero gradient flips sign (seen: 0.54 lr for BYOL).
   for a, b in zip(jax.tree.leaves(s8[1].params), jax.tree.leaves(s1[1].params)):
-    np.testing.assert_allclose(a, b, rtol=0, atol=0.3 * LR_FN(0))
+    np.testing.assert_allclose(a, b, rtol=0, atol=2 * LR_FN(0))
   for k in m1[0]:
     np.testing.assert_allclose(m8[0][k], m1[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
 
@@ -194,6 +194,7 @@ def test_a_few_steps_reduce_the_loss(method):
   assert int(state.step) == 8
 
 
+@pytest.mark.slow
 def test_fsdp_matches_replicate():
   _, _, _, state_sharding = _compiled("clef", 8, "fsdp")
   specs = [s.spec for s in jax.tree.leaves(state_sharding.params)]
