@@ -18,7 +18,6 @@ listed on stderr and skipped.
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import sys
@@ -197,15 +196,11 @@ def _load_backbone(args) -> tuple[Any, Any]:
 
   if args.workdir:
     config, params = checkpoint.load_backbone(args.workdir)
-    model = models.create_backbone(config["model"]["name"], config["model"]["size"],
-                                   in_channels=1)
-    return model, params
+    return models.create_backbone(config["model"]["name"], config["model"]["size"]), params
   if not args.size:
     raise ValueError("--torch-weights needs --size (small | medium | large).")
-  from clef_jax import export
-
-  params = export.load_torch(args.torch_weights, size=args.size, in_channels=1)
-  return models.create_backbone("net1d", args.size, in_channels=1), params
+  params = checkpoint.load_backbone_torch(args.torch_weights, name=args.backbone, size=args.size)
+  return models.create_backbone(args.backbone, args.size), params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   src.add_argument("--torch-weights", dest="torch_weights",
                    help="PyTorch Net1D file (CLEF .ckpt, state_dict, safetensors)")
   parser.add_argument("--size", choices=("small", "medium", "large"),
-                      help="Net1D size of --torch-weights")
+                      help="backbone size of --torch-weights")
+  parser.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"),
+                      help="backbone of --torch-weights (default net1d, the paper's)")
   parser.add_argument("--input", required=True, help="WFDB record, directory, or .npy")
   parser.add_argument("--output", required=True, help="output .npy (ids go to .ids.txt)")
   parser.add_argument("--lead", default="I", help="lead to embed (default I, as the paper)")

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from clef_jax import losses
+from clef_jax.models import init as models_init
 from clef_jax import methods
 from clef_jax import sharding as sharding_lib
 from clef_jax.methods import METHODS
@@ -89,11 +90,11 @@ def create_train_state(rng: Array, *, model: nn.Module, tx: optax.GradientTransf
   rng_model, rng_pred, rng_queue = jax.random.split(rng, 3)
   x = jnp.zeros(init_shape, jnp.float32)
   if backbone_params is None:
-    (emb, _), variables = model.init_with_output(rng_model, x)
-    backbone_params = variables["params"]
-  else:
-    # Shape-only forward pass for D; no random init (which dominates Net1D's compile time).
-    emb = jax.eval_shape(lambda p: model.apply({"params": p}, x)[0], backbone_params)
+    # One fused random draw: per-parameter draws (`model.init`) take XLA:CPU ~10x longer to
+    # compile (models/init.py).
+    backbone_params = models_init.init_params(model, rng_model, init_shape)
+  # Shape-only forward pass for D.
+  emb = jax.eval_shape(lambda p: model.apply({"params": p}, x)[0], backbone_params)
   params = {"backbone": backbone_params}
   batch_stats = ema_params = queue = queue_ptr = None
   if method in ("byol", "moco"):

@@ -80,8 +80,16 @@ def parse_arg(arg: str | None) -> dict[str, object]:
   return options
 
 
-def get_config(arg: str | None = None, *, size: str = "medium") -> ml_collections.ConfigDict:
-  """The paper's pretraining recipe for Net1D-`size`, with `arg`'s options applied."""
+def get_config(arg: str | None = None, *, size: str = "medium",
+               demo: dict[str, object] | None = None) -> ml_collections.ConfigDict:
+  """The paper's pretraining recipe for Net1D-`size`, with `arg`'s options applied.
+
+  Args:
+    arg: comma-separated options (see the module docstring).
+    size: backbone size preset.
+    demo: the size's demo settings, `{"input.window": 1250, ...}` (dotted field paths), applied
+      with the `demo` option before the explicit `steps=`/`batch=`/... overrides.
+  """
   opts = parse_arg(arg)
   config = ml_collections.ConfigDict()
   config.seed = 42                      # Reference `set_seed(42)`.
@@ -171,11 +179,19 @@ def get_config(arg: str | None = None, *, size: str = "medium") -> ml_collection
   config.evals.probe.max_records = 0    # Per split; 0 = all.
   config.evals.probe.batch_size = 100
 
-  _apply_options(config, opts)
+  _apply_options(config, opts, demo or {})
   return config
 
 
-def _apply_options(config: ml_collections.ConfigDict, opts: dict[str, object]) -> None:
+def _set(config: ml_collections.ConfigDict, path: str, value: object) -> None:
+  *parents, leaf = path.split(".")
+  for p in parents:
+    config = config[p]
+  config[leaf] = value
+
+
+def _apply_options(config: ml_collections.ConfigDict, opts: dict[str, object],
+                   demo: dict[str, object]) -> None:
   """Applies the parsed `arg` options (see the module docstring)."""
   if opts.get("demo") or opts.get("tiny"):
     config.input.dataset = "synthetic_ecg"   # Name completed by the loop from `build`.
@@ -185,6 +201,8 @@ def _apply_options(config: ml_collections.ConfigDict, opts: dict[str, object]) -
     config.evals.probe.enabled = True
     config.log.every_steps = 10
     config.ckpt.save_interval_steps = 50
+    for path, value in demo.items():
+      _set(config, path, value)
   if opts.get("tiny"):
     config.input.build.update(num_subjects=40, duration_s=1.0)
     config.input.window = 256

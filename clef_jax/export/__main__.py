@@ -1,0 +1,111 @@
+r"""Backbone weights between a training workdir (Orbax) and PyTorch files.
+
+    python -m clef_jax.export --workdir W --output clef_small.ckpt [--format lightning]
+    python -m clef_jax.export --from-torch clef_small.ckpt --config configs/small.py --workdir W
+
+Forward: the latest checkpoint of `W` -> a PyTorch file. `lightning` (default) is what the
+official CLEF code and the released `clef_{small,medium,large}.ckpt` use
+(`{"state_dict": {"backbone.<key>": tensor}}`); `state_dict` is the bare Net1D state dict;
+`safetensors` the same without pickle.
+
+Reverse: a PyTorch file (a released CLEF checkpoint, or one of the above) -> `W/checkpoints/0`,
+a step-0 train state of `--config` whose backbone holds those weights (fresh optimiser, no data
+position). Use it as `--config.init_from=W` of another run, with `python -m clef_jax.embed
+--workdir W`, or continue pretraining from it with `python -m clef_jax.main --config ...
+--workdir W` (same config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+from typing import Sequence
+
+
+def load_config(spec: str):
+  """`path/to/config.py[:options]` -> its `get_config(options)` (as `config_flags` does)."""
+  path, _, arg = spec.partition(":")
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"No config file {path}.")
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  if os.fspath(repo) not in sys.path:   # Config files import `configs.base`.
+    sys.path.insert(0, os.fspath(repo))
+  module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def to_torch(workdir: str, output: str, fmt: str) -> str:
+  """Latest checkpoint of `workdir` -> PyTorch file `output`; returns a summary line."""
+  from clef_jax import checkpoint
+
+  step_dir = checkpoint.resolve_step_dir(workdir)
+  config, params = checkpoint.load_backbone(step_dir)
+  model = config["model"]
+  out = pathlib.Path(output)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  checkpoint.save_backbone_torch(params, out, name=model["name"], size=model["size"], format=fmt)
+  return f"{step_dir} ({model['name']}-{model['size']}) -> {out} ({fmt})"
+
+
+def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
+  """PyTorch file -> `workdir/checkpoints/0` for `config_spec`; returns a summary line."""
+  import jax
+
+  from clef_jax import checkpoint, train, train_loop
+
+  config = load_config(config_spec)
+  directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
+  if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
+    raise ValueError(f"{directory} already holds checkpoints; choose a new --workdir.")
+  params = checkpoint.load_backbone_torch(torch_file, name=config.model.name,
+                                          size=config.model.size)
+  model = train_loop.create_model(config.model)
+  tx, _ = train_loop.create_optimizer(config.optim, steps_per_epoch=1)  # Shapes only.
+  state = jax.jit(lambda rng, p: train.create_train_state(
+      rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)))(
+          jax.random.key(config.seed), params)
+  ckpt = checkpoint.Checkpointer(directory, async_save=False)
+  ckpt.save(0, state, config=json.loads(config.to_json()), force=True)
+  ckpt.close()
+  return (f"{torch_file} -> {directory / '0'} ({config.model.name}-{config.model.size}, "
+          f"method {config.method}); use --config.init_from={workdir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  from clef_jax.checkpoint import EXPORT_FORMATS
+
+  parser = argparse.ArgumentParser(
+      prog="python -m clef_jax.export", description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+  parser.add_argument("--workdir", required=True, help="training workdir (read, or written "
+                      "with --from-torch)")
+  parser.add_argument("--output", help="PyTorch file to write")
+  parser.add_argument("--format", default="lightning", choices=EXPORT_FORMATS)
+  parser.add_argument("--from-torch", dest="from_torch", help="PyTorch file to import")
+  parser.add_argument("--config", help="config of the import, e.g. configs/small.py")
+  args = parser.parse_args(argv)
+  if bool(args.output) == bool(args.from_torch):
+    parser.error("give either --output (export) or --from-torch with --config (import)")
+  if args.from_torch and not args.config:
+    parser.error("--from-torch needs --config")
+  try:
+    if args.output:
+      line = to_torch(args.workdir, args.output, args.format)
+    else:
+      line = from_torch(args.from_torch, args.config, args.workdir)
+  except (FileNotFoundError, ValueError, KeyError, ImportError) as e:
+    print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+    return 1
+  print(line)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
