@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="samples per input at 500 Hz (default 5000 = 10 s)")
   parser.add_argument("--batch_size", type=int, default=64)
   args = parser.parse_args(argv)
+  from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
+  absl_logging.set_verbosity(absl_logging.ERROR)
   try:
     ecg.lead_index(args.lead)
     x, ids, errors = read_inputs(args.input, lead=args.lead, window=args.window, fs=args.fs)

@@ -359,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     step_fn = train.make_train_step(
         model, tx, lr_fn, method=config.method,
         loss_kwargs=_loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
-        moco_momentum=config.moco.momentum)
+        moco_momentum=config.moco.momentum, mesh=mesh)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
 

@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--from-torch", dest="from_torch", help="PyTorch file to import")
   parser.add_argument("--config", help="config of the import, e.g. configs/small.py")
   args = parser.parse_args(argv)
+  from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
+  absl_logging.set_verbosity(absl_logging.ERROR)
   if bool(args.output) == bool(args.from_torch):
     parser.error("give either --output (export) or --from-torch with --config (import)")
   if args.from_torch and not args.config:

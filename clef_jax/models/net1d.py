@@ -19,6 +19,7 @@ Conv kernels are stored in Flax layout `(K, C_in / groups, C_out)`; Dense kernel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -94,6 +95,15 @@ def torch_bias_init(fan_in: int) -> Callable[..., Array]:
 
 # ---------------------------------------------------------------------------------------------
 # Convolution kernels (pure functions on channels-last arrays).
+#
+# Two numerically equivalent implementations of the SAME-padded grouped convolution:
+#   "xla":       one `lax.conv_general_dilated` with `feature_group_count`. Fast on GPU/TPU; on
+#                XLA:CPU every group is a strided Eigen sub-problem and the weight gradient is
+#                rewritten into a much larger dense convolution (3-10x slower than "polyphase").
+#   "polyphase": the grouped conv as ONE batched GEMM per layer (`_conv_polyphase`), built for
+#                XLA:CPU, where large GEMMs are fast (YNNPACK) and grouped convolutions are not.
+# "auto" (the default everywhere) resolves to "xla" on accelerators and "polyphase" on CPU, at
+# trace time. docs/benchmarks.md has the measurements behind this choice.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -104,21 +114,31 @@ def same_pads(length: int, kernel_size: int, stride: int) -> tuple[int, int]:
   return p // 2, p - p // 2
 
 
-def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str = "xla") -> Array:
+def resolve_conv_impl(impl: str) -> str:
+  """Maps "auto" to "xla" on GPU/TPU and "polyphase" on CPU; validates explicit names."""
+  if impl == "auto":
+    return "polyphase" if jax.default_backend() == "cpu" else "xla"
+  if impl not in GROUPED_CONV_IMPLS:
+    raise ValueError(
+        f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}.")
+  return impl
+
+
+def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str = "auto") -> Array:
   """Grouped 1-D convolution with SAME zero padding.
 
   Args:
     x: `(B, L, C_in)`.
     kernel: `(K, C_in // groups, C_out)`; output channels are assigned to groups in contiguous
       blocks, like PyTorch.
-    stride: 1 or 2.
+    stride: the stride (Net1D uses 1 and 2; any positive stride works).
     groups: number of groups.
-    impl: "xla" uses `feature_group_count`; see `GROUPED_CONV_IMPLS` for the others.
+    impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "polyphase").
 
   Returns:
     `(B, ceil(L / stride), C_out)`.
   """
-  return GROUPED_CONV_IMPLS[impl](x, kernel, stride=stride, groups=groups)
+  return GROUPED_CONV_IMPLS[resolve_conv_impl(impl)](x, kernel, stride=stride, groups=groups)
 
 
 def _conv_xla(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
@@ -128,18 +148,106 @@ def _conv_xla(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
 
 
-GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {"xla": _conv_xla}
+@functools.lru_cache(maxsize=None)
+def _polyphase_plan(length: int, kernel_size: int, stride: int, phases: int
+                    ) -> tuple[int, int, int, int, int]:
+  """Static geometry of `_conv_polyphase`: (out_len, pad_left, rows, taps, padded_len)."""
+  out_len = (length + stride - 1) // stride
+  pad_left, _ = same_pads(length, kernel_size, stride)
+  block = stride * phases                              # input samples per row
+  rows = -(-out_len // phases)                         # output rows of `phases` samples each
+  # Output t = phases*u + p reads padded inputs stride*t + k = block*(u + j) + r, r < block:
+  # j = (stride*p + k) // block < taps.
+  taps = (stride * (phases - 1) + kernel_size - 1) // block + 1
+  return out_len, pad_left, rows, taps, block * (rows + taps - 1)
+
+
+def _polyphase_kernel(kernel: Array, *, stride: int, groups: int, phases: int, taps: int
+                      ) -> Array:
+  """(K, Cin/G, Cout) -> (G, block * Cin/G, taps * phases * Cout/G), block = stride * phases.
+
+  Entry [g, (r, c), (j, p, d)] is kernel[block*j + r - stride*p, c, g*Cout/G + d] when that tap
+  index is in [0, K), else 0: the banded (block-Toeplitz) matrix that maps one row of `block`
+  input samples to the contributions of tap block j to `phases` output samples.
+  """
+  k, cig, cout = kernel.shape
+  cog, block = cout // groups, stride * phases
+  w = kernel.reshape(k, cig, groups, cog)
+  lo = stride * (phases - 1)                           # most negative tap index, negated
+  w = jnp.pad(w, ((lo, max(0, block * taps - k)), (0, 0), (0, 0), (0, 0)))
+  # Static slices (no gather, so the gradient is a cheap pad-and-add, not a scatter).
+  slabs = [w[block * j - stride * p + lo:block * j - stride * p + lo + block]
+           for j in range(taps) for p in range(phases)]                # each (block, cig, G, cog)
+  w2 = jnp.stack(slabs).reshape(taps, phases, block, cig, groups, cog)
+  return w2.transpose(4, 2, 3, 0, 1, 5).reshape(groups, block * cig, taps * phases * cog)
+
+
+def _polyphase_phases(cout_per_group: int) -> int:
+  """Output samples per GEMM row: wide enough rows for narrow groups, little zero-padding else.
+
+  The banded kernel wastes (taps * stride * phases / K - 1) of the multiply-adds on zeros: 1x for
+  8 phases, 0.5x for 4 (K = 16). Measured best: 8 for Net1D-small (4 channels per group), 4 for
+  medium (16 per group).
+  """
+  return 8 if cout_per_group <= 4 else 4
+
+
+def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """SAME grouped conv as one batched GEMM over groups, then a shifted sum (CPU).
+
+  Polyphase form: split the padded input into rows of `block = stride * phases` samples and the
+  output into rows of `phases` samples. Output row u is then a sum over `taps` (2 or 3)
+  consecutive input rows u + j, each times a fixed (block*Cin/G, phases*Cout/G) matrix per
+  group (`_polyphase_kernel`). One GEMM computes every (row, tap) product,
+  z[g, u, j] = x2[g, u] @ W[g, :, j], and y[u] = sum_j z[u + j, j]. Compared with im2col
+  nothing of input size is duplicated; compared with `feature_group_count` every FLOP runs in a
+  large GEMM (and so do both gradients). The extra FLOPs on the band's zeros (see
+  `_polyphase_phases`) are cheaper than XLA:CPU's grouped conv. Mathematically identical to
+  "xla"; only the summation order differs. Dense convs (groups == 1, the stem) stay on "xla",
+  whose dense Eigen convolution is fine.
+  """
+  if groups == 1:
+    return _conv_xla(x, kernel, stride=stride, groups=1)
+  b, length, cin = x.shape
+  k, cig, cout = kernel.shape
+  cog = cout // groups
+  phases = _polyphase_phases(cog)
+  out_len, pad_left, rows, taps, padded = _polyphase_plan(length, k, stride, phases)
+  block = stride * phases
+  # Zero-pad (or crop samples no output reads) to `padded`, then group-major rows:
+  # (B, L, C) -> (G, B * (rows + taps - 1), block * Cin/G).
+  xp = lax.pad(x, jnp.zeros((), x.dtype),
+               ((0, 0, 0), (pad_left, padded - length - pad_left, 0), (0, 0, 0)))
+  x2 = xp.reshape(b, rows + taps - 1, block, groups, cig).transpose(3, 0, 1, 2, 4)
+  x2 = x2.reshape(groups, b * (rows + taps - 1), block * cig)
+  w2 = _polyphase_kernel(kernel, stride=stride, groups=groups, phases=phases, taps=taps)
+  z = lax.dot_general(x2, w2, (((2,), (1,)), ((0,), (0,))))      # (G, B*(rows+taps-1), taps*P*cog)
+  z = z.reshape(groups, b, rows + taps - 1, taps, phases * cog)
+  y = z[:, :, 0:rows, 0]
+  for j in range(1, taps):
+    y = y + z[:, :, j:j + rows, j]                                # (G, B, rows, P*cog)
+  y = y.reshape(groups, b, rows * phases, cog).transpose(1, 2, 0, 3)
+  return y.reshape(b, rows * phases, cout)[:, :out_len]
+
+
+GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
+    "xla": _conv_xla,
+    "polyphase": _conv_polyphase,
+}
 
 
 def max_pool2_same(x: Array) -> Array:
   """`MyMaxPool1dPadSame(2)`: pad one ZERO on the right, then max over non-overlapping pairs.
 
-  For odd L the last output is max(x[L-1], 0): the pad is 0, not -inf (spec §A.2).
+  For odd L the last output is max(x[L-1], 0): the pad is 0, not -inf (spec §A.2). Written as an
+  elementwise maximum of the even and odd samples (not a reduce): same values and the same
+  tie-splitting gradient, but XLA:CPU fuses it, where a max-reduce's gradient costs three passes.
   """
   b, length, c = x.shape
   if length % 2:
     x = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
-  return jnp.max(x.reshape(b, -1, 2, c), axis=2)
+  x = x.reshape(b, -1, 2, c)
+  return jnp.maximum(x[:, :, 0], x[:, :, 1])
 
 
 def _acc_dtype(dtype: Dtype) -> Dtype:
@@ -147,8 +255,69 @@ def _acc_dtype(dtype: Dtype) -> Dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+@jax.custom_jvp
 def swish(x: Array) -> Array:
+  """x * sigmoid(x) (= SiLU).
+
+  The custom JVP keeps ONE residual per activation, the derivative s * (1 + x * (1 - s)), where
+  autodiff of the product keeps both x and s: one pass less over the largest activations.
+  """
   return x * jax.nn.sigmoid(x)
+
+
+@swish.defjvp
+def _swish_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  s = jax.nn.sigmoid(x)
+  return x * s, t * (s * (1 + x * (1 - s)))
+
+
+# Pointwise (1x1) convolutions with at least this many input or output channels take the
+# weight gradient through `_pointwise_cpu` under the "polyphase" implementation.
+_WGRAD_TRANSPOSE_MIN_CHANNELS = 256
+
+
+@jax.custom_vjp
+def _pointwise_cpu(x: Array, kernel: Array) -> Array:
+  """`x @ kernel` over the last axis, (B, L, Cin) x (Cin, Cout), with a CPU-friendly backward.
+
+  The weight gradient x^T g contracts the major (B*L) axis of both operands; XLA:CPU hands that
+  to Eigen at about half the speed of its YNNPACK GEMM, which only takes row-major operands.
+  Materialising the transpose of the narrower operand first (the optimization barrier stops XLA
+  from folding it back into the dot) lets YNNPACK run it. Identical values up to summation
+  order.
+  """
+  return jnp.einsum("blc,cd->bld", x, kernel)
+
+
+def _pointwise_cpu_fwd(x, kernel):
+  return _pointwise_cpu(x, kernel), (x, kernel)
+
+
+def _pointwise_cpu_bwd(res, g):
+  x, kernel = res
+  cin, cout = kernel.shape
+  dx = jnp.einsum("bld,cd->blc", g, kernel)
+  x2, g2 = x.reshape(-1, cin), g.reshape(-1, cout)
+  if cin <= cout:
+    xt = lax.optimization_barrier(x2.T)                            # (Cin, B*L)
+    dw = xt @ g2                                                   # (Cin, Cout)
+  else:
+    gt = lax.optimization_barrier(g2.T)                            # (Cout, B*L)
+    dw = (gt @ x2).T
+  return dx, dw.astype(kernel.dtype)
+
+
+_pointwise_cpu.defvjp(_pointwise_cpu_fwd, _pointwise_cpu_bwd)
+
+
+def pointwise_conv(x: Array, kernel: Array, *, impl: str = "auto") -> Array:
+  """1x1 convolution (no bias): (B, L, Cin) x (Cin, Cout) -> (B, L, Cout)."""
+  cin, cout = kernel.shape
+  if (resolve_conv_impl(impl) == "polyphase"
+      and max(cin, cout) >= _WGRAD_TRANSPOSE_MIN_CHANNELS):
+    return _pointwise_cpu(x, kernel)
+  return jnp.einsum("blc,cd->bld", x, kernel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +332,7 @@ class Conv1D(nn.Module):
   stride: int = 1
   groups: int = 1
   dtype: Dtype = jnp.float32
-  impl: str = "xla"
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -174,7 +343,7 @@ class Conv1D(nn.Module):
     bias = self.param("bias", torch_bias_init(fan_in), (self.features,), jnp.float32)
     kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
     if self.kernel_size == 1 and self.stride == 1 and self.groups == 1:
-      y = jnp.einsum("blc,cd->bld", x, kernel[0])   # 1x1 conv == per-step matmul.
+      y = pointwise_conv(x, kernel[0], impl=self.impl)   # 1x1 conv == per-step matmul.
     else:
       y = conv1d_same(x, kernel, stride=self.stride, groups=self.groups, impl=self.impl)
     return y + bias
@@ -203,15 +372,15 @@ class BasicBlock(nn.Module):
   is_first: bool
   kernel_size: int = 16
   dtype: Dtype = jnp.float32
-  conv_impl: str = "xla"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     h = x if self.is_first else swish(x)
-    h = Conv1D(self.mid_ch, 1, dtype=self.dtype, name="conv1")(h)
+    h = Conv1D(self.mid_ch, 1, dtype=self.dtype, impl=self.conv_impl, name="conv1")(h)
     h = Conv1D(self.mid_ch, self.kernel_size, stride=self.stride, groups=self.groups,
                dtype=self.dtype, impl=self.conv_impl, name="conv2")(swish(h))
-    h = Conv1D(self.out_ch, 1, dtype=self.dtype, name="conv3")(swish(h))
+    h = Conv1D(self.out_ch, 1, dtype=self.dtype, impl=self.conv_impl, name="conv3")(swish(h))
 
     # Squeeze-and-excitation, r = 2. The time mean is accumulated in (at least) float32.
     e = jnp.mean(h.astype(_acc_dtype(self.dtype)), axis=1).astype(self.dtype)   # (B, out)
@@ -247,7 +416,7 @@ class Net1D(nn.Module):
   num_classes: int | None = None
   dtype: Dtype = jnp.float32
   remat: bool = False
-  conv_impl: str = "xla"
+  conv_impl: str = "auto"
 
   @property
   def variant(self) -> Net1DVariant:

@@ -1,0 +1,37 @@
+r"""Net1D-medium (30.7M parameters, 1024-d embeddings).
+
+Demo, anywhere (synthetic archive built into <workdir>/data; ~10 min on a 2-core CPU, ~2 GB RAM):
+
+    python -m clef_jax.main --config=configs/medium.py:demo --workdir=/tmp/clef_medium_demo
+
+Real run, the paper's recipe (MIMIC-IV-ECG one record per patient, batch 64, 100 epochs =
+~250K steps; build it first, see docs/datasets.md), on every local GPU/TPU (data parallel):
+
+    python -m clef_jax.main --config=configs/medium.py --workdir=$HOME/runs/clef_medium \
+        --config.input.data_dir=$HOME/tensorflow_datasets
+    python -m clef_jax.main --config=configs/medium.py:bf16 --workdir=...     # bf16 compute
+
+Expected cost of the real run: 0.88 TFLOP per step (fwd + bwd of 2 x 64 views of 5000 samples,
+XLA cost analysis), ~220 PFLOP for 100 epochs: ~40 min of compute at a sustained 100 TFLOP/s
+(roughly one H100 in bf16 at 10 % MFU; grouped 1-D convolutions rarely do better), and the host
+input pipeline needs enough workers (`input.num_workers`) to keep up. Without a built
+MIMIC-IV-ECG the command stops at once and says how to build it.
+"""
+
+from configs import base
+
+# Demo: medium costs ~36x small per view, so shorter windows, a smaller batch and fewer steps.
+DEMO = {
+    "input.build.num_subjects": 1000,
+    "input.build.duration_s": 2.0,
+    "input.window": 1000,
+    "input.batch_size": 16,
+    "total_steps": 60,
+    "optim.learning_rate": 3e-4,
+    "evals.probe.max_records": 300,
+    "evals.probe.batch_size": 50,
+}
+
+
+def get_config(arg=None):
+  return base.get_config(arg, size="medium", demo=DEMO)
