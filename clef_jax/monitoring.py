@@ -29,7 +29,7 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tens
             "numpy", "scipy", "ml-collections", "tensorboardX", "torch", "clef_jax")
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
   """Readers see the old file or the new one, never half of one (temp file + rename)."""
   tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
   tmp.write_text(text)
@@ -91,7 +91,7 @@ class Monitor:
     # Drop steps the checkpoint has not done (written after it, before a kill), and any torn line.
     kept = [r for r in read_metrics(self.workdir) if r.get("step", math.inf) < start_step]
     if path.exists() or kept:
-      _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+      atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(path, "a", buffering=1)  # Line-buffered: a kill loses at most one line.
     from tensorboardX import SummaryWriter  # Lazy: only the writer process needs it.
 
@@ -268,5 +268,5 @@ def write_manifest(workdir: str | os.PathLike, *, config: Mapping[str, Any], sta
     manifest = {"config": dict(config), "seeds": dict(seeds), "datasets": dict(datasets),
                 "starts": []}
   manifest["starts"].append(start)
-  _atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
+  atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
   return path

@@ -96,31 +96,46 @@ def _build_demo_archive(data_dir: pathlib.Path, build_kwargs: dict[str, Any]) ->
   """Builds the synthetic archive into `data_dir` (if absent) and returns its version directory.
 
   The build runs in a child process with its output in `data_dir/build.log` (TFDS prints a
-  progress bar per split); only process 0 builds, the others wait for it at a barrier.
+  progress bar per split); only process 0 builds, the others wait for it at a barrier. Finished
+  builds are listed in `data_dir/demo_archives.json` (build options -> directory), so a rerun or a
+  second run sharing the directory skips the child process.
   """
   data_dir.mkdir(parents=True, exist_ok=True)
-  log_path = data_dir / "build.log"
-  if jax.process_index() == 0:
+  index_path = data_dir / "demo_archives.json"
+  key = json.dumps(build_kwargs, sort_keys=True)
+
+  def lookup():
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    path = index.get(key)
+    return pathlib.Path(path) if path and (pathlib.Path(path) / "dataset_info.json").is_file() \
+        else None
+
+  if jax.process_index() == 0 and lookup() is None:
     cmd = [sys.executable, "-m", "clef_jax.build", DEMO_DATASET, "--data_dir", os.fspath(data_dir)]
     for k, v in build_kwargs.items():
       cmd += ["--option", f"{k}={json.dumps(v)}"]
     start = time.monotonic()
+    log_path = data_dir / "build.log"
     with open(log_path, "w") as log_file:
       rc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, check=False,
                           cwd=pathlib.Path(__file__).resolve().parents[1]).returncode
-    if rc:
+    lines = log_path.read_text().splitlines()
+    # The build CLI's last line is "report: <version dir>/build_report.json".
+    reports = [l[len("report: "):] for l in lines if l.startswith("report: ")]
+    if rc or not reports:
       raise ConfigError(f"Building the demo archive failed (exit {rc}); see {log_path}.")
-    lines = [l for l in log_path.read_text().splitlines() if l.startswith(DEMO_DATASET)]
-    _log("data: %s (%.0f s)", lines[-1] if lines else DEMO_DATASET, time.monotonic() - start)
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    index[key] = os.fspath(pathlib.Path(reports[-1]).parent)
+    monitoring.atomic_write_text(index_path, json.dumps(index, indent=2) + "\n")
+    summary = [l for l in lines if l.startswith(DEMO_DATASET)]
+    _log("data: %s (%.0f s)", summary[-1] if summary else DEMO_DATASET, time.monotonic() - start)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("demo archive built")
-  # The build CLI's last line is "report: <version dir>/build_report.json" (also when the archive
-  # was already there); the other processes read it from the shared log.
-  reports = [l for l in log_path.read_text().splitlines() if l.startswith("report: ")]
-  if not reports:
-    raise ConfigError(f"Cannot find the demo archive's location in {log_path}.")
-  return pathlib.Path(reports[-1][len("report: "):]).parent
+  path = lookup()
+  if path is None:
+    raise ConfigError(f"The demo archive is missing from {index_path}.")
+  return path
 
 
 def _resolve_dataset(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
@@ -312,7 +327,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if batch_size % num_devices or batch_size % jax.process_count():
     raise ConfigError(
         f"input.batch_size={batch_size} must be divisible by the {num_devices} devices and "
-        f"{jax.process_count()} processes (try batch={num_devices * max(1, batch_size // num_devices)}).")
+        f"{jax.process_count()} processes "
+        f"(try batch={num_devices * max(1, batch_size // num_devices)}).")
   mesh = sharding_lib.make_mesh(num_devices)
   _log("mesh: %d devices (%s) in %d process(es); global batch %d", num_devices,
        jax.devices()[0].device_kind, jax.process_count(), batch_size)
@@ -485,8 +501,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     result["export"] = _export(backbone_host, workdir, config)
   if config.evals.probe.enabled and is_writer:
     if fresh_backbone is None:          # Resumed or init_from: recreate the random init.
-      fresh_backbone = jax.device_get(jax.jit(
-          functools.partial(train.create_train_state, **create_kwargs))(init_rng).params["backbone"])
+      init = jax.jit(functools.partial(train.create_train_state, **create_kwargs))
+      fresh_backbone = jax.device_get(init(init_rng).params["backbone"])
     result["probe"] = _probe(model, {"random init": fresh_backbone, "pretrained": backbone_host},
                              dataset_dir, config, workdir)
   if is_writer and config.log.plots:

@@ -10,11 +10,11 @@ their command and cost. `arg` is a comma-separated list of options (big_vision s
 
 | option | effect |
 |---|---|
-| `demo` | synthetic archive built into `<workdir>/data` if absent; short windows, few steps, higher lr |
+| `demo` | synthetic archive built into `<workdir>/data`; short windows, few steps, higher lr |
 | `tiny` | `demo` shrunk for tests: 40-subject archive, window 256, batch 8, 6 steps |
 | `net1d` / `msformer` (or `backbone=`) | backbone (default `net1d`, the paper's) |
 | `clef` / `simclr` / `byol` / `moco` (or `method=`) | pretraining method (default `clef`) |
-| `mimic_iv_ecg` / `physionet_challenge` (or `dataset=`) | pretraining archive (default MIMIC-IV-ECG) |
+| `mimic_iv_ecg` / `physionet_challenge` (or `dataset=`) | pretraining archive (default MIMIC) |
 | `lead=random` / `lead=I` ... | view lead policy (default random, as the paper) |
 | `bf16` | bfloat16 compute (params and loss stay float32) |
 | `remat` | rematerialise each block in the backward pass (less memory) |

@@ -14,7 +14,8 @@ Real run, the paper's recipe (MIMIC-IV-ECG one record per patient, 161K records,
 Expected cost of the real run: 24 GFLOP per step (fwd + bwd of 2 x 64 views of 5000 samples,
 XLA cost analysis), ~6 PFLOP for 100 epochs: about a minute of compute at a sustained
 100 TFLOP/s, so on a GPU the host-side input pipeline (16M records x 2 views filtered, noised and
-z-scored; raise `input.num_workers`) sets the pace; weeks on a CPU. Options: see configs/base.py (e.g. `configs/small.py:simclr,lead=I`).
+z-scored; raise `input.num_workers`) sets the pace; weeks on a CPU. Options: see
+configs/base.py (e.g. `configs/small.py:simclr,lead=I`).
 """
 
 from configs import base

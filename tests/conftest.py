@@ -31,3 +31,13 @@ def shared_data() -> pathlib.Path:
       pytest.fail(f"CI=true but the shared real records are missing at {SHARED_DATA}")
     pytest.skip(f"shared real records not found at {SHARED_DATA}")
   return SHARED_DATA
+
+
+@pytest.fixture
+def fast_compiles():
+  """`jax_disable_most_optimizations` for one test: XLA:CPU compile time dominates small runs."""
+  import jax
+  prev = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)

@@ -202,7 +202,7 @@ def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
       loss = torch_info_nce(train_net(x2))
       loss.backward()
       opt.step()
-      return float(loss)
+      return float(loss.detach())
 
     out["train"] = run_train
   return out
@@ -274,7 +274,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
   env = {
       "cpu": cpu_name(), "cpus_visible": len(cpus) or os.cpu_count(), "threads": args.threads,
-      "jax": jax.__version__, "jax_backend": jax.default_backend(), "python": sys.version.split()[0],
+      "jax": jax.__version__, "jax_backend": jax.default_backend(),
+      "python": sys.version.split()[0],
   }
   jax_side = build_jax(args) if "jax" in args.frameworks or "torch" in args.frameworks else {}
   if args.backbone == "net1d":

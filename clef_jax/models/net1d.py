@@ -162,24 +162,36 @@ def _polyphase_plan(length: int, kernel_size: int, stride: int, phases: int
   return out_len, pad_left, rows, taps, block * (rows + taps - 1)
 
 
+@functools.lru_cache(maxsize=None)
+def _polyphase_selector(kernel_size: int, stride: int, phases: int, taps: int) -> np.ndarray:
+  """0/1 array (taps, block, phases, K): 1 where tap k = block*j + r - stride*p."""
+  block = stride * phases
+  sel = np.zeros((taps, block, phases, kernel_size), np.float32)
+  for j in range(taps):
+    for r in range(block):
+      for p in range(phases):
+        k = block * j + r - stride * p
+        if 0 <= k < kernel_size:
+          sel[j, r, p, k] = 1.0
+  return sel
+
+
 def _polyphase_kernel(kernel: Array, *, stride: int, groups: int, phases: int, taps: int
                       ) -> Array:
   """(K, Cin/G, Cout) -> (G, block * Cin/G, taps * phases * Cout/G), block = stride * phases.
 
   Entry [g, (r, c), (j, p, d)] is kernel[block*j + r - stride*p, c, g*Cout/G + d] when that tap
   index is in [0, K), else 0: the banded (block-Toeplitz) matrix that maps one row of `block`
-  input samples to the contributions of tap block j to `phases` output samples.
+  input samples to the contributions of tap block j to `phases` output samples. Built as a
+  product with a constant 0/1 selector (exact: one nonzero term per entry), which compiles to
+  one small dot (and one for its gradient) instead of dozens of slices or a gather/scatter.
   """
   k, cig, cout = kernel.shape
   cog, block = cout // groups, stride * phases
-  w = kernel.reshape(k, cig, groups, cog)
-  lo = stride * (phases - 1)                           # most negative tap index, negated
-  w = jnp.pad(w, ((lo, max(0, block * taps - k)), (0, 0), (0, 0), (0, 0)))
-  # Static slices (no gather, so the gradient is a cheap pad-and-add, not a scatter).
-  slabs = [w[block * j - stride * p + lo:block * j - stride * p + lo + block]
-           for j in range(taps) for p in range(phases)]                # each (block, cig, G, cog)
-  w2 = jnp.stack(slabs).reshape(taps, phases, block, cig, groups, cog)
-  return w2.transpose(4, 2, 3, 0, 1, 5).reshape(groups, block * cig, taps * phases * cog)
+  sel = jnp.asarray(_polyphase_selector(k, stride, phases, taps), kernel.dtype)
+  w2 = jnp.einsum("jrpk,kcgd->grcjpd", sel, kernel.reshape(k, cig, groups, cog),
+                  precision=lax.Precision.HIGHEST)
+  return w2.reshape(groups, block * cig, taps * phases * cog)
 
 
 def _polyphase_phases(cout_per_group: int) -> int:
