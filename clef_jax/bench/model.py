@@ -1,8 +1,8 @@
 """Model benchmark: the JAX backbone vs its PyTorch twin, on the same CPU, in one run.
 
     python -m clef_jax.bench model --size small --batch 64 --length 5000 \
-        [--backbone net1d] [--steps 10] [--warmup 2] [--threads 2] [--conv_impl auto] \
-        [--modes infer,train] [--json out.json]
+        [--backbone net1d|msformer] [--versus net1d|msformer] [--steps 10] [--warmup 2] \
+        [--threads 2] [--conv_impl auto] [--modes infer,train] [--json out.json]
 
 Two workloads, each timed for JAX (jitted, CPU) and for the PyTorch twin
 (`clef_jax.export.TorchNet1D` / `TorchMSFormer`, loaded with the *same* weights):
@@ -17,7 +17,12 @@ inference step, 2B per training step (each of those 2B signals goes through forw
 Steps of the two frameworks are *interleaved* (JAX step, torch step, JAX step, ...) so that both
 see the same background load on a shared machine; the reported rate uses the median step time
 after `--warmup` untimed steps. JAX compile time is the `lower().compile()` time of each jitted
-function, measured separately from the steps.
+function, measured separately from the steps. Forward GFLOP per signal come from XLA's cost
+analysis of the lowered forward pass (a training step costs about 3x that).
+
+`--versus` (default `net1d` when `--backbone msformer`) also times the other JAX backbone of the same
+size, interleaved in the same run, and prints a second table: the two backbones' signals/s, their
+ratio, and their FLOPs per signal.
 
 `--threads N` sets torch's intra-op threads and, when N is below the number of CPUs this process
 may use, pins the whole process (hence JAX's XLA thread pool too) to N CPUs before JAX starts.
@@ -47,6 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--size", default="small", choices=("small", "medium", "large"))
   p.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"))
+  p.add_argument("--versus", default=None, choices=("net1d", "msformer"),
+                 help="also time this other JAX backbone of the same size, interleaved in the "
+                      "same run (default for msformer: net1d)")
   p.add_argument("--batch", type=int, default=64,
                  help="signals per inference step; pairs (2B signals) per training step")
   p.add_argument("--length", type=int, default=5000, help="samples per signal (10 s at 500 Hz)")
@@ -65,6 +73,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   args = p.parse_args(argv)
   args.modes = [m for m in args.modes.split(",") if m]
   args.frameworks = [f for f in args.frameworks.split(",") if f]
+  if args.versus is None and args.backbone == "msformer":
+    args.versus = "net1d"
+  if args.versus == args.backbone:
+    args.versus = None
   bad = set(args.modes) - {"infer", "train"} | set(args.frameworks) - {"jax", "torch"}
   if bad:
     p.error(f"unknown mode/framework {sorted(bad)}")
@@ -96,6 +108,27 @@ def cpu_name() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def forward_gflop(args: argparse.Namespace) -> float:
+  """Forward GFLOP of one signal: XLA's cost analysis of the lowered (uncompiled) forward.
+
+  Net1D is lowered with `conv_impl="xla"`, so the count is the model's own multiply-adds, not
+  those of a CPU formulation (polyphase also multiplies zeros of its banded kernel).
+  """
+  import jax
+  import jax.numpy as jnp
+  from clef_jax import models
+  kwargs = {"conv_impl": "xla"} if args.backbone == "net1d" else {}
+  model = models.create_backbone(args.backbone, args.size, in_channels=args.in_channels, **kwargs)
+  x = jax.ShapeDtypeStruct((1, args.length, args.in_channels), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)
+  try:
+    cost = jax.jit(lambda p, x: model.apply(p, x)[0]).lower(params, x).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) / 1e9
+  except Exception:  # noqa: BLE001 -- cost analysis is best effort.
+    return float("nan")
+
+
 def build_jax(args: argparse.Namespace) -> dict[str, Any]:
   """Model, params and the two compiled step functions (with their compile times)."""
   import jax
@@ -122,7 +155,8 @@ def build_jax(args: argparse.Namespace) -> dict[str, Any]:
     updates, opt_state = tx.update(grads, opt_state, p)
     return optax.apply_updates(p, updates), opt_state, loss
 
-  out = {"model": model, "params": params, "compile_s": {}}
+  out = {"model": model, "params": params, "compile_s": {},
+         "forward_gflop_per_signal": forward_gflop(args)}
   rng = np.random.default_rng(args.seed)
   if "infer" in args.modes:
     x = jnp.asarray(rng.standard_normal((args.batch, args.length, args.in_channels), np.float32))
@@ -266,6 +300,23 @@ def format_table(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> str:
+  """JAX backbone vs JAX `versus` backbone (same size, same run): rate and FLOPs per signal."""
+  rows = [("mode", f"{backbone} sig/s", f"{versus} sig/s", f"{backbone}/{versus}",
+           f"{backbone} fwd GFLOP/signal", f"{versus} fwd GFLOP/signal")]
+  for mode, r in results["modes"].items():
+    j, v = r.get("jax"), r.get("versus")
+    if not (j and v):
+      continue
+    rows.append((mode, f"{j['signals_per_s']:.1f}", f"{v['signals_per_s']:.1f}",
+                 f"{r['versus_ratio']:.2f}x", f"{j['forward_gflop_per_signal']:.3f}",
+                 f"{v['forward_gflop_per_signal']:.3f}"))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   cpus = pin_threads(args.threads)  # Before JAX creates its CPU client.
@@ -278,6 +329,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       "python": sys.version.split()[0],
   }
   jax_side = build_jax(args) if "jax" in args.frameworks or "torch" in args.frameworks else {}
+  versus_side = {}
+  if args.versus:
+    versus_args = argparse.Namespace(**{**vars(args), "backbone": args.versus})
+    if args.versus == "msformer":
+      versus_args.conv_impl = "auto"
+    versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
     from clef_jax.models import net1d
     env["conv_impl"] = net1d.resolve_conv_impl(args.conv_impl)
@@ -297,6 +354,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       fns["jax"] = jax_side[mode]
     if "torch" in args.frameworks:
       fns["torch"] = torch_side[mode]
+    if versus_side:
+      fns["versus"] = versus_side[mode]
     times = time_interleaved(fns, args.steps, args.warmup)
     signals = args.batch * (2 if mode == "train" else 1)
     r: dict[str, Any] = {"signals_per_step": signals}
@@ -305,6 +364,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       r[name]["step_times_s"] = ts
     if "jax" in r:
       r["jax"]["compile_s"] = jax_side["compile_s"][mode]
+      r["jax"]["forward_gflop_per_signal"] = jax_side["forward_gflop_per_signal"]
+    if "versus" in r:
+      r["versus"]["backbone"] = args.versus
+      r["versus"]["compile_s"] = versus_side["compile_s"][mode]
+      r["versus"]["forward_gflop_per_signal"] = versus_side["forward_gflop_per_signal"]
+      if "jax" in r:
+        r["versus_ratio"] = r["jax"]["signals_per_s"] / r["versus"]["signals_per_s"]
     if "jax" in r and "torch" in r:
       r["ratio"] = r["jax"]["signals_per_s"] / r["torch"]["signals_per_s"]
     results["modes"][mode] = r
@@ -316,6 +382,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         f"({env['jax_backend']}), torch {env.get('torch', '-')}; "
         f"parity max|dz|={env.get('parity_max_abs_diff', float('nan')):.1e}")
   print(format_table(results))
+  if args.versus:
+    print(format_versus_table(results, args.backbone, args.versus))
   print("signals/s: every signal through the network per wall second (train: forward + backward "
         f"+ AdamW on 2B signals); medians of {args.steps} interleaved steps after {args.warmup} "
         "warm-up steps.")
