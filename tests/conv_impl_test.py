@@ -1,6 +1,6 @@
 """Every Net1D convolution implementation equals the plain XLA one, values and gradients.
 
-"polyphase" (the CPU default) reorders sums, so equality is to rounding: ~1e-6 relative in
+"polyphase", "hybrid" and "cpu" (the CPU default) reorder sums, so equality is to rounding: ~1e-6 relative in
 float32 and ~1e-12 in float64. x64 runs inside `jax.enable_x64` so the global flag is untouched.
 """
 
@@ -125,7 +125,7 @@ def test_bfloat16_compute(impl, fast_compiles):
 
 def test_auto_resolves_by_backend():
   assert jax.default_backend() == "cpu"
-  assert net1d.resolve_conv_impl("auto") == "polyphase"
+  assert net1d.resolve_conv_impl("auto") == "cpu"
   assert net1d.resolve_conv_impl("xla") == "xla"
   assert net1d.Net1D().conv_impl == "auto"
   with pytest.raises(ValueError, match="conv_impl"):
