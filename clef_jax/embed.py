@@ -136,6 +136,19 @@ def _wfdb_records(path: pathlib.Path) -> tuple[list[pathlib.Path], pathlib.Path]
   return [record], record.parent
 
 
+def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
+  """`(record, one lead's samples in physical units)` of a WFDB record (path without extension).
+
+  Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
+  that read many records skip the record and report the message.
+  """
+  rec = ecg.read_wfdb(record)
+  j = ecg.lead_index(lead)
+  if not rec.lead_present[j]:
+    raise ValueError(f"no lead {lead}")
+  return rec, rec.physical()[:, j]
+
+
 def read_inputs(path: str | os.PathLike, *, lead: str, window: int = ecg.WINDOW_SAMPLES,
                 fs: float = pp.OFFICIAL_FS) -> tuple[np.ndarray, list[str], list[str]]:
   """Reads PATH (WFDB record, directory of records, or `.npy`) into model inputs.
@@ -174,14 +187,11 @@ def read_inputs(path: str | os.PathLike, *, lead: str, window: int = ecg.WINDOW_
   for record in records:
     rid = record.relative_to(root).as_posix()
     try:
-      rec = ecg.read_wfdb(record)
+      rec, signal = read_lead(record, lead)
     except Exception as e:  # One unreadable record must not stop the others.
       errors.append(f"{rid}: {e}")
       continue
-    if not rec.lead_present[j]:
-      errors.append(f"{rid}: no lead {lead}")
-      continue
-    xs.append(input_contract(rec.physical()[:, j], rec.sampling_rate, window=window))
+    xs.append(input_contract(signal, rec.sampling_rate, window=window))
     ids.append(rid)
   x = np.stack(xs) if xs else np.zeros((0, window), np.float32)
   return x, ids, errors

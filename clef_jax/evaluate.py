@@ -143,21 +143,17 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int,
     headers = headers[:max_records]
   if not headers:
     raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
-  j = ecg.lead_index(lead)
+  ecg.lead_index(lead)                   # An unknown lead name fails here, before any reading.
   chunks, ids, fields, skipped = [], [], {"sex": [], "age": [], "dx": []}, []
   for header in headers:
     rid = header.relative_to(root).with_suffix("").as_posix()
     try:
-      rec = ecg.read_wfdb(header.with_suffix(""))
+      rec, signal = embed.read_lead(header.with_suffix(""), lead)
     except Exception as e:  # One unreadable record must not stop the others.
       skipped.append(f"{rid}: {e}")
       continue
-    if not rec.lead_present[j]:
-      skipped.append(f"{rid}: no lead {lead}")
-      continue
     comments = ecg.parse_header_comments(rec.comments)
-    chunks.append(lead_windows(rec.physical()[:, j], rec.sampling_rate, window=window,
-                               windows=windows))
+    chunks.append(lead_windows(signal, rec.sampling_rate, window=window, windows=windows))
     ids.append(rid)
     fields["sex"].append(ecg.parse_sex(comments.get("sex"))[0])
     fields["age"].append(ecg.parse_age(comments.get("age"))[0])

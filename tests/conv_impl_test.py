@@ -15,6 +15,9 @@ from clef_jax.models import init, net1d
 
 IMPLS = sorted(net1d.GROUPED_CONV_IMPLS)
 OTHER_IMPLS = [impl for impl in IMPLS if impl != "xla"]
+# "cpu" only dispatches per layer to "hybrid" or "polyphase" (test_cpu_dispatches_per_layer);
+# the layer-level cases run for the formulations themselves.
+LAYER_IMPLS = [impl for impl in OTHER_IMPLS if impl != "cpu"]
 TOL = {jnp.float32: 2e-6, jnp.float64: 1e-12}
 
 
@@ -55,7 +58,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", OTHER_IMPLS)
+@pytest.mark.parametrize("impl", LAYER_IMPLS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("length,channels,groups", CONV_CASES)
@@ -70,7 +73,7 @@ def test_grouped_conv_matches_xla(impl, dtype, stride, length, channels, groups)
     _assert_trees_close(grads, grads_ref, TOL[dtype], "grads (params, input)")
 
 
-@pytest.mark.parametrize("impl", OTHER_IMPLS)
+@pytest.mark.parametrize("impl", LAYER_IMPLS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("cin,cout", [(8, 256), (300, 8)])
 def test_pointwise_conv_matches_xla(impl, dtype, cin, cout):
@@ -121,6 +124,18 @@ def test_bfloat16_compute(impl, fast_compiles):
   for g in jax.tree_util.tree_leaves(grads16):
     assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))   # Params stay float32.
   assert _rel_err(z16, z32) < 5e-2
+
+
+@pytest.mark.parametrize("channels,groups,expected", [(64, 4, "hybrid"), (64, 16, "polyphase")])
+def test_cpu_dispatches_per_layer(channels, groups, expected):
+  """"cpu" is exactly "hybrid" from 16 channels per group and "polyphase" below (values, grads)."""
+  x = jax.random.normal(jax.random.key(4), (2, 29, channels), jnp.float32)
+  kw = dict(features=channels, kernel_size=16, stride=2, groups=groups, dtype=jnp.float32)
+  y, grads = _conv_value_and_grads("cpu", x, **kw)
+  y_ref, grads_ref = _conv_value_and_grads(expected, x, **kw)
+  np.testing.assert_array_equal(y, y_ref)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_auto_resolves_by_backend():

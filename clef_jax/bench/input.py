@@ -253,7 +253,7 @@ def run(argv=None) -> None:
     stages[encoding] = stage_breakdown(source, args.batch, 8 * args.batch)
 
   base = rows[0]["signals_per_core_s"]
-  print(f"\n| path | workers | records/s | signals/s | cores used | signals/s per core | "
+  print("\n| path | workers | records/s | signals/s | cores used | signals/s per core | "
         f"x official |\n|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['path']} | {r['workers']} | {r['records_per_s']:.0f} | {r['signals_per_s']:.0f} "
