@@ -1,6 +1,6 @@
 r"""Net1D-medium (30.7M parameters, 1024-d embeddings).
 
-Demo, anywhere (synthetic archive built into <workdir>/data; ~10 min on a 2-core CPU, ~2 GB RAM):
+Demo, anywhere (synthetic archive built into <workdir>/data; ~10 min on a 2-core CPU, 3.6 GB RAM):
 
     python -m clef_jax.main --config=configs/medium.py:demo --workdir=/tmp/clef_medium_demo
 

@@ -1,7 +1,7 @@
 r"""Net1D-small (448K parameters, 256-d embeddings): the paper's smallest CLEF model.
 
-Demo, anywhere (synthetic archive built into <workdir>/data; ~180 CPU-seconds, about 3 min on a
-2-core CPU; 1.7 GB RAM):
+Demo, anywhere (synthetic archive built into <workdir>/data; about 2 min on a 2-core CPU, 104 s
+measured; 1.7 GB RAM):
 
     python -m clef_jax.main --config=configs/small.py:demo --workdir=/tmp/clef_small_demo
 
