@@ -41,6 +41,7 @@ from clef_jax import ecg
 from clef_jax import embed
 from clef_jax import metrics
 from clef_jax import preprocess as pp
+from clef_jax import probe
 
 RANDOM_INIT = "random init"
 SIZES = ("small", "medium", "large")
@@ -799,8 +800,7 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[Backbone]) -> dict[s
         if mode == "probe":
           z = embeddings[b.label]
           if train_cfg["standardize_embeddings"]:
-            mu, sd = z[rows["train"]].mean(axis=0), z[rows["train"]].std(axis=0) + 1e-6
-            z = ((z - mu) / sd).astype(np.float32)
+            z = probe.standardize(z[rows["train"]], z)[1].astype(np.float32)
           if z.shape[1] not in head_fns:
             head_fns[z.shape[1]] = make_head_fns(
                 lambda p, x: x @ p["kernel"] + p["bias"], loss_fn,

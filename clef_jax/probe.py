@@ -24,7 +24,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import scipy.optimize
 import scipy.special
-import scipy.stats
+
+from clef_jax import metrics
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 HEADS = ("ridge", "logistic")
@@ -68,13 +69,8 @@ FITS: dict[str, Fit] = {"ridge": fit_ridge, "logistic": fit_logistic}
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-  """Binary AUROC by the rank-sum formula (ties get average ranks); NaN if one class only."""
-  positive = np.asarray(positive, bool)
-  n_pos, n_neg = positive.sum(), (~positive).sum()
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  ranks = scipy.stats.rankdata(scores)
-  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+  """Binary AUROC (ties count 1/2; `metrics.auroc`); NaN if one class only."""
+  return float(metrics.auroc(np.asarray(positive, bool), scores))
 
 
 def macro_auroc(scores: np.ndarray, y: np.ndarray) -> float:
@@ -85,12 +81,10 @@ def macro_auroc(scores: np.ndarray, y: np.ndarray) -> float:
   y = np.asarray(y, np.int64)
   if scores.shape[1] == 2:
     return auroc(scores[:, 1] - scores[:, 0], y == 1)
-  values = [auroc(scores[:, k], y == k) for k in np.unique(y)]
-  values = [v for v in values if np.isfinite(v)]
-  return float(np.mean(values)) if values else float("nan")
+  return float(metrics.ovr_macro_auroc(y, scores))
 
 
-def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
   """z-scores every array with the train set's per-feature mean and std."""
   mean = train.mean(axis=0)
   std = train.std(axis=0) + 1e-6
@@ -108,7 +102,7 @@ def choose_l2(x: np.ndarray, y: np.ndarray, *, num_classes: int, head: str = "ri
     scores = np.zeros((len(y), num_classes))
     for f in range(folds):
       tr, te = fold != f, fold == f
-      x_tr, x_te = _standardize(x[tr], x[te])
+      x_tr, x_te = standardize(x[tr], x[te])
       w, b = fit(x_tr, y[tr], num_classes, l2)
       scores[te] = x_te @ w + b
     score = macro_auroc(scores, y)
@@ -139,7 +133,7 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
   y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
   l2 = choose_l2(x_train, y_train, num_classes=num_classes, head=head, l2_grid=l2_grid,
                  folds=folds)
-  x_tr, x_te = _standardize(x_train, np.asarray(x_test, np.float64))
+  x_tr, x_te = standardize(x_train, np.asarray(x_test, np.float64))
   w, b = FITS[head](x_tr, y_train, num_classes, l2)
   scores = x_te @ w + b
   return {"auroc": macro_auroc(scores, y_test),

@@ -332,8 +332,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   versus_side = {}
   if args.versus:
     versus_args = argparse.Namespace(**{**vars(args), "backbone": args.versus})
-    if args.versus == "msformer":
-      versus_args.conv_impl = "auto"
     versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
     from clef_jax.models import net1d

@@ -206,8 +206,7 @@ def _polyphase_phases(cout_per_group: int) -> int:
   return 8 if cout_per_group <= 4 else 4
 
 
-def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int,
-                    phases: int | None = None) -> Array:
+def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   """SAME grouped conv as one batched GEMM over groups, then a shifted sum (CPU).
 
   Polyphase form: split the padded input into rows of `block = stride * phases` samples and the
@@ -226,7 +225,7 @@ def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int,
   b, length, cin = x.shape
   k, cig, cout = kernel.shape
   cog = cout // groups
-  phases = phases or _polyphase_phases(cog)
+  phases = _polyphase_phases(cog)
   out_len, pad_left, rows, taps, padded = _polyphase_plan(length, k, stride, phases)
   block = stride * phases
   # Zero-pad (or crop samples no output reads) to `padded`, then group-major rows:
@@ -245,20 +244,18 @@ def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int,
   return y.reshape(b, rows * phases, cout)[:, :out_len]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_xla_polyphase_vjp(x: Array, kernel: Array, stride: int, groups: int, phases: int
-                            ) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_xla_polyphase_vjp(x: Array, kernel: Array, stride: int, groups: int) -> Array:
   return _conv_xla(x, kernel, stride=stride, groups=groups)
 
 
-def _conv_xla_polyphase_vjp_fwd(x, kernel, stride, groups, phases):
+def _conv_xla_polyphase_vjp_fwd(x, kernel, stride, groups):
   return _conv_xla(x, kernel, stride=stride, groups=groups), (x, kernel)
 
 
-def _conv_xla_polyphase_vjp_bwd(stride, groups, phases, res, g):
+def _conv_xla_polyphase_vjp_bwd(stride, groups, res, g):
   # The VJP of a linear map needs no forward values: XLA drops the forward GEMM of this vjp.
-  _, vjp = jax.vjp(functools.partial(_conv_polyphase, stride=stride, groups=groups,
-                                     phases=phases), *res)
+  _, vjp = jax.vjp(functools.partial(_conv_polyphase, stride=stride, groups=groups), *res)
   return vjp(g)
 
 
@@ -274,8 +271,7 @@ def _conv_hybrid(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   """
   if groups == 1:
     return _conv_xla(x, kernel, stride=stride, groups=1)
-  phases = _polyphase_phases(kernel.shape[2] // groups)
-  return _conv_xla_polyphase_vjp(x, kernel, stride, groups, phases)
+  return _conv_xla_polyphase_vjp(x, kernel, stride, groups)
 
 
 # Channels per group from which "cpu" takes "hybrid" rather than "polyphase". Measured (train step,
