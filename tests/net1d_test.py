@@ -293,3 +293,20 @@ def test_init_matches_torch_default_bounds():
     assert np.abs(a).max() > 0.9 * bound, path  # every tensor here has >= 128 entries
     if a.size >= 1000:
       assert abs(a.std() - bound / math.sqrt(3)) < 0.1 * bound, path
+
+
+def test_custom_variant():
+  """A Net1DVariant as `size`: a two-stage net with the named sizes' block semantics."""
+  v = net1d.Net1DVariant(base_filters=32, ratio=0.5, filter_list=(32, 64), m_blocks_list=(1, 2),
+                         groups_width=8)
+  model = net1d.Net1D(size=v)
+  x = jax.ShapeDtypeStruct((2, 300, 1), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  assert sorted(shapes) == ["stage0_block0", "stage1_block0", "stage1_block1", "stem_conv"]
+  # The named sizes' rules: groups = out_ch // groups_width, mid = out_ch * ratio.
+  assert shapes["stage1_block1"]["conv2"]["kernel"].shape == (16, 32 // 8, 32)
+  assert net1d.num_params(shapes) == net1d.used_param_count(v)
+  out, _ = jax.eval_shape(model.apply, {"params": shapes}, x)
+  assert out.shape == (2, 64)
+  with pytest.raises(ValueError, match="Unknown Net1D size 'tiny'"):
+    jax.eval_shape(net1d.Net1D(size="tiny").init, jax.random.key(0), x)

@@ -1,8 +1,10 @@
 """Train step: 8 simulated devices == 1 device, method semantics, metrics, fsdp == replicate.
 
 Every step function is compiled once per (method, mesh, strategy) and cached: XLA compile time of
-the Net1D gradient dominates these CPU tests. Backbone weights come from numpy (a Net1D random
-init compiles ~60 threefry hashes, which alone takes tens of seconds on CPU).
+the Net1D gradient dominates these CPU tests, so they train a two-stage Net1D (the same block,
+stride-2 and stride-1 convs, SE and padded shortcut as the named sizes, a third of Net1D-small's
+blocks). Backbone weights come from numpy (a Net1D random init compiles one threefry hash per
+parameter, which alone takes tens of seconds on CPU).
 """
 
 import functools
@@ -13,12 +15,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from clef_jax import losses, methods, models, optim, sharding, train
+from clef_jax import losses, methods, optim, sharding, train
+from clef_jax.models import net1d
 
 B, L = 8, 256          # global batch (subjects) and window length
 QUEUE = 4 * B          # MoCo K for tests (K % B == 0)
 RTOL = 1e-5            # relative difference (global norms), 8 devices vs 1
-MODEL = models.create_backbone("net1d", "small")
+MODEL = net1d.Net1D(size=net1d.Net1DVariant(
+    base_filters=32, ratio=0.5, filter_list=(32, 64), m_blocks_list=(1, 2), groups_width=8))
 TX, LR_FN = optim.make_optimizer(steps_per_epoch=2)
 STEPS = 2
 
@@ -72,7 +76,7 @@ def _moco_queue():
   rng = np.random.default_rng(2)
   x = np.concatenate([views[:, 1] + 0.3 * rng.standard_normal(views[:, 1].shape, np.float32)
                       for _ in range(QUEUE // B)])                    # (K, L, 1)
-  emb, _ = MODEL.apply({"params": _backbone_params()}, jnp.asarray(x))
+  emb, _ = jax.jit(MODEL.apply)({"params": _backbone_params()}, jnp.asarray(x))
   emb = np.asarray(emb, np.float64)
   return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).T.astype(np.float32)   # (D, K)
 
@@ -148,7 +152,7 @@ def _adam_mu(state):
 # ------------------------------------------------------------------------------------------------
 # 8 devices vs 1 device.
 # ------------------------------------------------------------------------------------------------
-# BYOL/MoCo 8-device compiles are the slowest part of the suite (~1-2 min each on 2 CPU cores).
+# BYOL/MoCo 8-device compiles are the slowest part of this file (two backbones in one step).
 @pytest.mark.parametrize("method", [
     "clef", "simclr", pytest.param("byol", marks=pytest.mark.slow),
     pytest.param("moco", marks=pytest.mark.slow)])
@@ -293,10 +297,10 @@ def test_state_layout():
     assert (state.batch_stats is None) == (method != "byol")
     assert (state.queue is None) == (method != "moco")
     if method == "moco":
-      assert state.queue.shape == (256, QUEUE) and state.queue_ptr.dtype == jnp.int32
-    if method == "byol":
-      assert state.params["predictor"]["fc1"]["kernel"].shape == (256, 128)
-      assert state.params["predictor"]["fc2"]["kernel"].shape == (128, 256)
+      assert state.queue.shape == (64, QUEUE) and state.queue_ptr.dtype == jnp.int32
+    if method == "byol":      # D -> D/2 -> D, with D = 64 this net's embedding width
+      assert state.params["predictor"]["fc1"]["kernel"].shape == (64, 32)
+      assert state.params["predictor"]["fc2"]["kernel"].shape == (32, 64)
 
 
 def test_unknown_method_rejected():

@@ -469,7 +469,8 @@ class Net1D(nn.Module):
   """Net1D backbone (spec §A).
 
   Attributes:
-    size: "small" | "medium" | "large".
+    size: "small" | "medium" | "large", or a custom `Net1DVariant` (any stage widths and depths,
+      as the official `Net1D` constructor allows; e.g. a two-stage net for fast tests).
     in_channels: 1 (single lead) or 12; only used for validation of the input.
     num_classes: optional linear head (`dense`), e.g. ECGFounder's 150-way head. None -> the
       pooled embedding is returned (CLEF).
@@ -477,7 +478,7 @@ class Net1D(nn.Module):
     remat: rematerialise each block in the backward pass (gradient checkpointing).
     conv_impl: implementation of the grouped convolutions (numerically equivalent choices).
   """
-  size: str = "small"
+  size: str | Net1DVariant = "small"
   in_channels: int = 1
   num_classes: int | None = None
   dtype: Dtype = jnp.float32
@@ -486,6 +487,11 @@ class Net1D(nn.Module):
 
   @property
   def variant(self) -> Net1DVariant:
+    if isinstance(self.size, Net1DVariant):
+      return self.size
+    if self.size not in VARIANTS:
+      raise ValueError(f"Unknown Net1D size {self.size!r}; choose one of {sorted(VARIANTS)} "
+                       "or pass a Net1DVariant.")
     return VARIANTS[self.size]
 
   @property
@@ -524,16 +530,20 @@ def num_params(params: Any) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
 
-def paper_param_count(size: str, in_channels: int = 1) -> int:
+def _as_variant(size: str | Net1DVariant) -> Net1DVariant:
+  return size if isinstance(size, Net1DVariant) else VARIANTS[size]
+
+
+def paper_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
   """Parameter count as the paper/README reports it: including the never-used BN affine params."""
-  v = VARIANTS[size]
+  v = _as_variant(size)
   bn = v.base_filters + sum(s["in_ch"] + 2 * s["mid_ch"] for s in block_specs(v))
   return used_param_count(size, in_channels) + 2 * bn
 
 
-def used_param_count(size: str, in_channels: int = 1) -> int:
+def used_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
   """Trainable parameters of the module (closed form, no allocation)."""
-  v = VARIANTS[size]
+  v = _as_variant(size)
   k = v.kernel_size
   n = v.base_filters * in_channels * k + v.base_filters
   for s in block_specs(v):
