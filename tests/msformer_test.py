@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clef_jax.export import msformer_interop
+from clef_jax.export import msformer_interop, strict
 from clef_jax.models import msformer, net1d
 
 try:
@@ -136,7 +136,7 @@ def _random_params(size, in_channels=1, num_classes=None, seed=0):
     else:
       a = 0.1 * rng.normal(size=e.flax_shape)
     flat[e.flax_path] = a.astype(np.float32)
-  return msformer_interop._unflatten(flat)  # pylint: disable=protected-access
+  return strict.unflatten(flat)
 
 
 def _signal(batch, length, channels=1, seed=1):

@@ -29,6 +29,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from clef_jax.export import strict
+
 # name: (widths, depths, num_heads, features, patch_size, mlp_ratio); see msformer.VARIANTS.
 PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int, int, int]] = {
     "small": ((32, 64, 64, 96), (2, 2, 2, 1), (1, 2, 2, 3), 256, 10, 4),
@@ -96,58 +98,6 @@ def param_table(size: str, in_channels: int = 1, num_classes: int | None = None)
 # ---------------------------------------------------------------------------------------------
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-  """torch.Tensor (any dtype/device, incl. bfloat16), jax.Array or array-like -> numpy."""
-  if hasattr(value, "detach"):      # torch.Tensor, without importing torch here.
-    value = value.detach().cpu()
-    if value.is_floating_point():
-      value = value.float()         # bfloat16/float16 have no (exact) numpy counterpart.
-    return value.numpy()
-  return np.asarray(value)
-
-
-def _unwrap_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-  """Accepts `params` or the variables dict `{"params": params}`."""
-  if set(params) == {"params"}:
-    return params["params"]
-  return params
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, prefix + (k,)))
-    else:
-      flat[prefix + (k,)] = v
-  return flat
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = tree
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return tree
-
-
-def _raise_mismatch(what: str, missing: list[str], unexpected: list[str],
-                    wrong_shape: list[str], hints: list[str]) -> None:
-  if not (missing or unexpected or wrong_shape):
-    return
-  lines = [f"{what} does not match the MSFormer layout:"]
-  if missing:
-    lines.append(f"  missing ({len(missing)}): {', '.join(missing)}")
-  if unexpected:
-    lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
-  if wrong_shape:
-    lines.append(f"  wrong shape ({len(wrong_shape)}): {', '.join(wrong_shape)}")
-  lines.extend(f"  ({h})" for h in hints)
-  raise ValueError("\n".join(lines))
-
-
 def _hints(patch_fan_in: int | None, has_head: bool, size: str, in_channels: int,
            num_classes: int | None) -> list[str]:
   hints = []
@@ -182,25 +132,19 @@ def msformer_to_torch_state_dict(params: Mapping[str, Any], *, size: str,
   Raises:
     ValueError: listing every missing, unexpected or wrongly shaped Flax param.
   """
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("This function needs PyTorch: pip install 'clef_jax[torch]'.") from e
+  torch = strict.import_torch()
   check_size(size)
-  flat = {path: _to_numpy(v) for path, v in _flatten(_unwrap_params(params)).items()}
+  flat = strict.flat_numpy_params(params)
   head = flat.get(("dense", "kernel"))
   num_classes = head.shape[-1] if head is not None and head.ndim == 2 else None
   table = param_table(size, in_channels, num_classes)
-  expected = {e.flax_path: e for e in table}
-  missing = ["/".join(p) for p in expected if p not in flat]
-  unexpected = ["/".join(p) for p in flat if p not in expected]
-  wrong = [f"{'/'.join(p)} {flat[p].shape} != {e.flax_shape}" for p, e in expected.items()
-           if p in flat and tuple(flat[p].shape) != e.flax_shape]
+  problems = strict.compare({p: a.shape for p, a in flat.items()},
+                            {e.flax_path: e.flax_shape for e in table}, name="/".join)
   patch = flat.get(("patch_embed", "kernel"))
-  _raise_mismatch(f"Flax params for MSFormer({size}, in_channels={in_channels})",
-                  missing, unexpected, wrong,
-                  _hints(patch.shape[0] if patch is not None and patch.ndim == 2 else None,
-                         False, size, in_channels, num_classes))
+  strict.raise_mismatch(f"Flax params for MSFormer({size}, in_channels={in_channels})",
+                        "MSFormer", *problems,
+                        _hints(patch.shape[0] if patch is not None and patch.ndim == 2 else None,
+                               False, size, in_channels, num_classes))
   out = collections.OrderedDict()
   for e in table:
     a = flat[e.flax_path]
@@ -238,20 +182,16 @@ def msformer_from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str,
   if not isinstance(sd, Mapping):
     raise ValueError(f"state_dict['state_dict'] is a {type(sd).__name__}, not a mapping.")
   table = param_table(size, in_channels, num_classes)
-  by_key = {e.torch_key: e for e in table}
   shapes = {k: tuple(np.shape(v)) for k, v in sd.items()}
-  missing = [e.torch_key for e in table if e.torch_key not in sd]
-  unexpected = [k for k in sd if k not in by_key]
-  wrong = [f"{k} {shapes[k]} != {by_key[k].torch_shape}" for k in sd
-           if k in by_key and shapes[k] != by_key[k].torch_shape]
   patch = shapes.get("patch_embed.weight")
-  _raise_mismatch(f"State dict for MSFormer({size}, in_channels={in_channels}, "
-                  f"num_classes={num_classes})", missing, unexpected, wrong,
-                  _hints(patch[1] if patch is not None and len(patch) == 2 else None,
-                         "dense.weight" in sd, size, in_channels, num_classes))
+  strict.raise_mismatch(f"State dict for MSFormer({size}, in_channels={in_channels}, "
+                        f"num_classes={num_classes})", "MSFormer",
+                        *strict.compare(shapes, {e.torch_key: e.torch_shape for e in table}),
+                        _hints(patch[1] if patch is not None and len(patch) == 2 else None,
+                               "dense.weight" in sd, size, in_channels, num_classes))
   flat = {}
   for e in table:
-    a = _to_numpy(sd[e.torch_key])
+    a = strict.to_numpy(sd[e.torch_key])
     a = a.T if e.rule == "linear" else a                 # (out, in) -> (in, out)
     flat[e.flax_path] = np.array(a, dtype=np.float32, order="C")   # Copy: never alias torch memory.
-  return _unflatten(flat)
+  return strict.unflatten(flat)

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from clef_jax.export import net1d_layout
+from clef_jax.export import strict
 
 FORMATS = ("lightning", "state_dict", "safetensors")
 
@@ -32,51 +33,6 @@ FORMATS = ("lightning", "state_dict", "safetensors")
 # `backbone` (spec §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
 OTHER_METHOD_PREFIXES = ("backbone_target.", "backbone_k.", "predictor.")
 OTHER_METHOD_KEYS = ("queue", "queue_ptr")
-
-
-def _import_torch():
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("This function needs PyTorch: pip install 'clef_jax[torch]'.") from e
-  return torch
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-  """torch.Tensor (any dtype/device, incl. bfloat16) or array-like -> numpy array."""
-  if hasattr(value, "detach"):      # torch.Tensor, without importing torch here.
-    value = value.detach().cpu()
-    if value.is_floating_point():
-      value = value.float()         # bfloat16/float16 have no (exact) numpy counterpart.
-    return value.numpy()
-  return np.asarray(value)
-
-
-def _unwrap_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-  """Accepts `params` or `{"params": params}` (the variables dict)."""
-  if set(params) == {"params"}:
-    return params["params"]
-  return params
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, prefix + (k,)))
-    else:
-      flat[prefix + (k,)] = v
-  return flat
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = tree
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return tree
 
 
 def _layout_to_torch(rule: str, a: np.ndarray) -> np.ndarray:
@@ -95,27 +51,11 @@ def _layout_to_flax(rule: str, a: np.ndarray) -> np.ndarray:
   return a
 
 
-def _raise_mismatch(what: str, missing: list[str], unexpected: list[str],
-                    wrong_shape: list[str], hint: str = "") -> None:
-  if not (missing or unexpected or wrong_shape):
-    return
-  lines = [f"{what} does not match the Net1D layout:"]
-  if missing:
-    lines.append(f"  missing ({len(missing)}): {', '.join(missing)}")
-  if unexpected:
-    lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
-  if wrong_shape:
-    lines.append(f"  wrong shape ({len(wrong_shape)}): {', '.join(wrong_shape)}")
-  if hint:
-    lines.append(hint)
-  raise ValueError("\n".join(lines))
-
-
-def _in_channels_hint(shapes: Mapping[str, tuple[int, ...]], in_channels: int) -> str:
+def _in_channels_notes(shapes: Mapping[str, tuple[int, ...]], in_channels: int) -> list[str]:
   w = shapes.get("first_conv.conv.weight")
   if w is not None and len(w) == 3 and w[1] != in_channels:
-    return f"  (first_conv.conv.weight has {w[1]} input channels; pass in_channels={w[1]}.)"
-  return ""
+    return [f"first_conv.conv.weight has {w[1]} input channels; pass in_channels={w[1]}."]
+  return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,20 +83,18 @@ def to_torch_state_dict(params: Mapping[str, Any], *, size: str,
   Raises:
     ValueError: listing every missing, unexpected or wrongly shaped Flax param.
   """
-  torch = _import_torch()
-  flat = {path: _to_numpy(v) for path, v in _flatten(_unwrap_params(params)).items()}
+  torch = strict.import_torch()
+  flat = strict.flat_numpy_params(params)
   num_classes = flat[("dense", "kernel")].shape[-1] if ("dense", "kernel") in flat else None
   table = net1d_layout.state_dict_table(size, in_channels, num_classes)
   expected = {e.flax_path: e for e in table if e.flax_path is not None}
-  missing = ["/".join(p) for p in expected if p not in flat]
-  unexpected = ["/".join(p) for p in flat if p not in expected]
-  wrong = [f"{'/'.join(p)} {flat[p].shape} != {e.flax_shape}" for p, e in expected.items()
-           if p in flat and flat[p].shape != e.flax_shape]
-  hint = ""
+  problems = strict.compare({p: a.shape for p, a in flat.items()},
+                            {p: e.flax_shape for p, e in expected.items()}, name="/".join)
+  notes = []
   if ("stem_conv", "kernel") in flat and flat[("stem_conv", "kernel")].shape[1] != in_channels:
-    hint = f"  (stem_conv/kernel has {flat[('stem_conv', 'kernel')].shape[1]} input channels.)"
-  _raise_mismatch(f"Flax params for Net1D({size}, in_channels={in_channels})",
-                  missing, unexpected, wrong, hint)
+    notes.append(f"stem_conv/kernel has {flat[('stem_conv', 'kernel')].shape[1]} input channels.")
+  strict.raise_mismatch(f"Flax params for Net1D({size}, in_channels={in_channels})", "Net1D",
+                        *problems, notes)
 
   out = collections.OrderedDict()
   for e in table:
@@ -225,19 +163,17 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
   sd = {k: v for k, v in sd.items() if k not in ignored_set}
 
   shapes = {k: tuple(np.shape(v)) for k, v in sd.items()}
-  missing = [e.torch_key for e in table if e.rule != "bn" and e.torch_key not in sd]
-  unexpected = [k for k in sd if k not in by_key]
-  wrong = [f"{k} {shapes[k]} != {by_key[k].torch_shape}" for k in sd
-           if k in by_key and shapes[k] != by_key[k].torch_shape]
-  _raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
-                  f"num_classes={num_classes})", missing, unexpected, wrong,
-                  _in_channels_hint(shapes, in_channels))
+  problems = strict.compare(shapes, {k: e.torch_shape for k, e in by_key.items()},
+                            required=[e.torch_key for e in table if e.rule != "bn"])
+  strict.raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
+                        f"num_classes={num_classes})", "Net1D", *problems,
+                        _in_channels_notes(shapes, in_channels))
 
   flat, non_initial = {}, []
   for e in table:
     if e.torch_key not in sd:
       continue                                   # Only optional BN entries can be absent here.
-    a = _to_numpy(sd[e.torch_key])
+    a = strict.to_numpy(sd[e.torch_key])
     if e.flax_path is None:
       if not np.all(a == e.bn_value):
         non_initial.append(e.torch_key)
@@ -247,7 +183,7 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
     logging.warning("%d BatchNorm entries hold non-initial values (%s ...); Net1D never uses BN "
                     "(use_bn=False), so they are dropped. Was this model trained with use_bn=True?",
                     len(non_initial), ", ".join(non_initial[:5]))
-  return _unflatten(flat)
+  return strict.unflatten(flat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +222,7 @@ def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
   """
   if format not in FORMATS:
     raise ValueError(f"Unknown format {format!r}; choose one of {FORMATS}.")
-  torch = _import_torch()
+  torch = strict.import_torch()
   sd = to_torch_state_dict(params, size=size, in_channels=in_channels)
   if format == "lightning":
     obj = {"state_dict": collections.OrderedDict((f"backbone.{k}", v) for k, v in sd.items())}
@@ -327,7 +263,7 @@ def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
     Flax params (float32 numpy arrays); see `from_torch_state_dict`.
   """
   path = os.fspath(path)
-  torch = _import_torch()
+  torch = strict.import_torch()
   if _is_safetensors(path):
     from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
     checkpoint = load_file(path)
