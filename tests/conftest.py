@@ -33,11 +33,24 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-@pytest.fixture
-def fast_compiles():
-  """`jax_disable_most_optimizations` for one test: XLA:CPU compile time dominates small runs."""
+def _most_optimizations_disabled():
+  """`jax_disable_most_optimizations` while the generator is suspended: XLA:CPU compile time
+  dominates these small graphs' run time, and the numerics are unaffected."""
   import jax
   prev = jax.config.values["jax_disable_most_optimizations"]
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", prev)
+
+
+@pytest.fixture
+def fast_compiles():
+  """Fast compiles for one test."""
+  yield from _most_optimizations_disabled()
+
+
+@pytest.fixture(scope="module")
+def fast_compiles_module():
+  """Fast compiles for a whole module: `pytestmark = pytest.mark.usefixtures(...)`, or a
+  module-scoped fixture's argument."""
+  yield from _most_optimizations_disabled()

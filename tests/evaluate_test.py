@@ -191,16 +191,7 @@ def test_resolve_dataset(tmp_path):
 # End to end.
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fast_compiles():
-  import jax
-  prev = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, fast_compiles):
+def pretrained(tmp_path_factory, fast_compiles_module):
   """A workdir pretrained with `configs/small.py:tiny` for 8 steps (window 256), in-process.
 
   Under pytest-xdist the workers share it (made once, under a lock, beside their temp roots).

@@ -37,13 +37,7 @@ USED = {"small": 443_184, "medium": 30_587_632, "large": 296_301_312}
 PAPER = {"small": 447_792, "medium": 30_654_000, "large": 296_623_360}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  # Compile time dominates these CPU tests; numerics are unaffected.
-  prev = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
+pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
 def _flat(tree, prefix=()):

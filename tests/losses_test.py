@@ -27,13 +27,7 @@ clef = jax.jit(losses.clef_loss, static_argnames=_STATIC)
 nce = jax.jit(losses.info_nce, static_argnames=("reduction",))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """XLA optimisation passes dominate these tiny graphs' run time; numerics are unaffected."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)

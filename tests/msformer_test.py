@@ -93,13 +93,7 @@ stage3_norm (96,) (96,)
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  # Compile time dominates these CPU tests; numerics are unaffected.
-  prev = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
+pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
 @functools.lru_cache(maxsize=None)

@@ -87,13 +87,7 @@ SMALL_PARAMS = """
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  # Compile time dominates these CPU tests; numerics are unaffected.
-  prev = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
+pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
 def _param_shapes(size, in_channels=1, num_classes=None, length=64):

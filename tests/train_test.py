@@ -27,13 +27,7 @@ TX, LR_FN = optim.make_optimizer(steps_per_epoch=2)
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  # Compile time dominates these CPU tests; both meshes see the same setting.
-  prev = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", prev)
+pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
 @functools.cache
