@@ -33,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from clef_jax import build_report
 
@@ -174,6 +174,19 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
     tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
     os.replace(tmp, report_path)
   return report_path
+
+
+def dummy_data_main(write_dummy_data: Callable[[str], Any],
+                    argv: Sequence[str] | None = None) -> int:
+  """Command line of every `datasets/<name>/dummy_data_generation.py`: `--out_dir DIR`.
+
+  Writes that builder's tiny fake archive (for tests and trying a build) and prints its folder.
+  """
+  parser = argparse.ArgumentParser(description="Writes a tiny fake archive for this builder.")
+  parser.add_argument("--out_dir", required=True, help="where to write the tree")
+  args = parser.parse_args(argv)
+  print(write_dummy_data(args.out_dir))
+  return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -452,3 +452,19 @@ def test_ptbxl_bad_rows(tmp_path):
                      br.DUPLICATE_RECORD: ["1"]}
   assert report["flags"][br.UNKNOWN_LABEL]["examples"] == [{"record_id": "8", "detail": "XYZ"}]
   assert report["records"]["kept"] == 6
+
+
+@pytest.mark.parametrize("name", ["mimic_iv_ecg", "physionet_challenge", "ptbxl"])
+def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
+  script = build.DATASETS_DIR / name / "dummy_data_generation.py"
+  out = subprocess.run([sys.executable, str(script), f"--out_dir={tmp_path / 'cli'}"],
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == str(tmp_path / "cli")
+  _dummy(name, tmp_path / "fn")
+  tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  cli, fn = tree(tmp_path / "cli"), tree(tmp_path / "fn")
+  assert cli and cli == fn
+  missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=120)
+  assert missing.returncode == 2 and "--out_dir" in missing.stderr

@@ -89,12 +89,7 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  import sys  # pylint: disable=g-import-not-at-top
 
-  _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the tree.", required=True)
-
-  def main(argv):
-    del argv
-    print(write_dummy_data(_OUT_DIR.value))
-
-  app.run(main)
+  from clef_jax import build  # pylint: disable=g-import-not-at-top
+  sys.exit(build.dummy_data_main(write_dummy_data))
