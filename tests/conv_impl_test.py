@@ -166,3 +166,22 @@ def test_max_pool_gradient_splits_ties_like_max_reduce():
   np.testing.assert_array_equal(net1d.max_pool2_same(x), reduce_version(x))
   np.testing.assert_array_equal(g, g_ref)
   np.testing.assert_array_equal(g[0, :, 0], [0.5, 0.5, 10.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("length,stride", [(40, 1), (37, 1), (5, 1), (1, 1), (40, 2), (37, 2)])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_weight_gradient_as_a_forward_conv(length, stride, groups):
+  """`_conv_weight_grad` (the hybrid's stride-1 kernel gradient) == autodiff of the XLA conv, f64.
+
+  Checked for stride 2 too: the formula holds for any stride (the kernel is dilated)."""
+  with jax.enable_x64():
+    rng = np.random.default_rng(length + stride)
+    k, cin, cout = 16, 8, 12
+    x = jnp.asarray(rng.standard_normal((3, length, cin)))
+    kernel = jnp.asarray(rng.standard_normal((k, cin // groups, cout)))
+    y, vjp = jax.vjp(lambda w: net1d._conv_xla(x, w, stride=stride, groups=groups), kernel)
+    g = jnp.asarray(rng.standard_normal(y.shape))
+    (expected,) = vjp(g)
+    got = net1d._conv_weight_grad(x, g, kernel_size=k, stride=stride, groups=groups)
+    assert got.shape == kernel.shape and got.dtype == jnp.float64
+    assert _rel_err(got, expected) <= 1e-12
