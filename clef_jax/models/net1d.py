@@ -102,7 +102,8 @@ def torch_bias_init(fan_in: int) -> Callable[..., Array]:
 #                rewritten into a much larger dense convolution (3-10x slower than "polyphase").
 #   "polyphase": the grouped conv as ONE batched GEMM per layer (`_conv_polyphase`), built for
 #                XLA:CPU, where large GEMMs are fast (YNNPACK) and grouped convolutions are not.
-#   "hybrid":    XLA's forward with polyphase's gradients (`_conv_hybrid`).
+#   "hybrid":    XLA's forward; stride-1 gradients from XLA's dx and `_conv_weight_grad`, stride-2
+#                ones from polyphase (`_conv_hybrid`).
 #   "cpu":       per layer, "hybrid" for >= 16 channels per group, else "polyphase".
 # "auto" (the default everywhere) resolves to "xla" on accelerators and "cpu" on CPU, at trace
 # time. docs/benchmarks.md has the measurements behind this choice.
