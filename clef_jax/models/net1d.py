@@ -526,12 +526,7 @@ class Net1D(nn.Module):
 
   @property
   def variant(self) -> Net1DVariant:
-    if isinstance(self.size, Net1DVariant):
-      return self.size
-    if self.size not in VARIANTS:
-      raise ValueError(f"Unknown Net1D size {self.size!r}; choose one of {sorted(VARIANTS)} "
-                       "or pass a Net1DVariant.")
-    return VARIANTS[self.size]
+    return _as_variant(self.size)
 
   @property
   def features(self) -> int:
@@ -570,7 +565,13 @@ def num_params(params: Any) -> int:
 
 
 def _as_variant(size: str | Net1DVariant) -> Net1DVariant:
-  return size if isinstance(size, Net1DVariant) else VARIANTS[size]
+  """A size name or a custom `Net1DVariant` -> the variant; ValueError for an unknown name."""
+  if isinstance(size, Net1DVariant):
+    return size
+  if size not in VARIANTS:
+    raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(VARIANTS)} "
+                     "or pass a Net1DVariant.")
+  return VARIANTS[size]
 
 
 def paper_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
