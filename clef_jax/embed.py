@@ -334,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).")
   progress = None if args.quiet else encoder.Progress(len(sources), stream=sys.stderr)
   log = encoder.stderr_log
+  if len(sources) == 1:   # The one input's skip reason becomes the error line: say it once.
+    log = lambda line: None if line.startswith("skipped ") else encoder.stderr_log(line)  # noqa
   try:
     chain = itertools.chain([first] if first is not None else [], items)
     result = enc.embed_inputs(chain, windowing, aggregate=args.aggregate, log=log,

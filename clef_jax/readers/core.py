@@ -60,8 +60,9 @@ def check_fs(fs: float | None, *, where: str) -> float:
     raise InputError(f"{where}: sampling rate {fs!r} is not a number; pass --fs.",
                      "bad_sampling_rate") from None
   if not math.isfinite(fs) or fs <= 0 or fs > MAX_FS:
+    fix = "." if where.startswith("--") else "; fix the file's header or pass --fs."
     raise InputError(f"{where}: sampling rate {fs:g} Hz is not usable (need 0 < fs <= "
-                     f"{MAX_FS:g}); fix the file's header or pass --fs.", "bad_sampling_rate")
+                     f"{MAX_FS:g}){fix}", "bad_sampling_rate")
   return fs
 
 

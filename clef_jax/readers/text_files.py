@@ -156,7 +156,8 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
     a = np.load(path, mmap_mode="r", allow_pickle=False)
   except ValueError as e:   # Object arrays: refused rather than unpickled (code could run).
     msg = str(e).split("\n", 1)[0]
-    raise core.InputError(f"{where}: not a plain numeric array ({msg}).", "bad_dtype") from None
+    raise core.InputError(f"{where}: not a plain numeric array ({msg}); object arrays are never "
+                          "unpickled, save a float array.", "bad_dtype") from None
   except Exception as e:
     raise core.InputError(f"{where}: not a readable .npy file ({type(e).__name__}: {e}).",
                           "unreadable") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import numpy as np
 
@@ -29,6 +30,31 @@ def _rdheader(path: pathlib.Path):
   except Exception as e:  # wfdb raises many types (HeaderSyntaxError, IndexError, ValueError...).
     raise core.InputError(f"{hea}: unreadable WFDB header ({type(e).__name__}: {e}).",
                           "unreadable") from None
+
+
+_FS_FIELD = re.compile(r"^(\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:/[^(\s]+)?(?:\([^)]*\))?$")
+
+
+def _check_record_line(path: pathlib.Path) -> None:
+  """Refuses a record line whose rate or length field wfdb would misread silently.
+
+  `wfdb.rdheader` reads `rec 1 -250 3000` as 250 Hz and `rec 1 nan 3000` as 250 Hz with no
+  length; the fields are checked here on the text (WFDB header spec: `name[/segments] signals
+  [rate[/counter[(base)]] [length [...]]]`).
+  """
+  hea = path.with_name(path.name + ".hea")
+  try:
+    text = hea.read_bytes().decode("utf-8", errors="replace")
+  except OSError as e:
+    raise core.InputError(f"{hea}: cannot read ({e.strerror}).", "unreadable") from None
+  lines = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
+  fields = next((ln for ln in lines if ln), [])
+  if len(fields) >= 3 and not _FS_FIELD.match(fields[2]):
+    raise core.InputError(f"{hea}: sampling rate field {fields[2]!r} is not a positive number; "
+                          "fix the header.", "bad_sampling_rate")
+  if len(fields) >= 4 and not fields[3].isdigit():
+    raise core.InputError(f"{hea}: length field {fields[3]!r} is not a sample count; fix the "
+                          "header.", "unreadable")
 
 
 def _units(header, j: int, *, where: str, unit: str | None) -> float:
@@ -73,6 +99,7 @@ def open_record(path: pathlib.Path, *, rid: str, lead: str | None = None,
 
   where = f"{path}.hea"
   header = _rdheader(path)
+  _check_record_line(path)
   fs = core.check_fs(header.fs, where=where)
   if isinstance(header, wfdb.MultiRecord):
     return _open_multi(path, header, fs, rid=rid, lead=lead, channel=channel, unit=unit)
