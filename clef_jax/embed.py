@@ -171,7 +171,8 @@ def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
       continue
     try:
       native = int(np.ceil(window * item.fs / pp.OFFICIAL_FS)) + 1
-      xs.append(input_contract(item.read(0, native), item.fs, window=window))
+      x = item.read(0, native).astype(np.float32)   # As `readers.iter_windows` gives.
+      xs.append(input_contract(x, item.fs, window=window))
       ids.append(item.id)
     except readers.InputError as e:
       errors.append(f"{item.id}: {e}")

@@ -73,21 +73,21 @@ def check_fs(fs: float | None, *, where: str) -> float:
 # prefixes and separators dropped). Standard lead names themselves are matched directly.
 #   MLI/MLII/MLIII, ML2: the modified limb leads of ambulatory (Holter) recordings, e.g. MIT-BIH.
 #   DI/DII/DIII, D1-D3: the European names of the limb leads.
-#   1/2/3 only after a "LEAD"/"ECG" prefix ("Lead 2", "ECG II"): a bare "ECG1" is a channel number.
+#   1/2/3 only after "Lead" ("Lead 2"): "ECG1", "ECG2" of a Holter are channel numbers, not leads.
 LEAD_ALIASES: dict[str, str] = {
     "MLI": "I", "ML1": "I", "MLII": "II", "ML2": "II", "MLIII": "III", "ML3": "III",
     "DI": "I", "D1": "I", "DII": "II", "D2": "II", "DIII": "III", "D3": "III",
     "AVR": "aVR", "AVL": "aVL", "AVF": "aVF",
 }
-_PREFIXED_NUMBERS = {"1": "I", "2": "II", "3": "III"}
+_LEAD_NUMBERS = {"1": "I", "2": "II", "3": "III"}
 _PREFIX = re.compile(r"^(?:LEAD|ECG|EKG)+")
 
 
-def _normalise(name: str) -> tuple[str, bool]:
-  """`(upper-case name without separators and ECG/Lead prefixes, whether a prefix was cut)`."""
+def _normalise(name: str) -> tuple[str, str]:
+  """`(upper-case name without separators and ECG/Lead prefixes, the prefix cut)`."""
   key = re.sub(r"[\s_\-.:/()]+", "", str(name)).upper()
   cut = _PREFIX.sub("", key)
-  return cut, cut != key
+  return cut, key[:len(key) - len(cut)]
 
 
 def standard_lead(name: str) -> str | None:
@@ -96,13 +96,13 @@ def standard_lead(name: str) -> str | None:
   >>> standard_lead("MLII"), standard_lead("Lead I"), standard_lead("ECG1"), standard_lead("V5")
   ('II', 'I', None, 'V5')
   """
-  key, prefixed = _normalise(name)
+  key, prefix = _normalise(name)
   if key in ecg.LEAD_INDEX:
     return ecg.LEAD_ORDER[ecg.LEAD_INDEX[key]]
   if key in LEAD_ALIASES:
     return LEAD_ALIASES[key]
-  if prefixed and key in _PREFIXED_NUMBERS:
-    return _PREFIXED_NUMBERS[key]
+  if "LEAD" in prefix and key in _LEAD_NUMBERS:
+    return _LEAD_NUMBERS[key]
   return None
 
 
@@ -228,7 +228,14 @@ class Recording:
                        "expected (file shorter than its header says?).", "truncated")
     return x
 
+  def __enter__(self) -> "Recording":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
   def close(self) -> None:
+    """Releases the file (EDF files stay open between reads; EDFlib opens a file once)."""
     if self.closer is not None:
       self.closer()
       self.closer = None
