@@ -44,6 +44,15 @@ def ecg_like(n: int, fs: float, seed: int = 0) -> np.ndarray:
   return beats + 0.1 * np.sin(2 * np.pi * 0.3 * t) + 0.02 * rng.standard_normal(n)
 
 
+def apple_csv(samples_uv, rate="512 hertz", unit="µV", lead="Lead I") -> str:
+  """An ECG export as Apple Health writes it (electrocardiograms/ecg_<date>.csv)."""
+  head = ("Name,Jane Appleseed\nDate of Birth,\"Apr 1, 1970\"\n"
+          "Recorded Date,2024-05-01 08:12:40 +0200\nClassification,Sinus Rhythm\n"
+          "Symptoms,\nSoftware Version,2\nDevice,\"Watch6,2\"\n"
+          f"Sample Rate,{rate}\n\nLead,{lead}\nUnit,{unit}\n\n")
+  return head + "".join(f"{v:.3f}\n" for v in samples_uv)
+
+
 def write_all(root: pathlib.Path) -> dict[str, Case]:
   root.mkdir(parents=True, exist_ok=True)
   good = np.round(ecg_like(250 * 12, 250.0) * 200).astype(np.int16)   # 12 s at 250 Hz, 200/mV

@@ -160,28 +160,19 @@ def test_edf_without_unit_needs_unit(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Apple Health export, plain CSV, .npy.
 # ------------------------------------------------------------------------------------------------
-def apple_csv(samples_uv, rate="512 hertz", unit="µV", lead="Lead I") -> str:
-  """An ECG export as Apple Health writes it (electrocardiograms/ecg_<date>.csv)."""
-  head = ("Name,Jane Appleseed\nDate of Birth,\"Apr 1, 1970\"\n"
-          "Recorded Date,2024-05-01 08:12:40 +0200\nClassification,Sinus Rhythm\n"
-          "Symptoms,\nSoftware Version,2\nDevice,\"Watch6,2\"\n"
-          f"Sample Rate,{rate}\n\nLead,{lead}\nUnit,{unit}\n\n")
-  return head + "".join(f"{v:.3f}\n" for v in samples_uv)
-
-
 def test_apple_health_csv(tmp_path):
   x_uv = 1000 * hostile.ecg_like(512 * 30, 512.0)
-  (tmp_path / "ecg_2024-05-01.csv").write_text(apple_csv(x_uv), encoding="utf-8")
+  (tmp_path / "ecg_2024-05-01.csv").write_text(hostile.apple_csv(x_uv), encoding="utf-8")
   r = _one(tmp_path / "ecg_2024-05-01.csv")
   assert (r.channel, r.lead, r.fs, r.n_samples) == ("Lead I", "I", 512.0, 512 * 30)
   np.testing.assert_allclose(r.read(0, r.n_samples), x_uv / 1000, atol=1e-6)
   assert "read as lead I" in r.notes[0]
   with pytest.raises(readers.InputError, match="no lead II"):
     _one(tmp_path / "ecg_2024-05-01.csv", lead="II")
-  (tmp_path / "bad.csv").write_text(apple_csv(x_uv[:100], unit="counts"))
+  (tmp_path / "bad.csv").write_text(hostile.apple_csv(x_uv[:100], unit="counts"))
   with pytest.raises(readers.InputError, match="unknown signal unit 'counts'"):
     _one(tmp_path / "bad.csv")
-  (tmp_path / "zero.csv").write_text(apple_csv(x_uv[:100], rate="0 hertz"))
+  (tmp_path / "zero.csv").write_text(hostile.apple_csv(x_uv[:100], rate="0 hertz"))
   with pytest.raises(readers.InputError, match="sampling rate 0 Hz"):
     _one(tmp_path / "zero.csv")
 
