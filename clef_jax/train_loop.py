@@ -289,6 +289,43 @@ def state_kwargs(config: Any, model, tx) -> dict[str, Any]:
               moco_queue_size=config["moco"]["queue_size"])
 
 
+def make_train_iterator(config: ml_collections.ConfigDict, train_source: Any,
+                        mesh: jax.sharding.Mesh):
+  """`config.input` -> this process's grain iterator of globally sharded training batches."""
+  noise_mat = config.input.noise_mat and os.path.expanduser(config.input.noise_mat)
+  augment = input_pipeline.AugmentConfig(
+      p_same_lead=config.input.p_same_lead, noise=config.input.noise, noise_mat=noise_mat or None,
+      p_zero_mask=config.input.p_zero_mask, faithful=config.input.faithful)
+  return input_pipeline.make_pretrain_iterator(
+      data_source=train_source, global_batch_size=config.input.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.input.num_workers, augment=augment, window=config.input.window,
+      lead_policy=config.input.lead, sharding=sharding_lib.batch_sharding(mesh),
+      read_threads=config.input.read_threads)
+
+
+def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+              steps_per_epoch: int) -> tuple[Any, Any, Any]:
+  """`config` -> `(model, tx, step_fn)`: the backbone, the optimiser and the pure train step.
+
+  Raises:
+    ConfigError: a model, optimiser or method setting that cannot be built.
+  """
+  try:
+    model = create_model(config.model)
+    tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
+    if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
+      raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
+                       f"input.batch_size={config.input.batch_size}.")
+    step_fn = train.make_train_step(
+        model, tx, lr_fn, method=config.method,
+        loss_kwargs=_loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
+        moco_momentum=config.moco.momentum, mesh=mesh)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  return model, tx, step_fn
+
+
 # ------------------------------------------------------------------------------------------------
 # The run.
 # ------------------------------------------------------------------------------------------------
@@ -350,33 +387,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise ConfigError(f"The {config.input.split} split has {len(train_source)} records, fewer "
                       f"than one batch of {batch_size}.")
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
-  augment = input_pipeline.AugmentConfig(
-      p_same_lead=config.input.p_same_lead, noise=config.input.noise, noise_mat=noise_mat or None,
-      p_zero_mask=config.input.p_zero_mask, faithful=config.input.faithful)
-  train_iter = input_pipeline.make_pretrain_iterator(
-      data_source=train_source, global_batch_size=batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.input.num_workers, augment=augment, window=config.input.window,
-      lead_policy=config.input.lead, sharding=sharding_lib.batch_sharding(mesh),
-      read_threads=config.input.read_threads)
+  train_iter = make_train_iterator(config, train_source, mesh)
   _log("data: %s, %d %s records, %d steps/epoch, %d steps", dataset_dir, len(train_source),
        config.input.split, steps_per_epoch, total_steps)
 
   # ==============================================================================================
   # Model + Optimizer.
   # ==============================================================================================
-  try:
-    model = create_model(config.model)
-    tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
-    if config.method == "moco" and config.moco.queue_size % batch_size:
-      raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
-                       f"input.batch_size={batch_size}.")
-    step_fn = train.make_train_step(
-        model, tx, lr_fn, method=config.method,
-        loss_kwargs=_loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
-        moco_momentum=config.moco.momentum, mesh=mesh)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(str(e)) from None
+  model, tx, step_fn = make_step(config, mesh, steps_per_epoch)
 
   # ==============================================================================================
   # Shard + Init: everything abstract until Restore decides where the weights come from.
