@@ -18,7 +18,6 @@ Failures the user can fix raise `ConfigError` (one line, no traceback from `main
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -43,6 +42,7 @@ from clef_jax import models
 from clef_jax import monitoring
 from clef_jax import optim
 from clef_jax import probe
+from clef_jax import run_lock
 from clef_jax import sharding as sharding_lib
 from clef_jax import train
 
@@ -79,7 +79,16 @@ class TrainingError(RuntimeError):
 
 
 class Preempted(Exception):
-  """SIGTERM (or a multi-host preemption notice) arrived; a checkpoint was saved."""
+  """SIGTERM or SIGINT (or a multi-host preemption notice) arrived; a checkpoint was saved.
+
+  Attributes:
+    signum: the signal that stopped the run (SIGTERM for a multi-host preemption notice); the
+      CLI exits with 128 + signum, as a shell reports a process that signal ended.
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = int(signum)
 
 
 def _log(msg: str, *args: Any) -> None:
@@ -222,25 +231,40 @@ def _check_resume_config(saved: dict[str, Any], config: ml_collections.ConfigDic
 
 
 class _StopSignal:
-  """SIGTERM -> a flag the loop checks between steps (single process).
+  """SIGTERM or SIGINT (Ctrl-C) -> a flag the loop checks between steps (single process).
 
-  Multi-process runs leave SIGTERM to JAX's preemption notifier and ask the checkpoint manager
-  (`reached_preemption`), which agrees on one step across hosts.
+  The loop then saves the current step and stops. A second SIGINT before that save started
+  raises `KeyboardInterrupt` (the CLI exits without a traceback; a save already under way is
+  finished first, and Orbax's atomic writes never leave a half-written step as the latest). Multi-process runs leave SIGTERM to JAX's preemption
+  notifier and ask the checkpoint manager (`reached_preemption`), which agrees on one step across
+  hosts; SIGINT there stops the process at once.
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested: int | None = None  # The signal number once one arrived.
+    self._previous = {}
     if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.requested == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if self.requested is None:
+      self.requested = signum
+      if signum == signal.SIGINT:
+        _log("interrupted: saving a checkpoint of this step, then stopping (Ctrl-C again to "
+             "stop without saving it)")
+
+  @property
+  def name(self) -> str:
+    return signal.Signals(self.requested or signal.SIGTERM).name
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
 def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -343,12 +367,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Raises:
     ConfigError: misconfiguration (bad batch size, missing dataset or file, ...).
     TrainingError: non-finite loss (the last good checkpoint is left as the latest).
-    Preempted: SIGTERM; a checkpoint of the current step was written first.
+    Preempted: SIGTERM or SIGINT; a checkpoint of the current step was written first.
   """
   workdir = pathlib.Path(workdir).expanduser().absolute()
   is_writer = jax.process_index() == 0
+  lock = None
   if is_writer:
     workdir.mkdir(parents=True, exist_ok=True)
+    # One run per workdir: a second trainer would interleave checkpoints and logs with this one.
+    try:
+      lock = run_lock.RunLock(workdir)
+    except run_lock.WorkdirLocked as e:
+      raise ConfigError(str(e)) from None
+  try:
+    return _train_and_evaluate(config, workdir, is_writer)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                        is_writer: bool) -> dict[str, Any]:
+  """`train_and_evaluate` once the workdir is created and locked."""
   t_start = time.monotonic()
 
   # ==============================================================================================
@@ -417,20 +457,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                  max_to_keep=config.ckpt.max_to_keep,
                                  async_save=config.ckpt.async_save)
   config_json = json.loads(config.to_json())
-  latest = ckpt.latest_step()
   fresh_backbone = None                 # The random init, kept for the probe's baseline.
-  if latest is not None:
-    step_dir = workdir / "checkpoints" / str(latest)
-    with contextlib.suppress(FileNotFoundError):
-      _check_resume_config(checkpoint.read_config(step_dir), config, step_dir)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract_state, state_sharding)
-    try:
-      state = ckpt.restore(latest, target, data_iter=train_iter)
-    except ValueError as e:
-      raise ConfigError(f"Cannot resume from {step_dir}: {str(e).splitlines()[0][:300]}; use a "
-                        "new --workdir.") from None
-    _log("restore: resumed from %s (step %d)", step_dir, latest)
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        abstract_state, state_sharding)
+  try:
+    # A damaged newest step is reported in one line and an older readable one used instead.
+    restored = ckpt.restore_newest_readable(
+        target, data_iter=train_iter, report=_log,
+        check_config=lambda saved, step_dir: _check_resume_config(saved or {}, config, step_dir))
+  except checkpoint.UnreadableCheckpoint as e:
+    raise ConfigError(f"Cannot resume from {workdir / 'checkpoints'}: {e}; move the damaged "
+                      "steps away or use a new --workdir.") from None
+  if restored is not None:
+    latest, state = restored
+    _log("restore: resumed from %s (step %d)", workdir / "checkpoints" / str(latest), latest)
   else:
     backbone = None
     if config.init_from:
@@ -490,7 +530,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         monitor.start_timer(step + 1)
       pending = (step, metrics)
       step += 1
-      preempt = stop.requested or ckpt.reached_preemption(step)
+      preempt = stop.requested is not None or ckpt.reached_preemption(step)
       if preempt or step == total_steps or step % config.ckpt.save_interval_steps == 0:
         record(pending)                 # Never checkpoint a state whose step went non-finite.
         pending = None
@@ -498,8 +538,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ckpt.save(step, state, data_iter=train_iter, config=config_json, force=True)
       if preempt:
         ckpt.wait()
-        raise Preempted(f"Preempted (SIGTERM): saved {workdir / 'checkpoints' / str(step)}; "
-                        "rerun the same command to resume.")
+        kind = "Interrupted" if stop.requested == signal.SIGINT else "Preempted"
+        raise Preempted(f"{kind} ({stop.name}): saved {workdir / 'checkpoints' / str(step)}; "
+                        "rerun the same command to resume.", stop.requested or signal.SIGTERM)
     if pending is not None:
       record(pending)
   finally:

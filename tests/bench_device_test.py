@@ -101,3 +101,27 @@ def test_loss_and_model_benchmarks_report_the_load(tmp_path, monkeypatch, capsys
   assert results["load"]["quiet"] and results["load"]["load_end"][0] == 0.7
   assert json.loads((tmp_path / "model.json").read_text())["load"]["label"] == "quiet"
   assert "load average at start: 0.00" in printed and "load average at end: 0.70" in printed
+
+
+@pytest.mark.slow
+def test_device_check_script_runs_end_to_end_on_cpu(tmp_path):
+  """`scripts/device_check.sh` itself, allowed onto a CPU: no install (the imports work here)."""
+  import pathlib
+  import subprocess
+  import sys
+
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, CLEF_DEVICE_CHECK_CPU="1", JAX_PLATFORMS="cpu",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHON=sys.executable, XLA_FLAGS="")
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      ["bash", "scripts/device_check.sh", str(out), "--sizes", "tiny", "--length", "256",
+       "--steps", "2", "--warmup", "1", "--num_records", "40", "--workers", "0",
+       "--data_dir", str(tmp_path / "data")],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "installing" not in proc.stdout                    # Nothing installed.
+  results = json.loads((out / "device_check.json").read_text())
+  assert [r["size"] for r in results["rows"]] == ["tiny"] and results["rows"][0]["loss_finite"]
+  assert "| tiny " in (out / "device_check.log").read_text()
+  assert (out / "nvidia-smi.txt").is_file() and "device check done" in proc.stdout
