@@ -227,7 +227,7 @@ class ReportingBuilder:
 
   Use as `class Builder(build_report.ReportingBuilder, tfds.core.GeneratorBasedBuilder)` and feed
   `self.report` from `_generate_examples`; `num_workers` (a constructor keyword, `--option
-  num_workers=N` on the command line) is for the builder to pass to `ecg.imap_ordered`.
+  num_workers=N` on the command line) is for the builder to pass to `clef_jax.data.windows.imap_ordered`.
 
   TFDS runs `_download_and_prepare` with `self.data_dir` pointing at its `incomplete.*` directory
   and renames that directory only after this returns, so the report is inside the version

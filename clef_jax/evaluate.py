@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import parsing, schema
 from clef_jax import embed
 from clef_jax import metrics
 from clef_jax import preprocess as pp
@@ -114,7 +114,7 @@ def lead_windows(x: np.ndarray, fs: float, *, window: int, windows: str = "first
 def _dx_codes(text: str | None) -> list[int]:
   """`"164889003,AF"` -> SNOMED codes, with the Challenge builder's abbreviation table."""
   tokens = [t.strip() for t in (text or "").split(",") if t.strip()]
-  if all(t.isdigit() or t.lower() in ecg.MISSING_TOKENS for t in tokens):
+  if all(t.isdigit() or t.lower() in parsing.MISSING_TOKENS for t in tokens):
     return [int(t) for t in tokens if t.isdigit()]   # The common case: no builder import.
   from clef_jax import build  # Lazy: imports TFDS.
 
@@ -144,7 +144,7 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int,
     headers = headers[:max_records]
   if not headers:
     raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
-  ecg.lead_index(lead)                   # An unknown lead name fails here, before any reading.
+  schema.lead_index(lead)                   # An unknown lead name fails here, before any reading.
   chunks, ids, fields, skipped = [], [], {"sex": [], "age": [], "dx": []}, []
   for header in headers:
     rid = header.relative_to(root).with_suffix("").as_posix()
@@ -153,11 +153,11 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int,
     except Exception as e:  # One unreadable record must not stop the others.
       skipped.append(f"{rid}: {e}")
       continue
-    comments = ecg.parse_header_comments(rec.comments)
+    comments = parsing.parse_header_comments(rec.comments)
     chunks.append(lead_windows(signal, rec.sampling_rate, window=window, windows=windows))
     ids.append(rid)
-    fields["sex"].append(ecg.parse_sex(comments.get("sex"))[0])
-    fields["age"].append(ecg.parse_age(comments.get("age"))[0])
+    fields["sex"].append(parsing.parse_sex(comments.get("sex"))[0])
+    fields["age"].append(parsing.parse_age(comments.get("age"))[0])
     fields["dx"].append(_dx_codes(comments.get("dx")))
   return _assemble(chunks, window, ids=ids, patients=list(ids), splits=[""] * len(ids),
                    fields=fields, vocabularies={}, source=os.fspath(root), skipped=skipped)
@@ -211,7 +211,7 @@ def _plain(value: Any) -> Any:
 def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, window: int,
                       label_keys: Sequence[str], windows: str = "first",
                       max_records: int = 0) -> Records:
-  """Every split of a built dataset (`ecg.record_features` schema plus `label_keys`).
+  """Every split of a built dataset (`schema.record_features` schema plus `label_keys`).
 
   Examples sharing a `record_id` within a split (e.g. `physionet_challenge/all_windows`) are
   windows of one record. `max_records` keeps the first examples of each split.
@@ -224,7 +224,7 @@ def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, window: int,
     raise KeyError(f"{version_dir} has no feature {', '.join(missing)}.")
   vocabularies = {k: list(v) for k, v in
                   (builder.info.metadata or {}).get("vocabularies", {}).items()}
-  j = ecg.lead_index(lead)
+  j = schema.lead_index(lead)
   chunks: dict[tuple[str, str], list[np.ndarray]] = {}
   info: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
   skipped = []
@@ -237,7 +237,7 @@ def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, window: int,
       if not example["lead_mask"][j]:
         skipped.append(f"{split}/{rid}: no lead {lead}")
         continue
-      x = ecg.to_physical(example["signal"][:, j:j + 1], example["gain"][j:j + 1],
+      x = schema.to_physical(example["signal"][:, j:j + 1], example["gain"][j:j + 1],
                           example["baseline"][j:j + 1])[:, 0]
       key = (split, rid)
       chunks.setdefault(key, []).append(lead_windows(

@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from clef_jax import checkpoint
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import embed
 from clef_jax import input_pipeline
 from clef_jax import models
@@ -337,7 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # ==============================================================================================
   if config.input.lead != "random":
     try:
-      ecg.lead_index(config.input.lead)
+      schema.lead_index(config.input.lead)
     except KeyError as e:
       raise ConfigError(str(e.args[0])) from None
   noise_mat = config.input.noise_mat and os.path.expanduser(config.input.noise_mat)

@@ -16,16 +16,16 @@ import pathlib
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 
 # (subdir, record, fs, seconds, lead names, dx, age, sex, use_mat)
 RECORDS = (
-    ("georgia", "E00001", 500, 10.0, list(ecg.LEAD_ORDER), "164889003,59118001", "63", "Male",
+    ("georgia", "E00001", 500, 10.0, list(schema.LEAD_ORDER), "164889003,59118001", "63", "Male",
      True),
-    ("cpsc_2018", "A0001", 500, 25.0, list(ecg.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
-    ("incart", "I0001", 257, 12.0, [n.upper() for n in ecg.LEAD_ORDER], "426783006", "65", "M",
+    ("cpsc_2018", "A0001", 500, 25.0, list(schema.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
+    ("incart", "I0001", 257, 12.0, [n.upper() for n in schema.LEAD_ORDER], "426783006", "65", "M",
      False),
-    ("ptb", "S0001", 1000, 11.0, [n.lower() for n in ecg.LEAD_ORDER] + ["vx", "vy", "vz"],
+    ("ptb", "S0001", 1000, 11.0, [n.lower() for n in schema.LEAD_ORDER] + ["vx", "vy", "vz"],
      "164865005", "81", "female", False),
 )
 
