@@ -725,6 +725,12 @@ def imap_ordered(fn: Callable[[Any], Any], items: Iterable[Any], *, num_workers:
     yield from pool.imap(fn, items, chunksize)
 
 
+def starcall(fn: Callable[..., Any], args_kwargs: tuple[Sequence[Any], dict[str, Any]]) -> Any:
+  """`fn(*args, **kwargs)` from one item: per-item keyword arguments through `imap_ordered`."""
+  args, kwargs = args_kwargs
+  return fn(*args, **kwargs)
+
+
 def record_loader(**kwargs) -> Callable[[Sequence[str | os.PathLike]], Loaded]:
   """A picklable `load_first_readable` with fixed keyword arguments (for `imap_ordered`)."""
   return functools.partial(load_first_readable, **kwargs)
@@ -768,3 +774,99 @@ def parse_sex(text: str | None) -> tuple[str | None, bool]:
   if t in ("m", "male", "man"):
     return "M", True
   return None, False
+
+
+@dataclasses.dataclass
+class AnnotatedWindow:
+  """One window chosen around a WFDB annotation (see `annotated_windows`).
+
+  Attributes:
+    label: index of the annotation's class in `classes`.
+    record: position of its record in `paths`.
+    sample: the annotation's sample number in that record.
+    start: the window's first sample.
+    window: the stored window (`Window.index` is 0).
+    flags: flags of the read (e.g. `resampled`).
+  """
+
+  label: int
+  record: int
+  sample: int
+  start: int
+  window: Window
+  flags: dict[str, str]
+
+
+def annotated_windows(paths: Sequence[str | os.PathLike], *, classes: Sequence[str],
+                      field: str = "symbol", anchor: str = "center", window: int, lead: str,
+                      seed: Sequence[int], annotator: str = "atr"
+                      ) -> tuple[list[AnnotatedWindow], list[tuple[int, br.RecordError]]]:
+  """At most one window per annotation class, at a random annotation of that class; never raises.
+
+  The records (one patient's segments) are visited in order; for each class not found yet, the
+  first record holding an annotation of it whose window fits inside the record gives the window,
+  at one of those annotations drawn uniformly with `numpy.random.default_rng(seed)`. Annotation
+  files are read whole (they are small); of the signal only the window's samples are read
+  (`read_single_lead`). A window without a usable lead (flat, all NaN) is passed over for the
+  next record.
+
+  Args:
+    paths: record paths without extension.
+    classes: the annotation values to look for, e.g. `("N", "S", "V")` beat symbols or
+      `("(N", "(AFIB", "(AFL")` rhythm notes.
+    field: "symbol" (beat labels) or "aux_note" (rhythm changes; NUL padding and blanks ignored).
+    anchor: "center" (the window is centred on the annotation) or "start" (it starts there).
+    window: samples per window, at the record's own rate.
+    lead: `LEAD_ORDER` column to store the channel in (see `read_single_lead`).
+    seed: the generator seed (e.g. `(build_seed, patient_number)`).
+    annotator: annotation file extension.
+
+  Returns:
+    `(windows in class order, [(record position, RecordError)] for records that failed)`.
+  """
+  import wfdb  # Lazy.
+
+  if field not in ("symbol", "aux_note") or anchor not in ("center", "start"):
+    raise ValueError(f"field={field!r}, anchor={anchor!r}")
+  rng = np.random.default_rng(list(seed))
+  found: dict[int, AnnotatedWindow] = {}
+  errors = []
+  for r, path in enumerate(paths):
+    if len(found) == len(classes):
+      break
+    path = pathlib.Path(path)
+    try:
+      header = read_header(path)
+      try:
+        ann = wfdb.rdann(os.fspath(path), annotator)
+      except FileNotFoundError as e:
+        raise br.RecordError(br.MISSING_SIGNAL_FILE, f"annotations: {e}") from None
+      except Exception as e:
+        raise br.RecordError(br.READ_ERROR, f"annotations: {type(e).__name__}: {e}") from None
+      values = getattr(ann, field) or []
+      keys = np.asarray([str(v or "").strip("\x00 \t") for v in values], dtype=object)
+      samples = np.asarray(ann.sample, np.int64)
+      starts = samples - window // 2 if anchor == "center" else samples
+      fits = (starts >= 0) & (starts + window <= header.sig_len)
+      for label, cls in enumerate(classes):
+        if label in found:
+          continue
+        candidates = np.flatnonzero((keys == cls) & fits)
+        if candidates.size == 0:
+          continue
+        i = int(candidates[rng.integers(candidates.size)])
+        start = int(starts[i])
+        try:
+          rec = read_single_lead(path, lead=lead, sampfrom=start, sampto=start + window,
+                                 header=header)
+          (win,) = cut_windows(rec, window_seconds=window / rec.native_sampling_rate)
+        except br.RecordError as e:
+          errors.append((r, e))
+          continue
+        found[label] = AnnotatedWindow(label=label, record=r, sample=int(samples[i]),
+                                       start=start, window=win, flags=rec.flags)
+    except br.RecordError as e:
+      errors.append((r, e))
+    except Exception as e:  # Never let one record stop a build.
+      errors.append((r, br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}")))
+  return [found[k] for k in sorted(found)], errors
