@@ -692,16 +692,24 @@ class Loaded:
 
 def load_first_readable(paths: Sequence[str | os.PathLike], *,
                         sampling_rate: float = SAMPLING_RATE, windows: str = "first",
-                        short_records: str = "skip") -> Loaded:
+                        short_records: str = "skip", lead: str | None = None) -> Loaded:
   """`read_wfdb` + `cut_windows` on `paths` in order until one succeeds; never raises.
 
   One path is the plain case; several are one patient's records when only the first readable one
-  is wanted. Any unexpected exception becomes a `read_error`.
+  is wanted. Any unexpected exception becomes a `read_error`. With `lead`, the records are
+  single-lead ones read with `read_single_lead` (for `windows="first"` only the first window's
+  samples are read).
   """
   errors = []
   for i, path in enumerate(paths):
     try:
-      rec = read_wfdb(path, sampling_rate=sampling_rate)
+      if lead is None:
+        rec = read_wfdb(path, sampling_rate=sampling_rate)
+      else:
+        header = read_header(pathlib.Path(path))
+        stop = math.ceil(WINDOW_SECONDS * _checked_fs(header)) if windows == "first" else None
+        rec = read_single_lead(path, lead=lead, sampto=stop, sampling_rate=sampling_rate,
+                               header=header)
       wins = cut_windows(rec, windows=windows, short_records=short_records)
       return Loaded(index=i, windows=wins, flags=rec.flags, comments=rec.comments, errors=errors)
     except br.RecordError as e:
