@@ -168,7 +168,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, items, split):
     from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
 
-    parse_dx = build.dataset_module("physionet_challenge").parse_dx
+    header_fields = build.dataset_module("physionet_challenge").header_fields
     report = self.report
     load = ecg.record_loader(windows="first", short_records="skip")
     loaded = ecg.imap_ordered(load, ([path] for _, path, _, _ in items),
@@ -178,15 +178,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         report.skipped(error.reason, record_id, error.detail)
       if rec.index is None:
         continue
-      fields = ecg.parse_header_comments(rec.comments)
-      age, age_ok = ecg.parse_age(fields.get("age"))
-      sex, sex_ok = ecg.parse_sex(fields.get("sex"))
-      if not (age_ok and sex_ok):
-        report.flagged(br.METADATA_UNPARSABLE, record_id,
-                       f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
-      dx, unknown = parse_dx(fields.get("dx"), {})
-      if unknown:
-        report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+      # The archive's headers are Challenge-style; its Dx entries are all SNOMED codes.
+      age, sex, dx = header_fields(rec.comments, record_id, report, {})
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, 1, split=split)
       yield record_id, {

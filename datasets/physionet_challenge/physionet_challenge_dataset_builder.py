@@ -72,6 +72,24 @@ def parse_dx(text: str | None, abbreviations: dict[str, int]) -> tuple[list[int]
   return codes, unknown
 
 
+def header_fields(comments, record_id: str, report: br.BuildReport,
+                  abbreviations: dict[str, int]) -> tuple[float, str | None, list[int]]:
+  """`(age or NaN, "F"/"M"/None, SNOMED codes)` from `# Age:`, `# Sex:`, `# Dx:` comments.
+
+  Unparsable age/sex are flagged `metadata_unparsable`, unmappable Dx entries `unknown_label`.
+  """
+  fields = ecg.parse_header_comments(comments)
+  age, age_ok = ecg.parse_age(fields.get("age"))
+  sex, sex_ok = ecg.parse_sex(fields.get("sex"))
+  if not (age_ok and sex_ok):
+    report.flagged(br.METADATA_UNPARSABLE, record_id,
+                   f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
+  dx, unknown = parse_dx(fields.get("dx"), abbreviations)
+  if unknown:
+    report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+  return age, sex, dx
+
+
 def source_of(record_id: str) -> str:
   """The letter prefix of a Challenge record id (`HR06000` -> `HR`)."""
   m = re.match(r"[A-Za-z]+", record_id)
@@ -153,15 +171,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       windows = rec.windows
 
-      fields = ecg.parse_header_comments(rec.comments)
-      age, age_ok = ecg.parse_age(fields.get("age"))
-      sex, sex_ok = ecg.parse_sex(fields.get("sex"))
-      if not (age_ok and sex_ok):
-        report.flagged(br.METADATA_UNPARSABLE, record_id,
-                       f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
-      dx, unknown = parse_dx(fields.get("dx"), abbreviations)
-      if unknown:
-        report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+      age, sex, dx = header_fields(rec.comments, record_id, report, abbreviations)
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, len(windows), split="train")
 
