@@ -44,9 +44,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from clef_jax import build
+from clef_jax import build, ecg
 from clef_jax import build_report as br
-from clef_jax import ecg
 
 # HeartLang's 38 labels, in the column order of its split CSVs.
 LABELS: tuple[str, ...] = (

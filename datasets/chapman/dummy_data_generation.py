@@ -21,8 +21,7 @@ import pathlib
 
 import numpy as np
 
-from clef_jax import build
-from clef_jax import ecg
+from clef_jax import build, ecg
 
 # (record, seconds, age, sex, SNOMED Dx, split file or None, HeartLang labels)
 RECORDS = (
