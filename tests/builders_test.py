@@ -454,7 +454,8 @@ def test_ptbxl_bad_rows(tmp_path):
   assert report["records"]["kept"] == 6
 
 
-@pytest.mark.parametrize("name", ["mimic_iv_ecg", "physionet_challenge", "ptbxl"])
+@pytest.mark.parametrize(
+    "name", ["chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "physionet_challenge", "ptbxl"])
 def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
   script = build.DATASETS_DIR / name / "dummy_data_generation.py"
   out = subprocess.run([sys.executable, str(script), f"--out_dir={tmp_path / 'cli'}"],

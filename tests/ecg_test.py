@@ -1,4 +1,5 @@
-"""Tests for the data layer (`clef_jax.data`: WFDB reading, windows, resampling, parsing) (real shared records + crafted files)."""
+"""Tests for the data layer (`clef_jax.data`: WFDB reading, windows, resampling, parsing), on real
+shared records and crafted files."""
 
 import numpy as np
 import pytest
@@ -243,3 +244,27 @@ def test_fast_header_parser_equals_wfdb(shared_data, tmp_path):
       assert getattr(fast, field) == getattr(ref, field), (path, field)
   for text in deferred.values():
     assert wfdb_io._parse_header_text(text) is None
+
+
+def test_read_single_lead_reads_a_sample_range_of_the_named_channel(tmp_path, monkeypatch):
+  x = _ramp(3000, 3, seed=4)
+  path = _write(tmp_path, "m", x, leads=["Pleth", "II", "V1"], fs=250)
+  reads = []
+  rdrecord = wfdb.rdrecord
+  monkeypatch.setattr(wfdb, "rdrecord", lambda *a, **k: reads.append(k) or rdrecord(*a, **k))
+  rec = wfdb_io.read_single_lead(path, lead="ii", sampfrom=1000, sampto=9999)
+  assert [(k["sampfrom"], k["sampto"], k["channels"]) for k in reads] == [(1000, 3000, [1])]
+  ref = rdrecord(str(path), sampfrom=1000, channels=[1]).p_signal[:, 0]
+  np.testing.assert_array_equal(rec.physical()[:, 1], ref.astype(np.float32))
+  assert rec.lead_present.tolist() == [False, True] + [False] * 10 and rec.sampling_rate == 250
+  up = wfdb_io.read_single_lead(path, lead="II", sampto=500, sampling_rate=500)
+  assert up.signal.shape == (1000, 12) and br.RESAMPLED in up.flags
+  # A one-channel record is read whatever its channel is called.
+  one = _write(tmp_path, "one", x[:, :1], leads=["ECG"], fs=250)
+  assert wfdb_io.read_single_lead(one, lead="I", sampto=10).lead_present[0]
+  with pytest.raises(br.RecordError) as e:
+    wfdb_io.read_single_lead(path, lead="I")
+  assert e.value.reason == br.NO_STANDARD_LEADS
+  with pytest.raises(br.RecordError) as e:
+    wfdb_io.read_single_lead(path, lead="II", sampfrom=3000)
+  assert e.value.reason == br.TOO_SHORT

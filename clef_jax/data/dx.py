@@ -3,8 +3,9 @@
 The Challenge headers list diagnoses as SNOMED CT codes (`164889003`), but CPSC-2018 records and
 some exports write abbreviations (`AF`, `I-AVB`). `snomed_dx_map.csv` (shipped with this package:
 snomed_code, dx_name, abbreviation, scored) is the Challenge's mapping table; `DX_ALIASES` adds the
-CPSC spellings that differ from it. The Challenge builder stores `parse_dx`'s codes; the
-evaluation reads them back the same way from WFDB headers and names classes with `dx_names`.
+CPSC spellings that differ from it. The Challenge-format builders store `header_fields`'
+codes; the evaluation reads them back the same way from WFDB headers and names classes with
+`dx_names`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import csv
 import functools
 import pathlib
+from typing import Sequence
+
+from clef_jax import build_report as br
+from clef_jax.data import parsing
 
 DX_TABLE = pathlib.Path(__file__).with_name("snomed_dx_map.csv")
 
@@ -74,4 +79,30 @@ def parse_dx(text: str | None, abbreviations: dict[str, int] | None = None
 def dx_codes(text: str | None) -> list[int]:
   """`parse_dx`'s codes, dropping unmappable entries (how evaluation reads WFDB headers)."""
   return parse_dx(text)[0]
+
+
+def header_fields(comments: Sequence[str], record_id: str, report: br.BuildReport,
+                  abbreviations: dict[str, int] | None = None
+                  ) -> tuple[float, str | None, list[int]]:
+  """`(age or NaN, "F"/"M"/None, SNOMED codes)` from `# Age:`, `# Sex:`, `# Dx:` comments.
+
+  What the Challenge-format builders store. Unparsable age/sex are flagged `metadata_unparsable`
+  in `report`, unmappable Dx entries `unknown_label`.
+
+  Args:
+    comments: the header's comment lines.
+    record_id: the record's id in the report.
+    report: the build report.
+    abbreviations: `dx_abbreviations()` (None reads it; `{}` accepts numeric codes only).
+  """
+  fields = parsing.parse_header_comments(comments)
+  age, age_ok = parsing.parse_age(fields.get("age"))
+  sex, sex_ok = parsing.parse_sex(fields.get("sex"))
+  if not (age_ok and sex_ok):
+    report.flagged(br.METADATA_UNPARSABLE, record_id,
+                   f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
+  dx, unknown = parse_dx(fields.get("dx"), abbreviations)
+  if unknown:
+    report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+  return age, sex, dx
 

@@ -290,40 +290,18 @@ def quantise(x_mv: np.ndarray, gain: float = RESAMPLED_GAIN) -> tuple[np.ndarray
   return y, clipped
 
 
-def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) -> Ecg:
-  """Reads a WFDB record (`.hea` + `.dat`/`.mat`) into `LEAD_ORDER` int16 at `sampling_rate`.
-
-  Only the channels named like one of the 12 standard leads are read. At the target rate, digital
-  values that fit int16 are stored unchanged with the header's gain and baseline (gain converted to
-  per-mV from uV/V units), so `to_physical` reproduces `wfdb.rdrecord(path).p_signal` exactly.
-  Otherwise the physical signal is resampled with `resample` and re-quantised with `quantise` at
-  `RESAMPLED_GAIN`.
-
-  Args:
-    path: record path without extension.
-    sampling_rate: Hz of the returned signal.
-
-  Returns:
-    An `Ecg` with flags for anything marked but kept.
-
-  Raises:
-    build_report.RecordError: when the record cannot be stored (reason in the report).
-  """
-  import wfdb  # Lazy.
-
-  path = pathlib.Path(path)
-  header = read_header(path)
+def checked_fs(header) -> float:
+  """The header's sampling rate; `unsupported_sampling_rate` unless finite and positive."""
   fs = float(header.fs) if header.fs is not None else math.nan
   if not math.isfinite(fs) or fs <= 0:
     raise br.RecordError(br.UNSUPPORTED_SAMPLING_RATE, f"fs={header.fs}")
-  if header.sig_len == 0:
-    raise br.RecordError(br.TOO_SHORT, "0 samples")
-  channels, leads, flags = map_leads(header.sig_name or [])
-  if not channels:
-    raise br.RecordError(br.NO_STANDARD_LEADS, ",".join(map(str, header.sig_name or [])))
+  return fs
+
+
+def _calibration(header, channels: list[int], flags: dict[str, str]):
+  """`(gains per mV, baselines)` of `channels`; `malformed_header` for a missing/bad gain."""
   if not header.file_name or any(not header.file_name[ch] for ch in channels):
     raise br.RecordError(br.MALFORMED_HEADER, "no signal file name")
-
   gains, baselines = [], []
   for ch in channels:
     gain = header.adc_gain[ch] if header.adc_gain else None
@@ -337,21 +315,33 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
     gains.append(gain * factor)
     baseline = header.baseline[ch] if header.baseline else None
     baselines.append(float(baseline if baseline is not None else 0))
+  return np.asarray(gains, np.float64), np.asarray(baselines, np.float64)
 
-  _check_signal_files(header, path.parent, channels)
-  digital = _read_format16(header, path.parent, channels)
-  if digital is None:  # Any other layout: let wfdb decode it.
-    try:
-      digital = wfdb.rdrecord(os.fspath(path), physical=False, channels=channels).d_signal
-    except FileNotFoundError as e:
-      raise br.RecordError(br.MISSING_SIGNAL_FILE, str(e)) from None
-    except ValueError as e:
-      # wfdb's message when a file holds fewer samples than the header promises.
-      reason = br.TRUNCATED_SIGNAL if "not loaded correctly" in str(e) else br.READ_ERROR
-      raise br.RecordError(reason, f"{type(e).__name__}: {e}") from None
-    except Exception as e:
-      raise br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}") from None
 
+def _rdrecord_digital(path: pathlib.Path, channels: list[int], **kwargs) -> np.ndarray:
+  """`wfdb.rdrecord(..., physical=False).d_signal`, its errors as `RecordError`s."""
+  import wfdb  # Lazy.
+
+  try:
+    return wfdb.rdrecord(os.fspath(path), physical=False, channels=channels, **kwargs).d_signal
+  except FileNotFoundError as e:
+    raise br.RecordError(br.MISSING_SIGNAL_FILE, str(e)) from None
+  except ValueError as e:
+    # wfdb's message when a file holds fewer samples than the header promises.
+    reason = br.TRUNCATED_SIGNAL if "not loaded correctly" in str(e) else br.READ_ERROR
+    raise br.RecordError(reason, f"{type(e).__name__}: {e}") from None
+  except Exception as e:
+    raise br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}") from None
+
+
+def _to_schema(header, digital, channels: list[int], leads: list[int], gains: np.ndarray,
+               baselines: np.ndarray, fs: float, sampling_rate: float,
+               flags: dict[str, str]) -> Ecg:
+  """Digital `(T, len(channels))` samples of `channels` -> an `Ecg` with them at `leads`.
+
+  At the target rate, digital values that fit int16 are kept bit-exactly with their gain and
+  baseline; otherwise the physical signal is resampled / re-quantised at `RESAMPLED_GAIN`.
+  """
   digital = np.asarray(digital)  # (T, len(channels)) integers
   if digital.ndim != 2 or digital.shape[1] != len(channels):
     raise br.RecordError(br.READ_ERROR, f"unexpected signal shape {digital.shape}")
@@ -360,8 +350,6 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
     sentinel = _WFDB_INVALID.get(str(header.fmt[ch]))
     if sentinel is not None:
       invalid[:, j] = digital[:, j] == sentinel
-  gains = np.asarray(gains, np.float64)
-  baselines = np.asarray(baselines, np.float64)
 
   n = digital.shape[0]
   fits = bool(np.all(np.abs(digital[~invalid]) <= INT16_MAX)) and np.all(
@@ -402,3 +390,86 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
       native_sampling_rate=fs,
       comments=list(header.comments or []),
       flags=flags)
+
+
+def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) -> Ecg:
+  """Reads a WFDB record (`.hea` + `.dat`/`.mat`) into `LEAD_ORDER` int16 at `sampling_rate`.
+
+  Only the channels named like one of the 12 standard leads are read. At the target rate, digital
+  values that fit int16 are stored unchanged with the header's gain and baseline (gain converted to
+  per-mV from uV/V units), so `to_physical` reproduces `wfdb.rdrecord(path).p_signal` exactly.
+  Otherwise the physical signal is resampled with `resample` and re-quantised with `quantise` at
+  `RESAMPLED_GAIN`.
+
+  Args:
+    path: record path without extension.
+    sampling_rate: Hz of the returned signal.
+
+  Returns:
+    An `Ecg` with flags for anything marked but kept.
+
+  Raises:
+    build_report.RecordError: when the record cannot be stored (reason in the report).
+  """
+  path = pathlib.Path(path)
+  header = read_header(path)
+  fs = checked_fs(header)
+  if header.sig_len == 0:
+    raise br.RecordError(br.TOO_SHORT, "0 samples")
+  channels, leads, flags = map_leads(header.sig_name or [])
+  if not channels:
+    raise br.RecordError(br.NO_STANDARD_LEADS, ",".join(map(str, header.sig_name or [])))
+  gains, baselines = _calibration(header, channels, flags)
+  _check_signal_files(header, path.parent, channels)
+  digital = _read_format16(header, path.parent, channels)
+  if digital is None:  # Any other layout: let wfdb decode it.
+    digital = _rdrecord_digital(path, channels)
+  return _to_schema(header, digital, channels, leads, gains, baselines, fs, sampling_rate, flags)
+
+
+def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
+                     sampto: int | None = None, sampling_rate: float | None = None,
+                     header=None) -> Ecg:
+  """Reads samples `[sampfrom, sampto)` of one channel into `lead`'s column of the schema.
+
+  For single-lead archives (Holter, patch and bedside-monitor recordings, often hours long): only
+  the requested samples are read from disk (`wfdb.rdrecord(sampfrom=, sampto=)`), never the whole
+  record. The channel is the one named like `lead` (case-insensitively), or the only channel of a
+  one-channel record whatever its name (such archives name it `ECG`, `ch1`, ...). Samples are kept
+  bit-exactly as in `read_wfdb`; the 11 other leads are absent.
+
+  Args:
+    path: record path without extension.
+    lead: one of `LEAD_ORDER`: where the channel is stored.
+    sampfrom: first sample.
+    sampto: end sample (exclusive), clipped to the record's length; None: the record's end.
+    sampling_rate: Hz of the returned signal; None keeps the record's own rate.
+    header: the record's `read_header` result, when the caller already has it.
+
+  Returns:
+    An `Ecg` whose `signal` has `min(sampto, sig_len) - sampfrom` rows at the native rate.
+
+  Raises:
+    build_report.RecordError: `too_short` when the range holds no sample, `no_standard_leads`
+      when no channel fits, and the reasons of `read_wfdb`.
+  """
+  path = pathlib.Path(path)
+  header = header if header is not None else read_header(path)
+  fs = checked_fs(header)
+  names = [str(name).strip() for name in header.sig_name or []]
+  matches = [ch for ch, name in enumerate(names) if name.upper() == lead.upper()]
+  if matches:
+    channel = matches[0]
+  elif len(names) == 1:
+    channel = 0
+  else:
+    raise br.RecordError(br.NO_STANDARD_LEADS, f"no channel {lead!r} in {','.join(names)}")
+  stop = header.sig_len if sampto is None else min(int(sampto), header.sig_len)
+  if sampfrom < 0 or stop - sampfrom <= 0:
+    raise br.RecordError(br.TOO_SHORT, f"samples [{sampfrom}, {stop}) of {header.sig_len}")
+  flags: dict[str, str] = {}
+  gains, baselines = _calibration(header, [channel], flags)
+  _check_signal_files(header, path.parent, [channel])
+  digital = _rdrecord_digital(path, [channel], sampfrom=int(sampfrom), sampto=int(stop))
+  return _to_schema(header, digital, [channel], [lead_index(lead)], gains, baselines, fs,
+                    fs if sampling_rate is None else float(sampling_rate), flags)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
+import pathlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -23,7 +25,8 @@ from clef_jax.data.schema import (
   SAMPLING_RATE,
   WINDOW_SECONDS,
 )
-from clef_jax.data.wfdb_io import FLAT_STD_MV, Ecg, Window, add_flag, read_wfdb
+from clef_jax.data.wfdb_io import (FLAT_STD_MV, Ecg, Window, add_flag, checked_fs, read_header,
+                                   read_single_lead, read_wfdb)
 
 
 def usable_leads(signal: np.ndarray, gain: np.ndarray, baseline: np.ndarray,
@@ -118,16 +121,24 @@ class Loaded:
 
 def load_first_readable(paths: Sequence[str | os.PathLike], *,
                         sampling_rate: float = SAMPLING_RATE, windows: str = "first",
-                        short_records: str = "skip") -> Loaded:
+                        short_records: str = "skip", lead: str | None = None) -> Loaded:
   """`read_wfdb` + `cut_windows` on `paths` in order until one succeeds; never raises.
 
   One path is the plain case; several are one patient's records when only the first readable one
-  is wanted. Any unexpected exception becomes a `read_error`.
+  is wanted. Any unexpected exception becomes a `read_error`. With `lead`, the records are
+  single-lead ones read with `read_single_lead` (for `windows="first"` only the first window's
+  samples are read).
   """
   errors = []
   for i, path in enumerate(paths):
     try:
-      rec = read_wfdb(path, sampling_rate=sampling_rate)
+      if lead is None:
+        rec = read_wfdb(path, sampling_rate=sampling_rate)
+      else:
+        header = read_header(pathlib.Path(path))
+        stop = math.ceil(WINDOW_SECONDS * checked_fs(header)) if windows == "first" else None
+        rec = read_single_lead(path, lead=lead, sampto=stop, sampling_rate=sampling_rate,
+                               header=header)
       wins = cut_windows(rec, windows=windows, short_records=short_records)
       return Loaded(index=i, windows=wins, flags=rec.flags, comments=rec.comments, errors=errors)
     except br.RecordError as e:
@@ -151,6 +162,108 @@ def imap_ordered(fn: Callable[[Any], Any], items: Iterable[Any], *, num_workers:
     yield from pool.imap(fn, items, chunksize)
 
 
+def starcall(fn: Callable[..., Any], args_kwargs: tuple[Sequence[Any], dict[str, Any]]) -> Any:
+  """`fn(*args, **kwargs)` from one item: per-item keyword arguments through `imap_ordered`."""
+  args, kwargs = args_kwargs
+  return fn(*args, **kwargs)
+
+
 def record_loader(**kwargs) -> Callable[[Sequence[str | os.PathLike]], Loaded]:
   """A picklable `load_first_readable` with fixed keyword arguments (for `imap_ordered`)."""
   return functools.partial(load_first_readable, **kwargs)
+
+
+@dataclasses.dataclass
+class AnnotatedWindow:
+  """One window chosen around a WFDB annotation (see `annotated_windows`).
+
+  Attributes:
+    label: index of the annotation's class in `classes`.
+    record: position of its record in `paths`.
+    sample: the annotation's sample number in that record.
+    start: the window's first sample.
+    window: the stored window (`Window.index` is 0).
+    flags: flags of the read (e.g. `resampled`).
+  """
+
+  label: int
+  record: int
+  sample: int
+  start: int
+  window: Window
+  flags: dict[str, str]
+
+
+def annotated_windows(paths: Sequence[str | os.PathLike], *, classes: Sequence[str],
+                      field: str = "symbol", anchor: str = "center", window: int, lead: str,
+                      seed: Sequence[int], annotator: str = "atr"
+                      ) -> tuple[list[AnnotatedWindow], list[tuple[int, br.RecordError]]]:
+  """At most one window per annotation class, at a random annotation of that class; never raises.
+
+  The records (one patient's segments) are visited in order; for each class not found yet, the
+  first record holding an annotation of it whose window fits inside the record gives the window,
+  at one of those annotations drawn uniformly with `numpy.random.default_rng(seed)`. Annotation
+  files are read whole (they are small); of the signal only the window's samples are read
+  (`read_single_lead`). A window without a usable lead (flat, all NaN) is passed over for the
+  next record.
+
+  Args:
+    paths: record paths without extension.
+    classes: the annotation values to look for, e.g. `("N", "S", "V")` beat symbols or
+      `("(N", "(AFIB", "(AFL")` rhythm notes.
+    field: "symbol" (beat labels) or "aux_note" (rhythm changes; NUL padding and blanks ignored).
+    anchor: "center" (the window is centred on the annotation) or "start" (it starts there).
+    window: samples per window, at the record's own rate.
+    lead: `LEAD_ORDER` column to store the channel in (see `read_single_lead`).
+    seed: the generator seed (e.g. `(build_seed, patient_number)`).
+    annotator: annotation file extension.
+
+  Returns:
+    `(windows in class order, [(record position, RecordError)] for records that failed)`.
+  """
+  import wfdb  # Lazy.
+
+  if field not in ("symbol", "aux_note") or anchor not in ("center", "start"):
+    raise ValueError(f"field={field!r}, anchor={anchor!r}")
+  rng = np.random.default_rng(list(seed))
+  found: dict[int, AnnotatedWindow] = {}
+  errors = []
+  for r, path in enumerate(paths):
+    if len(found) == len(classes):
+      break
+    path = pathlib.Path(path)
+    try:
+      header = read_header(path)
+      try:
+        ann = wfdb.rdann(os.fspath(path), annotator)
+      except FileNotFoundError as e:
+        raise br.RecordError(br.MISSING_SIGNAL_FILE, f"annotations: {e}") from None
+      except Exception as e:
+        raise br.RecordError(br.READ_ERROR, f"annotations: {type(e).__name__}: {e}") from None
+      values = getattr(ann, field) or []
+      keys = np.asarray([str(v or "").strip("\x00 \t") for v in values], dtype=object)
+      samples = np.asarray(ann.sample, np.int64)
+      starts = samples - window // 2 if anchor == "center" else samples
+      fits = (starts >= 0) & (starts + window <= header.sig_len)
+      for label, cls in enumerate(classes):
+        if label in found:
+          continue
+        candidates = np.flatnonzero((keys == cls) & fits)
+        if candidates.size == 0:
+          continue
+        i = int(candidates[rng.integers(candidates.size)])
+        start = int(starts[i])
+        try:
+          rec = read_single_lead(path, lead=lead, sampfrom=start, sampto=start + window,
+                                 header=header)
+          (win,) = cut_windows(rec, window_seconds=window / rec.native_sampling_rate)
+        except br.RecordError as e:
+          errors.append((r, e))
+          continue
+        found[label] = AnnotatedWindow(label=label, record=r, sample=int(samples[i]),
+                                       start=start, window=win, flags=rec.flags)
+    except br.RecordError as e:
+      errors.append((r, e))
+    except Exception as e:  # Never let one record stop a build.
+      errors.append((r, br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}")))
+  return [found[k] for k in sorted(found)], errors

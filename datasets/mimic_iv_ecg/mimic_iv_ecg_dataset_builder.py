@@ -5,8 +5,8 @@
 
 Reads `record_list.csv` (`subject_id, study_id, file_name, ecg_time, path`) and the WFDB records
 `files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN.{hea,dat}` (10 s, 500 Hz, header lead order I, II, III,
-aVR, aVF, aVL, V1-V6: leads are mapped by *name* into `clef_jax.data.schema.LEAD_ORDER`). Each record is
-one example (its first 10 s) with the shared `record_features`:
+aVR, aVF, aVL, V1-V6: leads are mapped by *name* into `clef_jax.data.schema.LEAD_ORDER`). Each
+record is one example (its first 10 s) with the shared `record_features`:
 
 - `record_id` = `study_id`, `patient_id` = `subject_id`; extra `path` and `ecg_time` (text).
 - `metadata`: the spec §D 11-vector from the optional metadata CSV (keyed by `path`, official

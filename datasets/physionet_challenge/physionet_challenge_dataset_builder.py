@@ -7,7 +7,7 @@ Build (the archive needs no credentials, but its layout varies, so it is read fr
 Any directory tree works: every `*.hea` below `--manual_dir` is one record. What is stored, per
 window (see `docs/datasets.md`):
 
-- the shared `clef_jax.data.schema.record_features` at 500 Hz (other rates are resampled);
+- the shared `clef_jax.schema.record_features` at 500 Hz (other rates are resampled);
 - `dx`: the header's `# Dx:` as SNOMED CT codes (CPSC-2018 abbreviations such as `AF`, `I-AVB`
   mapped to codes by `clef_jax.data.dx`; unmappable entries are dropped and flagged);
 - `age` (NaN if unknown), `sex` (`F`, `M` or empty), `source` (the record id's letter prefix, e.g.
@@ -30,10 +30,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax.data import parsing, schema
-from clef_jax.data.dx import dx_abbreviations, dx_table, parse_dx
+from clef_jax.data import schema
+from clef_jax.data.dx import dx_abbreviations, dx_table, header_fields
 from clef_jax.data.windows import imap_ordered, record_loader
-
 
 def source_of(record_id: str) -> str:
   """The letter prefix of a Challenge record id (`HR06000` -> `HR`)."""
@@ -92,9 +91,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     return {"train": self._generate_examples(pathlib.Path(dl_manager.manual_dir))}
 
   def _generate_examples(self, root: pathlib.Path):
-    from clef_jax import (
-      risk,  # Lazy: keeps the builder importable without the risk module's deps.
-    )
+    from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
 
     report = self.report
     cfg = self.builder_config
@@ -118,15 +115,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       windows = rec.windows
 
-      fields = parsing.parse_header_comments(rec.comments)
-      age, age_ok = parsing.parse_age(fields.get("age"))
-      sex, sex_ok = parsing.parse_sex(fields.get("sex"))
-      if not (age_ok and sex_ok):
-        report.flagged(br.METADATA_UNPARSABLE, record_id,
-                       f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
-      dx, unknown = parse_dx(fields.get("dx"), abbreviations)
-      if unknown:
-        report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+      age, sex, dx = header_fields(rec.comments, record_id, report, abbreviations)
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, len(windows), split="train")
 

@@ -7,8 +7,8 @@ Nothing is downloaded: `clef_jax.synthetic` generates every record from `seed`. 
     train = builder.as_data_source(split="train")
 
 Splits are by subject, 80/10/10 (train/validation/test); subjects are i.i.d., so contiguous
-subject-id ranges form a random split. The shared `clef_jax.data.schema.record_features` schema is extended
-with labels: `sex`, `age` (years, never missing), `age_band` (40-49 ... 80-89), `rhythm`
+subject-id ranges form a random split. The shared `clef_jax.data.schema.record_features` schema is
+extended with labels: `sex`, `age` (years, never missing), `age_band` (40-49 ... 80-89), `rhythm`
 (sinus/af/ectopic), `risk` (true SCORE2, never masked) and `risk_high` (ESC high/very high).
 """
 
