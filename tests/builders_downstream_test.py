@@ -101,6 +101,36 @@ def test_chapman_split_csvs_are_checked(tmp_path):
     _build("chapman", tmp_path / "b", root)
 
 
+def test_chapman_reads_real_ningbo_records(shared_data, tmp_path):
+  """Real Ningbo records (the Challenge's copies of ecg-arrhythmia's JS2xxxx) in the archive's tree."""
+  labels = build.dataset_module("chapman").LABELS
+  columns = build.dataset_module("chapman").LEADING_COLUMNS + labels
+  folder = tmp_path / "raw" / "WFDBRecords" / "20" / "200"
+  folder.mkdir(parents=True)
+  names = [f"JS2000{i}" for i in range(5)]
+  for name in names:
+    for ext in (".hea", ".mat"):
+      (folder / f"{name}{ext}").symlink_to(shared_data / "cinc2021" / f"{name}{ext}")
+  for split, listed in (("train", names[:3]), ("val", names[3:4]), ("test", names[4:])):
+    with (tmp_path / "raw" / f"chapman_{split}.csv").open("w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(columns)
+      for i, name in enumerate(listed):
+        cells = ["1" if j == i else "0" for j in range(len(labels))]
+        writer.writerow([f"/chapman/WFDBRecords/20/200/{name}.mat", "60", labels[i], *cells])
+  report, splits = _build("chapman", tmp_path / "tfds", tmp_path / "raw")
+  assert report["records"]["kept"] == 5 and not report["skipped"]
+  assert report["flags"][br.FLAT_LEAD]["examples"][0]["record_id"] == "JS20004"
+  examples = {k: v for split in splits.values() for k, v in split.items()}
+  for name in names:
+    ref = wfdb.rdrecord(str(folder / name))
+    order = [ecg.lead_index(n) for n in ref.sig_name]
+    np.testing.assert_array_equal(_physical(examples[name])[:, order],
+                                  ref.p_signal.astype(np.float32))
+    dx = dict(c.split(": ", 1) for c in ref.comments)["Dx"]
+    assert list(examples[name]["dx"]) == [int(c) for c in dx.split(",")]
+
+
 # ------------------------------------------------------------------------------------------------
 # icentia11k
 # ------------------------------------------------------------------------------------------------

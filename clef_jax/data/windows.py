@@ -240,9 +240,9 @@ def annotated_windows(paths: Sequence[str | os.PathLike], *, classes: Sequence[s
         raise br.RecordError(br.MISSING_SIGNAL_FILE, f"annotations: {e}") from None
       except Exception as e:
         raise br.RecordError(br.READ_ERROR, f"annotations: {type(e).__name__}: {e}") from None
-      values = getattr(ann, field) or []
-      keys = np.asarray([str(v or "").strip("\x00 \t") for v in values], dtype=object)
       samples = np.asarray(ann.sample, np.int64)
+      values = getattr(ann, field) or [""] * len(samples)  # wfdb gives None when all are empty.
+      keys = np.asarray([str(v or "").strip("\x00 \t") for v in values], dtype=object)
       starts = samples - window // 2 if anchor == "center" else samples
       fits = (starts >= 0) & (starts + window <= header.sig_len)
       for label, cls in enumerate(classes):

@@ -27,6 +27,9 @@ so a patient gives at most 3 examples (one per class). The draw uses
 not on build order or workers. Split by patient: the patient list is shuffled with Python's
 `random.Random(split_seed=42).shuffle` and cut 70 / 15 / 15 (`int(0.7 n)` train, `int(0.15 n)`
 validation, the rest test), as the paper's `preprocess_icentia.py` does with `random.seed(42)`.
+The split is over the listed patients, so a partial download (the top-level `RECORDS` lists all
+11,000; absent folders are skipped `invalid_list_entry`) puts each patient where the full build
+would.
 
 Stored per example: the shared `clef_jax.ecg.record_features` with the single channel in lead I's
 column (the CardioSTAT patch sits in a modified lead I position), at the native 250 Hz: the
@@ -164,8 +167,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       folder = root / patient
       name = pathlib.PurePosixPath(patient).name
       records = folder / "RECORDS"
-      if not records.is_file():
-        report.skipped(br.INVALID_ENTRY, name, f"{patient}/RECORDS missing")
+      if not records.is_file():  # A partial download lists patients it does not hold.
+        report.skipped(br.INVALID_ENTRY, name,
+                       f"{patient}/{'RECORDS' if folder.is_dir() else ''} missing")
         continue
       todo.append((name, [folder / seg for seg in read_records_file(records)]))
     # Partials of clef_jax functions (not of this module's) so spawned workers can unpickle them.
