@@ -29,8 +29,8 @@ DEMO = {
     "input.batch_size": 16,
     "total_steps": 120,
     "optim.learning_rate": 1e-3,
-    "evals.probe.max_records": 400,
-    "evals.probe.batch_size": 50,
+    "evals.probe.data.max_records": 400,
+    "evals.probe.embed_batch_size": 50,
 }
 
 

@@ -32,7 +32,7 @@ DEMO = {
     "input.batch_size": 32,
     "total_steps": 120,
     "optim.learning_rate": 3e-3,
-    "evals.probe.max_records": 400,
+    "evals.probe.data.max_records": 400,
 }
 
 

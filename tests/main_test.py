@@ -97,7 +97,8 @@ def reference(shared):
 @pytest.mark.slow
 def test_demo_run_outputs(reference):
   workdir, out = reference
-  assert "eval: linear probe" in out and "pretrained auroc" in out and "mean" in out
+  assert "eval: linear probe" in out and "| demo_sex | AUROC ↑ |" in out
+  assert "Difference to random init" in out                 # the evaluate CLI's table
   assert len(losses(workdir)) == STEPS
   assert checkpoint_steps(workdir) == [4, 6, 8]            # every 2 steps, 3 kept
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -109,9 +110,10 @@ def test_demo_run_outputs(reference):
   assert start["packages"]["jax"] and start["devices"]["device_count"] == 8
   assert start["git"]["sha"] is None or len(start["git"]["sha"]) == 40
   assert manifest["datasets"]["train"]["build_report"]["records"]["kept"] == 40
-  probe = json.loads((workdir / "eval" / "probe.json").read_text())
-  assert set(probe) == {"random init", "pretrained"} and set(probe["pretrained"]) == {
-      "sex", "risk_high"}
+  probe = json.loads((workdir / "eval" / "report.json").read_text())
+  assert list(probe["models"]) == ["random init", "pretrained"] and set(probe["tasks"]) == {
+      "demo_sex", "demo_risk_high"}
+  assert probe["protocol"]["lead"] == "I" and (workdir / "eval" / "predictions.npz").is_file()
   # The export is a CLEF-style Lightning checkpoint holding the final weights.
   pytest.importorskip("torch")
   from clef_jax import checkpoint

@@ -6,9 +6,9 @@
 
 `scripts/device_check.sh` runs it on an NVIDIA machine (about 3 minutes). For each size it builds
 the step exactly as `python -m clef_jax.main` does: the size's config with `bf16` ->
-`train_loop.make_step` (model, optimiser, CLEF loss), `train.create_sharded_train_state` and
+`train_setup.make_step` (model, optimiser, CLEF loss), `train.create_sharded_train_state` and
 `train.jit_train_step` over a `data` mesh of every device, and batches from
-`train_loop.make_train_iterator` (the grain pipeline with its augmentations) over a
+`train_setup.make_train_iterator` (the grain pipeline with its augmentations) over a
 `synthetic_ecg` archive built into `--data_dir` (reused when present). It reports:
 
 * **compile s**: `lower().compile()` of the jitted step.
@@ -137,7 +137,7 @@ def make_config(size: str, *, batch: int, length: int, dtype: str, workers: int,
   config.input.auto_build = True
   config.input.data_dir = data_dir
   config.input.build = {"num_subjects": num_records, "seed": 0,
-                        "duration_s": math.ceil(length / ARCHIVE_FS * 10) / 10}
+                        "duration_s": max(1.0, math.ceil(length / ARCHIVE_FS * 10) / 10)}
   config.input.window = length
   config.input.batch_size = batch
   config.input.num_workers = workers
@@ -165,8 +165,9 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
   """Compiles and times one size: resident batch, pipeline-fed steps, the pipeline alone."""
   import jax
 
-  from clef_jax import input_pipeline, train, train_loop
+  from clef_jax import input_pipeline, train
   from clef_jax import sharding as sharding_lib
+  from clef_jax import train_setup as setup
 
   config = make_config(size, batch=batch, length=args.length, dtype=args.dtype,
                        workers=args.workers, read_threads=args.read_threads,
@@ -176,18 +177,18 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     raise ValueError(f"--batches: {batch} pairs for {size} is not divisible by the "
                      f"{num_devices} devices.")
   mesh = sharding_lib.make_mesh(num_devices)
-  dataset_dir = train_loop._resolve_dataset(config.input, pathlib.Path(args.data_dir))  # noqa: SLF001
+  dataset_dir = setup.resolve_train_dataset(config.input, pathlib.Path(args.data_dir))
   source = input_pipeline.load_data_source(os.fspath(dataset_dir), split=config.input.split)
   if len(source) < batch:
     raise ValueError(f"--num_records: the archive's train split has {len(source)} records, fewer "
                      f"than one batch of {batch}.")
-  model, tx, step_fn = train_loop.make_step(config, mesh, len(source) // batch)
+  model, tx, step_fn = setup.make_step(config, mesh, len(source) // batch)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, state_sharding = train.create_sharded_train_state(
       init_rng, mesh=mesh, strategy=config.mesh.strategy,
-      fsdp_min_size=config.mesh.fsdp_min_size, **train_loop.state_kwargs(config, model, tx))
+      fsdp_min_size=config.mesh.fsdp_min_size, **setup.state_kwargs(config, model, tx))
   jitted = train.jit_train_step(step_fn, mesh=mesh, state_sharding=state_sharding)
-  it = train_loop.make_train_iterator(config, source, mesh)
+  it = setup.make_train_iterator(config, source, mesh)
   first = next(it)
   resident = {k: first[k] for k in STEP_KEYS}
   jax.block_until_ready(resident)

@@ -85,9 +85,9 @@ def write_wfdb_records(records, directory: str) -> list[str]:
   """Writes records (builder schema) as MIMIC-like WFDB files; returns their paths."""
   import wfdb
 
-  from clef_jax import ecg
+  from clef_jax.data import schema
 
-  order = [ecg.lead_index(name) for name in MIMIC_LEADS]
+  order = [schema.lead_index(name) for name in MIMIC_LEADS]
   paths = []
   for i, rec in enumerate(records):
     name = f"rec{i:03d}"
