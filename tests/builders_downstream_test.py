@@ -11,8 +11,9 @@ import random
 import numpy as np
 import pytest
 
-from clef_jax import build, ecg
+from clef_jax import build
 from clef_jax import build_report as br
+from clef_jax.data import schema
 
 tfds = pytest.importorskip("tensorflow_datasets")
 wfdb = pytest.importorskip("wfdb")
@@ -33,7 +34,7 @@ def _skips(report):
 
 
 def _physical(ex):
-  return ecg.to_physical(ex["signal"], ex["gain"], ex["baseline"])
+  return schema.to_physical(ex["signal"], ex["gain"], ex["baseline"])
 
 
 def _dummy(name, out_dir):
@@ -76,7 +77,7 @@ def test_chapman_values_and_labels_match_the_files(chapman):
     for record_id, ex in split.items():
       path = root / "WFDBRecords" / "01" / "010" / record_id
       ref = wfdb.rdrecord(str(path))
-      assert ref.sig_name == list(ecg.LEAD_ORDER)
+      assert ref.sig_name == list(schema.LEAD_ORDER)
       np.testing.assert_array_equal(_physical(ex), ref.p_signal.astype(np.float32))
       assert ex["sampling_rate"] == 500 and ex["lead_mask"].all()
       row = csv_rows[record_id]
@@ -102,7 +103,8 @@ def test_chapman_split_csvs_are_checked(tmp_path):
 
 
 def test_chapman_reads_real_ningbo_records(shared_data, tmp_path):
-  """Real Ningbo records (the Challenge's copies of ecg-arrhythmia's JS2xxxx) in the archive's tree."""
+  """Real Ningbo records (the Challenge's copies of ecg-arrhythmia's JS2xxxx) laid out as the
+  archive's `WFDBRecords/` tree."""
   labels = build.dataset_module("chapman").LABELS
   columns = build.dataset_module("chapman").LEADING_COLUMNS + labels
   folder = tmp_path / "raw" / "WFDBRecords" / "20" / "200"
@@ -124,7 +126,7 @@ def test_chapman_reads_real_ningbo_records(shared_data, tmp_path):
   examples = {k: v for split in splits.values() for k, v in split.items()}
   for name in names:
     ref = wfdb.rdrecord(str(folder / name))
-    order = [ecg.lead_index(n) for n in ref.sig_name]
+    order = [schema.lead_index(n) for n in ref.sig_name]
     np.testing.assert_array_equal(_physical(examples[name])[:, order],
                                   ref.p_signal.astype(np.float32))
     dx = dict(c.split(": ", 1) for c in ref.comments)["Dx"]
@@ -291,8 +293,8 @@ def test_mc_med_signals_match_wfdb(mc_med):
   with (root / "visits.csv").open(newline="") as f:
     ages = {r["CSN"]: float(r["Age"]) for r in csv.DictReader(f)}
   for csn, ex in examples.items():
-    assert ex["metadata"][ecg.METADATA_FIELDS.index("age")] == ages[csn]
-    assert np.isnan(ex["metadata"][ecg.METADATA_FIELDS.index("sbp")])
+    assert ex["metadata"][schema.METADATA_FIELDS.index("age")] == ages[csn]
+    assert np.isnan(ex["metadata"][schema.METADATA_FIELDS.index("sbp")])
 
 
 def test_mc_med_class_maps():

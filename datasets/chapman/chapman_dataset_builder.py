@@ -1,4 +1,4 @@
-r"""Chapman-Shaoxing / Ningbo 12-lead ECGs (PhysioNet "ecg-arrhythmia" 1.0.0) with HeartLang's split.
+r"""Chapman-Shaoxing / Ningbo 12-lead ECGs (PhysioNet "ecg-arrhythmia" 1.0.0), HeartLang's split.
 
     python -m clef_jax.build chapman --manual_dir ~/ecg-arrhythmia-1.0.0 --data_dir OUT \
         [--option split_dir=PATH]
@@ -20,7 +20,7 @@ Labels are the split CSVs' 38 columns, as the paper's code reads them (`row[3:]`
 set and its order are HeartLang's; the CSV header must name exactly `LABELS` (checked). What is
 stored per record (one example, its 10 s):
 
-- the shared `clef_jax.ecg.record_features` at 500 Hz, leads matched by name;
+- the shared `clef_jax.data.schema.record_features` at 500 Hz, leads matched by name;
 - `labels`: `(38,)` uint8 multi-hot in `LABELS` order (also `info.metadata["labels"]`);
 - `dx`: the header's SNOMED CT codes (kept raw); `diagnose`: the CSV's acronym text;
 - `age`, `sex` from the header (`metadata` holds them as the 11-vector);
@@ -44,9 +44,10 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from clef_jax import ecg
 from clef_jax import build_report as br
+from clef_jax.data import schema
 from clef_jax.data.dx import header_fields
+from clef_jax.data.windows import imap_ordered, record_loader
 
 # HeartLang's 38 labels, in the column order of its split CSVs.
 LABELS: tuple[str, ...] = (
@@ -117,7 +118,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             labels=tfds.features.Tensor(
                 shape=(len(LABELS),), dtype=np.uint8,
                 doc=f"Multi-hot over HeartLang's 38 labels: {', '.join(LABELS)}."),
@@ -169,8 +170,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
 
     report = self.report
-    load = ecg.record_loader(windows="first", short_records="skip")
-    loaded = ecg.imap_ordered(load, ([path] for _, path, _, _ in items),
+    load = record_loader(windows="first", short_records="skip")
+    loaded = imap_ordered(load, ([path] for _, path, _, _ in items),
                               num_workers=self.num_workers)
     for (record_id, _, labels, diagnose), rec in zip(items, loaded):
       for _, error in rec.errors:

@@ -21,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from clef_jax import build, ecg
+from clef_jax import build
+from clef_jax.data import schema
 
 # (record, seconds, age, sex, SNOMED Dx, split file or None, HeartLang labels)
 RECORDS = (
@@ -58,9 +59,9 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
   out_dir = pathlib.Path(out_dir)
   rows = {"train": [], "val": [], "test": []}
   for seed, (name, seconds, age, sex, dx, split, labels) in enumerate(RECORDS):
-    x = challenge.fake_ecg_mv(int(seconds * 500), 500, ecg.NUM_LEADS, seed + 10)
+    x = challenge.fake_ecg_mv(int(seconds * 500), 500, schema.NUM_LEADS, seed + 10)
     challenge.write_challenge_record(
-        out_dir / SUBDIR, name, np.round(x * 1000).astype(np.int16), 500, list(ecg.LEAD_ORDER),
+        out_dir / SUBDIR, name, np.round(x * 1000).astype(np.int16), 500, list(schema.LEAD_ORDER),
         [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"],
         use_mat=True, mat_format="16+24", gain_baseline=False, comment_prefix="#")
     if split:

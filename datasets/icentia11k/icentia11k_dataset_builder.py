@@ -14,7 +14,8 @@ is `(N`, `(AFIB` or `(AFL`. The patients are the lines of `<manual_dir>/RECORDS`
 or, without that file, every `p*/p*/` folder holding a `RECORDS` file, sorted.
 
 The archive is 1.1 TB, so only annotation files (small) are read whole; of the signal only the
-stored windows' samples are read (`clef_jax.ecg.annotated_windows`). Per patient and config:
+stored windows' samples are read (`clef_jax.data.windows.annotated_windows`). Per patient and
+config:
 
 - `beat`: for each of N, S, V (Q is excluded), one window of 2500 samples (10 s) centred on a
   beat of that type drawn at random, from the first segment (in `RECORDS` order) that has such a
@@ -31,8 +32,8 @@ The split is over the listed patients, so a partial download (the top-level `REC
 11,000; absent folders are skipped `invalid_list_entry`) puts each patient where the full build
 would.
 
-Stored per example: the shared `clef_jax.ecg.record_features` with the single channel in lead I's
-column (the CardioSTAT patch sits in a modified lead I position), at the native 250 Hz: the
+Stored per example: the shared `clef_jax.data.schema.record_features` with the single channel in
+lead I's column (the CardioSTAT patch sits in a modified lead I position), at the native 250 Hz: the
 band-pass (0.67-40 Hz at 250 Hz), resampling to 500 Hz (5000 samples) and z-score of
 `docs/method.md §F.2` belong to the evaluation input pipeline. Plus `label` (class index),
 `label_name` (`N`/`S`/`V` or `N`/`AFIB`/`AFL`), `segment`, `sample` (the annotation's sample in
@@ -60,7 +61,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax import ecg
+from clef_jax.data import schema
+from clef_jax.data.windows import annotated_windows, imap_ordered, starcall
 
 FS = 250
 WINDOW_SAMPLES = 2500
@@ -131,10 +133,10 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     names = TASKS[self.builder_config.task][1]
+    listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
-            label=tfds.features.Scalar(
-                dtype=np.int64, doc=f"Class index: {', '.join(f'{i} {n}' for i, n in enumerate(names))}."),
+        features=schema.record_features(
+            label=tfds.features.Scalar(dtype=np.int64, doc=f"Class index: {listing}."),
             label_name=tfds.features.Text(doc=f"One of {', '.join(names)}."),
             segment=tfds.features.Text(doc="Segment record name, e.g. p00000_s00."),
             sample=tfds.features.Scalar(dtype=np.int64, doc="The annotation's sample."),
@@ -173,10 +175,10 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       todo.append((name, [folder / seg for seg in read_records_file(records)]))
     # Partials of clef_jax functions (not of this module's) so spawned workers can unpickle them.
-    pick = functools.partial(ecg.starcall, functools.partial(
-        ecg.annotated_windows, classes=values, field=field, anchor=anchor,
+    pick = functools.partial(starcall, functools.partial(
+        annotated_windows, classes=values, field=field, anchor=anchor,
         window=WINDOW_SAMPLES, lead="I"))
-    results = ecg.imap_ordered(
+    results = imap_ordered(
         pick, (((paths,), {"seed": (cfg.window_seed, patient_number(name))})
                for name, paths in todo), num_workers=self.num_workers)
     for (name, paths), (windows, errors) in zip(todo, results):
@@ -197,7 +199,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
             **w.window.features(),
             "record_id": f"{segment}:{names[w.label]}",
             "patient_id": name,
-            "metadata": np.full(ecg.NUM_METADATA, np.nan, np.float32),
+            "metadata": np.full(schema.NUM_METADATA, np.nan, np.float32),
             "label": np.int64(w.label),
             "label_name": names[w.label],
             "segment": segment,

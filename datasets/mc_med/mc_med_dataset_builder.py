@@ -20,9 +20,9 @@ Layout read (PhysioNet MC-MED README, https://physionet.org/content/mc-med/):
 
 One example per visit: the first 10 s of segment 1 (samples [0, 5000); a shorter segment is
 padded with 0 mV and flagged `zero_padded`; another rate is resampled to 500 Hz), stored in lead
-II's column of the shared `clef_jax.ecg.record_features`. The band-pass (0.67-40 Hz) and z-score
-of `docs/method.md §F.2` belong to the evaluation input pipeline. Labels, as class indices with
--1 where the visit has no value (the evaluation drops those per task):
+II's column of the shared `clef_jax.data.schema.record_features`. The band-pass (0.67-40 Hz) and
+z-score of `docs/method.md §F.2` belong to the evaluation input pipeline. Labels, as class
+indices with -1 where the visit has no value (the evaluation drops those per task):
 
 - `ed_dispo`: `ED_DISPO_CLASSES`; any other non-empty value is class 0 (as the paper's code
   does), flagged `unknown_label`;
@@ -51,7 +51,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax import ecg
+from clef_jax.data import parsing, schema
+from clef_jax.data.windows import imap_ordered, record_loader
 
 SPLIT_FILES = {"train": "split_chrono_train.csv", "validation": "split_chrono_val.csv",
                "test": "split_chrono_test.csv"}
@@ -86,7 +87,7 @@ def _text(value) -> str | None:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return None
   text = str(value).strip()
-  return text if text and text.lower() not in ecg.MISSING_TOKENS else None
+  return text if text and text.lower() not in parsing.MISSING_TOKENS else None
 
 
 def ed_dispo_class(value) -> tuple[int, bool]:
@@ -171,7 +172,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       return tfds.features.Scalar(dtype=np.int64, doc=f"`{column}` class: {listing}; -1 missing.")
 
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             ed_dispo=class_feature(ED_DISPO_CLASSES, "ED_dispo"),
             dc_dispo=class_feature(DC_DISPO_CLASSES, "DC_dispo"),
             triage_acuity=class_feature(ACUITY_CLASSES, "Triage_acuity"),
@@ -256,8 +257,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       usable.append((csn, row, n_segments, labels, flags, lead_dir / f"{csn}_1"))
 
-    load = ecg.record_loader(windows="first", short_records="pad", lead=LEAD)
-    loaded = ecg.imap_ordered(load, ([path] for *_, path in usable), num_workers=self.num_workers)
+    load = record_loader(windows="first", short_records="pad", lead=LEAD)
+    loaded = imap_ordered(load, ([path] for *_, path in usable), num_workers=self.num_workers)
     for (csn, row, n_segments, labels, flags, _), rec in zip(usable, loaded):
       for _, error in rec.errors:
         report.skipped(error.reason, csn, error.detail)
