@@ -12,8 +12,8 @@ from clef_jax.data.schema import (INT16_NAN, LEAD_INDEX, LEAD_ORDER, METADATA_FI
                                   to_physical)
 from clef_jax.data.signal import resample, resample_ratio
 from clef_jax.data.wfdb_io import (EXTRA_LEAD_NAMES, FLAT_STD_MV, INT16_MAX, RESAMPLED_GAIN, Ecg,
-                                   Window, map_leads, quantise, read_header, read_single_lead,
-                                   read_wfdb)
+                                   Window, checked_fs, map_leads, quantise, read_header,
+                                   read_single_lead, read_wfdb)
 from clef_jax.data.windows import (AnnotatedWindow, Loaded, annotated_windows, cut_windows,
                                    imap_ordered, load_first_readable, record_loader, starcall,
                                    usable_leads)

@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 
 from clef_jax import build_report as br
-from clef_jax.data import parsing, schema, signal, wfdb_io, windows
+from clef_jax.data import parsing, schema, signal, wfdb_header, wfdb_io, windows
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -237,13 +237,13 @@ def test_fast_header_parser_equals_wfdb(shared_data, tmp_path):
     (tmp_path / name / "r.hea").write_text(text)
     paths.append(tmp_path / name / "r.hea")
   for path in paths:
-    fast = wfdb_io._parse_header_text(path.read_text())
+    fast = wfdb_header._parse_header_text(path.read_text())
     assert fast is not None, path
     ref = wfdb.rdheader(str(path.with_suffix("")))
     for field in _HEADER_FIELDS:
       assert getattr(fast, field) == getattr(ref, field), (path, field)
   for text in deferred.values():
-    assert wfdb_io._parse_header_text(text) is None
+    assert wfdb_header._parse_header_text(text) is None
 
 
 def test_read_single_lead_reads_a_sample_range_of_the_named_channel(tmp_path, monkeypatch):

@@ -25,8 +25,8 @@ from clef_jax.data.schema import (
   SAMPLING_RATE,
   WINDOW_SECONDS,
 )
-from clef_jax.data.wfdb_io import (FLAT_STD_MV, Ecg, Window, add_flag, checked_fs, read_header,
-                                   read_single_lead, read_wfdb)
+from clef_jax.data.wfdb_header import checked_fs, read_header
+from clef_jax.data.wfdb_io import FLAT_STD_MV, Ecg, Window, add_flag, read_single_lead, read_wfdb
 
 
 def usable_leads(signal: np.ndarray, gain: np.ndarray, baseline: np.ndarray,
