@@ -34,14 +34,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34
 
 
-def input_contract(x: np.ndarray, fs: float, *, window: int = ecg.WINDOW_SAMPLES,
+def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
                    bandpass: bool = True) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
@@ -73,17 +73,17 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = ecg.WINDOW_SAMPLES
   return out
 
 
-def record_input(record: dict[str, Any], *, lead: str | int, window: int = ecg.WINDOW_SAMPLES
+def record_input(record: dict[str, Any], *, lead: str | int, window: int = schema.WINDOW_SAMPLES
                  ) -> np.ndarray:
-  """A decoded TFDS example (`ecg.record_features` schema) -> `(window,)` model input."""
-  j = lead if isinstance(lead, int) else ecg.lead_index(lead)
-  x = ecg.to_physical(record["signal"][:, j:j + 1], record["gain"][j:j + 1],
+  """A decoded TFDS example (`schema.record_features` schema) -> `(window,)` model input."""
+  j = lead if isinstance(lead, int) else schema.lead_index(lead)
+  x = schema.to_physical(record["signal"][:, j:j + 1], record["gain"][j:j + 1],
                       record["baseline"][j:j + 1])[:, 0]
   return input_contract(x, float(record["sampling_rate"]), window=window)
 
 
 def source_inputs(source: Sequence[dict[str, Any]], *, lead: str | int,
-                  window: int = ecg.WINDOW_SAMPLES, label_keys: Iterable[str] = (),
+                  window: int = schema.WINDOW_SAMPLES, label_keys: Iterable[str] = (),
                   limit: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Model inputs and labels of (the first `limit`) records of a random-access source.
 
@@ -140,15 +140,15 @@ def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
   Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
   that read many records skip the record and report the message.
   """
-  rec = ecg.read_wfdb(record)
-  j = ecg.lead_index(lead)
+  rec = wfdb_io.read_wfdb(record)
+  j = schema.lead_index(lead)
   if not rec.lead_present[j]:
     raise ValueError(f"no lead {lead}")
   return rec, rec.physical()[:, j]
 
 
 def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
-                window: int = ecg.WINDOW_SAMPLES, fs: float | None = None,
+                window: int = schema.WINDOW_SAMPLES, fs: float | None = None,
                 channel: str | int | None = None, unit: str | None = None
                 ) -> tuple[np.ndarray, list[str], list[str]]:
   """The first window of every recording under PATH as model inputs (see `clef_jax.readers`).
@@ -273,7 +273,7 @@ def _parser():
   parser.add_argument("--fs", type=float, help="sampling rate of CSV/.npy input (default 500)")
   parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
                       "(uV, mV, V; CSV/.npy default mV)")
-  parser.add_argument("--window_s", type=float, default=float(ecg.WINDOW_SECONDS),
+  parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
                       help="seconds per window (default 10)")
   parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")
   parser.add_argument("--min_s", type=float,

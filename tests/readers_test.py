@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clef_jax import ecg
+from clef_jax.data import wfdb_io
 from clef_jax import embed
 from clef_jax import readers
 from clef_jax.readers import core
@@ -204,11 +204,11 @@ def test_npy_input_first_window(tmp_path):
 
 
 def test_real_records_match_the_builders_reader(shared_data):
-  """The reader layer's first window equals `ecg.read_wfdb` + the input contract (500 Hz data)."""
+  """The reader layer's first window equals `wfdb_io.read_wfdb` + the input contract (500 Hz data)."""
   heas = sorted((shared_data / "cinc2021").glob("*.hea"))[:4]
   for hea in heas:
     r = _one(hea, lead="I")
-    ref = ecg.read_wfdb(hea.with_suffix("")).physical()[:, 0]
+    ref = wfdb_io.read_wfdb(hea.with_suffix("")).physical()[:, 0]
     (_, x, _), *_ = readers.iter_windows(r, readers.Windowing())
     np.testing.assert_allclose(embed.input_contract(x, r.fs), embed.input_contract(ref, 500.0),
                                atol=1e-6)

@@ -31,7 +31,6 @@ may use, pins the whole process (hence JAX's XLA thread pool too) to N CPUs befo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,8 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+
+from clef_jax.bench import quiet
 
 # Default AdamW hyper-parameters of the CLEF pretraining recipe (spec §E.1).
 LEARNING_RATE = 1e-4
@@ -65,7 +66,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--modes", default="infer,train", help="comma list of infer,train")
   p.add_argument("--frameworks", default="jax,torch", help="comma list of jax,torch")
   p.add_argument("--conv_impl", default="auto",
-                 help="Net1D grouped-conv implementation (see net1d.GROUPED_CONV_IMPLS)")
+                 help="Net1D grouped-conv implementation (see conv_cpu.GROUPED_CONV_IMPLS)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="JAX compute dtype (params stay float32); torch always runs float32")
   p.add_argument("--seed", type=int, default=0)
@@ -319,6 +320,7 @@ def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  load = quiet.MachineLoad()
   cpus = pin_threads(args.threads)  # Before JAX creates its CPU client.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
@@ -334,8 +336,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     versus_args = argparse.Namespace(**{**vars(args), "backbone": args.versus})
     versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
-    from clef_jax.models import net1d
-    env["conv_impl"] = net1d.resolve_conv_impl(args.conv_impl)
+    from clef_jax.models import conv_cpu
+    env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)
   torch_side = {}
   if "torch" in args.frameworks:
     import torch
@@ -385,9 +387,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   print("signals/s: every signal through the network per wall second (train: forward + backward "
         f"+ AdamW on 2B signals); medians of {args.steps} interleaved steps after {args.warmup} "
         "warm-up steps.")
+  results["load"] = load.finish()
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    quiet.write_json(args.json, results)
     print(f"wrote {args.json}")
   return results
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 
 # Sampling rates outside (0, MAX_FS] are refused: no ECG recorder samples above 20 kHz, and such a
 # value is almost always a header typo (a sample count or a period in the rate field).
@@ -91,14 +91,14 @@ def _normalise(name: str) -> tuple[str, str]:
 
 
 def standard_lead(name: str) -> str | None:
-  """The standard lead (`ecg.LEAD_ORDER` spelling) a channel name stands for, or None.
+  """The standard lead (`schema.LEAD_ORDER` spelling) a channel name stands for, or None.
 
   >>> standard_lead("MLII"), standard_lead("Lead I"), standard_lead("ECG1"), standard_lead("V5")
   ('II', 'I', None, 'V5')
   """
   key, prefix = _normalise(name)
-  if key in ecg.LEAD_INDEX:
-    return ecg.LEAD_ORDER[ecg.LEAD_INDEX[key]]
+  if key in schema.LEAD_INDEX:
+    return schema.LEAD_ORDER[schema.LEAD_INDEX[key]]
   if key in LEAD_ALIASES:
     return LEAD_ALIASES[key]
   if "LEAD" in prefix and key in _LEAD_NUMBERS:
@@ -107,12 +107,12 @@ def standard_lead(name: str) -> str | None:
 
 
 def check_lead(lead: str | None) -> str | None:
-  """A requested `--lead` in `ecg.LEAD_ORDER` spelling (aliases accepted), or InputError."""
+  """A requested `--lead` in `schema.LEAD_ORDER` spelling (aliases accepted), or InputError."""
   if lead is None:
     return None
   std = standard_lead(lead)
   if std is None:
-    raise InputError(f"--lead {lead!r} is not a standard lead ({', '.join(ecg.LEAD_ORDER)}); to "
+    raise InputError(f"--lead {lead!r} is not a standard lead ({', '.join(schema.LEAD_ORDER)}); to "
                      "pick a channel by the file's own name use --channel.", "bad_argument")
   return std
 

@@ -18,7 +18,7 @@ lines, then one sample per line:
 
 The sampling rate, lead and unit come from that block. A plain CSV (no such block) holds one
 column per channel with an optional header row of channel names; an `.npy` array holds `(T,)`,
-`(N, T)` (N single-lead recordings) or `(N, T, 12)` (leads in `ecg.LEAD_ORDER`). Neither says its
+`(N, T)` (N single-lead recordings) or `(N, T, 12)` (leads in `schema.LEAD_ORDER`). Neither says its
 sampling rate or unit: `--fs` and `--unit` do (500 Hz and mV when not given, with a log line).
 CSV files are read whole (wearable exports are short); `.npy` files are memory-mapped.
 """
@@ -32,7 +32,7 @@ import re
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax.readers import core
 
 DEFAULT_FS = 500.0
@@ -167,9 +167,9 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
   if a.ndim == 1:
     a = a[None]
   if a.ndim == 3:
-    if a.shape[-1] != ecg.NUM_LEADS:
+    if a.shape[-1] != schema.NUM_LEADS:
       raise core.InputError(f"{where}: 3-D input must be (N, T, 12); got {a.shape}.", "bad_shape")
-    choice = core.choose_channel(list(ecg.LEAD_ORDER), where=where, lead=lead, channel=channel)
+    choice = core.choose_channel(list(schema.LEAD_ORDER), where=where, lead=lead, channel=channel)
     a, name, std = a[..., choice.index], choice.name, choice.lead
   elif a.ndim == 2:
     if channel is not None:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
 from clef_jax.readers import core
 
@@ -40,7 +40,7 @@ class Windowing:
     max_windows: at most this many windows per record (None: all).
     block_windows: windows read per chunk (bounds memory for any record length).
   """
-  window_s: float = float(ecg.WINDOW_SECONDS)
+  window_s: float = float(schema.WINDOW_SECONDS)
   hop_s: float | None = None
   min_s: float | None = None
   max_missing: float = 0.5
@@ -145,7 +145,7 @@ def iter_windows(rec: core.Recording, w: Windowing
       missing = np.isnan(real)
       if missing.mean() > w.max_missing or missing.all():
         yield s, None, "missing"
-      elif np.nanstd(real) < ecg.FLAT_STD_MV:
+      elif np.nanstd(real) < wfdb_io.FLAT_STD_MV:
         yield s, None, "flat"
       else:
         # float32, as the built datasets' physical values: the input contract's 0.67 Hz
