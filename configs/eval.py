@@ -25,7 +25,7 @@ TASKS is one task or several joined by `+` (or a group name), e.g.
 | `min_positives=N` | Dx codes need N train positives to become a class (default 10) |
 | `head=ridge` | closed-form ridge probe instead of the AdamW-trained head (default `adamw`) |
 | `labels=F` | train on a fraction F of each task's training labels (0.01, 0.1, 1; fixed seed) |
-| `reference=LABEL` | the model the cross-task averages compare against (default `random init`) |
+| `reference=LABEL` | the model the cross-task averages compare against (default the random init) |
 | `lvef=CONFIG` | the `mimic_iv_lvef` build config the LVEF tasks read (default: the one built) |
 | `epochs=N` `batch=N` `lr=X` `patience=N` `seed=N` `resamples=N` `max_records=N` | the obvious |
 
@@ -93,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.split_fractions = (0.7, 0.15, 0.15)   # train/validation/test, "patient" tasks.
   config.data.split_seed = 0
   config.data.max_records = 0           # Per TFDS split (or WFDB directory); 0 = all.
+  config.data.crop_seed = 0             # Tasks with crop="random": the per-record crop start.
 
   # The head (and in fine-tuning the backbone): spec §E.2 without its schedulers' bugs.
   config.train = ml_collections.ConfigDict()
@@ -121,8 +122,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict({"name": "net1d", "size": "small"})
   config.embed_batch_size = 64
   config.plots = True
-  # The model the paper-format averages (mean AUROC, mean relative MAE change) compare against.
-  config.reference = "random init"
+  # The model the paper-format averages (mean AUROC, mean relative MAE change) compare against;
+  # "" = the first model (the random init the CLI always adds).
+  config.reference = ""
 
   if "mode" in opts:
     config.mode = opts["mode"]

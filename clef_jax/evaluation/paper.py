@@ -21,9 +21,10 @@ Reported differences, for model m against reference r (`value`, `low`, `high` ea
   `mae_absolute`: the mean over tasks of MAE_m,t − MAE_r,t, in the tasks' own units (mmHg, %),
   which is only meaningful when the units agree, and is reported for completeness.
 
-A resample in which a task's metric is undefined for some model (e.g. a class with no positives)
-is dropped from that average for every model, so differences stay paired; the number of resamples
-used is reported.
+A task whose point estimate is undefined for some model (e.g. no class with both positives and
+negatives in its test set) is left out of the average and listed (`left_out`); a resample in
+which a remaining task's metric is undefined for some model is dropped from that average for
+every model, so differences stay paired; the number of resamples used is reported.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class TaskScores:
     n: number of test records (the bootstrap resamples these).
     fn: `fn(model, weights)`: the point estimate for `weights=None`, else `(B,)` values for
       `(B, n)` resample counts (the `metrics` module's convention).
+    number: the task's number in the paper's list (0 = none), for the table.
+    unit: the metric's unit (regression), for the table.
   """
   name: str
   group: str
@@ -58,10 +61,13 @@ class TaskScores:
   metric: str
   n: int
   fn: Callable[[str, np.ndarray | None], "float | np.ndarray"]
+  number: int = 0
+  unit: str = ""
 
 
-def _seed(base: int, task: str) -> int:
-  # A stable per-task stream (Python's hash() is salted per process).
+def task_seed(base: int, task: str) -> int:
+  """The bootstrap seed of `task`: a stable per-task stream from `base` (Python's `hash()` is
+  salted per process), `(base * 1_000_003 + crc32(task)) mod 2**32`."""
   return (base * 1_000_003 + zlib.crc32(task.encode())) % (2**32)
 
 
@@ -107,7 +113,7 @@ def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: 
     points[t.name] = {m: float(t.fn(m, None)) for m in models}
     chunks: dict[str, list[np.ndarray]] = {m: [] for m in models}
     for counts in metrics.bootstrap_counts(t.n, num_resamples=num_resamples,
-                                           seed=_seed(seed, t.name)):
+                                           seed=task_seed(seed, t.name)):
       for m in models:
         chunks[m].append(np.asarray(t.fn(m, counts), np.float64))
     draws[t.name] = {m: np.concatenate(chunks[m]) for m in models}
@@ -117,12 +123,14 @@ def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: 
   out: dict[str, object] = {
       "models": models, "reference": reference, "confidence": confidence,
       "num_resamples": num_resamples, "cells": cells,
-      "tasks": [{"name": t.name, "group": t.group, "kind": t.kind, "metric": t.metric}
-                for t in tasks]}
+      "tasks": [{"name": t.name, "group": t.group, "kind": t.kind, "metric": t.metric,
+                 "n": t.n, "number": t.number, "unit": t.unit} for t in tasks]}
   for kind in KINDS:
-    chosen = [t.name for t in tasks if t.kind == kind]
+    of_kind = [t.name for t in tasks if t.kind == kind]
+    chosen = [n for n in of_kind if all(np.isfinite(points[n][m]) for m in models)]
     if chosen:
       out[kind] = _average(kind, chosen, models, reference, points, draws, confidence)
+      out[kind]["left_out"] = [n for n in of_kind if n not in chosen]
   return out
 
 
@@ -164,42 +172,77 @@ def _average(kind: str, chosen: list[str], models: list[str], reference: str,
   return result
 
 
-def _cell(c: Mapping[str, float], digits: int) -> str:
-  if not np.isfinite(c["value"]):
+def _cell(c: Mapping[str, float], digits: int, sign: str = "") -> str:
+  if c["value"] is None or not np.isfinite(c["value"]):
     return "n/a"
-  return f"{c['value']:.{digits}f} [{c['low']:.{digits}f}, {c['high']:.{digits}f}]"
+  text = f"{c['value']:{sign}.{digits}f}"
+  if c["low"] is None or not np.isfinite(c["low"]):
+    return text
+  return f"{text} [{c['low']:{sign}.{digits}f}, {c['high']:{sign}.{digits}f}]"
 
 
-def format_markdown(summary: Mapping[str, object]) -> str:
-  """The paper-format table (rows = tasks grouped by dataset, columns = models) and averages."""
+def ordered_tasks(summary: Mapping[str, object], group_order: Sequence[str] = ()
+                  ) -> list[Mapping[str, object]]:
+  """The summary's tasks grouped by dataset: the groups of `group_order` first, then the others
+  in order of appearance; within a group, the order given."""
+  tasks = list(summary["tasks"])
+  groups = list(dict.fromkeys([g for g in group_order if any(t["group"] == g for t in tasks)]
+                              + [t["group"] for t in tasks]))
+  return [t for g in groups for t in tasks if t["group"] == g]
+
+
+def format_markdown(summary: Mapping[str, object], *,
+                    group_titles: Mapping[str, str] | None = None,
+                    group_order: Sequence[str] = ()) -> str:
+  """The paper-format table and the two averages, in markdown.
+
+  Rows = tasks grouped by dataset (`ordered_tasks`), columns = models, each cell the point
+  estimate [its bootstrap interval]; then the mean AUROC over the classification tasks and the
+  mean relative MAE change over the regression tasks, each against the reference model with
+  its paired interval, in absolute points and in percent.
+  """
+  group_titles = group_titles or {}
   models = list(summary["models"])
   reference = summary["reference"]
   conf = int(round(100 * float(summary["confidence"])))
-  lines = [f"Cells: point estimate [{conf} % paired bootstrap interval, "
-           f"{summary['num_resamples']} resamples].", "",
-           "| dataset | task | metric | " + " | ".join(models) + " |",
-           "|---|---|---|" + "---|" * len(models)]
-  for t in summary["tasks"]:
+  lines = [f"Cells: point estimate [{conf} % bootstrap interval, {summary['num_resamples']} "
+           "resamples of each task's test records, the same for every model].", "",
+           "| dataset | # | task | metric | n test | " + " | ".join(models) + " |",
+           "|---|---|---|---|---|" + "---|" * len(models)]
+  for t in ordered_tasks(summary, group_order):
     digits = 3 if t["kind"] == "classification" else 2
+    arrow = "↑" if t["kind"] == "classification" else "↓"
+    metric = f"{t['metric']}{' (' + t['unit'] + ')' if t.get('unit') else ''} {arrow}"
     row = [_cell(summary["cells"][t["name"]][m], digits) for m in models]
-    lines.append(f"| {t['group']} | {t['name']} | {t['metric']} | " + " | ".join(row) + " |")
-  for kind, label in (("classification", "mean AUROC"), ("regression", "mean MAE")):
+    lines.append(f"| {group_titles.get(t['group'], t['group'])} | {t.get('number') or ''} | "
+                 f"{t['name']} | {metric} | {t.get('n', '')} | " + " | ".join(row) + " |")
+  for kind in KINDS:
     avg = summary.get(kind)
     if not avg:
       continue
-    digits = 3 if kind == "classification" else 2
-    lines += ["", f"**{label}** over {len(avg['tasks'])} tasks "
-              f"({avg['resamples']} resamples with every task defined):", "",
-              "| model | " + label + " | vs " + str(reference) + " |", "|---|---|---|"]
+    left_out = avg.get("left_out") or []
+    skipped = (f"; left out, undefined for some model: {', '.join(left_out)}" if left_out
+               else "")
+    if kind == "classification":
+      lines += ["", f"**mean AUROC** over {len(avg['tasks'])} tasks ({avg['resamples']} "
+                f"resamples with every task defined{skipped}), against {reference} (paired "
+                "bootstrap):", "",
+                f"| model | mean AUROC ↑ | vs {reference}: AUROC points | vs {reference}: "
+                "relative % |", "|---|---|---|---|"]
+    else:
+      lines += ["", f"**mean relative MAE change** over {len(avg['tasks'])} tasks "
+                f"({avg['resamples']} resamples with every task defined{skipped}), against "
+                f"{reference} (paired bootstrap; negative = lower error):", "",
+                f"| model | mean MAE ↓ | vs {reference}: relative MAE change % | vs "
+                f"{reference}: absolute MAE change |", "|---|---|---|---|"]
     for m in models:
       vs = avg["versus_reference"].get(m)
+      digits = 3 if kind == "classification" else 2
       if vs is None:
-        versus = "reference"
+        cells = ["reference", "reference"]
       elif kind == "classification":
-        versus = (f"{_cell(vs['auroc_points'], 2)} AUROC points; "
-                  f"{_cell(vs['auroc_relative_pct'], 2)} %")
+        cells = [_cell(vs["auroc_points"], 2, "+"), _cell(vs["auroc_relative_pct"], 2, "+")]
       else:
-        versus = (f"{_cell(vs['mae_relative_pct'], 2)} % mean relative MAE change; "
-                  f"{_cell(vs['mae_absolute'], 2)} mean absolute MAE change")
-      lines.append(f"| {m} | {_cell(avg['mean'][m], digits)} | {versus} |")
+        cells = [_cell(vs["mae_relative_pct"], 2, "+"), _cell(vs["mae_absolute"], 2, "+")]
+      lines.append(f"| {m} | {_cell(avg['mean'][m], digits)} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
