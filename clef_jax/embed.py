@@ -30,12 +30,13 @@ import itertools
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
+from clef_jax.data import schema, wfdb_io
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34

@@ -17,7 +17,8 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class Encoder:
 
   @classmethod
   def load(cls, source: str | os.PathLike, *, backbone: str | None = None,
-           size: str | None = None, batch_size: int = 64) -> "Encoder":
+           size: str | None = None, batch_size: int = 64) -> Encoder:
     """Loads a training workdir (its latest checkpoint), a step directory or a PyTorch file.
 
     Args:

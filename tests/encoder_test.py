@@ -6,13 +6,11 @@ import pathlib
 import subprocess
 import sys
 
+import hostile
 import numpy as np
 import pytest
 
-from clef_jax import embed
-from clef_jax import encoder
-from clef_jax import readers
-import hostile
+from clef_jax import embed, encoder, readers
 
 wfdb = pytest.importorskip("wfdb")
 

@@ -1,13 +1,12 @@
 """Tests for `clef_jax.readers`: every input kind against files written by independent code."""
 
+import hostile
 import numpy as np
 import pytest
 
+from clef_jax import embed, readers
 from clef_jax.data import wfdb_io
-from clef_jax import embed
-from clef_jax import readers
 from clef_jax.readers import core
-import hostile
 
 wfdb = pytest.importorskip("wfdb")
 

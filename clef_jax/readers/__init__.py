@@ -25,17 +25,28 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
-from clef_jax.readers import edf_files
-from clef_jax.readers import text_files
-from clef_jax.readers import wfdb_files
+from clef_jax.readers import edf_files, text_files, wfdb_files
 from clef_jax.readers.core import (  # noqa: F401  (the package's API)
-    LEAD_ALIASES, MAX_FS, UNIT_TO_MV, InputError, Recording, check_lead, choose_channel,
-    standard_lead)
+  LEAD_ALIASES,
+  MAX_FS,
+  UNIT_TO_MV,
+  InputError,
+  Recording,
+  check_lead,
+  choose_channel,
+  standard_lead,
+)
 from clef_jax.readers.text_files import from_array  # noqa: F401
 from clef_jax.readers.windows import (  # noqa: F401
-    SKIP_REASONS, Span, Windowing, count_windows, iter_windows, max_chunk_samples)
+  SKIP_REASONS,
+  Span,
+  Windowing,
+  count_windows,
+  iter_windows,
+  max_chunk_samples,
+)
 
 _FILE_SUFFIXES = (".hea", ".csv", ".npy") + edf_files.SUFFIXES
 

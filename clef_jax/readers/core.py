@@ -11,7 +11,7 @@ import dataclasses
 import math
 import pathlib
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -228,7 +228,7 @@ class Recording:
                        "expected (file shorter than its header says?).", "truncated")
     return x
 
-  def __enter__(self) -> "Recording":
+  def __enter__(self) -> Recording:
     return self
 
   def __exit__(self, *exc) -> None:

@@ -126,7 +126,7 @@ def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channe
   segments = []   # (first sample, length, record path or None, channel index, scale)
   chosen = None
   offset = 0
-  for k, (name, n) in enumerate(zip(names, lengths)):
+  for name, n in zip(names, lengths):
     if name == "~" or n == 0:
       if n == 0 and name != "~" and chosen is None:   # The layout segment of a variable layout.
         layout = _rdheader(path.parent / name)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
+from clef_jax.data import schema, wfdb_io
 from clef_jax.readers import core
 
 SKIP_REASONS = {
