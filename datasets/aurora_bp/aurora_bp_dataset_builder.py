@@ -84,8 +84,11 @@ def participant_splits(pids: list[str], seed: int = SPLIT_SEED) -> dict[str, str
   """pid -> split: 70 % train, then the rest 50 / 50 validation / test (the paper's two calls)."""
   train, rest = sklearn_split(pids, 0.3, seed)
   validation, test = sklearn_split(rest, 0.5, seed)
-  return {**{p: "train" for p in train}, **{p: "validation" for p in validation},
-          **{p: "test" for p in test}}
+  return {
+    **{p: "train" for p in train},
+    **{p: "validation" for p in validation},
+    **{p: "test" for p in test},
+  }
 
 
 def _number(value) -> float:
@@ -121,10 +124,16 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      Config(name="auscultatory", protocol="auscultatory",
-             description="Auscultatory protocol, initial Calibration_start_1 ECG."),
-      Config(name="oscillometric", protocol="oscillometric",
-             description="Oscillometric protocol, initial Calibration_start_1 ECG."),
+    Config(
+      name="auscultatory",
+      protocol="auscultatory",
+      description="Auscultatory protocol, initial Calibration_start_1 ECG.",
+    ),
+    Config(
+      name="oscillometric",
+      protocol="oscillometric",
+      description="Oscillometric protocol, initial Calibration_start_1 ECG.",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "auscultatory"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -135,12 +144,12 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            baseline_sbp=tfds.features.Scalar(dtype=np.float32, doc="Baseline SBP, mmHg."),
-            baseline_dbp=tfds.features.Scalar(dtype=np.float32, doc="Baseline DBP, mmHg."),
-            nan_dropped=tfds.features.Scalar(dtype=np.int32, doc="NaN ekg samples removed."),
-        ),
-        homepage="https://github.com/microsoft/aurorabp-sample-data",
+      features=schema.record_features(
+        baseline_sbp=tfds.features.Scalar(dtype=np.float32, doc="Baseline SBP, mmHg."),
+        baseline_dbp=tfds.features.Scalar(dtype=np.float32, doc="Baseline DBP, mmHg."),
+        nan_dropped=tfds.features.Scalar(dtype=np.int32, doc="NaN ekg samples removed."),
+      ),
+      homepage="https://github.com/microsoft/aurorabp-sample-data",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -149,11 +158,18 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     root = pathlib.Path(dl_manager.manual_dir)
     missing = [root / n for n in (PARTICIPANTS, FEATURES) if not (root / n).is_file()]
     if missing:
-      raise FileNotFoundError(f"missing {', '.join(map(str, missing))}: pass the Aurora-BP folder "
-                              "(participants.tsv, features.tsv, measurements_*/) as --manual_dir.")
+      raise FileNotFoundError(
+        f"missing {', '.join(map(str, missing))}: pass the Aurora-BP folder "
+        "(participants.tsv, features.tsv, measurements_*/) as --manual_dir."
+      )
     participants = pd.read_csv(root / PARTICIPANTS, sep="\t", dtype=str, keep_default_na=False)
-    features = pd.read_csv(root / FEATURES, sep="\t", dtype=str, keep_default_na=False,
-                           usecols=lambda c: c in ("pid", "baseline_sbp", "baseline_dbp"))
+    features = pd.read_csv(
+      root / FEATURES,
+      sep="\t",
+      dtype=str,
+      keep_default_na=False,
+      usecols=lambda c: c in ("pid", "baseline_sbp", "baseline_dbp"),
+    )
     for table, name in ((participants, PARTICIPANTS), (features, FEATURES)):
       need = {"pid"} | ({"baseline_sbp", "baseline_dbp"} if name == FEATURES else set())
       if not need <= set(table.columns):
@@ -194,8 +210,11 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         report.filtered(OTHER_PROTOCOL)
         continue
       todo[splits[pid]].append(pid)
-    return {split: self._generate_examples(root, pids, rows, baselines, inconsistent, split)
-            for split, pids in todo.items() if pids}
+    return {
+      split: self._generate_examples(root, pids, rows, baselines, inconsistent, split)
+      for split, pids in todo.items()
+      if pids
+    }
 
   def _generate_examples(self, root, pids, rows, baselines, inconsistent, split):
     report = self.report
@@ -212,7 +231,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       report.flagged_all(pid, flags)
       report.kept(pid, 1, split=split)
       sbp, dbp = baselines[pid]
-      yield pid, {
+      yield (
+        pid,
+        {
           "record_id": pid,
           "patient_id": pid,
           "signal": signal,
@@ -224,7 +245,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "baseline_sbp": np.float32(sbp),
           "baseline_dbp": np.float32(dbp),
           "nan_dropped": np.int32(dropped),
-      }
+        },
+      )
 
 
 def read_ekg(path: pathlib.Path):

@@ -33,7 +33,7 @@ def ekg_mv(pid: str) -> np.ndarray:
   """`(SAMPLES,)` mV with NaN at samples 10 and 11 (for `a001`: also 300)."""
   k = PIDS.index(pid)
   t = np.arange(SAMPLES) / 500.0
-  x = 0.9 * np.exp(-((t * 1.2) % 1.0 - 0.3) ** 2 / 0.001) + 0.05 * np.sin(2 * np.pi * t) + 0.1 * k
+  x = 0.9 * np.exp(-(((t * 1.2) % 1.0 - 0.3) ** 2) / 0.001) + 0.05 * np.sin(2 * np.pi * t) + 0.1 * k
   x[[10, 11]] = np.nan
   if pid == "a001":
     x[300] = np.nan
@@ -62,8 +62,10 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
     folder.mkdir(parents=True, exist_ok=True)
     x = ekg_mv(pid)
     head = "t\tekg\toptical\tpressure" if pid != NO_EKG else "t\tecg_other\toptical\tpressure"
-    rows = [head] + [f"{i / 500:.3f}\t{'NaN' if np.isnan(v) else f'{v:.5f}'}\t-5.8e+05\t2901.6"
-                     for i, v in enumerate(x)]
+    rows = [head] + [
+      f"{i / 500:.3f}\t{'NaN' if np.isnan(v) else f'{v:.5f}'}\t-5.8e+05\t2901.6"
+      for i, v in enumerate(x)
+    ]
     (folder / f"{pid}.{MEASUREMENT}.tsv").write_text("\n".join(rows) + "\n")
   return out_dir
 
@@ -72,4 +74,5 @@ if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
 
   from clef_jax import build  # pylint: disable=g-import-not-at-top
+
   sys.exit(build.dummy_data_main(write_dummy_data))

@@ -106,9 +106,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      Config(name="csv_class", description="lvef_class = LVEF.csv's class column (paper code)."),
-      Config(name="lvef_lt_50", class_threshold=50.0, description="lvef_class = LVEF < 50 %."),
-      Config(name="lvef_lt_40", class_threshold=40.0, description="lvef_class = LVEF < 40 %."),
+    Config(name="csv_class", description="lvef_class = LVEF.csv's class column (paper code)."),
+    Config(name="lvef_lt_50", class_threshold=50.0, description="lvef_class = LVEF < 50 %."),
+    Config(name="lvef_lt_40", class_threshold=40.0, description="lvef_class = LVEF < 40 %."),
   ]
   DEFAULT_CONFIG_NAME = "csv_class"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -117,8 +117,13 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   (https://github.com/PKUDigitalHealth/ECGFounder) in that folder or as --option lvef_csv=PATH.
   """
 
-  def __init__(self, *, lvef_csv: str | os.PathLike | None = None,
-               metadata_csv: str | os.PathLike | None = None, **kwargs):
+  def __init__(
+    self,
+    *,
+    lvef_csv: str | os.PathLike | None = None,
+    metadata_csv: str | os.PathLike | None = None,
+    **kwargs,
+  ):
     """Args: lvef_csv / metadata_csv: label and metadata CSVs (defaults: in `manual_dir`)."""
     super().__init__(**kwargs)
     self._lvef_csv = lvef_csv
@@ -126,14 +131,14 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            lvef=tfds.features.Scalar(dtype=np.float32, doc="LVEF, %; NaN missing."),
-            lvef_class=tfds.features.Scalar(dtype=np.int64, doc="Task label; -1 unknown."),
-            lvef_class_csv=tfds.features.Scalar(dtype=np.int64, doc="CSV `class`; -1 missing."),
-            path=tfds.features.Text(doc="`waveform_path` of LVEF.csv."),
-            row=tfds.features.Scalar(dtype=np.int64, doc="Row position in LVEF.csv."),
-        ),
-        homepage="https://github.com/PKUDigitalHealth/ECGFounder",
+      features=schema.record_features(
+        lvef=tfds.features.Scalar(dtype=np.float32, doc="LVEF, %; NaN missing."),
+        lvef_class=tfds.features.Scalar(dtype=np.int64, doc="Task label; -1 unknown."),
+        lvef_class_csv=tfds.features.Scalar(dtype=np.int64, doc="CSV `class`; -1 missing."),
+        path=tfds.features.Text(doc="`waveform_path` of LVEF.csv."),
+        row=tfds.features.Scalar(dtype=np.int64, doc="Row position in LVEF.csv."),
+      ),
+      homepage="https://github.com/PKUDigitalHealth/ECGFounder",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -142,20 +147,24 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     root = pathlib.Path(dl_manager.manual_dir)
     csv_path = pathlib.Path(self._lvef_csv).expanduser() if self._lvef_csv else root / LVEF_CSV
     if not csv_path.is_file():
-      raise FileNotFoundError(f"{csv_path} not found: place ECGFounder's LVEF.csv in --manual_dir "
-                              "or pass --option lvef_csv=PATH.")
+      raise FileNotFoundError(
+        f"{csv_path} not found: place ECGFounder's LVEF.csv in --manual_dir "
+        "or pass --option lvef_csv=PATH."
+      )
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     columns = list(table.columns)
     if len(columns) < 3:
-      raise ValueError(f"{csv_path}: expected subject_id, waveform_path, LVEF, class; "
-                       f"got {columns}")
+      raise ValueError(
+        f"{csv_path}: expected subject_id, waveform_path, LVEF, class; got {columns}"
+      )
     path_col = _column(columns, PATH_COLUMNS, 1)
     lvef_col = _column(columns, LVEF_COLUMNS, -2)
     class_col = _column(columns, CLASS_COLUMNS, -1)
     mimic = _mimic()
     meta_path = pathlib.Path(self._metadata_csv or root / mimic.DEFAULT_METADATA_CSV)
-    metadata = mimic.load_metadata(meta_path)[0] if (
-        self._metadata_csv or meta_path.is_file()) else {}
+    metadata = (
+      mimic.load_metadata(meta_path)[0] if (self._metadata_csv or meta_path.is_file()) else {}
+    )
 
     report, threshold = self.report, self.builder_config.class_threshold
     splits = row_splits(len(table))
@@ -176,8 +185,11 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       else:
         label = -1 if math.isnan(lvef) else int(lvef < threshold)
       if label == -1 and math.isnan(lvef):
-        report.skipped(br.MISSING_LABEL, record_id, f"row {i}: LVEF={row.get(lvef_col)!r} "
-                       f"class={row.get(class_col)!r}")
+        report.skipped(
+          br.MISSING_LABEL,
+          record_id,
+          f"row {i}: LVEF={row.get(lvef_col)!r} class={row.get(class_col)!r}",
+        )
         continue
       if key in seen:
         report.skipped(br.DUPLICATE_RECORD, record_id, f"row {i}: {path}")
@@ -187,18 +199,32 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       if not subject:
         m = re.search(r"/p(\d{8})/", "/" + key)
         subject = m.group(1) if m else record_id
-      todo[splits[i]].append({
-          "row": i, "path": path, "key": key, "record_id": record_id, "subject_id": subject,
-          "lvef": lvef, "label": label, "csv_class": csv_class})
-    return {split: self._generate_examples(root, items, metadata, split)
-            for split, items in todo.items() if items}
+      todo[splits[i]].append(
+        {
+          "row": i,
+          "path": path,
+          "key": key,
+          "record_id": record_id,
+          "subject_id": subject,
+          "lvef": lvef,
+          "label": label,
+          "csv_class": csv_class,
+        }
+      )
+    return {
+      split: self._generate_examples(root, items, metadata, split)
+      for split, items in todo.items()
+      if items
+    }
 
   def _generate_examples(self, root, items, metadata, split):
     report = self.report
     missing_nan = np.full(schema.NUM_METADATA, np.nan, np.float32)
-    loaded = imap_ordered(record_loader(windows="first"),
-                          ([root / "files" / e["key"]] for e in items),
-                          num_workers=self.num_workers)
+    loaded = imap_ordered(
+      record_loader(windows="first"),
+      ([root / "files" / e["key"]] for e in items),
+      num_workers=self.num_workers,
+    )
     for e, rec in zip(items, loaded):
       for _, error in rec.errors:
         report.skipped(error.reason, e["record_id"], error.detail)
@@ -214,7 +240,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       report.flagged_all(e["record_id"], flags)
       report.kept(e["record_id"], 1, split=split)
       meta = metadata.get(e["key"])
-      yield e["record_id"], {
+      yield (
+        e["record_id"],
+        {
           **rec.windows[0].features(),
           "record_id": e["record_id"],
           "patient_id": e["subject_id"],
@@ -224,4 +252,5 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "lvef_class_csv": np.int64(e["csv_class"]),
           "path": e["path"],
           "row": np.int64(e["row"]),
-      }
+        },
+      )

@@ -21,15 +21,23 @@ CAUSES = (0, 1, 3, 6, 7, 2, 0, 3, 1, 0, 6, 3)  # P0006 is the unknown code 2.
 NO_HOLTER = "P0003"
 SAMPLES = 11000
 FS = 200
-COLUMNS = ("Patient ID", "Age", "Gender (male=1)", "LVEF (%)", "Holter available",
-           "Exit of the study", "Cause of death", "Follow-up period from enrollment (days)")
+COLUMNS = (
+  "Patient ID",
+  "Age",
+  "Gender (male=1)",
+  "LVEF (%)",
+  "Holter available",
+  "Exit of the study",
+  "Cause of death",
+  "Follow-up period from enrollment (days)",
+)
 
 
 def holter_mv(pid: str) -> np.ndarray:
   """`(SAMPLES, 3)` mV; channel 0 carries the planted problems."""
   k = PATIENTS.index(pid)
   t = np.arange(SAMPLES) / FS
-  beat = np.exp(-((t * 1.15) % 1.0 - 0.4) ** 2 / 0.002)
+  beat = np.exp(-(((t * 1.15) % 1.0 - 0.4) ** 2) / 0.002)
   x = np.stack([beat * (0.8 + 0.05 * k), 0.5 * beat + 0.1, -0.3 * beat], axis=1)
   x[:, 0] += 0.02 * np.sin(2 * np.pi * 0.3 * t) + 0.01 * k
   if pid == "P0007":
@@ -52,11 +60,32 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
   for k, (pid, cause) in enumerate(zip(PATIENTS, CAUSES)):
     has = pid != NO_HOLTER
     exit_code = "" if cause == 0 else "3"
-    lines.append(";".join((pid, str(50 + k), str(k % 2), f"{30 + k},5", str(int(has)), exit_code,
-                           str(cause), str(1000 + 10 * k))))
+    lines.append(
+      ";".join(
+        (
+          pid,
+          str(50 + k),
+          str(k % 2),
+          f"{30 + k},5",
+          str(int(has)),
+          exit_code,
+          str(cause),
+          str(1000 + 10 * k),
+        )
+      )
+    )
     if has:
-      wfdb.wrsamp(pid, fs=FS, units=["mV"] * 3, sig_name=["X", "Y", "Z"], p_signal=holter_mv(pid),
-                  fmt=["16"] * 3, adc_gain=[200.0] * 3, baseline=[0] * 3, write_dir=str(holter))
+      wfdb.wrsamp(
+        pid,
+        fs=FS,
+        units=["mV"] * 3,
+        sig_name=["X", "Y", "Z"],
+        p_signal=holter_mv(pid),
+        fmt=["16"] * 3,
+        adc_gain=[200.0] * 3,
+        baseline=[0] * 3,
+        write_dir=str(holter),
+      )
   (out_dir / "subject-info.csv").write_text("\n".join(lines) + "\n")
   return out_dir
 
@@ -65,4 +94,5 @@ if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
 
   from clef_jax import build  # pylint: disable=g-import-not-at-top
+
   sys.exit(build.dummy_data_main(write_dummy_data))

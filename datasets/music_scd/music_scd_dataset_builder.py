@@ -76,8 +76,9 @@ def row_splits(n: int) -> list[str]:
   return ["train"] * a + ["validation"] * (b - a) + ["test"] * (n - b)
 
 
-def window_is_valid(x_mv: np.ndarray, *, zero_fraction: float = 0.1, nan_fraction: float = 0.1,
-                    min_std: float = 0.01) -> bool:
+def window_is_valid(
+  x_mv: np.ndarray, *, zero_fraction: float = 0.1, nan_fraction: float = 0.1, min_std: float = 0.01
+) -> bool:
   """The paper's rule: < 10 % exact zeros, < 10 % NaN, std >= 0.01 (the paper's `is_valid_signal`
   and `is_flat_signal`)."""
   x = np.asarray(x_mv, np.float64)
@@ -111,11 +112,13 @@ def find_window(path: pathlib.Path, cfg: Config):
     start = k * cfg.stride
     if start + size > (header.sig_len or 0):
       break
-    rec = read_single_lead(path, lead=LEAD, sampfrom=start, sampto=start + size, header=header,
-                           channel=cfg.channel)
+    rec = read_single_lead(
+      path, lead=LEAD, sampfrom=start, sampto=start + size, header=header, channel=cfg.channel
+    )
     x = rec.physical()[:, schema.lead_index(LEAD)]
-    if window_is_valid(x, zero_fraction=cfg.zero_fraction, nan_fraction=cfg.nan_fraction,
-                       min_std=cfg.min_std):
+    if window_is_valid(
+      x, zero_fraction=cfg.zero_fraction, nan_fraction=cfg.nan_fraction, min_std=cfg.min_std
+    ):
       return rec, start, k, str(header.sig_name[cfg.channel])
     tried.append(start)
   raise br.RecordError(br.NO_VALID_WINDOW, f"windows at {tried or 'none'} of {header.sig_len}")
@@ -136,15 +139,15 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     listing = ", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES))
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            label=tfds.features.Scalar(dtype=np.int64, doc=f"Outcome class: {listing}."),
-            cause_of_death=tfds.features.Scalar(dtype=np.int64, doc="Raw `Cause of death`."),
-            window_start=tfds.features.Scalar(dtype=np.int64, doc="First sample of the window."),
-            window_try=tfds.features.Scalar(dtype=np.int64, doc="Which window was valid (0..)."),
-            channel_name=tfds.features.Text(doc="Name of the Holter channel stored."),
-        ),
-        metadata=tfds.core.MetadataDict(classes=list(CLASS_NAMES)),
-        homepage="https://physionet.org/content/music-sudden-cardiac-death/1.0.1/",
+      features=schema.record_features(
+        label=tfds.features.Scalar(dtype=np.int64, doc=f"Outcome class: {listing}."),
+        cause_of_death=tfds.features.Scalar(dtype=np.int64, doc="Raw `Cause of death`."),
+        window_start=tfds.features.Scalar(dtype=np.int64, doc="First sample of the window."),
+        window_try=tfds.features.Scalar(dtype=np.int64, doc="Which window was valid (0..)."),
+        channel_name=tfds.features.Text(doc="Name of the Holter channel stored."),
+      ),
+      metadata=tfds.core.MetadataDict(classes=list(CLASS_NAMES)),
+      homepage="https://physionet.org/content/music-sudden-cardiac-death/1.0.1/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -153,8 +156,10 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     root = pathlib.Path(dl_manager.manual_dir)
     info = root / SUBJECT_INFO
     if not info.is_file():
-      raise FileNotFoundError(f"{info} not found: pass the MUSIC 1.0.1 folder (subject-info.csv, "
-                              "Holter_ECG/) as --manual_dir.")
+      raise FileNotFoundError(
+        f"{info} not found: pass the MUSIC 1.0.1 folder (subject-info.csv, "
+        "Holter_ECG/) as --manual_dir."
+      )
     first = info.read_text(errors="replace").splitlines()[:1]
     sep = ";" if first and ";" in first[0] else ","
     table = pd.read_csv(info, sep=sep, dtype=str, keep_default_na=False)
@@ -202,15 +207,22 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       report.flagged_all(pid, rec.flags)
       report.kept(pid, 1, split=split)
-      yield pid, {
+      yield (
+        pid,
+        {
           **window.features(),
           "record_id": pid,
           "patient_id": pid,
-          "metadata": np.asarray(risk.metadata_from_header(
-              age=_number(row.get("Age", "")), sex=row.get("Gender (male=1)", "")), np.float32),
+          "metadata": np.asarray(
+            risk.metadata_from_header(
+              age=_number(row.get("Age", "")), sex=row.get("Gender (male=1)", "")
+            ),
+            np.float32,
+          ),
           "label": np.int64(OUTCOME_CLASSES[code]),
           "cause_of_death": np.int64(code),
           "window_start": np.int64(start),
           "window_try": np.int64(k),
           "channel_name": channel_name,
-      }
+        },
+      )
