@@ -19,7 +19,6 @@ The pieces it assembles (dataset, augmentation, loss, model, optimiser, export, 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -35,6 +34,7 @@ import ml_collections
 from clef_jax import checkpoint
 from clef_jax import input_pipeline
 from clef_jax import monitoring
+from clef_jax import run_lock
 from clef_jax import sharding as sharding_lib
 from clef_jax import train
 from clef_jax import train_setup as setup
@@ -119,12 +119,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Raises:
     ConfigError: misconfiguration (bad batch size, missing dataset or file, ...).
     TrainingError: non-finite loss (the last good checkpoint is left as the latest).
-    Preempted: SIGTERM; a checkpoint of the current step was written first.
+    Preempted: SIGTERM or SIGINT; a checkpoint of the current step was written first.
   """
   workdir = pathlib.Path(workdir).expanduser().absolute()
   is_writer = jax.process_index() == 0
+  lock = None
   if is_writer:
     workdir.mkdir(parents=True, exist_ok=True)
+    # One run per workdir: a second trainer would interleave checkpoints and logs with this one.
+    try:
+      lock = run_lock.RunLock(workdir)
+    except run_lock.WorkdirLocked as e:
+      raise ConfigError(str(e)) from None
+  try:
+    return _train_and_evaluate(config, workdir, is_writer)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                        is_writer: bool) -> dict[str, Any]:
+  """`train_and_evaluate` once the workdir is created and locked."""
   t_start = time.monotonic()
 
   # ==============================================================================================
@@ -163,31 +179,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise ConfigError(f"The {config.input.split} split has {len(train_source)} records, fewer "
                       f"than one batch of {batch_size}.")
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
-  augment = setup.augment_config(config.input, noise_mat)
-  train_iter = input_pipeline.make_pretrain_iterator(
-      data_source=train_source, global_batch_size=batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.input.num_workers, augment=augment, window=config.input.window,
-      lead_policy=config.input.lead, sharding=sharding_lib.batch_sharding(mesh),
-      read_threads=config.input.read_threads)
+  train_iter = setup.make_train_iterator(config, train_source, mesh)
   _log("data: %s, %d %s records, %d steps/epoch, %d steps", dataset_dir, len(train_source),
        config.input.split, steps_per_epoch, total_steps)
 
   # ==============================================================================================
   # Model + Optimizer.
   # ==============================================================================================
-  try:
-    model = create_model(config.model)
-    tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
-    if config.method == "moco" and config.moco.queue_size % batch_size:
-      raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
-                       f"input.batch_size={batch_size}.")
-    step_fn = train.make_train_step(
-        model, tx, lr_fn, method=config.method,
-        loss_kwargs=setup.loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
-        moco_momentum=config.moco.momentum, mesh=mesh)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(str(e)) from None
+  model, tx, step_fn = setup.make_step(config, mesh, steps_per_epoch)
 
   # ==============================================================================================
   # Shard + Init: everything abstract until Restore decides where the weights come from.
@@ -212,20 +211,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                  max_to_keep=config.ckpt.max_to_keep,
                                  async_save=config.ckpt.async_save)
   config_json = json.loads(config.to_json())
-  latest = ckpt.latest_step()
   fresh_backbone = None                 # The random init, kept for the probe's baseline.
-  if latest is not None:
-    step_dir = workdir / "checkpoints" / str(latest)
-    with contextlib.suppress(FileNotFoundError):
-      _check_resume_config(checkpoint.read_config(step_dir), config, step_dir)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract_state, state_sharding)
-    try:
-      state = ckpt.restore(latest, target, data_iter=train_iter)
-    except ValueError as e:
-      raise ConfigError(f"Cannot resume from {step_dir}: {str(e).splitlines()[0][:300]}; use a "
-                        "new --workdir.") from None
-    _log("restore: resumed from %s (step %d)", step_dir, latest)
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        abstract_state, state_sharding)
+  try:
+    # A damaged newest step is reported in one line and an older readable one used instead.
+    restored = ckpt.restore_newest_readable(
+        target, data_iter=train_iter, report=_log,
+        check_config=lambda saved, step_dir: _check_resume_config(saved or {}, config, step_dir))
+  except checkpoint.UnreadableCheckpoint as e:
+    raise ConfigError(f"Cannot resume from {workdir / 'checkpoints'}: {e}; move the damaged "
+                      "steps away or use a new --workdir.") from None
+  if restored is not None:
+    latest, state = restored
+    _log("restore: resumed from %s (step %d)", workdir / "checkpoints" / str(latest), latest)
   else:
     backbone = None
     if config.init_from:
@@ -283,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         monitor.start_timer(step + 1)
       pending = (step, metrics)
       step += 1
-      preempt = stop.requested or ckpt.reached_preemption(step)
+      preempt = stop.requested is not None or ckpt.reached_preemption(step)
       if preempt or step == total_steps or step % config.ckpt.save_interval_steps == 0:
         record(pending)                 # Never checkpoint a state whose step went non-finite.
         pending = None
@@ -291,8 +290,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ckpt.save(step, state, data_iter=train_iter, config=config_json, force=True)
       if preempt:
         ckpt.wait()
-        raise Preempted(f"Preempted (SIGTERM): saved {workdir / 'checkpoints' / str(step)}; "
-                        "rerun the same command to resume.")
+        kind = "Interrupted" if stop.requested == signal.SIGINT else "Preempted"
+        raise Preempted(f"{kind} ({stop.name}): saved {workdir / 'checkpoints' / str(step)}; "
+                        "rerun the same command to resume.", stop.requested or signal.SIGTERM)
     if pending is not None:
       record(pending)
   finally:

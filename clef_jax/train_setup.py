@@ -56,7 +56,16 @@ class TrainingError(RuntimeError):
 
 
 class Preempted(Exception):
-  """SIGTERM (or a multi-host preemption notice) arrived; a checkpoint was saved."""
+  """SIGTERM or SIGINT (or a multi-host preemption notice) arrived; a checkpoint was saved.
+
+  Attributes:
+    signum: the signal that stopped the run (SIGTERM for a multi-host preemption notice); the
+      CLI exits with 128 + signum, as a shell reports a process that signal ended.
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = int(signum)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,29 +175,83 @@ def state_kwargs(config: Any, model, tx) -> dict[str, Any]:
               moco_queue_size=config["moco"]["queue_size"])
 
 
+def make_train_iterator(config: ml_collections.ConfigDict, train_source: Any,
+                        mesh: jax.sharding.Mesh):
+  """`config.input` -> this process's grain iterator of globally sharded training batches."""
+  from clef_jax import sharding as sharding_lib
+
+  noise_mat = config.input.noise_mat and os.path.expanduser(config.input.noise_mat)
+  return input_pipeline.make_pretrain_iterator(
+      data_source=train_source, global_batch_size=config.input.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.input.num_workers, augment=augment_config(config.input, noise_mat),
+      window=config.input.window, lead_policy=config.input.lead,
+      sharding=sharding_lib.batch_sharding(mesh), read_threads=config.input.read_threads)
+
+
+def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+              steps_per_epoch: int) -> tuple[Any, Any, Any]:
+  """`config` -> `(model, tx, step_fn)`: the backbone, the optimiser and the pure train step.
+
+  Raises:
+    ConfigError: a model, optimiser or method setting that cannot be built.
+  """
+  from clef_jax import train
+
+  try:
+    model = create_model(config.model)
+    tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
+    if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
+      raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
+                       f"input.batch_size={config.input.batch_size}.")
+    step_fn = train.make_train_step(
+        model, tx, lr_fn, method=config.method,
+        loss_kwargs=loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
+        moco_momentum=config.moco.momentum, mesh=mesh)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  return model, tx, step_fn
+
+
 # ------------------------------------------------------------------------------------------------
 # Run control and the end of the run.
 # ------------------------------------------------------------------------------------------------
 class StopSignal:
-  """SIGTERM -> a flag the loop checks between steps (single process).
+  """SIGTERM or SIGINT (Ctrl-C) -> a flag the loop checks between steps (single process).
 
+  The loop then saves the current step and stops. A second SIGINT before that save started
+  raises `KeyboardInterrupt` (the CLI exits without a traceback; a save already under way is
+  finished first, and Orbax's atomic writes never leave a half-written step as the latest).
   Multi-process runs leave SIGTERM to JAX's preemption notifier and ask the checkpoint manager
-  (`reached_preemption`), which agrees on one step across hosts.
+  (`reached_preemption`), which agrees on one step across hosts; SIGINT there stops the process
+  at once.
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested: int | None = None  # The signal number once one arrived.
+    self._previous = {}
     if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.requested == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if self.requested is None:
+      self.requested = signum
+      if signum == signal.SIGINT:
+        _log("interrupted: saving a checkpoint of this step, then stopping (Ctrl-C again to "
+             "stop without saving it)")
+
+  @property
+  def name(self) -> str:
+    return signal.Signals(self.requested or signal.SIGTERM).name
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
 def host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:

@@ -1,0 +1,239 @@
+"""Tests for `clef_jax.Encoder` and the embed CLI over it: windows, index, hostile inputs."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clef_jax import embed
+from clef_jax import encoder
+from clef_jax import readers
+import hostile
+
+wfdb = pytest.importorskip("wfdb")
+
+W = 2.0   # Seconds per window in most tests: a small model input keeps CPU compiles short.
+
+
+@pytest.fixture(scope="module")
+def enc(fast_compiles_module):
+  import jax
+  import jax.numpy as jnp
+
+  from clef_jax import models
+
+  model = models.create_backbone("net1d", "small")
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 1)))["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+  return encoder.Encoder(model, params, backbone="net1d", size="small", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def weights(enc, tmp_path_factory):
+  pytest.importorskip("torch")
+  from clef_jax import checkpoint
+
+  path = tmp_path_factory.mktemp("w") / "w.ckpt"
+  checkpoint.save_backbone_torch(enc.params, path, name="net1d", size="small")
+  return path
+
+
+def _reference(enc, x, fs, starts, window_s=W):
+  """Windows cut with numpy slicing, each through the input contract, then the backbone."""
+  n = int(np.ceil(window_s * 500 * fs / 500)) + 1
+  inputs = [embed.input_contract(x[s:s + n].astype(np.float32), fs, window=int(window_s * 500))
+            for s in starts]
+  return enc.embed_windows(np.stack(inputs))
+
+
+def test_embed_array_windows_and_mean(enc):
+  fs = 360.0
+  x = hostile.ecg_like(int(8.5 * fs), fs)          # 4 windows of 2 s; the 0.5 s tail is skipped
+  z = enc.embed(x, fs=fs, window_s=W)
+  assert z.shape == (4, 256) and z.dtype == np.float32
+  ref = _reference(enc, x, fs, [0, 720, 1440, 2160])
+  np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-5)
+  zm = enc.embed(x * 1000, fs=fs, unit="uV", window_s=W, aggregate="mean")
+  np.testing.assert_allclose(zm, ref.mean(0, keepdims=True), rtol=1e-4, atol=1e-5)
+  z = enc.embed(x, fs=fs, window_s=W, hop_s=1.0, max_windows=3)
+  np.testing.assert_allclose(z, _reference(enc, x, fs, [0, 360, 720]), rtol=1e-5, atol=1e-5)
+  with pytest.raises(readers.InputError, match="flat"):
+    enc.embed(np.zeros(5000), fs=500, window_s=W)
+  with pytest.raises(readers.InputError, match="sampling rate"):
+    enc.embed(x, fs=0)
+
+
+def test_embed_file_wfdb_multi_segment_edf_and_apple(enc, tmp_path):
+  fs = 250
+  s1 = hostile.ecg_like(1500, fs, 1)[:, None]
+  s2 = hostile.ecg_like(1000, fs, 2)[:, None]
+  for name, s in (("m_1", s1), ("m_2", s2)):
+    wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["MLII"], p_signal=s, fmt=["16"],
+                write_dir=str(tmp_path))
+  (tmp_path / "m.hea").write_text("m/2 1 250 2500\nm_1 1500\nm_2 1000\n")
+  out = enc.embed_file(tmp_path / "m", lead="II", window_s=W)
+  assert out.vectors.shape == (5, 256)
+  assert [(s.record, s.channel, s.start_s, s.end_s) for s in out.index] == [
+      ("m", "MLII", 2.0 * k, 2.0 * k + 2) for k in range(5)]
+  x = np.concatenate([wfdb.rdrecord(str(tmp_path / n)).p_signal[:, 0] for n in ("m_1", "m_2")])
+  # Window 2 (4-6 s) spans the segment boundary at 6 s: reading must stitch the two files.
+  np.testing.assert_allclose(out.vectors, _reference(enc, x, fs, range(0, 2500, 500)),
+                             rtol=1e-4, atol=1e-4)
+
+  edfio = pytest.importorskip("edfio")
+  y = hostile.ecg_like(256 * 6, 256.0, 3)
+  edfio.Edf([edfio.EdfSignal(y * 1000, sampling_frequency=256, label="ECG I",
+                             physical_dimension="uV")]).write(tmp_path / "e.edf")
+  out = enc.embed_file(tmp_path / "e.edf", window_s=W)
+  assert out.vectors.shape == (3, 256) and [s.fs_native for s in out.index] == [256.0] * 3
+  np.testing.assert_allclose(out.vectors, _reference(enc, y, 256.0, [0, 512, 1024]),
+                             rtol=1e-3, atol=1e-3)                   # EDF's 16-bit storage
+
+  a = hostile.ecg_like(512 * 30, 512.0, 4) * 1000
+  (tmp_path / "ecg_2024-05-01.csv").write_text(hostile.apple_csv(a), encoding="utf-8")
+  out = enc.embed_file(tmp_path / "ecg_2024-05-01.csv")
+  assert out.vectors.shape == (3, 256)                               # 30 s -> 3 x 10 s
+  assert [(s.channel, s.start_s, s.fs_native) for s in out.index] == [
+      ("Lead I", 0.0, 512.0), ("Lead I", 10.0, 512.0), ("Lead I", 20.0, 512.0)]
+  np.testing.assert_allclose(out.vectors, _reference(enc, a / 1000, 512.0, [0, 5120, 10240],
+                                                     window_s=10.0), rtol=1e-4, atol=1e-4)
+
+
+def test_skips_are_counted_and_bad_records_dropped(enc, tmp_path):
+  cases = hostile.write_all(tmp_path / "h")
+  d = tmp_path / "mixed"
+  d.mkdir()
+  for name in ("all_zero", "nan_only", "truncated_dat", "latin1_comments"):
+    for suffix in (".hea", ".dat"):
+      (d / f"{name}{suffix}").write_bytes((tmp_path / "h" / f"{name}{suffix}").read_bytes())
+  lines = []
+  out = enc.embed_file(d, window_s=W, log=lines.append)
+  assert {s.record for s in out.index} == {"latin1_comments"} and out.vectors.shape[0] == 6
+  assert {s.id: s.reason for s in out.skipped_records} == {
+      "all_zero": "flat", "nan_only": "missing", "truncated_dat": "truncated"}
+  assert out.skipped_windows == {"flat": 6, "missing": 6}
+  assert sum(line.startswith("skipped ") for line in lines) == 3
+  del cases
+
+
+def _run(argv, capsys):
+  try:
+    rc = embed.main([str(a) for a in argv])
+  except SystemExit as e:    # argparse
+    rc = e.code
+  out = capsys.readouterr()
+  return rc, out.out, out.err
+
+
+def test_cli_windows_index_aggregate_and_outputs(enc, weights, tmp_path, capsys):
+  fs = 360
+  x = np.stack([hostile.ecg_like(fs * 65, fs), hostile.ecg_like(fs * 65, fs, 7)], 1)
+  wfdb.wrsamp("100", fs=fs, units=["mV", "mV"], sig_name=["MLII", "V5"], p_signal=x,
+              fmt=["212", "212"], write_dir=str(tmp_path))
+  base = ["--torch_weights", weights, "--size", "small", "--batch_size", 8, "--window_s", W]
+  out = tmp_path / "o" / "emb.npy"          # a directory that does not exist yet
+  rc, stdout, err = _run(base + ["--input", tmp_path / "100", "--lead", "MLII", "--output", out,
+                                 "--max_windows", 20], capsys)
+  assert rc == 0, err
+  assert "channel 'MLII' read as lead II" in err and "Traceback" not in err
+  z = np.load(out)
+  assert z.shape == (20, 256) and "20 windows" in stdout
+  with open(f"{out}.index.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["record", "channel", "start_s", "end_s", "fs_native"]
+  assert [(r["record"], r["channel"], float(r["start_s"]), float(r["end_s"]), float(r["fs_native"]))
+          for r in rows[:2]] == [("100", "MLII", 0.0, 2.0, 360.0), ("100", "MLII", 2.0, 4.0, 360.0)]
+  np.testing.assert_allclose(z, enc.embed_file(tmp_path / "100", lead="II", window_s=W,
+                                               max_windows=20).vectors, rtol=1e-5, atol=1e-5)
+  # An existing output is never replaced unasked, and stays intact.
+  before = out.read_bytes()
+  rc, _, err = _run(base + ["--input", tmp_path / "100", "--channel", "V5", "--output", out],
+                    capsys)
+  assert rc == 2 and "already exist" in err and "--overwrite" in err
+  assert out.read_bytes() == before
+  rc, _, err = _run(base + ["--input", tmp_path / "100", "--channel", "V5", "--output", out,
+                            "--overwrite", "--aggregate", "mean"], capsys)
+  assert rc == 0, err
+  z = np.load(out)
+  with open(f"{out}.index.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert z.shape == (1, 256)
+  assert rows == [{"record": "100", "channel": "V5", "start_s": "0.0", "end_s": "65.0",
+                   "fs_native": "360.0", "windows": "33"}]              # 32 x 2 s + 1 s tail
+  assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]      # no temporary left
+  # Outputs that cannot be written fail before any embedding.
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  rc, _, err = _run(base + ["--input", tmp_path / "100", "--output", blocker / "emb.npy"], capsys)
+  assert rc == 2 and "cannot create directory" in err and blocker.read_text() == "x"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_cli_read_only_output_directory(weights, tmp_path, capsys):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o500)
+  np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
+  rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input",
+                     tmp_path / "x.npy", "--output", ro / "e.npy"], capsys)
+  assert rc == 2 and "not writable" in err
+
+
+def _case_names():
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    return sorted(hostile.write_all(pathlib.Path(d)))
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_hostile_inputs(name, weights, tmp_path, capsys):
+  """Every hostile file: the expected exit status, one error line, no traceback, no output."""
+  case = hostile.write_all(tmp_path / "in")[name]
+  out = tmp_path / "out" / "emb.npy"
+  rc, stdout, err = _run(["--torch_weights", weights, "--size", "small", "--quiet",
+                          "--batch_size", 8, "--output", out, *case.args], capsys)
+  assert rc == case.code, err
+  assert "Traceback" not in err + stdout
+  if case.code:
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and case.says.lower() in errors[0].lower(), err
+    assert not out.exists()
+  else:
+    assert np.load(out).shape[1] == 256
+
+
+@pytest.mark.slow
+def test_cli_process_no_traceback_and_help(tmp_path):
+  """As a user runs it: --help exits 0; bad input exits 1 with one line, in a fresh process."""
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  r = subprocess.run([sys.executable, "-m", "clef_jax.embed", "--help"], capture_output=True,
+                     text=True, env=env, timeout=120)
+  assert r.returncode == 0 and "--window_s" in r.stdout
+  cases = hostile.write_all(tmp_path)
+  r = subprocess.run([sys.executable, "-m", "clef_jax.embed", "--torch_weights", "nope.ckpt",
+                      "--size", "small", "--output", tmp_path / "o.npy",
+                      *cases["fs_zero"].args], capture_output=True, text=True, env=env,
+                     timeout=120)
+  assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_import_clef_jax_stays_light():
+  code = ("import sys, clef_jax; assert 'jax' not in sys.modules, 'jax imported'; "
+          "assert callable(clef_jax.Encoder.load); print('ok')")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, PYTHONPATH=os.getcwd()))
+  assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_encoder_load_from_torch_file(enc, weights):
+  loaded = encoder.Encoder.load(weights, size="small", batch_size=8)
+  x = hostile.ecg_like(1000, 500.0)
+  np.testing.assert_allclose(loaded.embed(x, fs=500, window_s=W), enc.embed(x, fs=500, window_s=W),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="needs its size"):
+    encoder.Encoder.load(weights)
