@@ -252,12 +252,14 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
 def _parser():
   import argparse
 
-  parser = argparse.ArgumentParser(
+  from clef_jax import cli
+
+  parser = cli.ArgumentParser(
       prog="python -m clef_jax.embed", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="training workdir or step directory (latest checkpoint)")
-  src.add_argument("--torch_weights", "--torch-weights", dest="torch_weights",
+  src.add_argument("--torch_weights",
                    help="PyTorch backbone file (CLEF .ckpt, state_dict, safetensors)")
   parser.add_argument("--size", choices=("small", "medium", "large"),
                       help="backbone size of --torch_weights")

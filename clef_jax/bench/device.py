@@ -41,6 +41,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from clef_jax import cli
+
 # Dense (no 2:4 sparsity) bf16 tensor-core peak per GPU, TFLOP/s, matched against
 # `device_kind` in this order (first substring match wins, so "H100 PCIe" precedes "H100").
 # NVIDIA's datasheets quote the sparse figure ("with sparsity"); dense is half of it.
@@ -81,7 +83,7 @@ def gpu_peak(device_kind: str) -> tuple[float, str] | None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
+  p = cli.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--sizes", default="small,medium", help="comma list of tiny,small,medium,large")
   p.add_argument("--batches", default="",
