@@ -9,7 +9,8 @@ Apple Watch / Apple Health ECG CSV export, a plain CSV, an `.npy` array (`(T,)`,
 `(N, T, 12)`), or a directory searched recursively for them (see `clef_jax.readers`). The
 channel is a standard lead (`--lead`, aliases such as MLII or "Lead I" accepted, with a log
 line), or the file's own channel name or index (`--channel`); default lead I, or the file's only
-channel. Units come from the file; CSV and `.npy` take `--fs` and `--unit` (500 Hz, mV if absent).
+channel. Units come from the file; CSV and `.npy` say neither rate nor unit: `--fs` and `--unit`
+are required for them.
 
 Each recording is cut into `--window_s` windows every `--hop_s` seconds, read in bounded chunks
 (a 24-hour Holter is never loaded whole). Each window goes through the models' input contract
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from clef_jax import preprocess as pp
-from clef_jax.data import schema, wfdb_io
+from clef_jax.data import schema
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34
@@ -135,19 +136,6 @@ def embed_array(embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.n
 # ------------------------------------------------------------------------------------------------
 # Reading inputs from disk (through `clef_jax.readers`).
 # ------------------------------------------------------------------------------------------------
-def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
-  """`(record, one lead's samples in physical units)` of a WFDB record (path without extension).
-
-  Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
-  that read many records skip the record and report the message.
-  """
-  rec = wfdb_io.read_wfdb(record)
-  j = schema.lead_index(lead)
-  if not rec.lead_present[j]:
-    raise ValueError(f"no lead {lead}")
-  return rec, rec.physical()[:, j]
-
-
 def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
                 window: int = schema.WINDOW_SAMPLES, fs: float | None = None,
                 channel: str | int | None = None, unit: str | None = None
@@ -158,7 +146,7 @@ def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
     path: a file, a WFDB record (`rec` or `rec.hea`) or a directory.
     lead, channel: which channel (`readers.choose_channel`).
     window: samples per model input at 500 Hz.
-    fs, unit: for files that do not say (CSV, `.npy`: 500 Hz, mV when None).
+    fs, unit: for files that do not say (CSV, `.npy`: required there).
 
   Returns:
     `(x (N, window) float32, ids, errors)`; `errors` holds one line per skipped record.
@@ -273,9 +261,9 @@ def _parser():
   parser.add_argument("--lead", help="standard lead to embed (aliases such as MLII accepted; "
                       "default: lead I, or the file's only channel)")
   parser.add_argument("--channel", help="the file's own channel name, or its 0-based index")
-  parser.add_argument("--fs", type=float, help="sampling rate of CSV/.npy input (default 500)")
+  parser.add_argument("--fs", type=float, help="sampling rate in Hz (required for CSV/.npy input)")
   parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
-                      "(uV, mV, V; CSV/.npy default mV)")
+                      "(uV, mV, V; required for CSV/.npy input)")
   parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
                       help="seconds per window (default 10)")
   parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")

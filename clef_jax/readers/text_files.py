@@ -19,7 +19,8 @@ lines, then one sample per line:
 The sampling rate, lead and unit come from that block. A plain CSV (no such block) holds one
 column per channel with an optional header row of channel names; an `.npy` array holds `(T,)`,
 `(N, T)` (N single-lead recordings) or `(N, T, 12)` (leads in `schema.LEAD_ORDER`). Neither says its
-sampling rate or unit: `--fs` and `--unit` do (500 Hz and mV when not given, with a log line).
+sampling rate or unit, so both are required (`--fs`, `--unit`): a guessed rate would give
+embeddings of a signal played at the wrong speed without any sign of it.
 CSV files are read whole (wearable exports are short); `.npy` files are memory-mapped.
 """
 
@@ -35,18 +36,18 @@ import numpy as np
 from clef_jax.data import schema
 from clef_jax.readers import core
 
-DEFAULT_FS = 500.0
-DEFAULT_UNIT = "mV"
+DEFAULT_UNIT = "mV"   # Of in-memory arrays (`from_array`), as the Python API documents.
 _NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 
 
-def _defaults(path: pathlib.Path, fs: float | None, unit: str | None) -> tuple[float, str, list]:
-  notes = []
-  if fs is None or unit is None:
-    notes.append(f"{path}: no sampling rate/unit in the file; using "
-                 f"{'--fs ' + format(fs if fs is not None else DEFAULT_FS, 'g')} and "
-                 f"--unit {unit or DEFAULT_UNIT} (pass them to say otherwise)")
-  return (DEFAULT_FS if fs is None else fs), (unit or DEFAULT_UNIT), notes
+def _required(path: pathlib.Path, fs: float | None, unit: str | None, *, what: str
+              ) -> tuple[float, str]:
+  """`--fs` and `--unit` for a file that says neither; InputError naming what is missing."""
+  missing = [flag for flag, v in (("--fs HZ", fs), ("--unit (uV, mV or V)", unit)) if v is None]
+  if missing:
+    raise core.InputError(f"{path}: {what} does not say its sampling rate or unit; pass "
+                          f"{' and '.join(missing)}.", "bad_argument")
+  return fs, unit  # type: ignore[return-value]
 
 
 def _array_recording(x: np.ndarray, *, rid: str, path: pathlib.Path, channel: str,
@@ -116,12 +117,12 @@ def open_csv(path: pathlib.Path, *, rid: str, lead: str | None = None,
   if len(names) != width:
     names = [str(i) for i in range(width)]
   choice = core.choose_channel(names, where=where, lead=lead, channel=channel)
-  fs, unit, notes = _defaults(path, fs, unit)
+  fs, unit = _required(path, fs, unit, what="a plain CSV")
   fs = core.check_fs(fs, where=where)
   x = np.array([_cell(r, choice.index) for r in data if any(c.strip() for c in r)], np.float64)
   return _array_recording(x, rid=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
                           scale=core.unit_scale(unit, where=where),
-                          notes=notes + ([choice.note] if choice.note else []))
+                          notes=[choice.note] if choice.note else [])
 
 
 def _cell(row: list[str], j: int) -> float:
@@ -179,9 +180,9 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
   else:
     raise core.InputError(f"{where}: expected (T,), (N, T) or (N, T, 12); got {a.shape}.",
                           "bad_shape")
-  fs, unit, notes = _defaults(path, fs, unit)
+  fs, unit = _required(path, fs, unit, what="a .npy array")
   fs = core.check_fs(fs, where=where)
   scale = core.unit_scale(unit, where=where)
   return [_array_recording(a[i], rid=str(i), path=path, channel=name, lead=std, fs=fs,
-                           scale=scale, notes=notes if i == 0 else [])
+                           scale=scale, notes=[])
           for i in range(a.shape[0])]
