@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clef_jax import embed
+from clef_jax import embed, readers
 from clef_jax import preprocess as pp
 from clef_jax.data import built, dx, parsing, schema
 from clef_jax.data.signal import resample
@@ -89,22 +89,28 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int,
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f"No WFDB directory {root}.")
-  headers = sorted(root.rglob("*.hea"), key=lambda p: p.relative_to(root).as_posix())
-  if max_records:
-    headers = headers[:max_records]
-  if not headers:
-    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   schema.lead_index(lead)                   # An unknown lead name fails here, before any reading.
+  try:   # The embed CLI's reader layer: aliases (MLII), multi-segment records, units.
+    sources = [s for s in readers.find_inputs(root) if s.kind == "wfdb"]
+  except readers.InputError:
+    sources = []
+  sources.sort(key=lambda s: s.id)
+  if max_records:
+    sources = sources[:max_records]
+  if not sources:
+    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   chunks, ids, fields, skipped = [], [], {"sex": [], "age": [], "dx": []}, []
-  for header in headers:
-    rid = header.relative_to(root).with_suffix("").as_posix()
+  for src in sources:
+    rid = src.id
     try:
-      rec, signal = embed.read_lead(header.with_suffix(""), lead)
+      with readers.open_source(src, lead=lead)[0] as rec:
+        # float32, as the built datasets' physical values (see `readers.iter_windows`).
+        signal = rec.read(0, rec.n_samples).astype(np.float32)
     except Exception as e:  # One unreadable record must not stop the others.
       skipped.append(f"{rid}: {e}")
       continue
     comments = parsing.parse_header_comments(rec.comments)
-    chunks.append(lead_windows(signal, rec.sampling_rate, window=window, windows=windows))
+    chunks.append(lead_windows(signal, rec.fs, window=window, windows=windows))
     ids.append(rid)
     fields["sex"].append(parsing.parse_sex(comments.get("sex"))[0])
     fields["age"].append(parsing.parse_age(comments.get("age"))[0])

@@ -202,6 +202,7 @@ class Recording:
     fs: native sampling rate, Hz.
     n_samples: native length in samples.
     notes: log lines about choices made while opening (alias applied, unit assumed).
+    comments: the file's free-text header comments (WFDB `#` lines; [] for other kinds).
   """
   id: str
   path: pathlib.Path
@@ -211,6 +212,7 @@ class Recording:
   n_samples: int
   reader: Callable[[int, int], np.ndarray]
   notes: list[str] = dataclasses.field(default_factory=list)
+  comments: list[str] = dataclasses.field(default_factory=list)
   closer: Callable[[], None] | None = None
 
   @property
