@@ -139,6 +139,7 @@ def test_cli_windows_index_aggregate_and_outputs(enc, weights, tmp_path, capsys)
                                  "--max_windows", 20], capsys)
   assert rc == 0, err
   assert "channel 'MLII' read as lead II" in err and "Traceback" not in err
+  assert "embed: 1/1 records, 20 windows, " in err and " windows/s, ETA " in err   # progress
   z = np.load(out)
   assert z.shape == (20, 256) and "20 windows" in stdout
   with open(f"{out}.index.csv") as f:
@@ -178,7 +179,8 @@ def test_cli_read_only_output_directory(weights, tmp_path, capsys):
   ro.chmod(0o500)
   np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
   rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input",
-                     tmp_path / "x.npy", "--output", ro / "e.npy"], capsys)
+                     tmp_path / "x.npy", "--fs", 500, "--unit", "mV", "--output", ro / "e.npy"],
+                    capsys)
   assert rc == 2 and "not writable" in err
 
 
@@ -235,3 +237,95 @@ def test_encoder_load_from_torch_file(enc, weights):
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="needs its size"):
     encoder.Encoder.load(weights)
+
+
+_FLAGS = {"--fs": "fs", "--unit": "unit", "--channel": "channel", "--lead": "lead",
+          "--window_s": "window_s", "--hop_s": "hop_s"}
+
+
+@pytest.mark.parametrize("name", [n for n in _case_names() if n != "latin1_comments"])
+def test_hostile_inputs_through_the_api(name, enc, tmp_path):
+  """The same files through `Encoder.embed_file`: one `InputError` line naming the file."""
+  case = hostile.write_all(tmp_path)[name]
+  args = dict(zip(case.args[::2], case.args[1::2]))
+  kwargs = {_FLAGS[k]: v for k, v in args.items() if k != "--input"}
+  for key in ("fs", "window_s", "hop_s"):
+    if key in kwargs:
+      kwargs[key] = float(kwargs[key])
+  with pytest.raises(readers.InputError) as e:
+    enc.embed_file(args["--input"], **kwargs)
+  message = str(e.value)
+  assert "\n" not in message and case.says.lower() in message.lower(), message
+  if not name.startswith("cli_"):           # argument errors name the flag, file errors the file
+    assert pathlib.Path(args["--input"]).stem in message, message
+
+
+@pytest.mark.parametrize("signal, kwargs, says", [
+    (np.zeros(5000), {"fs": 500}, "flat"),
+    (np.full(5000, 3.2), {"fs": 500}, "flat"),
+    (np.full(5000, np.nan), {"fs": 500}, "missing"),
+    (hostile.ecg_like(100, 500.0), {"fs": 500}, "no window"),            # 0.2 s
+    (hostile.ecg_like(5000, 500.0), {"fs": 0}, "sampling rate 0 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": -500}, "sampling rate -500 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": float("nan")}, "sampling rate nan Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 5e4}, "sampling rate 50000 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": "fast"}, "not a number"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "unit": "mmHg"}, "unknown signal unit"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "lead": "MLX"}, "not a standard lead"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "window_s": 0}, "--window_s"),
+    (np.zeros((2, 5000)), {"fs": 500}, "1-D real-valued"),
+    (np.array(["1"] * 5000), {"fs": 500}, "1-D real-valued"),
+    (np.array([object()] * 5000), {"fs": 500}, "1-D real-valued"),
+    (np.ones(5000, bool), {"fs": 500}, "1-D real-valued"),
+])
+def test_hostile_arrays_through_the_api(enc, signal, kwargs, says):
+  with pytest.raises(readers.InputError, match=says) as e:
+    enc.embed(signal, window_s=W, **kwargs) if "window_s" not in kwargs else enc.embed(
+        signal, **kwargs)
+  assert "\n" not in str(e.value)
+
+
+def test_progress_line_counts_rate_and_eta(monkeypatch):
+  import io
+
+  now = [100.0]
+  monkeypatch.setattr(encoder.time, "monotonic", lambda: now[0])
+  stream = io.StringIO()
+  p = encoder.Progress(2, stream=stream, every_s=5.0)
+  p.opened_record(10)                     # 2 records, the unopened one assumed as long: 20
+  now[0] = 110.0
+  p.update(records=0, windows=5)          # 0.5 windows/s, 15 windows to go -> 30 s
+  now[0] = 111.0
+  p.update(records=1, windows=6)          # within every_s of the last line: not printed
+  assert stream.getvalue() == "embed: 0/2 records, 5 windows, 0.5 windows/s, ETA 00:00:30\n"
+
+
+def test_readme_example_runs_as_written(enc, weights, tmp_path, monkeypatch):
+  """The README's five-line Python example, executed verbatim (`"W"` is a stand-in workdir)."""
+  import re
+
+  import clef_jax
+
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  section = readme[readme.index("## Embed your own ECGs"):]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  assert len(code.strip().splitlines()) == 5 and 'clef_jax.Encoder.load("W")' in code
+  load = encoder.Encoder.load.__func__
+  monkeypatch.setattr(encoder.Encoder, "load", classmethod(
+      lambda cls, source, **kw: load(cls, weights, size="small", batch_size=8)
+      if source == "W" else load(cls, source, **kw)))
+  edfio = pytest.importorskip("edfio")
+  y = hostile.ecg_like(256 * 30, 256.0, 3)
+  edfio.Edf([edfio.EdfSignal(y * 1000, sampling_frequency=256, label=label,
+                             physical_dimension="uV") for label in ("ECG I", "ECG II")]
+            ).write(tmp_path / "holter.edf")
+  monkeypatch.chdir(tmp_path)
+  scope = {"signal": 1000 * hostile.ecg_like(512 * 30, 512.0)}
+  exec(code, scope)                                              # noqa: S102
+  assert scope["z"].shape == (3, 256)
+  res = scope["res"]
+  assert res.vectors.shape == (1, 256) and res.windows == [6]   # 0, 5, ..., 25 s (5 s = min_s)
+  assert (res.index[0].channel, res.index[0].end_s) == ("ECG II", 30.0)
+  np.testing.assert_allclose(scope["z"], enc.embed(scope["signal"] / 1000, fs=512), rtol=1e-4,
+                             atol=1e-4)
+  assert clef_jax.Encoder is encoder.Encoder
