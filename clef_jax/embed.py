@@ -265,10 +265,10 @@ def _parser():
   parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
                       "(uV, mV, V; required for CSV/.npy input)")
   parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
-                      help="seconds per window (default 10)")
+                      help="seconds per window, 1 to 3600 (default 10)")
   parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")
   parser.add_argument("--min_s", type=float,
-                      help="least seconds of signal in a window (default: window_s / 2)")
+                      help="least seconds of signal in a window, >= 0.5 (default: window_s / 2)")
   parser.add_argument("--max_missing", type=float, default=0.5,
                       help="largest missing (NaN) fraction of a kept window (default 0.5)")
   parser.add_argument("--max_windows", type=int, help="at most this many windows per record")

@@ -271,6 +271,8 @@ def test_windows_are_streamed_in_bounded_chunks():
 
 def test_windowing_arguments_are_checked():
   for kw, flag in (({"window_s": 0}, "--window_s"), ({"window_s": float("nan")}, "--window_s"),
+                   ({"window_s": 0.5}, r"--window_s 0.5: must be .* in \[1, 3600\]"),
+                   ({"min_s": 0.1}, r"--min_s 0.1: must be in \[0.5, window_s\]"),
                    ({"hop_s": -1.0}, "--hop_s"), ({"min_s": 20.0}, "--min_s"),
                    ({"max_missing": 1.0}, "--max_missing"), ({"max_windows": 0}, "--max_windows")):
     with pytest.raises(readers.InputError, match=flag):
