@@ -172,8 +172,12 @@ def test_apple_health_csv(tmp_path):
   with pytest.raises(readers.InputError, match="unknown signal unit 'counts'"):
     _one(tmp_path / "bad.csv")
   (tmp_path / "zero.csv").write_text(hostile.apple_csv(x_uv[:100], rate="0 hertz"))
-  with pytest.raises(readers.InputError, match="sampling rate 0 Hz"):
+  with pytest.raises(readers.InputError, match="0 Hz is not usable .*Sample Rate line or pass"):
     _one(tmp_path / "zero.csv")
+  (tmp_path / "odd.csv").write_text(hostile.apple_csv(x_uv, rate="fast"))
+  with pytest.raises(readers.InputError, match="unreadable sample rate 'fast'; pass --fs"):
+    _one(tmp_path / "odd.csv")
+  assert _one(tmp_path / "odd.csv", fs=512).fs == 512.0       # --fs replaces the file's rate
 
 
 def test_plain_csv_and_npy(tmp_path):
@@ -209,7 +213,7 @@ def test_npy_input_first_window(tmp_path):
 
 
 def test_real_records_match_the_builders_reader(shared_data):
-  """The reader layer's first window equals `wfdb_io.read_wfdb` + the input contract (500 Hz data)."""
+  """The reader layer's first window equals `wfdb_io.read_wfdb` + the input contract (500 Hz)."""
   heas = sorted((shared_data / "cinc2021").glob("*.hea"))[:4]
   for hea in heas:
     r = _one(hea, lead="I")
@@ -314,6 +318,7 @@ def test_evaluate_reads_wfdb_through_the_reader_layer(tmp_path):
   ref = embed.input_contract(wfdb.rdrecord(str(tmp_path / "holter")).p_signal[:, 0]
                              .astype(np.float32), 250.0, window=2500)
   np.testing.assert_allclose(got.x[0], ref, atol=1e-6)
-  stitched = np.concatenate([wfdb.rdrecord(str(tmp_path / n)).p_signal[:, 0] for n in ("m_1", "m_2")])
+  stitched = np.concatenate([wfdb.rdrecord(str(tmp_path / n)).p_signal[:, 0]
+                             for n in ("m_1", "m_2")])
   np.testing.assert_allclose(got.x[1], embed.input_contract(stitched.astype(np.float32), 250.0,
                                                             window=2500), atol=1e-6)

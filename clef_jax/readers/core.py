@@ -52,17 +52,17 @@ def unit_scale(unit: str | None, *, where: str) -> float:
   return UNIT_TO_MV[key]
 
 
-def check_fs(fs: float | None, *, where: str) -> float:
-  """A usable sampling rate in Hz, or InputError."""
+def check_fs(fs: float | None, *, where: str, fix: str = "fix the file's header") -> float:
+  """A usable sampling rate in Hz, or InputError naming `where` and ending in `fix`."""
+  fix = "" if where.startswith("--") else f"; {fix}"   # A flag's own message needs no fix.
   try:
     fs = float(fs)  # type: ignore[arg-type]
   except (TypeError, ValueError):
-    raise InputError(f"{where}: sampling rate {fs!r} is not a number; pass --fs.",
+    raise InputError(f"{where}: sampling rate {fs!r} is not a number{fix}.",
                      "bad_sampling_rate") from None
   if not math.isfinite(fs) or fs <= 0 or fs > MAX_FS:
-    fix = "." if where.startswith("--") else "; fix the file's header or pass --fs."
     raise InputError(f"{where}: sampling rate {fs:g} Hz is not usable (need 0 < fs <= "
-                     f"{MAX_FS:g}){fix}", "bad_sampling_rate")
+                     f"{MAX_FS:g}){fix}.", "bad_sampling_rate")
   return fs
 
 

@@ -68,7 +68,7 @@ def from_array(x: np.ndarray, *, fs: float, unit: str = DEFAULT_UNIT, rid: str =
     raise core.InputError(f"{path}: expected a 1-D real-valued signal (T,); got {x.dtype} "
                           f"{x.shape}.", "bad_shape")
   where = path
-  fs = core.check_fs(fs, where=where)
+  fs = core.check_fs(fs, where=where, fix="pass the rate in Hz as fs=")
   return _array_recording(x, rid=rid, path=pathlib.Path(path), channel=lead or "signal",
                           lead=lead, fs=fs, scale=core.unit_scale(unit, where=where), notes=[])
 
@@ -118,7 +118,7 @@ def open_csv(path: pathlib.Path, *, rid: str, lead: str | None = None,
     names = [str(i) for i in range(width)]
   choice = core.choose_channel(names, where=where, lead=lead, channel=channel)
   fs, unit = _required(path, fs, unit, what="a plain CSV")
-  fs = core.check_fs(fs, where=where)
+  fs = core.check_fs(fs, where=where, fix="pass --fs HZ")
   x = np.array([_cell(r, choice.index) for r in data if any(c.strip() for c in r)], np.float64)
   return _array_recording(x, rid=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
                           scale=core.unit_scale(unit, where=where),
@@ -135,8 +135,10 @@ def _cell(row: list[str], j: int) -> float:
 def _open_apple(path: pathlib.Path, data: list[list[str]], head: dict[str, str], *, rid: str,
                 lead, channel, fs, unit) -> core.Recording:
   where = str(path)
-  file_fs = _parse_rate(head["sample rate"], where=where)
-  fs = core.check_fs(file_fs if fs is None else fs, where=where)
+  if fs is None:   # --fs replaces the file's rate, readable or not.
+    fs = _parse_rate(head["sample rate"], where=where)
+  fs = core.check_fs(fs, where=where,
+                     fix="fix the file's Sample Rate line or pass --fs")
   name = head.get("lead", "Lead I") or "Lead I"   # Apple Watch records lead I.
   choice = core.choose_channel([name], where=where, lead=lead, channel=channel)
   file_unit = head.get("unit")
@@ -155,8 +157,11 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
   where = str(path)
   try:
     a = np.load(path, mmap_mode="r", allow_pickle=False)
-  except ValueError as e:   # Object arrays: refused rather than unpickled (code could run).
+  except ValueError as e:
     msg = str(e).split("\n", 1)[0]
+    if "object" not in msg.lower():   # A damaged header, not an object array.
+      raise core.InputError(f"{where}: not a readable .npy file ({msg}).", "unreadable") from None
+    # Object arrays are refused rather than unpickled (unpickling can run code).
     raise core.InputError(f"{where}: not a plain numeric array ({msg}); object arrays are never "
                           "unpickled, save a float array.", "bad_dtype") from None
   except Exception as e:
@@ -181,7 +186,7 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
     raise core.InputError(f"{where}: expected (T,), (N, T) or (N, T, 12); got {a.shape}.",
                           "bad_shape")
   fs, unit = _required(path, fs, unit, what="a .npy array")
-  fs = core.check_fs(fs, where=where)
+  fs = core.check_fs(fs, where=where, fix="pass --fs HZ")
   scale = core.unit_scale(unit, where=where)
   return [_array_recording(a[i], rid=str(i), path=path, channel=name, lead=std, fs=fs,
                            scale=scale, notes=[])
