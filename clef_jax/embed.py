@@ -190,12 +190,18 @@ def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib
                      "choose another --output.")
   if output.is_dir():
     raise ValueError(f"--output {output} is a directory.")
-  try:
-    output.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"--output: cannot create directory {output.parent} ({e.strerror}).") from None
-  if not os.access(output.parent, os.W_OK | os.X_OK):
-    raise ValueError(f"--output: directory {output.parent} is not writable.")
+  # Missing directories are created only when the outputs are written, so that a run that fails
+  # leaves nothing behind; here the nearest existing ancestor must be a writable directory.
+  ancestor = output.parent.absolute()
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is a file).")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    if ancestor == output.parent.absolute():
+      raise ValueError(f"--output: directory {output.parent} is not writable.")
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is not "
+                     "writable).")
   return paths
 
 
@@ -230,6 +236,7 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
       w.writeheader()
       w.writerows(rows)
 
+  paths["vectors"].parent.mkdir(parents=True, exist_ok=True)
   _write_atomically({
       paths["vectors"]: write_vectors,
       paths["ids"]: lambda tmp: tmp.write_text("".join(f"{r['record']}\n" for r in rows)),
