@@ -288,7 +288,15 @@ def _parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The CLI; returns 0, 1 (unusable input or weights) or 2 (bad arguments)."""
+  """The CLI; returns 0, 1 (unusable input or weights), 2 (bad arguments) or 130 (Ctrl-C)."""
+  try:
+    return _main(argv)
+  except KeyboardInterrupt:   # Before or while loading: nothing has been written yet.
+    print("error: interrupted; nothing written.", file=sys.stderr)
+    return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args = _parser().parse_args(argv)
   from clef_jax import readers  # Lazy: --help should not wait for these imports.
 

@@ -337,3 +337,15 @@ def test_readme_example_runs_as_written(enc, weights, tmp_path, monkeypatch):
   np.testing.assert_allclose(scope["z"], enc.embed(scope["signal"] / 1000, fs=512), rtol=1e-4,
                              atol=1e-4)
   assert clef_jax.Encoder is encoder.Encoder
+
+
+def test_cli_ctrl_c_while_loading_is_one_line(tmp_path, capsys, monkeypatch):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(encoder.Encoder, "load", interrupted)
+  np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
+  rc, _, err = _run(["--torch_weights", "w.ckpt", "--size", "small", "--input", tmp_path / "x.npy",
+                     "--fs", 500, "--unit", "mV", "--output", tmp_path / "o" / "e.npy"], capsys)
+  assert (rc, err) == (130, "error: interrupted; nothing written.\n")
+  assert not (tmp_path / "o").exists()
