@@ -349,3 +349,27 @@ def test_cli_ctrl_c_while_loading_is_one_line(tmp_path, capsys, monkeypatch):
                      "--fs", 500, "--unit", "mV", "--output", tmp_path / "o" / "e.npy"], capsys)
   assert (rc, err) == (130, "error: interrupted; nothing written.\n")
   assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
+  """`Encoder.load(workdir)` as the README says: the run's backbone and size, its latest step."""
+  from clef_jax import checkpoint, train_loop
+  from configs import small
+
+  config = small.get_config("tiny,steps=2")
+  config.input.data_dir = os.fspath(tmp_path / "data")
+  config.mesh.num_devices = 1
+  config.evals.probe.enabled = False
+  config.ckpt.export_format = ""
+  config.log.plots = False
+  train_loop.train_and_evaluate(config, tmp_path / "w")
+  enc = encoder.Encoder.load(tmp_path / "w", batch_size=4)
+  assert (enc.backbone, enc.size) == (config.model.name, config.model.size)
+  _, params = checkpoint.load_backbone(os.fspath(tmp_path / "w"))
+  import jax
+
+  for a, b in zip(jax.tree.leaves(enc.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  z = enc.embed(hostile.ecg_like(2500, 250.0), fs=250, window_s=W)
+  assert z.shape == (5, 256) and np.isfinite(z).all()
