@@ -351,6 +351,11 @@ def _main(argv: Sequence[str] | None) -> int:
     return fail("interrupted; nothing written.", 130)
   except readers.InputError as e:
     return fail(str(e))
+  except Exception as e:
+    if not _out_of_memory(e):
+      raise
+    return fail(f"out of memory embedding {windowing.window_s:g}-s windows in batches of "
+                f"{args.batch_size}; pass a smaller --batch_size (or --window_s). Nothing written.")
   if not result.index:
     if len(result.skipped_records) == 1:
       return fail(result.skipped_records[0].message)
@@ -365,6 +370,12 @@ def _main(argv: Sequence[str] | None) -> int:
   print(f"{n_records} records, {sum(result.windows)} windows -> {paths['vectors']} "
         f"{result.vectors.shape} (index: {paths['index']}); {_counts(result)}")
   return 0
+
+
+def _out_of_memory(e: Exception) -> bool:
+  """Host or accelerator memory exhausted (XLA raises a runtime error saying so)."""
+  return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or (
+      "out of memory" in str(e).lower())
 
 
 def _open(readers, src, lead, args):

@@ -373,3 +373,16 @@ def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   z = enc.embed(hostile.ecg_like(2500, 250.0), fs=250, window_s=W)
   assert z.shape == (5, 256) and np.isfinite(z).all()
+
+
+def test_cli_out_of_memory_is_one_line(weights, tmp_path, capsys, monkeypatch):
+  def exhausted(self, x):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.")
+
+  monkeypatch.setattr(encoder.Encoder, "embed_windows", exhausted)
+  np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
+  rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input", tmp_path / "x.npy",
+                     "--fs", 500, "--unit", "mV", "--quiet", "--output", tmp_path / "o" / "e.npy"],
+                    capsys)
+  assert rc == 1 and err.count("\n") == 1 and "pass a smaller --batch_size" in err
+  assert not (tmp_path / "o").exists()
