@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clef_jax import embed
+from clef_jax import embed, readers
 from clef_jax import preprocess as pp
 from clef_jax.data import built, dx, parsing, schema
 from clef_jax.data.signal import resample
@@ -111,33 +111,41 @@ def _assemble(chunks: list[np.ndarray], window: int, **kwargs) -> Records:
   return Records(x=x, owner=owner, **kwargs)
 
 
-def read_wfdb_records(path: str | os.PathLike, *, lead: str, spec: InputSpec,
+def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int = 0,
+                      windows: str = "first", spec: InputSpec | None = None,
                       max_records: int = 0) -> Records:
   """Challenge-format WFDB records under `path` (recursive) with their `# Age/Sex/Dx` labels.
 
   The format has no patient ids, so each record is its own patient. Fields: `sex` ("F"/"M"/None),
-  `age` (years, NaN if unknown), `dx` (SNOMED codes).
+  `age` (years, NaN if unknown), `dx` (SNOMED codes). Inputs: `spec`, or the default contract
+  with `window` / `windows`.
   """
+  spec = spec or InputSpec(window=window, windows=windows)
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f"No WFDB directory {root}.")
-  headers = sorted(root.rglob("*.hea"), key=lambda p: p.relative_to(root).as_posix())
-  if max_records:
-    headers = headers[:max_records]
-  if not headers:
-    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   schema.lead_index(lead)                   # An unknown lead name fails here, before any reading.
+  try:   # The embed CLI's reader layer: aliases (MLII), multi-segment records, units.
+    sources = [s for s in readers.find_inputs(root) if s.kind == "wfdb"]
+  except readers.InputError:
+    sources = []
+  sources.sort(key=lambda s: s.id)
+  if max_records:
+    sources = sources[:max_records]
+  if not sources:
+    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   chunks, ids, fields, skipped = [], [], {"sex": [], "age": [], "dx": []}, []
-  for header in headers:
-    rid = header.relative_to(root).with_suffix("").as_posix()
+  for src in sources:
+    rid = src.id
     try:
-      rec, signal = embed.read_lead(header.with_suffix(""), lead)
+      with readers.open_source(src, lead=lead)[0] as rec:
+        # float32, as the built datasets' physical values (see `readers.iter_windows`).
+        signal = rec.read(0, rec.n_samples).astype(np.float32)
     except Exception as e:  # One unreadable record must not stop the others.
       skipped.append(f"{rid}: {e}")
       continue
     comments = parsing.parse_header_comments(rec.comments)
-    chunks.append(lead_windows(signal, rec.sampling_rate, record_id=rid,
-                               **dataclasses.asdict(spec)))
+    chunks.append(lead_windows(signal, rec.fs, record_id=rid, **dataclasses.asdict(spec)))
     ids.append(rid)
     fields["sex"].append(parsing.parse_sex(comments.get("sex"))[0])
     fields["age"].append(parsing.parse_age(comments.get("age"))[0])
@@ -171,17 +179,20 @@ def stored_vocabularies(metadata: Mapping[str, Any]) -> dict[str, list[str]]:
   return out
 
 
-def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, spec: InputSpec,
-                      label_keys: Sequence[str], max_records: int = 0) -> Records:
+def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, label_keys: Sequence[str],
+                      window: int = 0, windows: str = "first", spec: InputSpec | None = None,
+                      max_records: int = 0) -> Records:
   """Every split of a built dataset (`schema.record_features` schema plus `label_keys`).
 
   Examples sharing a `record_id` within a split (e.g. `physionet_challenge/all_windows`) are
   windows of one record. `max_records` keeps the first examples of each split. Class names
   stored with the dataset (`info.metadata`: `vocabularies` per feature, `labels` for a
   `labels` feature, `classes` per feature or for a `label` feature) become `vocabularies`.
+  Inputs: `spec`, or the default contract with `window` / `windows`.
   """
   from tensorflow_datasets.core import read_only_builder  # Lazy: heavy import.
 
+  spec = spec or InputSpec(window=window, windows=windows)
   builder = read_only_builder.builder_from_directory(os.fspath(version_dir))
   missing = [k for k in label_keys if k not in builder.info.features]
   if missing:
