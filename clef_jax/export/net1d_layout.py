@@ -2,7 +2,7 @@
 
 Pure Python (no JAX, no torch), so both the PyTorch twin and the JAX-side interop can use it.
 
-Naming rule, per module (spec §A.5):
+Naming rule, per module (docs/method.md §A.5):
 
     Flax path                      torch prefix                                    kind
     stem_conv                      first_conv.conv                                 conv
