@@ -4,9 +4,9 @@ r"""`python -m clef_jax.plan`: compile the training step ahead of time and say w
         [--json plan.json] [--breakdown] [--no_fit]
     python -m clef_jax.plan --config=configs/small.py --topology=local
 
-It builds exactly the step `python -m clef_jax.main` runs (`train_loop.build_train_step`: the
-config's model, optimiser, method, loss switches, sharding strategy and remat) and compiles it
-with `jax.ShapeDtypeStruct`s only, nothing allocated, for a TPU topology description
+It builds exactly the step `python -m clef_jax.main` runs (`train_setup.make_step` and
+`train_setup.make_state`: the config's model, optimiser, method, loss switches, sharding strategy
+and remat) and compiles it with `jax.ShapeDtypeStruct`s only, nothing allocated, for a TPU topology description
 (`jax.experimental.topologies`; needs libtpu, which compiles for TPUs on any host) or for the
 local backend. Per chip it reports the compiled program's memory against the chip's HBM, XLA's
 flops and bytes, the collectives, a roofline step time (max of compute, HBM and ICI time) with
@@ -25,7 +25,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 STEPS_PER_EPOCH = 1000  # Only the learning-rate schedule's constants depend on it.
 INSTALL_HINT = ("compiling for a TPU topology needs libtpu: pip install 'clef_jax[tpu]' (or "
@@ -91,14 +91,30 @@ def abstract_inputs(parts, mesh, config, global_batch: int):
   return state, batch, rng
 
 
-def compile_step(config, devices, platform: str, global_batch: int, *, model=None):
+class StepParts(NamedTuple):
+  """The trainer's step for one mesh, still abstract (`train_setup.make_step` / `make_state`)."""
+  model: Any
+  abstract_state: Any
+  state_sharding: Any
+  train_step: Any
+
+
+def compile_step(config, devices, platform: str, global_batch: int):
   """Builds the trainer's step for `global_batch` on a mesh of `devices` and compiles it.
+
+  Args:
+    config: the config (not modified); `config.model.size` may be a custom `Net1DVariant`.
+    devices: the mesh's devices (local or a topology description's).
+    platform: "tpu" for a topology description; the local backend's name otherwise.
+    global_batch: pairs per step.
 
   Returns:
     `(compiled, parts, compile_seconds)`.
   """
+  import jax
+
   from clef_jax import sharding as sharding_lib
-  from clef_jax import train_loop
+  from clef_jax import train, train_setup
   n = config.mesh.num_devices or len(devices)
   if n > len(devices):
     raise PlanError(f"mesh.num_devices={n} but the topology has {len(devices)} devices")
@@ -107,14 +123,20 @@ def compile_step(config, devices, platform: str, global_batch: int, *, model=Non
                     f"{n * max(1, global_batch // n)})")
   config = config.copy_and_resolve_references()
   config.input.batch_size = global_batch
+  if platform != jax.default_backend() and config.model.get("conv_impl") == "auto":
+    # "auto" resolves against the host's backend at trace time; compile the target's choice.
+    config.model.conv_impl = "cpu" if platform == "cpu" else "xla"
   mesh = sharding_lib.make_mesh(n, devices=devices)
   try:
-    parts = train_loop.build_train_step(config, mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH,
-                                        platform=platform, model=model)
-  except train_loop.ConfigError as e:
-    raise PlanError(str(e)) from None
+    model, tx, step_fn = train_setup.make_step(config, mesh, STEPS_PER_EPOCH)
+    _, abstract_state, state_sharding = train_setup.make_state(
+        config, mesh, model, tx, jax.random.key(config.seed))
+  except (train_setup.ConfigError, ValueError, TypeError) as e:
+    raise PlanError(f"--config: {e}") from None
+  train_step = train.jit_train_step(step_fn, mesh=mesh, state_sharding=state_sharding)
+  parts = StepParts(model, abstract_state, state_sharding, train_step)
   start = time.monotonic()
-  compiled = parts.train_step.lower(*abstract_inputs(parts, mesh, config, global_batch)).compile()
+  compiled = train_step.lower(*abstract_inputs(parts, mesh, config, global_batch)).compile()
   return compiled, parts, time.monotonic() - start
 
 
@@ -149,14 +171,14 @@ def ici_seconds(coll: dict[str, dict[str, float]], n: int, bandwidth: float) -> 
 
 
 def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool = True,
-         breakdown: bool = False, model=None) -> dict[str, Any]:
+         breakdown: bool = False) -> dict[str, Any]:
   """Compiles the trainer's step and returns the per-chip report (see the module docstring)."""
   from clef_jax import chips
   from clef_jax import hlo
   devices, platform = topology_devices(topology)
   n = config.mesh.num_devices or len(devices)
   global_batch = batch or config.input.batch_size
-  compiled, parts, seconds = compile_step(config, devices, platform, global_batch, model=model)
+  compiled, parts, seconds = compile_step(config, devices, platform, global_batch)
   text = compiled.as_text()
   mem, cost = _memory(compiled), _cost(compiled)
   coll = hlo.collectives(text)
@@ -190,7 +212,7 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
                           "signals_per_s_per_chip": signals / step if step else 0.0}
     if fit:
       report["max_per_chip_batch"] = _fit(config, devices, platform, global_batch, n, mem,
-                                          chip.hbm_bytes, model)
+                                          chip.hbm_bytes)
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
   return report
@@ -201,12 +223,12 @@ def _leaves(tree):
   return jax.tree.leaves(tree)
 
 
-def _fit(config, devices, platform, global_batch, n, mem, hbm, model) -> dict[str, Any]:
+def _fit(config, devices, platform, global_batch, n, mem, hbm) -> dict[str, Any]:
   """Largest per-chip batch that fits, from memory's linearity in the batch: a second compile
   at half the per-chip batch (double when it is 1) gives the slope and the fixed part."""
   b1 = global_batch // n
   b2 = b1 // 2 if b1 >= 2 else 2 * b1
-  compiled, _, _ = compile_step(config, devices, platform, b2 * n, model=model)
+  compiled, _, _ = compile_step(config, devices, platform, b2 * n)
   m1, m2 = mem["total"], _memory(compiled)["total"]
   slope = (m1 - m2) / (b1 - b2)
   fixed = m1 - slope * b1
@@ -273,19 +295,21 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--topology", default="local",
                  help="a TPU topology (v5p:2x2x1, v5litepod-4 style names: v5e:2x2, v6e:2x2, "
                  "v4:2x2x1) or 'local' (default)")
-  p.add_argument("--batch", type=int, default=0, help="global batch in pairs (default: config)")
+  p.add_argument("--batch", type=int, default=None, help="global batch in pairs (default: config)")
   p.add_argument("--json", default="", help="also write the report to this file (atomic)")
   p.add_argument("--breakdown", action="store_true", help="bytes per top-level instruction")
   p.add_argument("--no_fit", action="store_true",
                  help="skip the second compile that finds the largest batch that fits")
   args = p.parse_args(argv)
-  if args.batch < 0:
+  if args.batch is not None and args.batch <= 0:
     p.error(f"--batch must be positive; got {args.batch}")
   if args.topology != "local":
     # A deviceless compile: the host's own backend is the CPU (libtpu would otherwise look for
     # a TPU attached to this host first, and print its failure).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # No metadata server off Cloud TPU VMs.
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   try:
     config = load_config(args.config)
     report = plan(config, topology=args.topology, batch=args.batch or None,
