@@ -44,7 +44,7 @@ _MIN_FILTER_SAMPLES = 34
 
 
 def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
-                   bandpass: bool = True) -> np.ndarray:
+                   bandpass: bool = True, zscore: bool = True) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
   The same chain as pretraining's deterministic part (docs/method.md §D, §I), without augmentation:
@@ -55,7 +55,10 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x: `(T,)` signal in mV, NaN = missing.
     fs: sampling rate of `x` in Hz.
     window: samples per model input at 500 Hz (5000 = 10 s, the released models' contract).
-    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations).
+    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations and
+      downstream tasks whose protocol does not filter).
+    zscore: z-score the window (pretraining does; off = the signal in mV, for downstream tasks
+      whose protocol feeds the raw signal).
 
   Returns:
     `(window,)` float32 with no NaN.
@@ -71,7 +74,7 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x = pp.bandpass(x, pp.OFFICIAL_FS)
   out = np.zeros(window, np.float32)
   if x.shape[0]:
-    out[:x.shape[0]] = pp.zscore(x)
+    out[:x.shape[0]] = pp.zscore(x) if zscore else x
   return out
 
 

@@ -15,6 +15,9 @@ model's architecture ("random init") is always evaluated too. `--workdir` is a d
 Outputs in `--output`: `report.md` (also printed), `report.json`, `report.png`, and
 `predictions.npz` (test targets and scores of every model, to recompute any number).
 
+`python -m clef_jax.evaluate --list_tasks` prints every registered task, one per line: name,
+group, dataset, kind, metric (tab-separated); `configs/eval.py:paper` selects the paper's 18.
+
 Exit status: 0 done (also for `--help`); 1 bad config, missing data or weights (one line on
 stderr).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import sys
 
+LIST_FLAG = "--list_tasks"
 # Old flag -> its name now (kept for one release; a note on stderr when used).
 DEPRECATED = {"workdir": "model_workdir"}
 
@@ -56,10 +60,16 @@ def main(argv: list[str] | None = None) -> None:
       "compare", [], "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch "
       "weight files.")
   output_flag = flags.DEFINE_string("output", None, "Report directory.")
+  flags.DEFINE_boolean("list_tasks", False, "Print every task (name, group, dataset, kind, "
+                       "metric), one per line, and exit.")
   flags.mark_flags_as_required(["config", "output"])
   argv = list(sys.argv if argv is None else argv)
 
   def parse(args):
+    if LIST_FLAG in args[1:]:
+      from clef_jax.evaluation import tasks
+      print("\n".join(tasks.list_tasks()), flush=True)
+      sys.exit(0)
     return cli.absl_parse(args, doc=__doc__, renamed=DEPRECATED)
 
   def run(args):
