@@ -28,8 +28,9 @@ import time
 from typing import Any, NamedTuple
 
 STEPS_PER_EPOCH = 1000  # Only the learning-rate schedule's constants depend on it.
-INSTALL_HINT = ("compiling for a TPU topology needs libtpu: pip install 'clef_jax[tpu]' (or "
-                "pip install 'jax[tpu]==<your jax version>'); one libtpu process at a time")
+INSTALL_HINT = ("compiling for a TPU topology needs libtpu: pip install '.[tpu]' in the clef_jax "
+                "checkout (jax[tpu] and libtpu at the tested versions); one libtpu process at a "
+                "time")
 
 
 class PlanError(ValueError):
@@ -195,6 +196,7 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
       "bytes_per_signal": cost["bytes"] / signals, "collectives": coll,
       "state_bytes": float(sum(math.prod(x.shape) * x.dtype.itemsize
                                for x in _leaves(parts.abstract_state))),
+      "state_bytes_per_chip": state_bytes_per_chip(parts.abstract_state, parts.state_sharding),
   }
   chip = chips.chip_for_topology(topology) if platform == "tpu" else None
   if chip is not None:
@@ -216,6 +218,16 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
   return report
+
+
+def state_bytes_per_chip(abstract_state, state_sharding) -> float:
+  """Bytes of one chip's shard of the state (the whole state when replicated), before the
+  chip's tiled layout pads small dimensions."""
+  import jax
+  total = 0.0
+  for x, sh in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(state_sharding)):
+    total += math.prod(sh.shard_shape(x.shape)) * x.dtype.itemsize
+  return total
 
 
 def _leaves(tree):
@@ -251,7 +263,8 @@ def format_report(r: dict[str, Any]) -> str:
       if "chip" in r else ""
   lines.append(f"memory / chip: args {gib(m['argument'])}, temp {gib(m['temp'])}, output "
                f"{gib(m['output'])} (aliased {gib(m['alias'])}), total {gib(m['total'])}{hbm}")
-  lines.append(f"state: {gib(r['state_bytes'])} (whole, unsharded)")
+  lines.append(f"state: {gib(r['state_bytes'])} whole, {gib(r['state_bytes_per_chip'])} per chip "
+               f"({r['config']['strategy']})")
   lines.append(f"XLA / chip: {r['cost']['flops'] / 1e12:.3f} TFLOP, "
                f"{r['cost']['bytes'] / 1e9:.2f} GB accessed, "
                f"{r['bytes_per_signal'] / 1e6:.1f} MB per signal")
@@ -269,7 +282,7 @@ def format_report(r: dict[str, Any]) -> str:
   if "max_per_chip_batch" in r:
     fit = r["max_per_chip_batch"]
     lines.append(f"largest per-chip batch that fits: {fit['per_chip_batch']} pairs "
-                 f"({fit['method']}: {gib(fit['bytes_per_pair'])} per pair + "
+                 f"({fit['method']}: {fit['bytes_per_pair'] / 2 ** 20:.2f} MiB per pair + "
                  f"{gib(fit['fixed_bytes'])})")
   if "breakdown" in r:
     b = r["breakdown"]
