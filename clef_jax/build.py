@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report, cli
+from clef_jax import build_report, cli, files
 
 # `datasets/` sits next to the package in the repository (not installed: it must not shadow
 # HuggingFace's `datasets`, so it has no `__init__.py` and builders are imported by path).
@@ -170,9 +170,8 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   if replaced is not None:
     shutil.rmtree(replaced)
   if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
-    os.replace(tmp, report_path)
+    files.atomic_write_text(report_path, json.dumps(
+        _fallback_report(builder, time.monotonic() - start), indent=2))
   return report_path
 
 
