@@ -82,6 +82,9 @@ def _one_line(error: BaseException) -> str:
 
 def _parse_flags(argv):
   """absl flag parsing with every failure as one `error:` line and status 1, no traceback."""
+  from clef_jax import configs  # `configs/NAME.py` names the packaged file outside a checkout.
+
+  argv = configs.resolve_argv(argv)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # Flag errors, and config_flags' own (bad override paths, file errors).

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
   from absl import logging as absl_logging
   from ml_collections import config_flags
 
+  from clef_jax import configs
   from clef_jax.evaluation import protocol
 
   config_flag = config_flags.DEFINE_config_file(
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
       print(flags.FLAGS.main_module_help() or __doc__, flush=True)
       sys.exit(0)
     try:
-      return flags.FLAGS(args)
+      return flags.FLAGS(configs.resolve_argv(args))
     except Exception as e:  # Flag and config-file errors: one line, no traceback.
       lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [repr(e)]
       print(f"error: {lines[-1]}", file=sys.stderr, flush=True)
