@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report
+from clef_jax import build_report, cli
 
 # The builders are the subpackages `clef_jax.datasets.<name>` (TFDS's own layout:
 # `<name>/<name>_dataset_builder.py` with a `Builder` class, which TFDS names after its module).
@@ -170,7 +170,7 @@ def dummy_data_main(write_dummy_data: Callable[[str], Any],
 def main(argv: Sequence[str] | None = None) -> int:
   # argparse rather than absl flags: importing this module must not define global flags that
   # could collide with the trainer's (`--config`).
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m clef_jax.build", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", help=f"dataset: one of {', '.join(available_datasets())}")
@@ -187,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sep:
       parser.error(f"--option expects KEY=VALUE, got {item!r}")
     kwargs[key.strip()] = _parse_value(value)
+  name = args.name.split("/", 1)[0]
+  if name not in available_datasets():
+    parser.error(f"no dataset {name!r}; choose one of {', '.join(available_datasets())}")
   report_path = build(args.name, data_dir=args.data_dir, config=args.config,
                       manual_dir=os.path.expanduser(args.manual_dir) if args.manual_dir else None,
                       overwrite=args.overwrite, builder_kwargs=kwargs)
