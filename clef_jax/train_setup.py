@@ -10,6 +10,7 @@ table). Nothing here reads flags.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -211,6 +212,26 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
   return model, tx, step_fn
+
+
+def make_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, model: Any,
+               tx: Any, rng: jax.Array) -> tuple[Any, Any, Any]:
+  """`config` -> `(init_fn, abstract_state, state_sharding)`: the train state, still abstract.
+
+  `init_fn(rng, backbone_params=None)` builds the state; `abstract_state` is its
+  `jax.ShapeDtypeStruct` tree (nothing allocated) and `state_sharding` its shardings on `mesh`
+  under `config.mesh.strategy`. The trainer and `python -m clef_jax.plan` both build the state
+  here, so the plan compiles the trainer's program.
+  """
+  from clef_jax import sharding as sharding_lib
+  from clef_jax import train
+
+  init_fn = functools.partial(train.create_train_state, **state_kwargs(config, model, tx))
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_sharding = sharding_lib.state_sharding(
+      abstract_state, mesh, strategy=config.mesh.strategy,
+      fsdp_min_size=config.mesh.fsdp_min_size)
+  return init_fn, abstract_state, state_sharding
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,8 +44,10 @@ def test_a_users_own_configs_file_wins(tmp_path, monkeypatch):
   assert export_main.load_config("configs/small.py:tiny").total_steps == 12345
   (tmp_path / "configs" / "small.py").unlink()
   packaged = export_main.load_config("configs/small.py:tiny")
+  from clef_jax import plan
   from clef_jax.configs import small
   assert packaged.total_steps == small.get_config("tiny").total_steps != 12345
+  assert plan.load_config("configs/small.py:tiny").total_steps == packaged.total_steps
 
 
 def test_checkout_link_names_the_same_files():
