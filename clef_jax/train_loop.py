@@ -39,7 +39,7 @@ from clef_jax import train
 from clef_jax import train_setup as setup
 from clef_jax.data import built, schema
 # The run's errors and config factories, importable from here as before.
-from clef_jax.train_setup import (ConfigError, Preempted, TrainingError, create_model,  # noqa: F401
+from clef_jax.train_setup import (ConfigError, Preempted, TrainingError,  # noqa: F401
                                   create_optimizer, state_kwargs)
 
 # Batch entries the train step reads (the iterator also yields `index` and `leads`).

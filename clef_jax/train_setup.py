@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from clef_jax import checkpoint, input_pipeline, models, optim
@@ -149,16 +148,8 @@ def loss_kwargs(method: str, loss: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Model and optimiser from config sections (also used by the export CLI).
+# The optimiser from its config section (also used by the export CLI).
 # ------------------------------------------------------------------------------------------------
-def create_model(model_cfg: Any):
-  """`config.model` -> the backbone module (single-lead input)."""
-  kwargs = {"conv_impl": model_cfg["conv_impl"]} if model_cfg["name"] == "net1d" else {}
-  return models.create_backbone(model_cfg["name"], model_cfg["size"], in_channels=1,
-                                dtype=jnp.dtype(model_cfg["dtype"]), remat=model_cfg["remat"],
-                                **kwargs)
-
-
 def create_optimizer(optim_cfg: Any, steps_per_epoch: int):
   """`config.optim` -> `(tx, lr_fn)` (`optim.make_optimizer`)."""
   return optim.make_optimizer(
@@ -200,7 +191,7 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   from clef_jax import train
 
   try:
-    model = create_model(config.model)
+    model = models.from_config(config.model)
     tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
     if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
       raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "

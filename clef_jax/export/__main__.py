@@ -56,7 +56,7 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
   """PyTorch file -> `workdir/checkpoints/0` for `config_spec`; returns a summary line."""
   import jax
 
-  from clef_jax import checkpoint, train, train_loop
+  from clef_jax import checkpoint, models, train, train_loop
 
   config = load_config(config_spec)
   directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
@@ -64,7 +64,7 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
     raise ValueError(f"{directory} already holds checkpoints; choose a new --workdir.")
   params = checkpoint.load_backbone_torch(torch_file, name=config.model.name,
                                           size=config.model.size)
-  model = train_loop.create_model(config.model)
+  model = models.from_config(config.model)
   tx, _ = train_loop.create_optimizer(config.optim, steps_per_epoch=1)  # Shapes only.
   state = jax.jit(lambda rng, p: train.create_train_state(
       rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)))(
