@@ -356,7 +356,7 @@ def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
   """`Encoder.load(workdir)` as the README says: the run's backbone and size, its latest step."""
   from clef_jax import train_loop
   from clef_jax import weights as weights_lib
-  from configs import small
+  from clef_jax.configs import small
 
   config = small.get_config("tiny,steps=2")
   config.input.data_dir = os.fspath(tmp_path / "data")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 from typing import Sequence
@@ -28,13 +27,12 @@ from typing import Sequence
 
 def load_config(spec: str):
   """`path/to/config.py[:options]` -> its `get_config(options)` (as `config_flags` does)."""
-  path, _, arg = spec.partition(":")
+  from clef_jax import configs
+
+  path, _, arg = configs.resolve(spec).partition(":")
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"No config file {path}.")
-  repo = pathlib.Path(__file__).resolve().parents[2]
-  if os.fspath(repo) not in sys.path:   # Config files import `configs.base`.
-    sys.path.insert(0, os.fspath(repo))
   module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
