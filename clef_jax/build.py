@@ -161,8 +161,13 @@ def dummy_data_main(write_dummy_data: Callable[[str], Any],
   """
   parser = argparse.ArgumentParser(description="Writes a tiny fake archive for this builder.")
   parser.add_argument("--out_dir", required=True, help="where to write the tree")
+  parser.add_argument("--extra", type=int, default=0,
+                      help="well-formed records added so every split holds every class (the "
+                      "generator's docstring says how they are labelled)")
   args = parser.parse_args(argv)
-  print(write_dummy_data(args.out_dir))
+  if args.extra < 0:
+    parser.error(f"--extra must be >= 0; got {args.extra}")
+  print(write_dummy_data(args.out_dir, **({"extra": args.extra} if args.extra else {})))
   return 0
 
 
