@@ -94,25 +94,6 @@ class Progress:
     print(self.line(), file=self.stream, end=end, flush=True)
 
 
-def _load_backbone(source: str | os.PathLike, *, backbone: str | None, size: str | None
-                   ) -> tuple[Any, Any, dict[str, Any]]:
-  """`(model, params, info)` from a training workdir / step directory or a PyTorch file."""
-  from clef_jax import weights
-
-  path = os.fspath(source)
-  if os.path.isdir(path):
-    loaded = weights.load_backbone(path)
-  else:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path}: no such weights file or workdir.")
-    if not size:
-      raise ValueError(f"{path}: a PyTorch weights file needs its size (--size small | medium "
-                       "| large).")
-    loaded = weights.load_backbone(path, backbone=backbone or "net1d", size=size)
-  return loaded.model, loaded.params, {"backbone": loaded.backbone, "size": loaded.size,
-                                       "source": path}
-
-
 class Encoder:
   """A backbone with its parameters, embedding ECGs through the models' input contract."""
 
@@ -136,8 +117,20 @@ class Encoder:
       size: "small" | "medium" | "large", for PyTorch files.
       batch_size: windows per backbone call.
     """
-    model, params, info = _load_backbone(source, backbone=backbone, size=size)
-    return cls(model, params, batch_size=batch_size, **info)
+    from clef_jax import weights  # Lazy: Orbax and the models load only when weights do.
+
+    path = os.fspath(source)
+    if os.path.isdir(path):   # The checkpoint's saved config names its backbone and size.
+      loaded = weights.load_backbone(path)
+    else:
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file or workdir.")
+      if not size:
+        raise ValueError(f"{path}: a PyTorch weights file needs its size (--size small | medium "
+                         "| large).")
+      loaded = weights.load_backbone(path, backbone=backbone or "net1d", size=size)
+    return cls(loaded.model, loaded.params, backbone=loaded.backbone, size=loaded.size,
+               source=path, batch_size=batch_size)
 
   def embed_windows(self, x: np.ndarray) -> np.ndarray:
     """Model inputs `(N, L)` (already through the input contract) -> `(N, D)` float32."""
