@@ -13,6 +13,8 @@ bench, plan).
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import TextIO
@@ -108,7 +110,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message: str):
     """One line (`prog: error: ...`) and status 2, without the usage block above it."""
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+    self.exit(2, f"{self.prog}: error: {message.rstrip('.')} (see --help)\n")
 
 
 def one_line(error: BaseException) -> str:
@@ -171,3 +173,47 @@ def absl_parse(
   except Exception as e:  # Flag errors, and config_flags' own (bad override paths, file errors).
     print(f"error: {config_error(e, argv[1:], config_flag)}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> pathlib.Path:
+  """Fails early, in one line, when directory `path` cannot be created or written to.
+
+  A missing directory is fine (it is created later, with its parents); one under a regular file,
+  a regular file itself, or one in a directory this user cannot write is not. Remote paths
+  (`gs://...`) are left to the library that writes them.
+
+  Raises:
+    UsageError: naming `flag`, the path and what to do.
+  """
+  text = os.fspath(path)
+  p = pathlib.Path(text).expanduser()
+  if "://" in text:
+    return p
+  if p.exists() and not p.is_dir():
+    raise UsageError(f"{flag} {p}: is a file, not a directory; choose a directory.")
+  ancestor = p
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise UsageError(f"{flag} {p}: {ancestor} is a regular file, not a directory; choose "
+                     f"another {flag}.")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise UsageError(f"{flag} {p}: directory {ancestor} is not writable; choose another {flag} "
+                     "or fix its permissions.")
+  return p
+
+
+def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool) -> pathlib.Path:
+  """`check_output_dir` for a file's folder; an existing file is refused unless `overwrite`.
+
+  Raises:
+    UsageError: naming `flag`, the path and what to do.
+  """
+  p = pathlib.Path(path).expanduser()
+  if p.is_dir():
+    raise UsageError(f"{flag} {p}: is a directory; name a file.")
+  if p.exists() and not overwrite:
+    raise UsageError(f"{flag} {p}: already exists; pass --overwrite to replace it, or choose "
+                     f"another {flag}.")
+  check_output_dir(p.parent, flag)
+  return p

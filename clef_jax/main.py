@@ -80,6 +80,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   workdir = os.path.expanduser(_WORKDIR.value)
+  try:
+    cli.check_output_dir(workdir, "--workdir")
+  except cli.UsageError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
   import jax  # After flag parsing: `--help` stays fast.
 
   _init_distributed()
