@@ -9,7 +9,8 @@ Apple Watch / Apple Health ECG CSV export, a plain CSV, an `.npy` array (`(T,)`,
 `(N, T, 12)`), or a directory searched recursively for them (see `clef_jax.readers`). The
 channel is a standard lead (`--lead`, aliases such as MLII or "Lead I" accepted, with a log
 line), or the file's own channel name or index (`--channel`); default lead I, or the file's only
-channel. Units come from the file; CSV and `.npy` take `--fs` and `--unit` (500 Hz, mV if absent).
+channel. Units come from the file; CSV and `.npy` say neither rate nor unit: `--fs` and `--unit`
+are required for them.
 
 Each recording is cut into `--window_s` windows every `--hop_s` seconds, read in bounded chunks
 (a 24-hour Holter is never loaded whole). Each window goes through the models' input contract
@@ -30,19 +31,20 @@ import itertools
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
+from clef_jax.data import schema
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34
 
 
 def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
-                   bandpass: bool = True) -> np.ndarray:
+                   bandpass: bool = True, zscore: bool = True) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
   The same chain as pretraining's deterministic part (docs/method.md §D, §I), without augmentation:
@@ -53,7 +55,10 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x: `(T,)` signal in mV, NaN = missing.
     fs: sampling rate of `x` in Hz.
     window: samples per model input at 500 Hz (5000 = 10 s, the released models' contract).
-    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations).
+    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations and
+      downstream tasks whose protocol does not filter).
+    zscore: z-score the window (pretraining does; off = the signal in mV, for downstream tasks
+      whose protocol feeds the raw signal).
 
   Returns:
     `(window,)` float32 with no NaN.
@@ -69,7 +74,7 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x = pp.bandpass(x, pp.OFFICIAL_FS)
   out = np.zeros(window, np.float32)
   if x.shape[0]:
-    out[:x.shape[0]] = pp.zscore(x)
+    out[:x.shape[0]] = pp.zscore(x) if zscore else x
   return out
 
 
@@ -134,19 +139,6 @@ def embed_array(embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.n
 # ------------------------------------------------------------------------------------------------
 # Reading inputs from disk (through `clef_jax.readers`).
 # ------------------------------------------------------------------------------------------------
-def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
-  """`(record, one lead's samples in physical units)` of a WFDB record (path without extension).
-
-  Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
-  that read many records skip the record and report the message.
-  """
-  rec = wfdb_io.read_wfdb(record)
-  j = schema.lead_index(lead)
-  if not rec.lead_present[j]:
-    raise ValueError(f"no lead {lead}")
-  return rec, rec.physical()[:, j]
-
-
 def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
                 window: int = schema.WINDOW_SAMPLES, fs: float | None = None,
                 channel: str | int | None = None, unit: str | None = None
@@ -157,7 +149,7 @@ def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
     path: a file, a WFDB record (`rec` or `rec.hea`) or a directory.
     lead, channel: which channel (`readers.choose_channel`).
     window: samples per model input at 500 Hz.
-    fs, unit: for files that do not say (CSV, `.npy`: 500 Hz, mV when None).
+    fs, unit: for files that do not say (CSV, `.npy`: required there).
 
   Returns:
     `(x (N, window) float32, ids, errors)`; `errors` holds one line per skipped record.
@@ -201,12 +193,18 @@ def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib
                      "choose another --output.")
   if output.is_dir():
     raise ValueError(f"--output {output} is a directory.")
-  try:
-    output.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"--output: cannot create directory {output.parent} ({e.strerror}).") from None
-  if not os.access(output.parent, os.W_OK | os.X_OK):
-    raise ValueError(f"--output: directory {output.parent} is not writable.")
+  # Missing directories are created only when the outputs are written, so that a run that fails
+  # leaves nothing behind; here the nearest existing ancestor must be a writable directory.
+  ancestor = output.parent.absolute()
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is a file).")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    if ancestor == output.parent.absolute():
+      raise ValueError(f"--output: directory {output.parent} is not writable.")
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is not "
+                     "writable).")
   return paths
 
 
@@ -241,6 +239,7 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
       w.writeheader()
       w.writerows(rows)
 
+  paths["vectors"].parent.mkdir(parents=True, exist_ok=True)
   _write_atomically({
       paths["vectors"]: write_vectors,
       paths["ids"]: lambda tmp: tmp.write_text("".join(f"{r['record']}\n" for r in rows)),
@@ -272,14 +271,14 @@ def _parser():
   parser.add_argument("--lead", help="standard lead to embed (aliases such as MLII accepted; "
                       "default: lead I, or the file's only channel)")
   parser.add_argument("--channel", help="the file's own channel name, or its 0-based index")
-  parser.add_argument("--fs", type=float, help="sampling rate of CSV/.npy input (default 500)")
+  parser.add_argument("--fs", type=float, help="sampling rate in Hz (required for CSV/.npy input)")
   parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
-                      "(uV, mV, V; CSV/.npy default mV)")
+                      "(uV, mV, V; required for CSV/.npy input)")
   parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
-                      help="seconds per window (default 10)")
+                      help="seconds per window, 1 to 3600 (default 10)")
   parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")
   parser.add_argument("--min_s", type=float,
-                      help="least seconds of signal in a window (default: window_s / 2)")
+                      help="least seconds of signal in a window, >= 0.5 (default: window_s / 2)")
   parser.add_argument("--max_missing", type=float, default=0.5,
                       help="largest missing (NaN) fraction of a kept window (default 0.5)")
   parser.add_argument("--max_windows", type=int, help="at most this many windows per record")
@@ -292,7 +291,15 @@ def _parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The CLI; returns 0, 1 (unusable input or weights) or 2 (bad arguments)."""
+  """The CLI; returns 0, 1 (unusable input or weights), 2 (bad arguments) or 130 (Ctrl-C)."""
+  try:
+    return _main(argv)
+  except KeyboardInterrupt:   # Before or while loading: nothing has been written yet.
+    print("error: interrupted; nothing written.", file=sys.stderr)
+    return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args = _parser().parse_args(argv)
   from clef_jax import readers  # Lazy: --help should not wait for these imports.
 
@@ -347,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return fail("interrupted; nothing written.", 130)
   except readers.InputError as e:
     return fail(str(e))
+  except Exception as e:
+    if not _out_of_memory(e):
+      raise
+    return fail(f"out of memory embedding {windowing.window_s:g}-s windows in batches of "
+                f"{args.batch_size}; pass a smaller --batch_size (or --window_s). Nothing written.")
   if not result.index:
     if len(result.skipped_records) == 1:
       return fail(result.skipped_records[0].message)
@@ -361,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"{n_records} records, {sum(result.windows)} windows -> {paths['vectors']} "
         f"{result.vectors.shape} (index: {paths['index']}); {_counts(result)}")
   return 0
+
+
+def _out_of_memory(e: Exception) -> bool:
+  """Host or accelerator memory exhausted (XLA raises a runtime error saying so)."""
+  return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or (
+      "out of memory" in str(e).lower())
 
 
 def _open(readers, src, lead, args):

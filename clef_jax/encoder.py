@@ -17,7 +17,8 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class Encoder:
 
   @classmethod
   def load(cls, source: str | os.PathLike, *, backbone: str | None = None,
-           size: str | None = None, batch_size: int = 64) -> "Encoder":
+           size: str | None = None, batch_size: int = 64) -> Encoder:
     """Loads a training workdir (its latest checkpoint), a step directory or a PyTorch file.
 
     Args:
@@ -172,9 +173,33 @@ class Encoder:
                  channel: str | int | None = None, fs: float | None = None,
                  unit: str | None = None, aggregate: str = "none",
                  log: Callable[[str], None] | None = None, **windowing) -> Embedded:
-    """A file, WFDB record or directory (see `clef_jax.readers`) -> `Embedded`."""
+    """A file, WFDB record or directory (see `clef_jax.readers`) -> `Embedded`.
+
+    Args:
+      path: a file, a WFDB record (`rec` or `rec.hea`) or a directory searched recursively.
+      lead, channel: which channel (`readers.choose_channel`).
+      fs, unit: for files that do not say (plain CSV, `.npy`: required there).
+      aggregate: "none" (a row per window) or "mean" (a row per record).
+      log: receives one line per alias applied and per record or window skipped.
+      **windowing: `readers.Windowing` fields.
+
+    Returns:
+      `Embedded`; records that could not be used are in `.skipped_records`.
+
+    Raises:
+      readers.InputError: `path` holds no readable recording or not a single window worth
+        embedding (the message is the one record's reason, or the counts per reason).
+    """
+    w = readers.Windowing(**windowing)
     items = readers.open_inputs(path, lead=lead, channel=channel, fs=fs, unit=unit)
-    return self.embed_inputs(items, readers.Windowing(**windowing), aggregate=aggregate, log=log)
+    out = self.embed_inputs(items, w, aggregate=aggregate, log=log)
+    if not out.index:
+      if len(out.skipped_records) == 1:
+        raise readers.InputError(out.skipped_records[0].message, out.skipped_records[0].reason)
+      counts = collections.Counter(s.reason for s in out.skipped_records)
+      raise readers.InputError(f"{path}: no window to embed (skipped records: " + ", ".join(
+          f"{n} {r}" for r, n in sorted(counts.items())) + ").", "empty")
+    return out
 
   def embed_inputs(self, items: Iterable[readers.Recording | readers.Skipped],
                    windowing: readers.Windowing, *, aggregate: str = "none",

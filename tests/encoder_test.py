@@ -6,13 +6,11 @@ import pathlib
 import subprocess
 import sys
 
+import hostile
 import numpy as np
 import pytest
 
-from clef_jax import embed
-from clef_jax import encoder
-from clef_jax import readers
-import hostile
+from clef_jax import embed, encoder, readers
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -141,6 +139,7 @@ def test_cli_windows_index_aggregate_and_outputs(enc, weights, tmp_path, capsys)
                                  "--max_windows", 20], capsys)
   assert rc == 0, err
   assert "channel 'MLII' read as lead II" in err and "Traceback" not in err
+  assert "embed: 1/1 records, 20 windows, " in err and " windows/s, ETA " in err   # progress
   z = np.load(out)
   assert z.shape == (20, 256) and "20 windows" in stdout
   with open(f"{out}.index.csv") as f:
@@ -173,15 +172,24 @@ def test_cli_windows_index_aggregate_and_outputs(enc, weights, tmp_path, capsys)
   assert rc == 2 and "cannot create directory" in err and blocker.read_text() == "x"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
-def test_cli_read_only_output_directory(weights, tmp_path, capsys):
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_cli_read_only_output_directory(weights, tmp_path, capsys, monkeypatch):
   ro = tmp_path / "ro"
   ro.mkdir()
   ro.chmod(0o500)
+  if os.geteuid() == 0:   # root writes anywhere: let `os.access` answer as for a user
+    access = os.access
+    monkeypatch.setattr(embed.os, "access", lambda p, mode: access(p, mode) and
+                        pathlib.Path(p).absolute() != ro)
   np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
   rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input",
-                     tmp_path / "x.npy", "--output", ro / "e.npy"], capsys)
+                     tmp_path / "x.npy", "--fs", 500, "--unit", "mV", "--output", ro / "e.npy"],
+                    capsys)
   assert rc == 2 and "not writable" in err
+  rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input",
+                     tmp_path / "x.npy", "--fs", 500, "--unit", "mV", "--output",
+                     ro / "new" / "e.npy"], capsys)
+  assert rc == 2 and f"cannot create directory {ro / 'new'} ({ro} is not writable)" in err
 
 
 def _case_names():
@@ -202,7 +210,7 @@ def test_hostile_inputs(name, weights, tmp_path, capsys):
   if case.code:
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and case.says.lower() in errors[0].lower(), err
-    assert not out.exists()
+    assert not out.parent.exists()             # nothing written, not even the directory
   else:
     assert np.load(out).shape[1] == 256
 
@@ -237,3 +245,144 @@ def test_encoder_load_from_torch_file(enc, weights):
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="needs its size"):
     encoder.Encoder.load(weights)
+
+
+_FLAGS = {"--fs": "fs", "--unit": "unit", "--channel": "channel", "--lead": "lead",
+          "--window_s": "window_s", "--hop_s": "hop_s"}
+
+
+@pytest.mark.parametrize("name", [n for n in _case_names() if n != "latin1_comments"])
+def test_hostile_inputs_through_the_api(name, enc, tmp_path):
+  """The same files through `Encoder.embed_file`: one `InputError` line naming the file."""
+  case = hostile.write_all(tmp_path)[name]
+  args = dict(zip(case.args[::2], case.args[1::2]))
+  kwargs = {_FLAGS[k]: v for k, v in args.items() if k != "--input"}
+  for key in ("fs", "window_s", "hop_s"):
+    if key in kwargs:
+      kwargs[key] = float(kwargs[key])
+  with pytest.raises(readers.InputError) as e:
+    enc.embed_file(args["--input"], **kwargs)
+  message = str(e.value)
+  assert "\n" not in message and case.says.lower() in message.lower(), message
+  if not name.startswith("cli_"):           # argument errors name the flag, file errors the file
+    assert pathlib.Path(args["--input"]).stem in message, message
+
+
+@pytest.mark.parametrize("signal, kwargs, says", [
+    (np.zeros(5000), {"fs": 500}, "flat"),
+    (np.full(5000, 3.2), {"fs": 500}, "flat"),
+    (np.full(5000, np.nan), {"fs": 500}, "missing"),
+    (hostile.ecg_like(100, 500.0), {"fs": 500}, "no window"),            # 0.2 s
+    (hostile.ecg_like(5000, 500.0), {"fs": 0}, "sampling rate 0 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": -500}, "sampling rate -500 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": float("nan")}, "sampling rate nan Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 5e4}, "sampling rate 50000 Hz"),
+    (hostile.ecg_like(5000, 500.0), {"fs": "fast"}, "not a number"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "unit": "mmHg"}, "unknown signal unit"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "lead": "MLX"}, "not a standard lead"),
+    (hostile.ecg_like(5000, 500.0), {"fs": 500, "window_s": 0}, "--window_s"),
+    (np.zeros((2, 5000)), {"fs": 500}, "1-D real-valued"),
+    (np.array(["1"] * 5000), {"fs": 500}, "1-D real-valued"),
+    (np.array([object()] * 5000), {"fs": 500}, "1-D real-valued"),
+    (np.ones(5000, bool), {"fs": 500}, "1-D real-valued"),
+])
+def test_hostile_arrays_through_the_api(enc, signal, kwargs, says):
+  with pytest.raises(readers.InputError, match=says) as e:
+    enc.embed(signal, window_s=W, **kwargs) if "window_s" not in kwargs else enc.embed(
+        signal, **kwargs)
+  assert "\n" not in str(e.value)
+
+
+def test_progress_line_counts_rate_and_eta(monkeypatch):
+  import io
+
+  now = [100.0]
+  monkeypatch.setattr(encoder.time, "monotonic", lambda: now[0])
+  stream = io.StringIO()
+  p = encoder.Progress(2, stream=stream, every_s=5.0)
+  p.opened_record(10)                     # 2 records, the unopened one assumed as long: 20
+  now[0] = 110.0
+  p.update(records=0, windows=5)          # 0.5 windows/s, 15 windows to go -> 30 s
+  now[0] = 111.0
+  p.update(records=1, windows=6)          # within every_s of the last line: not printed
+  assert stream.getvalue() == "embed: 0/2 records, 5 windows, 0.5 windows/s, ETA 00:00:30\n"
+
+
+def test_readme_example_runs_as_written(enc, weights, tmp_path, monkeypatch):
+  """The README's five-line Python example, executed verbatim (`"W"` is a stand-in workdir)."""
+  import re
+
+  import clef_jax
+
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  section = readme[readme.index("## Embed your own ECGs"):]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  assert len(code.strip().splitlines()) == 5 and 'clef_jax.Encoder.load("W")' in code
+  load = encoder.Encoder.load.__func__
+  monkeypatch.setattr(encoder.Encoder, "load", classmethod(
+      lambda cls, source, **kw: load(cls, weights, size="small", batch_size=8)
+      if source == "W" else load(cls, source, **kw)))
+  edfio = pytest.importorskip("edfio")
+  y = hostile.ecg_like(256 * 30, 256.0, 3)
+  edfio.Edf([edfio.EdfSignal(y * 1000, sampling_frequency=256, label=label,
+                             physical_dimension="uV") for label in ("ECG I", "ECG II")]
+            ).write(tmp_path / "holter.edf")
+  monkeypatch.chdir(tmp_path)
+  scope = {"signal": 1000 * hostile.ecg_like(512 * 30, 512.0)}
+  exec(code, scope)                                              # noqa: S102
+  assert scope["z"].shape == (3, 256)
+  res = scope["res"]
+  assert res.vectors.shape == (1, 256) and res.windows == [6]   # 0, 5, ..., 25 s (5 s = min_s)
+  assert (res.index[0].channel, res.index[0].end_s) == ("ECG II", 30.0)
+  np.testing.assert_allclose(scope["z"], enc.embed(scope["signal"] / 1000, fs=512), rtol=1e-4,
+                             atol=1e-4)
+  assert clef_jax.Encoder is encoder.Encoder
+
+
+def test_cli_ctrl_c_while_loading_is_one_line(tmp_path, capsys, monkeypatch):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(encoder.Encoder, "load", interrupted)
+  np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
+  rc, _, err = _run(["--torch_weights", "w.ckpt", "--size", "small", "--input", tmp_path / "x.npy",
+                     "--fs", 500, "--unit", "mV", "--output", tmp_path / "o" / "e.npy"], capsys)
+  assert (rc, err) == (130, "error: interrupted; nothing written.\n")
+  assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
+  """`Encoder.load(workdir)` as the README says: the run's backbone and size, its latest step."""
+  from clef_jax import checkpoint, train_loop
+  from configs import small
+
+  config = small.get_config("tiny,steps=2")
+  config.input.data_dir = os.fspath(tmp_path / "data")
+  config.mesh.num_devices = 1
+  config.evals.probe.enabled = False
+  config.ckpt.export_format = ""
+  config.log.plots = False
+  train_loop.train_and_evaluate(config, tmp_path / "w")
+  enc = encoder.Encoder.load(tmp_path / "w", batch_size=4)
+  assert (enc.backbone, enc.size) == (config.model.name, config.model.size)
+  _, params = checkpoint.load_backbone(os.fspath(tmp_path / "w"))
+  import jax
+
+  for a, b in zip(jax.tree.leaves(enc.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  z = enc.embed(hostile.ecg_like(2500, 250.0), fs=250, window_s=W)
+  assert z.shape == (5, 256) and np.isfinite(z).all()
+
+
+def test_cli_out_of_memory_is_one_line(weights, tmp_path, capsys, monkeypatch):
+  def exhausted(self, x):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.")
+
+  monkeypatch.setattr(encoder.Encoder, "embed_windows", exhausted)
+  np.save(tmp_path / "x.npy", hostile.ecg_like(5000, 500.0))
+  rc, _, err = _run(["--torch_weights", weights, "--size", "small", "--input", tmp_path / "x.npy",
+                     "--fs", 500, "--unit", "mV", "--quiet", "--output", tmp_path / "o" / "e.npy"],
+                    capsys)
+  assert rc == 1 and err.count("\n") == 1 and "pass a smaller --batch_size" in err
+  assert not (tmp_path / "o").exists()

@@ -92,14 +92,22 @@ def write_all(root: pathlib.Path) -> dict[str, Case]:
   (root / "garbage.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
   cases["npy_garbage"] = Case(("--input", str(root / "garbage.npy")), 1, "npy")
   np.save(root / "nan.npy", np.full(5000, np.nan, np.float32))
-  cases["npy_all_nan"] = Case(("--input", str(root / "nan.npy")), 1, "missing")
+  cases["npy_all_nan"] = Case(("--input", str(root / "nan.npy"), "--fs", "500", "--unit", "mV"),
+                              1, "missing")
+  np.save(root / "int16.npy", np.zeros(5000, np.int16))
+  cases["npy_no_fs"] = Case(("--input", str(root / "int16.npy")), 1, "pass --fs")
+  (root / "plain.csv").write_text("ECG1,ECG2\n" + "".join(f"{v:.4f},0\n" for v in
+                                                          ecg_like(3000, 250.0)))
+  cases["csv_no_unit"] = Case(("--input", str(root / "plain.csv"), "--channel", "ECG1", "--fs",
+                               "250"), 1, "pass --unit")
 
   # Sampling rates and units on the command line.
   np.save(root / "ok.npy", ecg_like(5000, 500.0).astype(np.float32))
-  ok = ("--input", str(root / "ok.npy"))
+  ok = ("--input", str(root / "ok.npy"), "--unit", "mV")
   for name, fs in (("zero", "0"), ("negative", "-500"), ("nan", "nan"), ("absurd", "1e6")):
     cases[f"cli_fs_{name}"] = Case(ok + ("--fs", fs), 2, "sampling rate")
-  cases["cli_unit"] = Case(ok + ("--unit", "furlongs"), 2, "unknown signal unit")
+  cases["cli_unit"] = Case(ok[:2] + ("--fs", "500", "--unit", "furlongs"), 2,
+                           "unknown signal unit")
   cases["cli_window"] = Case(ok + ("--window_s", "0"), 2, "--window_s")
   cases["cli_hop"] = Case(ok + ("--hop_s", "-1"), 2, "--hop_s")
   cases["cli_lead"] = Case(ok + ("--lead", "XYZ"), 2, "not a standard lead")

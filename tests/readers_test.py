@@ -1,13 +1,12 @@
 """Tests for `clef_jax.readers`: every input kind against files written by independent code."""
 
+import hostile
 import numpy as np
 import pytest
 
+from clef_jax import embed, readers
 from clef_jax.data import wfdb_io
-from clef_jax import embed
-from clef_jax import readers
 from clef_jax.readers import core
-import hostile
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -173,8 +172,12 @@ def test_apple_health_csv(tmp_path):
   with pytest.raises(readers.InputError, match="unknown signal unit 'counts'"):
     _one(tmp_path / "bad.csv")
   (tmp_path / "zero.csv").write_text(hostile.apple_csv(x_uv[:100], rate="0 hertz"))
-  with pytest.raises(readers.InputError, match="sampling rate 0 Hz"):
+  with pytest.raises(readers.InputError, match="0 Hz is not usable .*Sample Rate line or pass"):
     _one(tmp_path / "zero.csv")
+  (tmp_path / "odd.csv").write_text(hostile.apple_csv(x_uv, rate="fast"))
+  with pytest.raises(readers.InputError, match="unreadable sample rate 'fast'; pass --fs"):
+    _one(tmp_path / "odd.csv")
+  assert _one(tmp_path / "odd.csv", fs=512).fs == 512.0       # --fs replaces the file's rate
 
 
 def test_plain_csv_and_npy(tmp_path):
@@ -184,13 +187,18 @@ def test_plain_csv_and_npy(tmp_path):
   r = _one(tmp_path / "p.csv", channel="ECG1", fs=250, unit="uV")
   assert (r.channel, r.fs) == ("ECG1", 250.0) and r.notes == []
   np.testing.assert_allclose(r.read(0, 2500), x / 1000, atol=1e-9)
-  np.testing.assert_allclose(_one(tmp_path / "p.csv", lead="II", fs=250).read(0, 10), 2 * x[:10],
-                             atol=1e-6)
-  d = _one(tmp_path / "p.csv", lead="II")
-  assert d.fs == 500.0 and "using --fs 500 and --unit mV" in d.notes[0]
+  np.testing.assert_allclose(_one(tmp_path / "p.csv", lead="II", fs=250, unit="mV").read(0, 10),
+                             2 * x[:10], atol=1e-6)
+  # Neither the rate nor the unit is guessed: a wrong rate would embed silently wrong signals.
+  with pytest.raises(readers.InputError, match=r"p.csv: a plain CSV .* pass --fs HZ and --unit"):
+    _one(tmp_path / "p.csv", lead="II")
+  with pytest.raises(readers.InputError, match=r"pass --unit \(uV, mV or V\)\.$"):
+    _one(tmp_path / "p.csv", lead="II", fs=250)
   a = np.stack([x, -x]).astype(np.float32)
   np.save(tmp_path / "a.npy", a)
-  items = list(readers.open_inputs(tmp_path / "a.npy", fs=250))
+  with pytest.raises(readers.InputError, match=r"a.npy: a .npy array .* pass --fs HZ\.$"):
+    _one(tmp_path / "a.npy", unit="mV")
+  items = list(readers.open_inputs(tmp_path / "a.npy", fs=250, unit="mV"))
   assert [i.id for i in items] == ["0", "1"]
   np.testing.assert_allclose(items[1].read(0, 2500), -x, atol=1e-6)
 
@@ -198,13 +206,14 @@ def test_plain_csv_and_npy(tmp_path):
 def test_npy_input_first_window(tmp_path):
   a = np.random.default_rng(0).standard_normal((3, 2600, 12)).astype(np.float32)
   np.save(tmp_path / "x.npy", a)
-  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000)
+  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500,
+                                     unit="mV")
   assert x.shape == (3, 1000) and ids == ["0", "1", "2"] and not errors
   np.testing.assert_allclose(x[1], embed.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6)
 
 
 def test_real_records_match_the_builders_reader(shared_data):
-  """The reader layer's first window equals `wfdb_io.read_wfdb` + the input contract (500 Hz data)."""
+  """The reader layer's first window equals `wfdb_io.read_wfdb` + the input contract (500 Hz)."""
   heas = sorted((shared_data / "cinc2021").glob("*.hea"))[:4]
   for hea in heas:
     r = _one(hea, lead="I")
@@ -266,7 +275,50 @@ def test_windows_are_streamed_in_bounded_chunks():
 
 def test_windowing_arguments_are_checked():
   for kw, flag in (({"window_s": 0}, "--window_s"), ({"window_s": float("nan")}, "--window_s"),
+                   ({"window_s": 0.5}, r"--window_s 0.5: must be .* in \[1, 3600\]"),
+                   ({"min_s": 0.1}, r"--min_s 0.1: must be in \[0.5, window_s\]"),
                    ({"hop_s": -1.0}, "--hop_s"), ({"min_s": 20.0}, "--min_s"),
                    ({"max_missing": 1.0}, "--max_missing"), ({"max_windows": 0}, "--max_windows")):
     with pytest.raises(readers.InputError, match=flag):
       readers.Windowing(**kw)
+
+
+def test_real_ptb_record_lower_case_names_at_1000_hz(shared_data):
+  """PTB's `ii` channel at 1000 Hz, picked by lead and by the file's own name and index."""
+  rec = shared_data / "ptb_diagnostic" / "s0010_re"
+  ref = wfdb.rdrecord(str(rec))
+  j = ref.sig_name.index("ii")
+  by_lead = _one(rec, lead="II")
+  assert (by_lead.channel, by_lead.lead, by_lead.fs, by_lead.n_samples) == ("ii", "II", 1000.0,
+                                                                           38400)
+  assert by_lead.notes == [f"{rec}.hea: channel 'ii' read as lead II"]
+  np.testing.assert_allclose(by_lead.read(1000, 21000), ref.p_signal[1000:21000, j])
+  for channel in ("II", str(j)):
+    np.testing.assert_array_equal(_one(rec, channel=channel).read(0, 500), by_lead.read(0, 500))
+  assert any("age" in c.lower() for c in by_lead.comments)
+
+
+def test_evaluate_reads_wfdb_through_the_reader_layer(tmp_path):
+  """`evaluate`'s WFDB source: aliases apply, segments of multi-segment records are not records."""
+  from clef_jax.evaluation import records
+
+  x = hostile.ecg_like(2500, 250.0)[:, None]
+  _wrsamp(tmp_path, "holter", x, fs=250, names=("MLII",), units=("mV",), fmt="16")
+  (tmp_path / "holter.hea").write_text((tmp_path / "holter.hea").read_text()
+                                       + "# Age: 61\n# Sex: Female\n")
+  _wrsamp(tmp_path, "m_1", x[:1500], fs=250, names=("II",), units=("mV",), fmt="16")
+  _wrsamp(tmp_path, "m_2", x[1500:], fs=250, names=("II",), units=("mV",), fmt="16")
+  (tmp_path / "m.hea").write_text("m/2 1 250 2500\nm_1 1500\nm_2 1000\n")
+  _wrsamp(tmp_path, "v5", x, fs=250, names=("V5",), units=("mV",), fmt="16")
+  got = records.read_wfdb_records(tmp_path, lead="II", window=2500)
+  assert got.ids == ["holter", "m"] and got.fields["age"][0] == 61.0
+  assert got.fields["sex"][0] == "F"
+  assert len(got.skipped) == 1 and got.skipped[0].startswith("v5: ") and "no lead II" in \
+      got.skipped[0]
+  ref = embed.input_contract(wfdb.rdrecord(str(tmp_path / "holter")).p_signal[:, 0]
+                             .astype(np.float32), 250.0, window=2500)
+  np.testing.assert_allclose(got.x[0], ref, atol=1e-6)
+  stitched = np.concatenate([wfdb.rdrecord(str(tmp_path / n)).p_signal[:, 0]
+                             for n in ("m_1", "m_2")])
+  np.testing.assert_allclose(got.x[1], embed.input_contract(stitched.astype(np.float32), 250.0,
+                                                            window=2500), atol=1e-6)

@@ -17,6 +17,9 @@ Outputs in `--output`: `report.md` (also printed), `report.json`, `report.png`, 
 written once complete (staged, then renamed); a report already there is kept unless
 `--overwrite`.
 
+`python -m clef_jax.evaluate --list_tasks` prints every registered task, one per line: name,
+group, dataset, kind, metric (tab-separated); `configs/eval.py:paper` selects the paper's 18.
+
 Exit status: 0 done (also for `--help`); 1 bad config, output, data or weights (one line on
 stderr); 130 interrupted (Ctrl-C), nothing written.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import sys
 
+LIST_FLAG = "--list_tasks"
 # Old flag -> its name now (kept for one release; a note on stderr when used).
 DEPRECATED = {"workdir": "model_workdir"}
 
@@ -61,10 +65,16 @@ def main(argv: list[str] | None = None) -> None:
   output_flag = flags.DEFINE_string("output", None, "Report directory.")
   overwrite_flag = flags.DEFINE_boolean(
       "overwrite", False, "Replace a report already in --output (kept otherwise).")
+  flags.DEFINE_boolean("list_tasks", False, "Print every task (name, group, dataset, kind, "
+                       "metric), one per line, and exit.")
   flags.mark_flags_as_required(["config", "output"])
   argv = list(sys.argv if argv is None else argv)
 
   def parse(args):
+    if LIST_FLAG in args[1:]:
+      from clef_jax.evaluation import tasks
+      print("\n".join(tasks.list_tasks()), flush=True)
+      sys.exit(0)
     return cli.absl_parse(args, doc=__doc__, renamed=DEPRECATED)
 
   def run(args):

@@ -9,11 +9,11 @@ recursively for all of them):
 
 | kind | files | sampling rate, unit | channel names |
 |---|---|---|---|
-| WFDB (single- and multi-segment, any format wfdb reads) | `rec.hea` + signal files | header | header |
+| WFDB (single-/multi-segment, any format wfdb reads) | `rec.hea` + signal files | header | header |
 | EDF, EDF+, BDF, BDF+ | `.edf`, `.bdf`, `.rec` | per signal | labels |
-| Apple Watch / Apple Health ECG export | `.csv` with a `Sample Rate` line | header block | `Lead` line |
-| plain CSV | `.csv`, one column per channel | `--fs`/`--unit` | header row or 0, 1, ... |
-| numpy | `.npy` `(T,)`, `(N, T)` or `(N, T, 12)` | `--fs`/`--unit` | `LEAD_ORDER` for 12 |
+| Apple Watch / Health ECG export | `.csv` with a `Sample Rate` line | header block | `Lead` line |
+| plain CSV | `.csv`, one column per channel | `--fs`, `--unit` (needed) | header row or 0, 1, ... |
+| numpy | `.npy` `(T,)`, `(N, T)` or `(N, T, 12)` | `--fs`, `--unit` (needed) | 12: `LEAD_ORDER` |
 
 `lead` picks a standard lead through `core.LEAD_ALIASES` (MLII -> II, "Lead I" -> I, ...),
 `channel` the file's own channel name or its index; units come from the file (uV, mV, V) and a
@@ -25,17 +25,28 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
-from clef_jax.readers import edf_files
-from clef_jax.readers import text_files
-from clef_jax.readers import wfdb_files
+from clef_jax.readers import edf_files, text_files, wfdb_files
 from clef_jax.readers.core import (  # noqa: F401  (the package's API)
-    LEAD_ALIASES, MAX_FS, UNIT_TO_MV, InputError, Recording, check_lead, choose_channel,
-    standard_lead)
+  LEAD_ALIASES,
+  MAX_FS,
+  UNIT_TO_MV,
+  InputError,
+  Recording,
+  check_lead,
+  choose_channel,
+  standard_lead,
+)
 from clef_jax.readers.text_files import from_array  # noqa: F401
 from clef_jax.readers.windows import (  # noqa: F401
-    SKIP_REASONS, Span, Windowing, count_windows, iter_windows, max_chunk_samples)
+  SKIP_REASONS,
+  Span,
+  Windowing,
+  count_windows,
+  iter_windows,
+  max_chunk_samples,
+)
 
 _FILE_SUFFIXES = (".hea", ".csv", ".npy") + edf_files.SUFFIXES
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import pathlib
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -52,17 +52,17 @@ def unit_scale(unit: str | None, *, where: str) -> float:
   return UNIT_TO_MV[key]
 
 
-def check_fs(fs: float | None, *, where: str) -> float:
-  """A usable sampling rate in Hz, or InputError."""
+def check_fs(fs: float | None, *, where: str, fix: str = "fix the file's header") -> float:
+  """A usable sampling rate in Hz, or InputError naming `where` and ending in `fix`."""
+  fix = "" if where.startswith("--") else f"; {fix}"   # A flag's own message needs no fix.
   try:
     fs = float(fs)  # type: ignore[arg-type]
   except (TypeError, ValueError):
-    raise InputError(f"{where}: sampling rate {fs!r} is not a number; pass --fs.",
+    raise InputError(f"{where}: sampling rate {fs!r} is not a number{fix}.",
                      "bad_sampling_rate") from None
   if not math.isfinite(fs) or fs <= 0 or fs > MAX_FS:
-    fix = "." if where.startswith("--") else "; fix the file's header or pass --fs."
     raise InputError(f"{where}: sampling rate {fs:g} Hz is not usable (need 0 < fs <= "
-                     f"{MAX_FS:g}){fix}", "bad_sampling_rate")
+                     f"{MAX_FS:g}){fix}.", "bad_sampling_rate")
   return fs
 
 
@@ -202,6 +202,7 @@ class Recording:
     fs: native sampling rate, Hz.
     n_samples: native length in samples.
     notes: log lines about choices made while opening (alias applied, unit assumed).
+    comments: the file's free-text header comments (WFDB `#` lines; [] for other kinds).
   """
   id: str
   path: pathlib.Path
@@ -211,6 +212,7 @@ class Recording:
   n_samples: int
   reader: Callable[[int, int], np.ndarray]
   notes: list[str] = dataclasses.field(default_factory=list)
+  comments: list[str] = dataclasses.field(default_factory=list)
   closer: Callable[[], None] | None = None
 
   @property
@@ -228,7 +230,7 @@ class Recording:
                        "expected (file shorter than its header says?).", "truncated")
     return x
 
-  def __enter__(self) -> "Recording":
+  def __enter__(self) -> Recording:
     return self
 
   def __exit__(self, *exc) -> None:

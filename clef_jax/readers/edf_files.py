@@ -71,7 +71,11 @@ def open_file(path: pathlib.Path, *, rid: str, lead: str | None = None,
     raise
 
   def reader(start: int, stop: int) -> np.ndarray:
-    return f.readSignal(ch, start, stop - start) * scale
+    try:
+      return f.readSignal(ch, start, stop - start) * scale
+    except Exception as e:  # EDFlib reports a failed read in several types.
+      raise core.InputError(f"{where}: cannot read samples {start}-{stop} of channel "
+                            f"{labels[ch]!r} ({type(e).__name__}: {e}).", "truncated") from None
 
   return core.Recording(id=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
                         n_samples=n, reader=reader, notes=[choice.note] if choice.note else [],

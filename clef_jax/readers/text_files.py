@@ -19,7 +19,8 @@ lines, then one sample per line:
 The sampling rate, lead and unit come from that block. A plain CSV (no such block) holds one
 column per channel with an optional header row of channel names; an `.npy` array holds `(T,)`,
 `(N, T)` (N single-lead recordings) or `(N, T, 12)` (leads in `schema.LEAD_ORDER`). Neither says its
-sampling rate or unit: `--fs` and `--unit` do (500 Hz and mV when not given, with a log line).
+sampling rate or unit, so both are required (`--fs`, `--unit`): a guessed rate would give
+embeddings of a signal played at the wrong speed without any sign of it.
 CSV files are read whole (wearable exports are short); `.npy` files are memory-mapped.
 """
 
@@ -35,18 +36,18 @@ import numpy as np
 from clef_jax.data import schema
 from clef_jax.readers import core
 
-DEFAULT_FS = 500.0
-DEFAULT_UNIT = "mV"
+DEFAULT_UNIT = "mV"   # Of in-memory arrays (`from_array`), as the Python API documents.
 _NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 
 
-def _defaults(path: pathlib.Path, fs: float | None, unit: str | None) -> tuple[float, str, list]:
-  notes = []
-  if fs is None or unit is None:
-    notes.append(f"{path}: no sampling rate/unit in the file; using "
-                 f"{'--fs ' + format(fs if fs is not None else DEFAULT_FS, 'g')} and "
-                 f"--unit {unit or DEFAULT_UNIT} (pass them to say otherwise)")
-  return (DEFAULT_FS if fs is None else fs), (unit or DEFAULT_UNIT), notes
+def _required(path: pathlib.Path, fs: float | None, unit: str | None, *, what: str
+              ) -> tuple[float, str]:
+  """`--fs` and `--unit` for a file that says neither; InputError naming what is missing."""
+  missing = [flag for flag, v in (("--fs HZ", fs), ("--unit (uV, mV or V)", unit)) if v is None]
+  if missing:
+    raise core.InputError(f"{path}: {what} does not say its sampling rate or unit; pass "
+                          f"{' and '.join(missing)}.", "bad_argument")
+  return fs, unit  # type: ignore[return-value]
 
 
 def _array_recording(x: np.ndarray, *, rid: str, path: pathlib.Path, channel: str,
@@ -67,7 +68,7 @@ def from_array(x: np.ndarray, *, fs: float, unit: str = DEFAULT_UNIT, rid: str =
     raise core.InputError(f"{path}: expected a 1-D real-valued signal (T,); got {x.dtype} "
                           f"{x.shape}.", "bad_shape")
   where = path
-  fs = core.check_fs(fs, where=where)
+  fs = core.check_fs(fs, where=where, fix="pass the rate in Hz as fs=")
   return _array_recording(x, rid=rid, path=pathlib.Path(path), channel=lead or "signal",
                           lead=lead, fs=fs, scale=core.unit_scale(unit, where=where), notes=[])
 
@@ -116,12 +117,12 @@ def open_csv(path: pathlib.Path, *, rid: str, lead: str | None = None,
   if len(names) != width:
     names = [str(i) for i in range(width)]
   choice = core.choose_channel(names, where=where, lead=lead, channel=channel)
-  fs, unit, notes = _defaults(path, fs, unit)
-  fs = core.check_fs(fs, where=where)
+  fs, unit = _required(path, fs, unit, what="a plain CSV")
+  fs = core.check_fs(fs, where=where, fix="pass --fs HZ")
   x = np.array([_cell(r, choice.index) for r in data if any(c.strip() for c in r)], np.float64)
   return _array_recording(x, rid=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
                           scale=core.unit_scale(unit, where=where),
-                          notes=notes + ([choice.note] if choice.note else []))
+                          notes=[choice.note] if choice.note else [])
 
 
 def _cell(row: list[str], j: int) -> float:
@@ -134,8 +135,10 @@ def _cell(row: list[str], j: int) -> float:
 def _open_apple(path: pathlib.Path, data: list[list[str]], head: dict[str, str], *, rid: str,
                 lead, channel, fs, unit) -> core.Recording:
   where = str(path)
-  file_fs = _parse_rate(head["sample rate"], where=where)
-  fs = core.check_fs(file_fs if fs is None else fs, where=where)
+  if fs is None:   # --fs replaces the file's rate, readable or not.
+    fs = _parse_rate(head["sample rate"], where=where)
+  fs = core.check_fs(fs, where=where,
+                     fix="fix the file's Sample Rate line or pass --fs")
   name = head.get("lead", "Lead I") or "Lead I"   # Apple Watch records lead I.
   choice = core.choose_channel([name], where=where, lead=lead, channel=channel)
   file_unit = head.get("unit")
@@ -154,8 +157,11 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
   where = str(path)
   try:
     a = np.load(path, mmap_mode="r", allow_pickle=False)
-  except ValueError as e:   # Object arrays: refused rather than unpickled (code could run).
+  except ValueError as e:
     msg = str(e).split("\n", 1)[0]
+    if "object" not in msg.lower():   # A damaged header, not an object array.
+      raise core.InputError(f"{where}: not a readable .npy file ({msg}).", "unreadable") from None
+    # Object arrays are refused rather than unpickled (unpickling can run code).
     raise core.InputError(f"{where}: not a plain numeric array ({msg}); object arrays are never "
                           "unpickled, save a float array.", "bad_dtype") from None
   except Exception as e:
@@ -179,9 +185,9 @@ def open_npy(path: pathlib.Path, *, lead: str | None = None, channel: str | int 
   else:
     raise core.InputError(f"{where}: expected (T,), (N, T) or (N, T, 12); got {a.shape}.",
                           "bad_shape")
-  fs, unit, notes = _defaults(path, fs, unit)
-  fs = core.check_fs(fs, where=where)
+  fs, unit = _required(path, fs, unit, what="a .npy array")
+  fs = core.check_fs(fs, where=where, fix="pass --fs HZ")
   scale = core.unit_scale(unit, where=where)
   return [_array_recording(a[i], rid=str(i), path=path, channel=name, lead=std, fs=fs,
-                           scale=scale, notes=notes if i == 0 else [])
+                           scale=scale, notes=[])
           for i in range(a.shape[0])]

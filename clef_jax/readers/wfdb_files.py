@@ -114,7 +114,8 @@ def open_record(path: pathlib.Path, *, rid: str, lead: str | None = None,
 
   return core.Recording(id=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
                         n_samples=int(header.sig_len), reader=reader,
-                        notes=[choice.note] if choice.note else [])
+                        notes=[choice.note] if choice.note else [],
+                        comments=list(header.comments or []))
 
 
 def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channel, unit
@@ -126,7 +127,7 @@ def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channe
   segments = []   # (first sample, length, record path or None, channel index, scale)
   chosen = None
   offset = 0
-  for k, (name, n) in enumerate(zip(names, lengths)):
+  for name, n in zip(names, lengths):
     if name == "~" or n == 0:
       if n == 0 and name != "~" and chosen is None:   # The layout segment of a variable layout.
         layout = _rdheader(path.parent / name)
@@ -166,7 +167,8 @@ def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channe
 
   return core.Recording(id=rid, path=path, channel=chosen.name, lead=chosen.lead, fs=fs,
                         n_samples=min(total, offset), reader=reader,
-                        notes=[chosen.note] if chosen.note else [])
+                        notes=[chosen.note] if chosen.note else [],
+                        comments=list(header.comments or []))
 
 
 def segment_names(hea: pathlib.Path) -> list[str]:

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
+from clef_jax.data import schema, wfdb_io
 from clef_jax.readers import core
+
+# The shortest window and the least signal a window may hold, in seconds: below one heartbeat
+# (0.5 s at 120 bpm) a window holds no ECG waveform, and below about one second the input
+# contract's 0.67 Hz high-pass sees less than a period of what it removes.
+MIN_WINDOW_S = 1.0
+MIN_SIGNAL_S = 0.5
 
 SKIP_REASONS = {
     "short": "shorter than --min_s",
@@ -35,7 +41,8 @@ class Windowing:
   Attributes:
     window_s: seconds per window (10 s is the released models' input).
     hop_s: seconds between window starts; None = `window_s` (no overlap).
-    min_s: least seconds of signal a window must hold; None = `window_s / 2`.
+    min_s: least seconds of signal a window must hold (at least `MIN_SIGNAL_S`); None =
+      `window_s / 2`.
     max_missing: largest fraction of missing (NaN) samples a kept window may have.
     max_windows: at most this many windows per record (None: all).
     block_windows: windows read per chunk (bounds memory for any record length).
@@ -52,13 +59,13 @@ class Windowing:
       raise core.InputError(f"--{field} {value!r}: must be {need}.", "bad_argument")
 
     if not (isinstance(self.window_s, (int, float)) and math.isfinite(self.window_s)
-            and 0 < self.window_s <= 3600):
-      bad("window_s", self.window_s, "a number of seconds in (0, 3600]")
+            and MIN_WINDOW_S <= self.window_s <= 3600):
+      bad("window_s", self.window_s, f"a number of seconds in [{MIN_WINDOW_S:g}, 3600]")
     if self.hop_s is not None and not (math.isfinite(self.hop_s) and self.hop_s > 0):
       bad("hop_s", self.hop_s, "a positive number of seconds")
     if self.min_s is not None and not (math.isfinite(self.min_s)
-                                       and 0 < self.min_s <= self.window_s):
-      bad("min_s", self.min_s, "in (0, window_s]")
+                                       and MIN_SIGNAL_S <= self.min_s <= self.window_s):
+      bad("min_s", self.min_s, f"in [{MIN_SIGNAL_S:g}, window_s] seconds")
     if not (math.isfinite(self.max_missing) and 0 <= self.max_missing < 1):
       bad("max_missing", self.max_missing, "a fraction in [0, 1)")
     if self.max_windows is not None and self.max_windows < 1:
