@@ -388,13 +388,12 @@ def load_backbone_torch(path: str | os.PathLike, *, name: str, size: str) -> PyT
     raise ValueError(f"No PyTorch import for backbone {name!r}.")
   from clef_jax.export import msformer_interop
 
-  path = os.fspath(path)
-  if path.endswith(".safetensors"):
-    from safetensors.torch import load_file
-    sd = load_file(path)
-  else:
-    import torch
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+  from clef_jax.export import net1d_interop
+
+  sd = net1d_interop.read_torch_file(path)
   sd = sd.get("state_dict", sd)
   sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
-  return msformer_interop.msformer_from_torch_state_dict(sd, size=size, in_channels=1)
+  try:
+    return msformer_interop.msformer_from_torch_state_dict(sd, size=size, in_channels=1)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e

@@ -101,7 +101,7 @@ def main(argv):
     config = _CONFIG.value
     config.get("seed")  # A config file that failed to load raises only when first used.
   except OSError as e:  # config_flags reports an unreadable config file lazily, here.
-    print(f"error: {cli.one_line(e)}", file=sys.stderr, flush=True)
+    print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
     sys.exit(1)
   try:
     train_loop.train_and_evaluate(config, workdir)

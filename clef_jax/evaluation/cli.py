@@ -94,14 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
       config = config_flag.value
       config.get("mode")            # A config file that failed to load raises when first used.
-      protocol.run(config, model=main_model, compare=others, output=output_flag.value)
     except OSError as e:
-      message = (f"{e.filename}: {e.strerror}" if e.filename and e.strerror
-                 else (e.args[0] if e.args else e))
-      print(f"error: {message}", file=sys.stderr, flush=True)
+      print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
-    except (ValueError, KeyError) as e:
-      print(f"error: {e.args[0] if e.args else e}", file=sys.stderr, flush=True)
+    try:
+      protocol.run(config, model=main_model, compare=others, output=output_flag.value)
+    except (OSError, ValueError, KeyError) as e:
+      print(f"error: {cli.error_text(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
     except KeyboardInterrupt:
       print("error: interrupted; no report written (an earlier one in --output is kept).",

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
       line = from_torch(args.from_torch, args.config, args.workdir)
   except (FileNotFoundError, ValueError, KeyError, ImportError) as e:
-    print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+    print(f"error: {cli.error_text(e)}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print("error: interrupted; nothing was written.", file=sys.stderr)
@@ -124,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     return 1
   except Exception as e:  # Torch, Orbax and safetensors readers fail in many ways.
-    first = str(e).splitlines()[0] if str(e) else ""
-    print(f"error: cannot convert {source} ({type(e).__name__}: {first}).",
+    print(f"error: cannot convert {source} ({type(e).__name__}: {cli.error_text(e)}).",
           file=sys.stderr)
     return 1
   print(line)

@@ -58,6 +58,18 @@ def _in_channels_notes(shapes: Mapping[str, tuple[int, ...]], in_channels: int) 
   return []
 
 
+def _size_notes(shapes: Mapping[str, tuple[int, ...]], size: str, in_channels: int) -> list[str]:
+  """Names the Net1D size whose layout the shapes do match (the commonest mistake)."""
+  for other in sorted(net1d_layout.PRESETS):
+    if other == size:
+      continue
+    table = net1d_layout.state_dict_table(other, in_channels)
+    expected = {e.torch_key: tuple(e.torch_shape) for e in table if e.rule != "bn"}
+    if all(shapes.get(k) == s for k, s in expected.items()):
+      return [f"these are Net1D-{other} weights: load them as size {other}"]
+  return []
+
+
 # ---------------------------------------------------------------------------------------------
 # Flax params <-> state dict.
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +179,12 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
                             required=[e.torch_key for e in table if e.rule != "bn"])
   strict.raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
                         f"num_classes={num_classes})", "Net1D", *problems,
-                        _in_channels_notes(shapes, in_channels))
+                        _in_channels_notes(shapes, in_channels)
+                        + _size_notes(shapes, size, in_channels))
 
+  what = f"Net1D({size}) weights"
+  strict.check_values(what, {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table
+                             if e.flax_path is not None and e.torch_key in sd})
   flat, non_initial = {}, []
   for e in table:
     if e.torch_key not in sd:
@@ -262,20 +278,45 @@ def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
   Returns:
     Flax params (float32 numpy arrays); see `from_torch_state_dict`.
   """
+  checkpoint = read_torch_file(path)
+  try:
+    return from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
+                                 num_classes=num_classes)
+  except ValueError as e:
+    raise ValueError(f"{os.fspath(path)}: {e}") from e
+
+
+def read_torch_file(path: str | os.PathLike) -> Mapping[str, Any]:
+  """A `.ckpt` / `.pth` / `.pt` / `.safetensors` file -> the mapping it holds (never unpickling
+  code: `torch.load(..., weights_only=True)`).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: one line naming the file: truncated, damaged, not a weights file, or holding
+      objects that `weights_only=True` refuses.
+  """
   path = os.fspath(path)
   torch = strict.import_torch()
-  if _is_safetensors(path):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    checkpoint = load_file(path)
-  else:
-    try:
+  safetensors = _is_safetensors(path)
+  try:
+    if safetensors:
+      from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+      checkpoint = load_file(path)
+    else:
       checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-      raise ValueError(
-          f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
-          "file, extract its state_dict in a separate step and pass it to "
-          "from_torch_state_dict.") from e
+  except pickle.UnpicklingError as e:
+    raise ValueError(
+        f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
+        "file, extract its state_dict in a separate step and pass it to "
+        "from_torch_state_dict.") from e
+  except (FileNotFoundError, IsADirectoryError, PermissionError):
+    raise
+  except Exception as e:  # torch and safetensors fail in many ways on a damaged file.
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    kind = "safetensors" if safetensors else "PyTorch"
+    raise ValueError(f"{path}: not a readable {kind} weight file ({type(e).__name__}"
+                     f"{': ' + first if first else ''}); it is truncated or damaged: download "
+                     "or export it again.") from e
   if not isinstance(checkpoint, Mapping):
     raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
-  return from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
-                               num_classes=num_classes)
+  return checkpoint
