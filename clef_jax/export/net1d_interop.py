@@ -305,10 +305,14 @@ def read_torch_file(path: str | os.PathLike) -> Mapping[str, Any]:
     else:
       checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
-    raise ValueError(
-        f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
-        "file, extract its state_dict in a separate step and pass it to "
-        "from_torch_state_dict.") from e
+    if "unsupported global" in str(e).lower():   # A pickled object, not bytes that are no pickle.
+      raise ValueError(
+          f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
+          "file, extract its state_dict in a separate step and pass it to "
+          "from_torch_state_dict.") from e
+    raise ValueError(f"{path}: not a readable PyTorch weight file (no pickle or zip archive a "
+                     "state dict is saved as); it is truncated or damaged: download or export "
+                     "it again.") from e
   except (FileNotFoundError, IsADirectoryError, PermissionError):
     raise
   except Exception as e:  # torch and safetensors fail in many ways on a damaged file.
