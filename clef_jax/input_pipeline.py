@@ -217,7 +217,7 @@ def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | Non
 
   - It reads through TFDS's read-only builder (the files' own `dataset_info.json`), never a
     registered builder class, so the source pickles into grain workers without the
-    `datasets/<name>` code being importable there.
+    `clef_jax.datasets.<name>` code being imported there.
   - `lean=True` wraps the serialized examples in `LeanSource`, which decodes only the six fields
     the pipeline reads (~30 % cheaper than TFDS's generic decode of every feature).
 
@@ -298,7 +298,7 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
     num_epochs: passes over the data; None repeats forever.
     augment: augmentation switches.
     window: samples per view (at `augment.target_fs`).
-    lead_policy: "random" (spec §D sampling) or a lead name (e.g. "II") for both views.
+    lead_policy: "random" (docs/method.md §D sampling) or a lead name (e.g. "II") for both views.
 
   Returns:
     `MapDataset` whose elements are per-process batches (see `AugmentBatch`).

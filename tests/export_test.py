@@ -1,4 +1,4 @@
-"""Tests for the PyTorch twin and Net1D weight interop (spec §A.5, §A.6, §I)."""
+"""Tests for the PyTorch twin and Net1D weight interop (docs/method.md §A.5, §A.6, §I)."""
 
 import collections
 import functools
@@ -91,16 +91,6 @@ def _rel_err(ours, ref):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_layout_presets_match_flax_variants():
-  # net1d_layout repeats the presets so the twin imports without JAX; they must agree.
-  for size, variant in net1d.VARIANTS.items():
-    assert net1d_layout.PRESETS[size] == (variant.base_filters, variant.ratio,
-                                          variant.filter_list, variant.m_blocks_list,
-                                          variant.groups_width)
-    assert net1d_layout.KERNEL_SIZE == variant.kernel_size
-    assert list(net1d_layout.block_specs(size)) == list(net1d.block_specs(variant))
-
-
 @pytest.mark.parametrize("size", ["small", "medium", "large"])
 def test_table_flax_side_matches_flax_param_tree(size):
   table = net1d_layout.state_dict_table(size)
@@ -156,7 +146,7 @@ def test_twin_with_head_adds_dense():
 
 
 def test_twin_reproduces_spec_a6_vector():
-  # The twin checked against the official code's numbers, independently of JAX (spec §A.6).
+  # The twin checked against the official code's numbers, independently of JAX (docs/method.md §A.6).
   twin = TorchNet1D("small").double()
   named = [(n, p) for n, p in twin.named_parameters() if "bn" not in n]
   assert len(named) == 102
@@ -225,7 +215,7 @@ def test_jax_matches_torch_twin(size, in_channels, length):
 
 
 def _official_load(path, size, in_channels=1, num_classes=None):
-  """What the official CLEF loader does (spec §I), but with strict=True."""
+  """What the official CLEF loader does (docs/method.md §I), but with strict=True."""
   ckpt = torch.load(path, map_location="cpu", weights_only=True)
   sd = {k.replace("backbone.", "", 1): v for k, v in ckpt.get("state_dict", ckpt).items()}
   twin = TorchNet1D(size, in_channels, num_classes)

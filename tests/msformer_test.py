@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
   torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
-# Net1D's trainable parameters (spec §A.4, "params actually used").
+# Net1D's trainable parameters (docs/method.md §A.4, "params actually used").
 NET1D_PARAMS = {"small": 443_184, "medium": 30_587_632, "large": 296_301_312}
 MSFORMER_PARAMS = {"small": 429_280, "medium": 31_590_272, "large": 298_340_608}
 
@@ -140,14 +140,6 @@ def _signal(batch, length, channels=1, seed=1):
 # ---------------------------------------------------------------------------------------------
 # Sizes, parameter budgets and paths.
 # ---------------------------------------------------------------------------------------------
-
-
-def test_interop_presets_agree_with_variants():
-  for name, v in msformer.VARIANTS.items():
-    assert msformer_interop.PRESETS[name] == (v.widths, v.depths, v.num_heads, v.features,
-                                              v.patch_size, v.mlp_ratio)
-    assert all(w % h == 0 and (w // h) % 2 == 0 for w, h in zip(v.widths, v.num_heads))
-  assert set(msformer_interop.PRESETS) == set(msformer.VARIANTS)
 
 
 @pytest.mark.parametrize("size", ["small", "medium", "large"])
