@@ -295,8 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(e, TypeError) and "unexpected keyword argument" in str(e) and kwargs:
       key = str(e).split("'")[1] if str(e).count("'") >= 2 else "?"
       print(f"error: --option {key}=...: {name}'s Builder has no such option; see "
-            f"datasets/{name}/{name}_dataset_builder.py for its keyword arguments",
+            f"clef_jax/datasets/{name}/{name}_dataset_builder.py for its keyword arguments",
             file=sys.stderr)
+      return 2
+    if isinstance(e, ValueError) and str(e).split("=", 1)[0] in kwargs:   # A builder's check.
+      print(f"error: --option {cli.error_text(e)}", file=sys.stderr)
       return 2
     first = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
     print(f"error: building {args.name} into {args.data_dir} failed ({type(e).__name__}: "

@@ -1,7 +1,7 @@
 r"""`python -m clef_jax.plan`: compile the training step ahead of time and say what it costs.
 
     python -m clef_jax.plan --config=configs/medium.py:bf16 --topology=v5p:2x2x1 [--batch 256]
-        [--json plan.json] [--breakdown] [--no_fit]
+        [--json plan.json [--overwrite]] [--breakdown] [--no_fit]
     python -m clef_jax.plan --config=configs/small.py --topology=local
 
 It builds exactly the step `python -m clef_jax.main` runs (`train_setup.make_step` and
@@ -308,13 +308,21 @@ def main(argv: list[str] | None = None) -> int:
                  help="a TPU topology (v5p:2x2x1, v5litepod-4 style names: v5e:2x2, v6e:2x2, "
                  "v4:2x2x1) or 'local' (default)")
   p.add_argument("--batch", type=int, default=None, help="global batch in pairs (default: config)")
-  p.add_argument("--json", default="", help="also write the report to this file (atomic)")
+  p.add_argument("--json", default="", help="also write the report to this file (atomic; an "
+                 "existing file is kept unless --overwrite)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.add_argument("--breakdown", action="store_true", help="bytes per top-level instruction")
   p.add_argument("--no_fit", action="store_true",
                  help="skip the second compile that finds the largest batch that fits")
   args = p.parse_args(argv)
   if args.batch is not None and args.batch <= 0:
     p.error(f"--batch must be positive; got {args.batch}")
+  if args.json:  # Before the compile: the report must have somewhere to go.
+    from clef_jax import cli
+    try:
+      cli.check_output_file(args.json, "--json", overwrite=args.overwrite)
+    except cli.UsageError as e:
+      p.error(str(e).rstrip("."))
   if args.topology != "local":
     # A deviceless compile: the host's own backend is the CPU (libtpu would otherwise look for
     # a TPU attached to this host first, and print its failure).

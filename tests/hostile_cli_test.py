@@ -36,7 +36,8 @@ class Run:
 
   @property
   def errors(self) -> list[str]:
-    return [line for line in self.err.splitlines() if "error: " in line]
+    return [line for line in self.err.splitlines()
+            if "error: " in line or line.startswith("plan: ")]   # plan's own prefix
 
 
 def cli(module: str, *args, timeout: float = 180, env: dict | None = None) -> Run:
@@ -443,6 +444,8 @@ def test_build_bad_arguments(tmp_path):
           "--config tinny", "tiny", code=2)
   refused(cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjectz=3", "--data_dir",
               data), "num_subjectz", code=2)
+  refused(cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjects=-3", "--data_dir",
+              data), "--option num_subjects=-3", "at least 1", code=2)
   refused(cli("clef_jax.build", "ptbxl", "--data_dir", data, "--manual_dir", tmp_path / "nope"),
           "--manual_dir", code=2)
   refused(cli("clef_jax.build", "synthetic_eg", "--data_dir", data), "synthetic_eg", code=2)
@@ -483,9 +486,16 @@ def test_build_cleans_a_killed_builds_leftovers_and_refuses_a_concurrent_one(tmp
 
 
 # ------------------------------------------------------------------------------------------------
-# plan (when present).
+# plan.
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not (REPO / "clef_jax" / "plan.py").exists(), reason="no clef_jax.plan")
-def test_plan_config_typo():
-  refused(cli("clef_jax.plan", "--config=configs/small.py", "--config.totl_steps=5"),
-          "did you mean total_steps", code=1)
+def test_plan_bad_config_batch_and_json_path(tmp_path):
+  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny,stpes=2"), "stpes", code=2)
+  refused(cli("clef_jax.plan", "--config=configs/smal.py"), "configs/smal.py", code=2)
+  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", "--batch=0"), "--batch", code=2)
+  blocker = tmp_path / "f"
+  blocker.write_text("mine")
+  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker / 'p.json'}"),
+          f"{blocker} is a file", code=2)
+  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker}"),
+          "--overwrite", code=2)                           # before the compile, not after it
+  assert blocker.read_text() == "mine"

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clef_jax import arch
 from clef_jax.export import net1d_layout
 from clef_jax.export import strict
 
@@ -60,7 +61,7 @@ def _in_channels_notes(shapes: Mapping[str, tuple[int, ...]], in_channels: int) 
 
 def _size_notes(shapes: Mapping[str, tuple[int, ...]], size: str, in_channels: int) -> list[str]:
   """Names the Net1D size whose layout the shapes do match (the commonest mistake)."""
-  for other in sorted(net1d_layout.PRESETS):
+  for other in arch.SIZES:
     if other == size:
       continue
     table = net1d_layout.state_dict_table(other, in_channels)
