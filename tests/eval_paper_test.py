@@ -161,23 +161,26 @@ def test_tasks_undefined_for_a_model_are_left_out_of_the_average():
 # ------------------------------------------------------------------------------------------------
 # `evaluate --config=configs/eval.py:paper` end to end on the dummy trees of all seven datasets.
 # ------------------------------------------------------------------------------------------------
-BUILDS = (("ptbxl", ("100hz",)), ("chapman", (None,)), ("icentia11k", ("beat", "rhythm")),
-          ("mc_med", (None,)), ("mimic_iv_lvef", ("csv_class",)), ("music_scd", (None,)),
-          ("aurora_bp", ("auscultatory",)))
-
-
 @pytest.fixture(scope="module")
 def paper_data(tmp_path_factory):
-  """Every builder's dummy tree, built (a few seconds in all)."""
+  """Every builder's dummy tree with the records that make all 18 tasks runnable, built."""
   pytest.importorskip("tensorflow_datasets")
-  from clef_jax import build
+  from clef_jax.evaluation import paper_dummy
 
   root = tmp_path_factory.mktemp("paper_data")
-  for name, configs in BUILDS:
-    raw = build.dataset_module(name, "dummy_data_generation").write_dummy_data(root / name)
-    for config in configs:
-      build.build(name, data_dir=root / "tfds", config=config, manual_dir=raw)
+  paper_dummy.write_and_build(root)
   return root
+
+
+def test_paper_dummy_keeps_what_is_there(tmp_path):
+  from clef_jax.evaluation import paper_dummy
+
+  (tmp_path / "raw" / "mc_med").mkdir(parents=True)
+  (tmp_path / "raw" / "mc_med" / "visits.csv").write_text("mine")
+  with pytest.raises(FileExistsError, match="mc_med already written; pass overwrite"):
+    paper_dummy.write_and_build(tmp_path)
+  assert (tmp_path / "raw" / "mc_med" / "visits.csv").read_text() == "mine"
+  assert not (tmp_path / "raw" / "ptbxl").exists() and not (tmp_path / "tfds").exists()
 
 
 def _pair_auroc(y, s):
@@ -310,13 +313,13 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
   plus two PyTorch weight files, every task, every number recomputed from predictions.npz."""
   from clef_jax.evaluation import models as models_lib
   from clef_jax.evaluation import tasks
-  from clef_jax.export import net1d_interop
+  from clef_jax.export import torch_files
 
   weights = []
   for seed in (1, 2):
     b = models_lib.random_backbone("net1d", "small", seed=seed, window=5000)
     path = tmp_path / f"net1d_small_seed{seed}.ckpt"
-    net1d_interop.save_torch(b.params, path, size="small")
+    torch_files.save_torch(b.params, path, size="small")
     weights.append(f"seed{seed}={path}")
   out = tmp_path / "report"
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
@@ -324,7 +327,8 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
   start = time.monotonic()
   proc = subprocess.run(
       [sys.executable, "-m", "clef_jax.evaluate",
-       f"--config=configs/eval.py:paper,data_dir={paper_data / 'tfds'},epochs=2,resamples=100",
+       f"--config=configs/eval.py:paper,data_dir={paper_data / 'tfds'},epochs=2,resamples=100,"
+       "embed_batch=16",
        f"--torch_weights={weights[0]}", f"--compare={weights[1]}", f"--output={out}"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   seconds = time.monotonic() - start
@@ -335,14 +339,19 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
   report = json.loads((out / "report.json").read_text())
   assert list(report["models"]) == ["random init", "seed1", "seed2"]
   assert report["paper"]["reference"] == "random init"
-  # Every paper task ran, or is listed with the reason it could not (the dummy trees are tiny).
-  ran, skipped = set(report["tasks"]), set(report["skipped_tasks"])
-  assert ran | skipped == set(tasks.PAPER_TASKS) and not ran & skipped
-  assert {report["tasks"][n]["group"] for n in ran} == set(tasks.PAPER_GROUPS)
-  assert len(ran) >= 15, skipped
+  # All 18 paper tasks ran, each with a number and an interval in every cell.
+  ran = set(report["tasks"])
+  assert ran == set(tasks.PAPER_TASKS) and not report["skipped_tasks"], report["skipped_tasks"]
   for name in ran:
     t = report["tasks"][name]
     assert t["number"] == tasks.TASKS[name].number
+    assert min(t["n"].values()) >= 2, (name, t["n"])
+    for m in report["models"]:
+      cell = report["paper"]["cells"][name][m]
+      assert np.isfinite([cell["value"], cell["low"], cell["high"]]).all(), (name, m, cell)
+  assert report["paper"]["classification"]["left_out"] == []
+  assert len(report["paper"]["classification"]["tasks"]) == 13
+  assert len(report["paper"]["regression"]["tasks"]) == 5
   # The lead each task read: config lead I for the 12-lead sets, the builders' column otherwise.
   assert report["protocol"]["lead"] == "I"
   _recompute_everything(report, np.load(out / "predictions.npz"))
@@ -353,9 +362,11 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
           if line.startswith("| ") and line.split(" | ")[2] in ran]
   assert [r.split(" | ")[2] for r in rows] == [
       n for g in tasks.PAPER_GROUPS for n in tasks.GROUPS[g] if n in ran]
-  assert "**mean AUROC** over" in text and "**mean relative MAE change** over 5 tasks" in text
+  assert "**mean AUROC** over 13 tasks" in text
+  assert "**mean relative MAE change** over 5 tasks" in text and "n/a" not in text.split(
+      "## Every metric")[0]
   # Test targets of a regression task are the visit table's values (read with csv).
-  with open(paper_data / "mc_med" / "visits.csv", newline="") as f:
+  with open(paper_data / "raw" / "mc_med" / "visits.csv", newline="") as f:
     sbp = {row["CSN"]: float(row["Triage_SBP"]) for row in csv.DictReader(f)
            if row["Triage_SBP"]}
   pred = np.load(out / "predictions.npz")

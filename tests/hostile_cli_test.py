@@ -250,18 +250,17 @@ def test_embed_weights_of_the_wrong_size_say_which_size(good, files, tmp_path):
 
 def test_every_generated_weight_file_is_refused_by_the_loader(weights):
   """All of them, in this process (the loader the CLIs share), by name and reason."""
-  from clef_jax import checkpoint
+  from clef_jax.export import torch_files
 
   for name, (path, says) in weights.items():
     with pytest.raises(ValueError) as e:
-      checkpoint.load_backbone_torch(path, name="net1d", size="small")
+      torch_files.load_torch(path, size="small")
     message = str(e.value)
     assert "\n" not in message and says.lower() in message.lower(), (name, message)
     if "readable" in says:
       assert str(path) in message, (name, message)
   assert not path.with_name("PICKLE_RAN").exists()
-  good = checkpoint.load_backbone_torch(path.with_name("good.safetensors"), name="net1d",
-                                        size="small")
+  good = torch_files.load_torch(path.with_name("good.safetensors"), size="small")
   assert good["stem_conv"]["kernel"].dtype == np.float32
 
 
@@ -361,11 +360,10 @@ def test_export_refuses_to_overwrite_and_bad_output_paths(good, tmp_path):
   assert snapshot(workdir) == before
   run = cli("clef_jax.export", "--workdir", workdir, "--output", existing, "--overwrite")
   assert run.code == 0, run.err[-3000:]
-  from clef_jax import checkpoint
-  loaded = checkpoint.load_backbone_torch(existing, name="net1d", size="small")
-  np.testing.assert_array_equal(
-      loaded["stem_conv"]["kernel"],
-      checkpoint.load_backbone_torch(good, name="net1d", size="small")["stem_conv"]["kernel"])
+  from clef_jax.export import torch_files
+  loaded = torch_files.load_torch(existing, size="small")
+  np.testing.assert_array_equal(loaded["stem_conv"]["kernel"],
+                                torch_files.load_torch(good, size="small")["stem_conv"]["kernel"])
 
 
 @pytest.mark.parametrize("name", ["bool", pytest.param("header_too_large_safetensors",
