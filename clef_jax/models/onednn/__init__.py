@@ -1,0 +1,197 @@
+"""Grouped 1-D convolutions on CPU through oneDNN (the library PyTorch's CPU convolutions use).
+
+`conv1d_same(x, kernel, stride=, groups=)` is a SAME-padded grouped convolution on channels-last
+float32 arrays whose forward pass, input gradient and kernel gradient are three oneDNN
+primitives, called from XLA as FFI custom calls (`conv1d.cc`, next to this file). oneDNN runs
+them straight on JAX's buffers (its `nwc` layout is JAX's (B, L, C)), so no activation-sized
+layout copy is made, unlike every XLA formulation measured (docs/benchmarks.md).
+
+The shared library is built on first use with the system C++ compiler against the oneDNN headers
+and library (PyPI: `pip install 'clef_jax[onednn]'`, i.e. `onednn` + `onednn-devel`) and cached
+under `$XDG_CACHE_HOME/clef_jax` (default `~/.cache/clef_jax`), keyed by the source, jaxlib and
+oneDNN. `available()` says whether that worked; when it did not (no compiler, no oneDNN, not a
+CPU backend), `reason()` says why in one line and callers fall back to the XLA formulations.
+
+Scope: CPU only (custom calls have no GPU/TPU kernel). The calls are batched under `jax.vmap`
+by looping over the mapped axis (`vmap_method="sequential"`), and under `jax.jit` with sharded
+inputs XLA gathers them to one device first; inside `jax.shard_map` each shard runs locally.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+_SOURCE = os.path.join(os.path.dirname(__file__), "conv1d.cc")
+_TARGETS = {
+    "clef_onednn_conv1d_fwd": "ClefOnednnConv1dFwd",
+    "clef_onednn_conv1d_bwd_data": "ClefOnednnConv1dBwdData",
+    "clef_onednn_conv1d_bwd_weights": "ClefOnednnConv1dBwdWeights",
+}
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _find_onednn() -> tuple[str, str]:
+  """(include dir, lib dir) of an installed oneDNN; FileNotFoundError when there is none."""
+  prefixes = [sys.prefix, sys.base_prefix, "/usr/local", "/usr"]
+  for prefix in dict.fromkeys(prefixes):
+    inc = os.path.join(prefix, "include")
+    if not os.path.exists(os.path.join(inc, "oneapi", "dnnl", "dnnl.hpp")):
+      continue
+    for lib in ("lib", "lib64", os.path.join("lib", "x86_64-linux-gnu")):
+      libdir = os.path.join(prefix, lib)
+      if glob.glob(os.path.join(libdir, "libdnnl.so*")):
+        return inc, libdir
+  raise FileNotFoundError(
+      "oneDNN headers and library not found; install them with pip install 'clef_jax[onednn]'")
+
+
+def _cache_dir() -> str:
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "clef_jax", "onednn")
+
+
+def _build(inc: str, libdir: str) -> str:
+  """Compiles conv1d.cc (once per source/jaxlib/oneDNN); returns the shared library's path."""
+  with open(_SOURCE, "rb") as f:
+    source = f.read()
+  libdnnl = os.path.realpath(glob.glob(os.path.join(libdir, "libdnnl.so*"))[0])
+  key = hashlib.sha256(b"\0".join([
+      source, jax.ffi.include_dir().encode(), jax.__version__.encode(), inc.encode(),
+      libdnnl.encode(), str(os.path.getmtime(libdnnl)).encode()])).hexdigest()[:16]
+  out_dir = _cache_dir()
+  path = os.path.join(out_dir, f"libclef_onednn_{key}.so")
+  if os.path.exists(path):
+    return path
+  cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+  if not cxx:
+    raise FileNotFoundError("no C++ compiler (g++ or c++) on PATH to build the oneDNN kernels")
+  os.makedirs(out_dir, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+  os.close(fd)
+  # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
+  cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", _SOURCE, "-o", tmp,
+         "-I", jax.ffi.include_dir(), "-I", inc, "-L", libdir, "-ldnnl",
+         f"-Wl,--disable-new-dtags,-rpath,{libdir}"]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+      last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+      raise RuntimeError(f"building the oneDNN kernels failed ({cxx}): {last}")
+    os.replace(tmp, path)   # Atomic: a concurrent builder writes the same bytes.
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _load() -> None:
+  if jax.default_backend() != "cpu":
+    raise RuntimeError(f"the oneDNN kernels are CPU-only (backend: {jax.default_backend()})")
+  inc, libdir = _find_onednn()
+  # PyPI's oneDNN runs its CPU engine on the SYCL runtime, which finds the CPU device through the
+  # OpenCL ICD loader; the wheel's ICD file names a path that does not exist, so point the loader
+  # at the CPU runtime shipped next to libdnnl (only if the user has not chosen one).
+  icd = os.path.join(libdir, "libintelocl.so")
+  if os.path.exists(icd):
+    os.environ.setdefault("OCL_ICD_FILENAMES", icd)
+  lib = ctypes.CDLL(_build(inc, libdir))
+  for name, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+  # Creating the engine here (one tiny convolution) turns a broken runtime into "unavailable"
+  # instead of an error inside a compiled step.
+  # `ensure_compile_time_eval`: runs now even when the first use is inside a `jit` trace.
+  with jax.ensure_compile_time_eval():
+    y = np.asarray(_fwd(jnp.ones((1, 4, 2), jnp.float32), jnp.ones((2, 1, 2), jnp.float32), 1, 2))
+  if not np.allclose(y[0, :, 0], [2.0, 2.0, 2.0, 1.0]):
+    raise RuntimeError(f"the oneDNN kernels returned wrong values: {y[0, :, 0]}")
+
+
+def available() -> bool:
+  """True when the oneDNN kernels are built, loaded and registered (tried once per process)."""
+  with _lock:
+    if "ok" not in _state:
+      try:
+        _load()
+        _state["ok"], _state["reason"] = True, None
+      except Exception as e:  # noqa: BLE001 -- any failure means: fall back to XLA.
+        _state["ok"], _state["reason"] = False, f"{type(e).__name__}: {e}"
+    return bool(_state["ok"])
+
+
+def reason() -> str | None:
+  """Why `available()` is False (one line), else None."""
+  available()
+  return _state["reason"]   # type: ignore[return-value]
+
+
+def _out_len(length: int, stride: int) -> int:
+  return (length + stride - 1) // stride
+
+
+def _fwd(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+  b, length, _ = x.shape
+  out = jax.ShapeDtypeStruct((b, _out_len(length, stride), kernel.shape[2]), jnp.float32)
+  return jax.ffi.ffi_call("clef_onednn_conv1d_fwd", out, vmap_method="sequential")(
+      x, kernel, stride=np.int64(stride), groups=np.int64(groups))
+
+
+def _bwd_data(g: Array, kernel: Array, length: int, stride: int, groups: int) -> Array:
+  out = jax.ShapeDtypeStruct((g.shape[0], length, kernel.shape[1] * groups), jnp.float32)
+  return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_data", out, vmap_method="sequential")(
+      g, kernel, stride=np.int64(stride), groups=np.int64(groups), length=np.int64(length))
+
+
+def _bwd_weights(x: Array, g: Array, kernel_size: int, stride: int, groups: int) -> Array:
+  out = jax.ShapeDtypeStruct((kernel_size, x.shape[2] // groups, g.shape[2]), jnp.float32)
+  return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_weights", out, vmap_method="sequential")(
+      x, g, stride=np.int64(stride), groups=np.int64(groups), kernel_size=np.int64(kernel_size))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+  return _fwd(x, kernel, stride, groups)
+
+
+def _conv_fwd(x, kernel, stride, groups):
+  return _fwd(x, kernel, stride, groups), (x, kernel)
+
+
+def _conv_bwd(stride, groups, res, g):
+  x, kernel = res
+  g = g.astype(jnp.float32)
+  dx = _bwd_data(g, kernel, x.shape[1], stride, groups)
+  dw = _bwd_weights(x, g, kernel.shape[0], stride, groups)
+  return dx, dw
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """SAME-padded grouped convolution, (B, L, Cin) x (K, Cin/G, Cout) -> (B, ceil(L/s), Cout).
+
+  float32 only, and only when `available()`; differentiable (oneDNN's backward-data and
+  backward-weights primitives). Same values as `lax.conv_general_dilated` up to summation order.
+  Requires 1 <= stride <= K.
+  """
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+    raise TypeError(f"the oneDNN convolution is float32 only; got {x.dtype} x {kernel.dtype}")
+  if not available():
+    raise RuntimeError(f"the oneDNN kernels are unavailable: {reason()}")
+  return _conv(x, kernel, stride, groups)
