@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clef_jax.models import init, net1d
+from clef_jax.models import conv_cpu, init, net1d
 
-IMPLS = sorted(net1d.GROUPED_CONV_IMPLS)
+IMPLS = sorted(conv_cpu.GROUPED_CONV_IMPLS)
 OTHER_IMPLS = [impl for impl in IMPLS if impl != "xla"]
 # "cpu" only dispatches per layer to "hybrid" or "polyphase" (test_cpu_dispatches_per_layer);
 # the layer-level cases run for the formulations themselves.
@@ -78,7 +78,7 @@ def test_grouped_conv_matches_xla(impl, dtype, stride, length, channels, groups)
 @pytest.mark.parametrize("cin,cout", [(8, 256), (300, 8)])
 def test_pointwise_conv_matches_xla(impl, dtype, cin, cout):
   # Wide enough for the CPU weight-gradient path; both transposition branches.
-  assert max(cin, cout) >= net1d._WGRAD_TRANSPOSE_MIN_CHANNELS
+  assert max(cin, cout) >= conv_cpu._WGRAD_TRANSPOSE_MIN_CHANNELS
   with jax.enable_x64(dtype == jnp.float64):
     x = jax.random.normal(jax.random.key(2), (2, 11, cin), dtype)
     kw = dict(features=cout, kernel_size=1, stride=1, groups=1, dtype=dtype)
@@ -140,11 +140,11 @@ def test_cpu_dispatches_per_layer(channels, groups, expected):
 
 def test_auto_resolves_by_backend():
   assert jax.default_backend() == "cpu"
-  assert net1d.resolve_conv_impl("auto") == "cpu"
-  assert net1d.resolve_conv_impl("xla") == "xla"
+  assert conv_cpu.resolve_conv_impl("auto") == "cpu"
+  assert conv_cpu.resolve_conv_impl("xla") == "xla"
   assert net1d.Net1D().conv_impl == "auto"
   with pytest.raises(ValueError, match="conv_impl"):
-    net1d.resolve_conv_impl("fft")
+    conv_cpu.resolve_conv_impl("fft")
 
 
 def test_swish_gradient_matches_autodiff():
@@ -179,9 +179,9 @@ def test_weight_gradient_as_a_forward_conv(length, stride, groups):
     k, cin, cout = 16, 8, 12
     x = jnp.asarray(rng.standard_normal((3, length, cin)))
     kernel = jnp.asarray(rng.standard_normal((k, cin // groups, cout)))
-    y, vjp = jax.vjp(lambda w: net1d._conv_xla(x, w, stride=stride, groups=groups), kernel)
+    y, vjp = jax.vjp(lambda w: conv_cpu._conv_xla(x, w, stride=stride, groups=groups), kernel)
     g = jnp.asarray(rng.standard_normal(y.shape))
     (expected,) = vjp(g)
-    got = net1d._conv_weight_grad(x, g, kernel_size=k, stride=stride, groups=groups)
+    got = conv_cpu._conv_weight_grad(x, g, kernel_size=k, stride=stride, groups=groups)
     assert got.shape == kernel.shape and got.dtype == jnp.float64
     assert _rel_err(got, expected) <= 1e-12

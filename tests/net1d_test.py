@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clef_jax.models import create_backbone
-from clef_jax.models import net1d
+from clef_jax.models import conv_cpu, net1d
 
 # Spec §A.6 [RUN, float64 in the official PyTorch code].
 A6_OUT8 = [0.046071095321085456, 0.1199857271434754, 0.10567602184197063, 0.01759886367779922,
@@ -191,10 +191,10 @@ def test_spec_a6_vector_float32():
 
 def test_same_pads_match_spec():
   # Spec §A.2: k=16, s=2: (7, 7) for even L, (7, 8) for odd L; k=16, s=1: (7, 8); k=1: none.
-  assert net1d.same_pads(5000, 16, 2) == (7, 7)
-  assert net1d.same_pads(625, 16, 2) == (7, 8)
-  assert net1d.same_pads(313, 16, 1) == (7, 8)
-  assert net1d.same_pads(313, 1, 1) == (0, 0)
+  assert conv_cpu.same_pads(5000, 16, 2) == (7, 7)
+  assert conv_cpu.same_pads(625, 16, 2) == (7, 8)
+  assert conv_cpu.same_pads(313, 16, 1) == (7, 8)
+  assert conv_cpu.same_pads(313, 1, 1) == (0, 0)
 
 
 def test_max_pool_pads_with_zero_not_minus_inf():

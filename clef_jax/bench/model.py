@@ -65,7 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--modes", default="infer,train", help="comma list of infer,train")
   p.add_argument("--frameworks", default="jax,torch", help="comma list of jax,torch")
   p.add_argument("--conv_impl", default="auto",
-                 help="Net1D grouped-conv implementation (see net1d.GROUPED_CONV_IMPLS)")
+                 help="Net1D grouped-conv implementation (see conv_cpu.GROUPED_CONV_IMPLS)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="JAX compute dtype (params stay float32); torch always runs float32")
   p.add_argument("--seed", type=int, default=0)
@@ -334,8 +334,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     versus_args = argparse.Namespace(**{**vars(args), "backbone": args.versus})
     versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
-    from clef_jax.models import net1d
-    env["conv_impl"] = net1d.resolve_conv_impl(args.conv_impl)
+    from clef_jax.models import conv_cpu
+    env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)
   torch_side = {}
   if "torch" in args.frameworks:
     import torch
