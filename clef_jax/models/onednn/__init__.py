@@ -117,7 +117,8 @@ def _load() -> None:
   # instead of an error inside a compiled step.
   # `ensure_compile_time_eval`: runs now even when the first use is inside a `jit` trace.
   with jax.ensure_compile_time_eval():
-    y = np.asarray(_fwd(jnp.ones((1, 4, 2), jnp.float32), jnp.ones((2, 1, 2), jnp.float32), 1, 2))
+    y = np.asarray(forward(jnp.ones((1, 4, 2), jnp.float32), jnp.ones((2, 1, 2), jnp.float32),
+                           stride=1, groups=2))
   if not np.allclose(y[0, :, 0], [2.0, 2.0, 2.0, 1.0]):
     raise RuntimeError(f"the oneDNN kernels returned wrong values: {y[0, :, 0]}")
 
@@ -144,39 +145,49 @@ def _out_len(length: int, stride: int) -> int:
   return (length + stride - 1) // stride
 
 
-def _fwd(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+def forward(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """y = conv(x, kernel): (B, L, Cin) x (K, Cin/G, Cout) -> (B, ceil(L/stride), Cout)."""
   b, length, _ = x.shape
   out = jax.ShapeDtypeStruct((b, _out_len(length, stride), kernel.shape[2]), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_fwd", out, vmap_method="sequential")(
       x, kernel, stride=np.int64(stride), groups=np.int64(groups))
 
 
-def _bwd_data(g: Array, kernel: Array, length: int, stride: int, groups: int) -> Array:
+def backward_data(g: Array, kernel: Array, *, length: int, stride: int, groups: int) -> Array:
+  """dx for output gradient g (B, O, Cout): (B, length, Cin)."""
   out = jax.ShapeDtypeStruct((g.shape[0], length, kernel.shape[1] * groups), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_data", out, vmap_method="sequential")(
       g, kernel, stride=np.int64(stride), groups=np.int64(groups), length=np.int64(length))
 
 
-def _bwd_weights(x: Array, g: Array, kernel_size: int, stride: int, groups: int) -> Array:
+def backward_weights(x: Array, g: Array, *, kernel_size: int, stride: int, groups: int
+                     ) -> Array:
+  """dkernel for input x and output gradient g: (K, Cin/G, Cout)."""
   out = jax.ShapeDtypeStruct((kernel_size, x.shape[2] // groups, g.shape[2]), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_weights", out, vmap_method="sequential")(
       x, g, stride=np.int64(stride), groups=np.int64(groups), kernel_size=np.int64(kernel_size))
 
 
+def supports(x: Array, kernel: Array, stride: int) -> bool:
+  """Whether these operands can take the oneDNN kernels (float32, 1 <= stride <= K, built)."""
+  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+          and 1 <= stride <= kernel.shape[0] and available())
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x: Array, kernel: Array, stride: int, groups: int) -> Array:
-  return _fwd(x, kernel, stride, groups)
+  return forward(x, kernel, stride=stride, groups=groups)
 
 
 def _conv_fwd(x, kernel, stride, groups):
-  return _fwd(x, kernel, stride, groups), (x, kernel)
+  return forward(x, kernel, stride=stride, groups=groups), (x, kernel)
 
 
 def _conv_bwd(stride, groups, res, g):
   x, kernel = res
   g = g.astype(jnp.float32)
-  dx = _bwd_data(g, kernel, x.shape[1], stride, groups)
-  dw = _bwd_weights(x, g, kernel.shape[0], stride, groups)
+  dx = backward_data(g, kernel, length=x.shape[1], stride=stride, groups=groups)
+  dw = backward_weights(x, g, kernel_size=kernel.shape[0], stride=stride, groups=groups)
   return dx, dw
 
 
@@ -186,12 +197,11 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   """SAME-padded grouped convolution, (B, L, Cin) x (K, Cin/G, Cout) -> (B, ceil(L/s), Cout).
 
-  float32 only, and only when `available()`; differentiable (oneDNN's backward-data and
-  backward-weights primitives). Same values as `lax.conv_general_dilated` up to summation order.
-  Requires 1 <= stride <= K.
+  All three passes in oneDNN; differentiable. Needs `supports(x, kernel, stride)`. Same values
+  as `lax.conv_general_dilated` up to summation order.
   """
-  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
-    raise TypeError(f"the oneDNN convolution is float32 only; got {x.dtype} x {kernel.dtype}")
-  if not available():
-    raise RuntimeError(f"the oneDNN kernels are unavailable: {reason()}")
+  if not supports(x, kernel, stride):
+    raise ValueError(f"the oneDNN convolution needs float32 operands, 1 <= stride <= K and the "
+                     f"built kernels; got {x.dtype} x {kernel.dtype}, stride {stride} "
+                     f"({reason() or 'kernels available'})")
   return _conv(x, kernel, stride, groups)
