@@ -91,4 +91,5 @@ def test_missing_onednn_is_reported_in_one_line(monkeypatch):
   monkeypatch.setattr(onednn, "_find_onednn", missing)
   monkeypatch.setattr(onednn, "_state", {})
   assert not onednn.available()
-  assert onednn.reason().startswith("FileNotFoundError: oneDNN headers") and "\n" not in onednn.reason()
+  message = onednn.reason()
+  assert message.startswith("FileNotFoundError: oneDNN headers") and "\n" not in message
