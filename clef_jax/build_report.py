@@ -24,6 +24,9 @@ is written into the dataset's version directory next to `dataset_info.json`:
 | every lead all-NaN or flat                | skip `all_leads_missing`                         |
 | record id seen before                     | second one skipped `duplicate_record_id`         |
 | index-CSV row without id / path / fold    | skip `invalid_list_entry`                        |
+| no window the task's rule accepts         | skip `no_valid_window`                           |
+| the lead the task reads is not recorded   | skip `missing_lead`                              |
+| no label for any of the dataset's tasks   | skip `missing_label`                             |
 | channel with an unknown name              | channel dropped, flag `unknown_lead_name`        |
 | Frank lead (vx, vy, vz)                   | channel dropped, flag `extra_lead_dropped`       |
 | fewer than 12 standard leads              | flag `missing_leads` (`lead_mask` False)         |
@@ -58,10 +61,13 @@ TOO_SHORT = "too_short"
 ALL_LEADS_MISSING = "all_leads_missing"
 DUPLICATE_RECORD = "duplicate_record_id"
 INVALID_ENTRY = "invalid_list_entry"
+NO_VALID_WINDOW = "no_valid_window"
+MISSING_LEAD = "missing_lead"
+MISSING_LABEL = "missing_label"
 SKIP_REASONS = (
     MALFORMED_HEADER, MISSING_HEADER, MISSING_SIGNAL_FILE, TRUNCATED_SIGNAL, READ_ERROR,
     NO_STANDARD_LEADS, UNSUPPORTED_SAMPLING_RATE, TOO_SHORT, ALL_LEADS_MISSING, DUPLICATE_RECORD,
-    INVALID_ENTRY)
+    INVALID_ENTRY, NO_VALID_WINDOW, MISSING_LEAD, MISSING_LABEL)
 
 # Flags: the record is stored, something about it is marked.
 UNKNOWN_LEAD_NAME = "unknown_lead_name"
@@ -227,7 +233,7 @@ class ReportingBuilder:
 
   Use as `class Builder(build_report.ReportingBuilder, tfds.core.GeneratorBasedBuilder)` and feed
   `self.report` from `_generate_examples`; `num_workers` (a constructor keyword, `--option
-  num_workers=N` on the command line) is for the builder to pass to `ecg.imap_ordered`.
+  num_workers=N` on the command line) is for the builder to pass to `clef_jax.data.windows.imap_ordered`.
 
   TFDS runs `_download_and_prepare` with `self.data_dir` pointing at its `incomplete.*` directory
   and renames that directory only after this returns, so the report is inside the version

@@ -16,10 +16,13 @@ and `embed`: from a workdir, a `checkpoints/` directory, one step directory, or 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
-from typing import Any, Mapping
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -124,6 +127,75 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items)).state
 
+  def restore_newest_readable(self, target: PyTree, *, data_iter=None,
+                              check_config: Callable[[dict | None, pathlib.Path], None] | None
+                              = None, report: Callable[[str], None] = print
+                              ) -> tuple[int, PyTree] | None:
+    """Restores the newest step that can be read, trying older steps when one cannot.
+
+    A step whose files are damaged (truncated by a full disk, an interrupted copy) is reported
+    through `report` in one line: the step, the file, what was wrong, and the step used instead.
+    It is never deleted: once an older step restored, it is moved to
+    `<workdir>/unreadable_checkpoints/<step>` so that the run can save that step anew.
+
+    Args:
+      target: as `restore`.
+      data_iter: as `restore`.
+      check_config: called with each candidate's saved config (None when it has none) and its
+        step directory before the state is read; what it raises propagates (e.g. a model
+        mismatch the user must resolve).
+      report: receives the one-line report of each unreadable step.
+
+    Returns:
+      `(step, state)`, or None when the directory holds no checkpoint.
+
+    Raises:
+      UnreadableCheckpoint: no step could be read; the message is the newest step's failure.
+    """
+    failures: list[tuple[int, str]] = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      step_dir = self.directory / str(step)
+      try:
+        config = read_config(step_dir) if (step_dir / "config").is_dir() else None
+      except Exception as e:  # noqa: BLE001 -- any read failure makes the step unreadable.
+        failures.append((step, describe_failure(e, step_dir)))
+        continue
+      if check_config is not None:
+        check_config(config, step_dir)
+      try:
+        state = self.restore(step, target, data_iter=data_iter)
+      except Exception as e:  # noqa: BLE001 -- TensorStore, JSON and Orbax errors alike.
+        failures.append((step, describe_failure(e, step_dir)))
+        continue
+      for bad, why in failures:
+        moved = self._set_aside(bad)
+        report(f"restore: checkpoint step {bad} is unreadable: {why}; using step {step} "
+               f"instead (step {bad} kept, moved to {moved})")
+      if failures:
+        self._manager.reload()
+      return step, state
+    if failures:
+      step, why = failures[0]
+      older = f"; older steps {[s for s, _ in failures[1:]]} failed too" if failures[1:] else ""
+      raise UnreadableCheckpoint(f"checkpoint step {step} is unreadable: {why}{older}")
+    return None
+
+  def _set_aside(self, step: int) -> pathlib.Path:
+    """Moves a step directory out of the manager's view (process 0), keeping every file."""
+    aside = self.directory.parent / "unreadable_checkpoints"
+    target = aside / str(step)
+    n = 1
+    while target.exists():            # An earlier damaged copy of the same step stays too.
+      target = aside / f"{step}-{n}"
+      n += 1
+    if jax.process_index() == 0:
+      aside.mkdir(exist_ok=True)
+      os.replace(self.directory / str(step), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"checkpoint step {step} set aside")
+    return target
+
   def wait(self) -> None:
     """Blocks until every started save is complete on disk."""
     self._manager.wait_until_finished()
@@ -131,6 +203,67 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class UnreadableCheckpoint(RuntimeError):
+  """No checkpoint step of a directory could be restored."""
+
+
+def describe_failure(error: BaseException, step_dir: pathlib.Path) -> str:
+  """`<file>: <what was wrong>` for a failed restore, from the exception and its causes.
+
+  TensorStore names the OCDBT database directory and the array it was reading, e.g.
+  `Error reading "opt_state.0.mu..." in OCDBT database at local file ".../state/": Requested
+  byte range [...] is not valid for value of size 100`. A JSON error names no file: the first
+  metadata file of the step that does not parse is named instead. Otherwise the step directory
+  stands for the file.
+  """
+  chain, seen = [], set()
+  e: BaseException | None = error
+  while e is not None and id(e) not in seen:   # Explicit causes only: `__context__` holds
+    seen.add(id(e))                            # library-internal noise (StopIteration, ...).
+    chain.append(e)
+    e = e.__cause__
+  text = "\n".join(str(c) for c in chain)
+  where = next((str(c.filename) for c in chain if getattr(c, "filename", None)), None)
+  files = re.findall(r'local file "([^"]+)"', text)   # The innermost mention is the exact one.
+  if where is None and files:
+    where = files[-1].rstrip("/")
+  if where is None and any(isinstance(c, json.JSONDecodeError) for c in chain):
+    where = _first_bad_json(step_dir)
+  if where is None:
+    paths = re.findall(re.escape(os.fspath(step_dir)) + r"[^\s\"':,)]*", text)
+    where = paths[0] if paths else os.fspath(step_dir)
+  array = re.search(r'Error reading "([^"]+)"', text)
+  if array:
+    where += f" (array {array.group(1).rsplit('/', 1)[0]})"
+  # What: the innermost error's own words, without the location already given.
+  what = next((str(c).strip().splitlines()[0] for c in reversed(chain) if str(c).strip()),
+              type(error).__name__)
+  code = re.match(r"[A-Z][A-Z_]+: ", what)            # TensorStore's status, e.g. DATA_LOSS.
+  tail = re.split(r'local file "[^"]*": ', what)[-1]   # Without the location given above.
+  tail = re.sub(r"\s*\[tensorstore_spec.*$", "", tail)   # The JSON spec dump adds nothing.
+  what = (code.group(0) if code and not tail.startswith(code.group(0)) else "") + tail
+  return f"{where}: {what[:300]}"
+
+
+def _first_bad_json(step_dir: pathlib.Path) -> str | None:
+  """The first JSON metadata file under `step_dir` that does not parse (array data skipped)."""
+  for path in sorted(step_dir.rglob("*")):
+    if (not path.is_file() or path.suffix == ".ocdbt" or path.parent.name == "d"
+        or path.stat().st_size > 2 ** 24):
+      continue
+    try:
+      text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+      continue                                 # Not a text file.
+    if not text.lstrip().startswith(("{", "[")):
+      continue                                 # Not JSON (commit markers, ...).
+    try:
+      json.loads(text)
+    except ValueError:
+      return os.fspath(path)
+  return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ r"""Embeddings of ECG records with a pretrained backbone: library functions and 
 
 PATH is one WFDB record (`rec` or `rec.hea`), a directory searched recursively for `*.hea`, or a
 `.npy` array of single-lead signals `(N, T)` or `(T,)` (or 12-lead `(N, T, 12)`, in
-`ecg.LEAD_ORDER`; `--lead` picks one) sampled at `--fs` Hz (default 500), in mV.
+`schema.LEAD_ORDER`; `--lead` picks one) sampled at `--fs` Hz (default 500), in mV.
 
 Every signal goes through the models' input contract (spec §I) before the backbone:
 resample to 500 Hz -> interpolate NaN -> bandpass 0.67-40 Hz -> first 10 s window (shorter
@@ -25,14 +25,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34
 
 
-def input_contract(x: np.ndarray, fs: float, *, window: int = ecg.WINDOW_SAMPLES,
+def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
                    bandpass: bool = True) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
@@ -64,17 +64,17 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = ecg.WINDOW_SAMPLES
   return out
 
 
-def record_input(record: dict[str, Any], *, lead: str | int, window: int = ecg.WINDOW_SAMPLES
+def record_input(record: dict[str, Any], *, lead: str | int, window: int = schema.WINDOW_SAMPLES
                  ) -> np.ndarray:
-  """A decoded TFDS example (`ecg.record_features` schema) -> `(window,)` model input."""
-  j = lead if isinstance(lead, int) else ecg.lead_index(lead)
-  x = ecg.to_physical(record["signal"][:, j:j + 1], record["gain"][j:j + 1],
+  """A decoded TFDS example (`schema.record_features` schema) -> `(window,)` model input."""
+  j = lead if isinstance(lead, int) else schema.lead_index(lead)
+  x = schema.to_physical(record["signal"][:, j:j + 1], record["gain"][j:j + 1],
                       record["baseline"][j:j + 1])[:, 0]
   return input_contract(x, float(record["sampling_rate"]), window=window)
 
 
 def source_inputs(source: Sequence[dict[str, Any]], *, lead: str | int,
-                  window: int = ecg.WINDOW_SAMPLES, label_keys: Iterable[str] = (),
+                  window: int = schema.WINDOW_SAMPLES, label_keys: Iterable[str] = (),
                   limit: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Model inputs and labels of (the first `limit`) records of a random-access source.
 
@@ -142,14 +142,14 @@ def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
   Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
   that read many records skip the record and report the message.
   """
-  rec = ecg.read_wfdb(record)
-  j = ecg.lead_index(lead)
+  rec = wfdb_io.read_wfdb(record)
+  j = schema.lead_index(lead)
   if not rec.lead_present[j]:
     raise ValueError(f"no lead {lead}")
   return rec, rec.physical()[:, j]
 
 
-def read_inputs(path: str | os.PathLike, *, lead: str, window: int = ecg.WINDOW_SAMPLES,
+def read_inputs(path: str | os.PathLike, *, lead: str, window: int = schema.WINDOW_SAMPLES,
                 fs: float = pp.OFFICIAL_FS) -> tuple[np.ndarray, list[str], list[str]]:
   """Reads PATH (WFDB record, directory of records, or `.npy`) into model inputs.
 
@@ -163,7 +163,7 @@ def read_inputs(path: str | os.PathLike, *, lead: str, window: int = ecg.WINDOW_
     `(x (N, window) float32, ids, errors)`; `errors` holds one line per skipped record.
   """
   path = pathlib.Path(path)
-  j = ecg.lead_index(lead)
+  j = schema.lead_index(lead)
   if path.suffix == ".npy":
     if not path.is_file():
       raise FileNotFoundError(f"No such file: {path}")
@@ -171,7 +171,7 @@ def read_inputs(path: str | os.PathLike, *, lead: str, window: int = ecg.WINDOW_
     if a.ndim == 1:
       a = a[None]
     elif a.ndim == 3:
-      if a.shape[-1] != ecg.NUM_LEADS:
+      if a.shape[-1] != schema.NUM_LEADS:
         raise ValueError(f"{path}: 3-D input must be (N, T, 12); got {a.shape}.")
       a = a[..., j]
     elif a.ndim != 2:
@@ -231,14 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--output", required=True, help="output .npy (ids go to .ids.txt)")
   parser.add_argument("--lead", default="I", help="lead to embed (default I, as the paper)")
   parser.add_argument("--fs", type=float, default=pp.OFFICIAL_FS, help=".npy sampling rate")
-  parser.add_argument("--window", type=int, default=ecg.WINDOW_SAMPLES,
+  parser.add_argument("--window", type=int, default=schema.WINDOW_SAMPLES,
                       help="samples per input at 500 Hz (default 5000 = 10 s)")
   parser.add_argument("--batch_size", type=int, default=64)
   args = parser.parse_args(argv)
   from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:
-    ecg.lead_index(args.lead)
+    schema.lead_index(args.lead)
     x, ids, errors = read_inputs(args.input, lead=args.lead, window=args.window, fs=args.fs)
     for line in errors:
       print(f"skipped {line}", file=sys.stderr)

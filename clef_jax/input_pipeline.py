@@ -39,7 +39,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import preprocess as pp
 
 
@@ -105,7 +105,7 @@ class TwoViews(grain.transforms.RandomMap):
   """
 
   augment: AugmentConfig = AugmentConfig()
-  window: int = ecg.WINDOW_SAMPLES
+  window: int = schema.WINDOW_SAMPLES
   lead_policy: str = "random"
 
   def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -113,7 +113,7 @@ class TwoViews(grain.transforms.RandomMap):
     if self.lead_policy == "random":
       lead1, lead2, drawn2 = pp.select_leads(record["lead_mask"], rng, aug.p_same_lead)
     else:
-      lead1 = lead2 = drawn2 = ecg.lead_index(self.lead_policy)
+      lead1 = lead2 = drawn2 = schema.lead_index(self.lead_policy)
     fs = float(record["sampling_rate"])
     resample = not aug.faithful and fs != aug.target_fs
     # Native samples needed for `window` samples at the target rate (all of a shorter record).
@@ -121,7 +121,7 @@ class TwoViews(grain.transforms.RandomMap):
     leads = [lead1] if lead1 == lead2 else [lead1, lead2]
     signal = record["signal"]
     digital = np.stack([signal[:native, lead] for lead in leads])  # (k, n) int16, used leads only
-    x = ecg.to_physical(digital, record["gain"][leads, None], record["baseline"][leads, None])
+    x = schema.to_physical(digital, record["gain"][leads, None], record["baseline"][leads, None])
     x = pp.interpolate_nan(x)
     if resample:
       x = pp.resample(x, fs, aug.target_fs)[:, :self.window]
@@ -142,8 +142,8 @@ class TwoViews(grain.transforms.RandomMap):
         "raw": raw, "valid": np.int32(valid), "same": np.bool_(lead1 == lead2),
         "leads": np.array([lead1, lead2], np.int32), "kind": draws[:, 0], "row": draws[:, 1],
         "start": draws[:, 2], "mask_start": draws[:, 3], "mask_len": draws[:, 4],
-        "risk": np.float32(metadata[ecg.RISK_INDEX]),
-        "rate_meta": np.float32(metadata[ecg.RATE_META_INDEX]),
+        "risk": np.float32(metadata[schema.RISK_INDEX]),
+        "rate_meta": np.float32(metadata[schema.RATE_META_INDEX]),
         "index": np.int64(record["index"]),
     }
 
@@ -233,7 +233,7 @@ def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | Non
     builder = read_only_builder.builder_from_files(name, **kwargs)
   signal = builder.info.features["signal"]
   encoding = str(getattr(signal, "_encoding", "")).lower().rsplit(".", 1)[-1]
-  if lean and (signal.np_dtype == np.int16 and signal.shape == (None, ecg.NUM_LEADS)
+  if lean and (signal.np_dtype == np.int16 and signal.shape == (None, schema.NUM_LEADS)
                and encoding in ("zlib", "bytes")):
     raw = builder.as_data_source(
         split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
@@ -259,7 +259,7 @@ def decode_record(serialized: bytes, *, zlib_signal: bool = True) -> dict[str, A
   signal = np.frombuffer(zlib.decompress(signal) if zlib_signal else signal, np.int16)
   floats = lambda key: np.array(f[key].float_list.value, np.float32)  # noqa: E731
   return {
-      "signal": signal.reshape(-1, ecg.NUM_LEADS), "gain": floats("gain"),
+      "signal": signal.reshape(-1, schema.NUM_LEADS), "gain": floats("gain"),
       "baseline": floats("baseline"),
       "lead_mask": np.array(f["lead_mask"].int64_list.value, np.int64).astype(bool),
       "sampling_rate": np.float32(f["sampling_rate"].float_list.value[0]),
@@ -284,13 +284,13 @@ class LeanSource:
 def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
                           process_index: int = 0, process_count: int = 1,
                           num_epochs: int | None = None, augment: AugmentConfig = AugmentConfig(),
-                          window: int = ecg.WINDOW_SAMPLES, lead_policy: str = "random"
+                          window: int = schema.WINDOW_SAMPLES, lead_policy: str = "random"
                           ) -> grain.MapDataset:
   """The per-process `MapDataset` of augmented batches (everything up to `to_iter_dataset`).
 
   Args:
     data_source: random-access source of decoded records (`load_data_source`, or any sequence of
-      dicts with the `ecg.record_features` keys).
+      dicts with the `schema.record_features` keys).
     global_batch_size: records per step over all processes; divisible by `process_count`.
     seed: pipeline seed (shuffle order and every augmentation draw).
     process_index: this process (`jax.process_index()` in training).
@@ -307,7 +307,7 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
     raise ValueError(f"global_batch_size {global_batch_size} is not divisible by "
                      f"process_count {process_count}.")
   if lead_policy != "random":
-    ecg.lead_index(lead_policy)  # Fail early on a bad name.
+    schema.lead_index(lead_policy)  # Fail early on a bad name.
   ds = grain.MapDataset.source(data_source)
   ds = ds.map_with_index(_AddIndex(len(data_source)))
   ds = ds.seed(seed).shuffle().repeat(num_epochs)
@@ -321,7 +321,7 @@ def make_pretrain_iterator(*, data_source, global_batch_size: int, seed: int,
                            process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                            num_epochs: int | None = None,
                            augment: AugmentConfig = AugmentConfig(),
-                           window: int = ecg.WINDOW_SAMPLES, lead_policy: str = "random",
+                           window: int = schema.WINDOW_SAMPLES, lead_policy: str = "random",
                            sharding=None, read_threads: int = 2,
                            device_prefetch: int = 2) -> grain.DatasetIterator:
   """Iterator over pretraining batches; `get_state()`/`set_state()` restore its position.

@@ -10,7 +10,8 @@ Open MPI (`--distributed=auto`, the default, initialises when one of those, or
 `--coordinator_address=host:port --num_processes=N --process_id=i` to every process.
 
 Exit status: 0 done; 1 misconfiguration or non-finite loss (one line on stderr, no traceback);
-143 (128 + SIGTERM) after a SIGTERM was caught and a checkpoint saved: rerun to resume.
+143 (128 + SIGTERM) or 130 (128 + SIGINT, Ctrl-C) after the signal was caught and a checkpoint
+saved: rerun to resume. A second trainer on a workdir in use is refused (exit 1).
 """
 
 import os
@@ -20,6 +21,7 @@ import os
 # cores). Must be set before numpy is first imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app  # noqa: E402
@@ -121,8 +123,14 @@ def main(argv):
     sys.exit(1)
   except train_loop.Preempted as e:
     print(str(e), file=sys.stderr, flush=True)
-    sys.exit(train_loop.PREEMPTED_EXIT_CODE)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    # Ctrl-C before the loop (data, compilation, restore) or a second one during the save.
+    print("Interrupted (SIGINT): stopped without saving; the last saved checkpoint, if any, is "
+          "kept: rerun the same command to resume from it.", file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGINT)

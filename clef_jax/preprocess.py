@@ -28,19 +28,19 @@ change the numbers):
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import functools
 import os
 
 import numpy as np
 import scipy.signal
 
-from clef_jax import ecg
+from clef_jax.data import schema
+from clef_jax.data.signal import resample  # noqa: F401  (re-exported: `pp.resample`)
 
 # Bandpass of spec §D: Butterworth order 5 (10 poles), 0.67-40 Hz.
 BAND_HZ = (0.67, 40.0)
 FILTER_ORDER = 5
-OFFICIAL_FS = 500.0
+OFFICIAL_FS = float(schema.SAMPLING_RATE)  # The models' input rate.
 NOISE_RMS = 0.1  # mV; each noise row is rescaled to this std before being added.
 
 # Noise types in the official order: 0 identity, then the four `.mat` keys.
@@ -48,7 +48,7 @@ NOISE_KEYS: tuple[str, ...] = (
     "motion_artefacts", "electrode_movement", "baseline_wander", "mixture_of_noises")
 NOISE_TYPES: tuple[str, ...] = ("identity",) + NOISE_KEYS
 # `DATA_noises_real.mat` rows: I, II, III, AVR, AVL, AVF, V1-V6, X, Y, Z. Rows 0-11 are
-# `ecg.LEAD_ORDER`, so a lead's index is its row.
+# `schema.LEAD_ORDER`, so a lead's index is its row.
 NOISE_ROWS = 15
 
 
@@ -70,7 +70,7 @@ def select_leads(lead_mask: np.ndarray, rng: np.random.Generator, p_same: float 
     p_same: probability of forcing view 2 onto view 1's lead (0.8 in the official code).
 
   Returns:
-    `(lead1, lead2, drawn2)` indices into `ecg.LEAD_ORDER`; `drawn2` is view 2's lead before the
+    `(lead1, lead2, drawn2)` indices into `schema.LEAD_ORDER`; `drawn2` is view 2's lead before the
     forcing (the official code looks up view 2's noise row with it).
   """
   available = np.flatnonzero(lead_mask)
@@ -163,24 +163,6 @@ def bandpass(x: np.ndarray, fs: float, *, faithful: bool = False, form: str = "a
   if form == "sos":
     return scipy.signal.sosfiltfilt(butter_sos(fs), x, axis=-1)
   raise ValueError(f"form must be 'ba', 'sos' or 'auto'; got {form!r}.")
-
-
-def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-  """Polyphase resampling along the last axis (`scipy.signal.resample_poly`, Kaiser window).
-
-  Args:
-    x: `(..., T)` signal(s) at `fs_in`.
-    fs_in: input rate, Hz.
-    fs_out: output rate, Hz.
-
-  Returns:
-    `(..., round(T * fs_out / fs_in))` float64; `x` unchanged (as float64) if the rates match.
-  """
-  x = np.asarray(x, dtype=np.float64)
-  if fs_in == fs_out:
-    return x
-  ratio = fractions.Fraction(fs_out / fs_in).limit_denominator(1000)
-  return scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
 
 
 def zscore(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -339,12 +321,12 @@ def parametric_noise_bank(seed: int = 0, seconds: float = 120.0, fs: float = OFF
 
 
 def noise_row(lead: int, *, faithful: bool = False) -> int:
-  """Noise-bank row for lead index `lead` (`ecg.LEAD_ORDER`).
+  """Noise-bank row for lead index `lead` (`schema.LEAD_ORDER`).
 
   `faithful=True` reproduces the official lookup: aVR, aVL and aVF are not found in its
   upper-case `CHANNEL_MAPPING`, so they get row 0 (lead I's noise).
   """
-  if faithful and ecg.LEAD_ORDER[lead] in ("aVR", "aVL", "aVF"):
+  if faithful and schema.LEAD_ORDER[lead] in ("aVR", "aVL", "aVF"):
     return 0
   return int(lead)
 
@@ -393,7 +375,7 @@ def add_noise(x: np.ndarray, lead: int, rng: np.random.Generator, bank: NoiseBan
 
   Args:
     x: `(T,)` one view in mV (after the bandpass).
-    lead: index of the view's lead in `ecg.LEAD_ORDER` (the noise row).
+    lead: index of the view's lead in `schema.LEAD_ORDER` (the noise row).
     rng: per-example generator.
     bank: `load_noise_mat(path)` or `parametric_noise_bank()`.
     noise_rms: target noise std in mV.

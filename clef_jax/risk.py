@@ -6,7 +6,7 @@ published 4-dp log hazard ratios, the 6-dp recalibration scales, and SCORE2-OP's
 betas. Everything is vectorised numpy and never raises on bad *data*: out-of-range or missing inputs
 give NaN plus a reason string (`score2_with_reason`), so one odd row cannot stop a dataset build.
 
-The metadata builders produce the `(11,)` float32 vector of `clef_jax.ecg.METADATA_FIELDS` (spec §D)
+The metadata builders produce the `(11,)` float32 vector of `clef_jax.data.schema.METADATA_FIELDS` (spec §D)
 from a MIMIC-IV metadata CSV row/frame or from a PhysioNet-style header (age, sex only).
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import parsing, schema
 
 # ------------------------------------------------------------------------------------------------
 # Coefficients (spec §H.1, §H.2).
@@ -76,26 +76,12 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
 }
 OP_MIN_AGE = 70.0  # SCORE2 below, SCORE2-OP from here on
 
-_MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "none", "null", "unknown", "?", "-", "nat"})
-_FEMALE = frozenset({"f", "female", "w", "woman"})
-_MALE = frozenset({"m", "male", "man"})
 _CENSORED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*$")  # "90+" -> 90 (a lower bound)
 
 
 # ------------------------------------------------------------------------------------------------
 # Parsing helpers (scalars).
 # ------------------------------------------------------------------------------------------------
-def _is_missing(value: Any) -> bool:
-  if value is None:
-    return True
-  if isinstance(value, str):
-    return value.strip().lower() in _MISSING_TOKENS
-  try:
-    return bool(np.isnan(value))
-  except (TypeError, ValueError):
-    return False
-
-
 def parse_number(value: Any) -> float:
   """A float from a messy cell: numbers, numeric strings, "90+" (-> 90); NaN for anything else.
 
@@ -105,7 +91,7 @@ def parse_number(value: Any) -> float:
   Returns:
     float, NaN when missing, unparsable or non-finite.
   """
-  if _is_missing(value):
+  if parsing.is_missing(value):
     return math.nan
   if isinstance(value, str):
     s = value.strip()
@@ -124,29 +110,9 @@ def parse_number(value: Any) -> float:
   return out if math.isfinite(out) else math.nan
 
 
-def parse_sex(value: Any) -> float:
-  """Sex code: 1 = male, 0 = female, NaN = missing/unknown/unrecognised.
-
-  Accepts 0/1 (and 0.0/1.0, True/False), "M"/"F", "male"/"female" (any case, whitespace ignored).
-
-  Args:
-    value: the raw cell.
-
-  Returns:
-    1.0, 0.0 or NaN.
-  """
-  if _is_missing(value):
-    return math.nan
-  if isinstance(value, str):
-    s = value.strip().lower()
-    if s in _MALE:
-      return 1.0
-    if s in _FEMALE:
-      return 0.0
-    s_num = parse_number(s)
-    return s_num if s_num in (0.0, 1.0) else math.nan
-  x = parse_number(value)
-  return x if x in (0.0, 1.0) else math.nan
+def sex_code(value: Any) -> float:
+  """Sex code: 1 = male, 0 = female, NaN = missing/unknown/unrecognised (`parsing.parse_sex`)."""
+  return {"F": 0.0, "M": 1.0}.get(parsing.parse_sex(value)[0], math.nan)
 
 
 def parse_blood_pressure(value: Any) -> tuple[float, float]:
@@ -158,7 +124,7 @@ def parse_blood_pressure(value: Any) -> tuple[float, float]:
   Returns:
     Two floats; both NaN when missing or unparsable.
   """
-  if _is_missing(value) or not isinstance(value, str):
+  if parsing.is_missing(value) or not isinstance(value, str):
     return math.nan, math.nan
   m = _BP.match(value)
   if not m:
@@ -194,7 +160,7 @@ def _as_float_array(value: Any) -> np.ndarray:
 
 def _as_sex_array(value: Any) -> np.ndarray:
   arr = np.asarray(value, dtype=object)
-  return np.vectorize(parse_sex, otypes=[np.float64])(arr) if arr.size else arr.astype(float)
+  return np.vectorize(sex_code, otypes=[np.float64])(arr) if arr.size else arr.astype(float)
 
 
 def _as_binary_array(value: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +235,7 @@ def score2_components(
 
   flag(reg == "", "invalid region")
   raw_sex = np.broadcast_to(np.asarray(sex, dtype=object), shape)
-  sex_missing = np.vectorize(_is_missing, otypes=[bool])(raw_sex) if raw_sex.size else raw_sex
+  sex_missing = np.vectorize(parsing.is_missing, otypes=[bool])(raw_sex) if raw_sex.size else raw_sex
   flag(sex_missing, "missing sex")
   flag(np.isnan(sex_a), "invalid sex")
   for name, arr in (("age", age_a), ("smoking", smk), ("sbp", sbp_a), ("total_chol", tc),
@@ -380,7 +346,7 @@ def score2(
 # rate_meta = fraction of these attributes (metadata columns 0-8) that are present. The paper's A
 # (number of attributes) is not recoverable (spec §C.3, [UNCERTAIN]); the 9 raw attributes are the
 # natural choice, excluding rate_meta itself and the derived score2_risk.
-RATE_META_FIELDS: tuple[str, ...] = ecg.METADATA_FIELDS[:9]
+RATE_META_FIELDS: tuple[str, ...] = schema.METADATA_FIELDS[:9]
 
 
 def rate_meta(values: np.ndarray) -> np.ndarray:
@@ -397,13 +363,13 @@ def rate_meta(values: np.ndarray) -> np.ndarray:
 
 
 def _column(field: str) -> int:
-  return ecg.METADATA_FIELDS.index(field)
+  return schema.METADATA_FIELDS.index(field)
 
 
 def metadata_from_mimic_row(row: Mapping[str, Any]) -> np.ndarray:
   """The `(11,)` float32 metadata vector of one row of `mimiciv_metadata_with_score2.csv`.
 
-  Columns (order of `ecg.METADATA_FIELDS`): `gender` ("F"/"female" -> 0, any other present value ->
+  Columns (order of `schema.METADATA_FIELDS`): `gender` ("F"/"female" -> 0, any other present value ->
   1, missing -> NaN; the official loader maps missing to 1), age (`age_at_ecg`, else
   `anchor_age`; "90+" -> 90), `BMI (kg/m2)`, SBP and DBP from `Blood Pressure` "sys/dia",
   `Height (Inches)`, `Weight (Lbs)`, `heart_rate`, `heart_rate_var`, `rate_meta`, `score2_risk`
@@ -417,10 +383,10 @@ def metadata_from_mimic_row(row: Mapping[str, Any]) -> np.ndarray:
     `(11,)` float32.
   """
   get = row.get
-  out = np.full(ecg.NUM_METADATA, np.nan, np.float64)
+  out = np.full(schema.NUM_METADATA, np.nan, np.float64)
   g = get("gender")
-  if not _is_missing(g):
-    out[_column("sex")] = 0.0 if str(g).strip().lower() in _FEMALE else 1.0
+  if not parsing.is_missing(g):
+    out[_column("sex")] = 0.0 if str(g).strip().lower() in parsing.FEMALE else 1.0
   age = parse_number(get("age_at_ecg"))
   out[_column("age")] = age if not math.isnan(age) else parse_number(get("anchor_age"))
   out[_column("bmi")] = parse_number(get("BMI (kg/m2)"))
@@ -462,11 +428,11 @@ def metadata_from_mimic_frame(df) -> np.ndarray:
     `(N, 11)` float32.
   """
   n = len(df)
-  out = np.full((n, ecg.NUM_METADATA), np.nan, np.float64)
+  out = np.full((n, schema.NUM_METADATA), np.nan, np.float64)
   if "gender" in df.columns:
     g = df["gender"].astype("string").str.strip().str.lower()
-    missing = g.isna() | g.isin(list(_MISSING_TOKENS))
-    female = g.isin(list(_FEMALE)).fillna(False)
+    missing = g.isna() | g.isin(list(parsing.MISSING_TOKENS))
+    female = g.isin(list(parsing.FEMALE)).fillna(False)
     out[:, _column("sex")] = np.where(
         missing.to_numpy(bool), np.nan, np.where(female.to_numpy(bool), 0.0, 1.0))
   age = _numeric_series(df, "age_at_ecg")
@@ -501,8 +467,8 @@ def metadata_from_header(*, age: Any, sex: Any) -> np.ndarray:
   Returns:
     `(11,)` float32.
   """
-  out = np.full(ecg.NUM_METADATA, np.nan, np.float64)
-  out[_column("sex")] = parse_sex(sex)
+  out = np.full(schema.NUM_METADATA, np.nan, np.float64)
+  out[_column("sex")] = sex_code(sex)
   out[_column("age")] = parse_number(age)
   out[_column("rate_meta")] = rate_meta(out)
   return out.astype(np.float32)

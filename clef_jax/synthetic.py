@@ -25,7 +25,7 @@ Model, in three layers:
    powerline hum and white noise are added, the signal is quantised to int16 at 200 adu/mV (as
    MIMIC-IV-ECG), and a few records lose a lead (`lead_mask` False) or get a NaN gap.
 
-Metadata go into the spec §D 11-vector (`clef_jax.ecg.METADATA_FIELDS`) with random missingness, so
+Metadata go into the spec §D 11-vector (`clef_jax.data.schema.METADATA_FIELDS`) with random missingness, so
 `rate_meta` (fraction of fields 0-8 present) varies in [0, 1]. `heart_rate` and `heart_rate_var`
 (SDNN, ms) are measured from each record's simulated RR intervals.
 
@@ -40,7 +40,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 
 BLOCK_SUBJECTS = 50
 DIGITAL_GAIN = 200.0  # adu/mV, as MIMIC-IV-ECG.
@@ -65,7 +65,7 @@ def _sigmoid(x):
 
 
 def _base_lead_vectors() -> np.ndarray:
-  """`(12, 3)` lead vectors in `ecg.LEAD_ORDER`; axes x = left, y = inferior, z = anterior.
+  """`(12, 3)` lead vectors in `schema.LEAD_ORDER`; axes x = left, y = inferior, z = anterior.
 
   Limb leads derive from I and II so that III = II - I, aVR = -(I + II)/2, aVL = (I - III)/2 and
   aVF = (II + III)/2 hold exactly, as on a real machine. Precordial leads lie in the horizontal
@@ -377,10 +377,10 @@ def risk_high(risk: np.ndarray, age: np.ndarray) -> np.ndarray:
 
 
 def to_digital(x_mv: np.ndarray) -> np.ndarray:
-  """float mV (NaN = missing) -> int16 at `DIGITAL_GAIN`, `ecg.INT16_NAN` for NaN."""
+  """float mV (NaN = missing) -> int16 at `DIGITAL_GAIN`, `schema.INT16_NAN` for NaN."""
   d = np.rint(np.nan_to_num(x_mv, nan=0.0) * DIGITAL_GAIN)
   d = np.clip(d, -32767, 32767).astype(np.int16)
-  d[np.isnan(x_mv)] = ecg.INT16_NAN
+  d[np.isnan(x_mv)] = schema.INT16_NAN
   return d
 
 
@@ -406,7 +406,7 @@ def generate_records(*, seed: int, start: int, stop: int, records_per_subject: i
     duration_s: seconds per record.
 
   Yields:
-    Dicts with the `ecg.record_features` keys plus labels `sex`, `age`, `age_band`, `rhythm`,
+    Dicts with the `schema.record_features` keys plus labels `sex`, `age`, `age_band`, `rhythm`,
     `risk` (true SCORE2, never missing; NaN only outside the model's range) and `risk_high`.
   """
   first_block, last_block = start // BLOCK_SUBJECTS, (stop - 1) // BLOCK_SUBJECTS

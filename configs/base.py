@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from clef_jax import options
+from configs import eval as eval_config
+
 BACKBONES = ("net1d", "msformer")
 METHODS = ("clef", "simclr", "byol", "moco")
 DATASETS = {  # option -> TFDS name/config of the built archive
@@ -47,37 +50,9 @@ def parse_arg(arg: str | None) -> dict[str, object]:
   Raises:
     ValueError: one line naming the unknown option or bad value, and the valid ones.
   """
-  options: dict[str, object] = {}
-  for item in filter(None, (s.strip() for s in (arg or "").split(","))):
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep:
-      if key in FLAGS_OPTIONS:
-        options[key] = True
-        continue
-      for name, choices in (("backbone", BACKBONES), ("method", METHODS),
-                            ("dataset", tuple(DATASETS))):
-        if key in choices:
-          options[name] = key
-          break
-      else:
-        raise ValueError(f"Unknown config option {key!r}; valid: {', '.join(FLAGS_OPTIONS)}, "
-                         f"{', '.join(BACKBONES + METHODS + tuple(DATASETS))}, "
-                         f"{', '.join(k + '=' for k in VALUE_OPTIONS)}.")
-      continue
-    if key not in VALUE_OPTIONS:
-      raise ValueError(f"Unknown config option {key}=...; valid: "
-                       f"{', '.join(k + '=' for k in VALUE_OPTIONS)}.")
-    try:
-      options[key] = VALUE_OPTIONS[key](value.strip())
-    except ValueError:
-      raise ValueError(f"Config option {key}={value!r} is not a valid "
-                       f"{VALUE_OPTIONS[key].__name__}.") from None
-  for key, choices in (("backbone", BACKBONES), ("method", METHODS),
-                       ("dataset", tuple(DATASETS))):
-    if key in options and options[key] not in choices:
-      raise ValueError(f"Unknown {key} {options[key]!r}; choose one of {', '.join(choices)}.")
-  return options
+  return options.parse_options(
+      options.split_items(arg), flags=FLAGS_OPTIONS, values=VALUE_OPTIONS,
+      choices={"backbone": BACKBONES, "method": METHODS, "dataset": tuple(DATASETS)})
 
 
 def get_config(arg: str | None = None, *, size: str = "medium",
@@ -108,6 +83,9 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.model.size = size
   config.model.dtype = "float32"       # Compute dtype; params are always float32.
   config.model.remat = False
+  # Net1D's grouped-conv formulation: "auto" (XLA's kernel on accelerators, the CPU formulation on
+  # CPU) or one of `models.net1d.GROUPED_CONV_IMPLS`; numerically equivalent. Ignored by MSFormer.
+  config.model.conv_impl = "auto"
 
   config.input = ml_collections.ConfigDict()
   config.input.dataset = DATASETS["mimic_iv_ecg"]
@@ -120,6 +98,11 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.input.noise = True
   config.input.noise_mat = ""           # DATA_noises_real.mat; "" -> built-in parametric noise.
   config.input.p_zero_mask = 0.2
+  config.input.mask_span = (0.1, 0.3)   # Range of the zero-masked fraction of a view.
+  config.input.bandpass = True          # 0.67-40 Hz Butterworth filtfilt of each view.
+  config.input.zscore = True            # Per-view z-score.
+  config.input.noise_rms = 0.1          # mV; std the noise window is rescaled to.
+  config.input.target_fs = 500.0        # Hz the views are produced at (the models' contract).
   config.input.faithful = False         # Reproduce the official pipeline's quirks.
   config.input.num_workers = 4          # grain worker processes per host.
   config.input.read_threads = 2
@@ -148,6 +131,11 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.loss.alpha = 0.2
   config.loss.use_mask = False          # Official training_step: False (spec §0.4).
   config.loss.combine = "mean"          # Code: (L^w + L^d) / 2; "sum" = the paper's equation.
+  # The remaining `clef_loss` switches (docs/objective.md), official semantics by default.
+  config.loss.nan_rate_meta = "propagate"
+  config.loss.missing_risk = "zero"
+  config.loss.weight_normalization = "row_softmax"
+  config.loss.minmax_include_diagonal = True
   config.moco = ml_collections.ConfigDict({"queue_size": 65536, "momentum": 0.999})
   config.byol = ml_collections.ConfigDict({"tau": 0.996})
 
@@ -167,17 +155,17 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.log.every_steps = 50           # Console / TensorBoard; metrics.jsonl gets every step.
   config.log.plots = True               # PNG curves in the workdir at the end.
 
-  # Final evaluation: a linear probe on frozen embeddings, pretrained vs random init. Off by
-  # default: MIMIC-IV-ECG has no labels; the downstream tasks are a separate step.
+  # Final evaluation: the downstream protocol of `python -m clef_jax.evaluate` (configs/eval.py,
+  # the same head, metrics and table), pretrained vs random init, on a labelled built dataset.
+  # Off by default: MIMIC-IV-ECG has no labels; the downstream tasks are a separate step.
   config.evals = ml_collections.ConfigDict()
-  config.evals.probe = ml_collections.ConfigDict()
+  config.evals.probe = eval_config.get_config("demo")
   config.evals.probe.enabled = False
-  config.evals.probe.dataset = ""       # "" -> config.input.dataset
-  config.evals.probe.lead = "I"         # The paper evaluates on lead I (code: II).
-  config.evals.probe.tasks = ml_collections.ConfigDict(
-      {"sex": 2, "age_band": 5, "rhythm": 3, "risk_high": 2})
-  config.evals.probe.max_records = 0    # Per split; 0 = all.
-  config.evals.probe.batch_size = 100
+  config.evals.probe.dataset = ""       # A built version directory; "" -> the training dataset.
+  # "" = the pretraining lead (`input.lead`) when it names one, else lead I (the paper's).
+  config.evals.probe.data.lead = ""
+  config.evals.probe.data.window = 0    # 0 = `input.window`.
+  config.evals.probe.plots = False
 
   _apply_options(config, opts, demo or {})
   return config
@@ -210,7 +198,7 @@ def _apply_options(config: ml_collections.ConfigDict, opts: dict[str, object],
     config.total_steps = 6
     config.ckpt.save_interval_steps = 2
     config.log.every_steps = 2
-    config.evals.probe.tasks = ml_collections.ConfigDict({"sex": 2, "risk_high": 2})
+    config.evals.probe.tasks = eval_config.get_config("demo_sex+demo_risk_high").tasks
   if "backbone" in opts:
     config.model.name = opts["backbone"]
   if "method" in opts:

@@ -1,7 +1,7 @@
 r"""Downstream evaluation (spec §F): tasks, protocol and report options as a `ConfigDict`.
 
-    python -m clef_jax.evaluate --config=configs/eval.py:TASKS[,OPTIONS] --workdir=W \
-        [--compare=W2 --compare=clef_m=clef_medium.ckpt@medium ...] --output=OUT
+    python -m clef_jax.evaluate --config=configs/eval.py:TASKS[,OPTIONS] --model_workdir=W \
+        [--compare=W2 --torch_weights=clef_m=clef_medium.ckpt@medium ...] --output=OUT
 
 TASKS is one task or several joined by `+` (or a group name), e.g.
 
@@ -22,11 +22,12 @@ TASKS is one task or several joined by `+` (or a group name), e.g.
 | `split=0.7/0.15/0.15` | patient-level split fractions for tasks without predefined splits |
 | `head_init=zeros` | start the head at the constant prediction (default `torch`: nn.Linear's) |
 | `min_positives=N` | Dx codes need N train positives to become a class (default 10) |
+| `head=ridge` | closed-form ridge probe instead of the AdamW-trained head (default `adamw`) |
 | `epochs=N` `batch=N` `lr=X` `patience=N` `seed=N` `resamples=N` `max_records=N` | the obvious |
 
-Adding a task is one `TASKS` entry: the TFDS dataset, the label feature, the kind (`binary`,
-`multiclass`, `multilabel`, `regression`) and how splits are made (`predefined` TFDS splits, or a
-seeded `patient`-level split of the pooled records).
+Tasks and groups are the registry `clef_jax.evaluation.tasks.TASKS` (adding a task is one `Task`
+entry there: the TFDS dataset, the label feature, the kind, the split); this file holds only the
+protocol's settings.
 
 Cost: the probe embeds every record once per model (PTB-XL: 21,799 records, a few minutes per
 model on one GPU for Net1D-medium) and fits the head in seconds; fine-tuning trains the whole
@@ -37,68 +38,14 @@ from __future__ import annotations
 
 import ml_collections
 
-_PTBXL_CLASSES = {"diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19,
-                  "rhythm": 12}
-_SYNTHETIC = "synthetic_ecg"
-_CHALLENGE = "physionet_challenge/first_window"
+from clef_jax import options
+from clef_jax.evaluation import tasks
 
-# name -> task. Fields:
-#   dataset: TFDS name[/config] (resolved under `data_dir`).
-#   label: the feature (or WFDB header field) holding the target.
-#   kind: binary | multiclass | multilabel | regression.
-#   split: "predefined" (the dataset's train/validation/test) or "patient" (seeded split of all
-#     records by patient id, `split_fractions`).
-#   classes: binary/multiclass label values in class order (binary: the second is positive).
-#   class_names: display names (default: the values / the dataset's vocabulary).
-#   codes: multilabel from a list of codes (Dx); classes = codes with >= min_positives train
-#     positives.
-#   wfdb: the labels are Challenge header comments, so `wfdb=PATH` can replace the TFDS dataset.
-#   unit: regression unit (report only).
-TASKS: dict[str, dict[str, object]] = {
-    **{f"ptbxl_{name}": dict(dataset="ptbxl/100hz", label=name, kind="multilabel",
-                             split="predefined", num_classes=k)
-       for name, k in _PTBXL_CLASSES.items()},
-    "challenge_dx": dict(dataset=_CHALLENGE, label="dx", kind="multilabel", split="patient",
-                         codes=True, min_positives=10, wfdb=True),
-    "sex": dict(dataset=_CHALLENGE, label="sex", kind="binary", split="patient",
-                classes=("F", "M"), class_names=("female", "male"), wfdb=True),
-    "age": dict(dataset=_CHALLENGE, label="age", kind="regression", split="patient",
-                unit="years", wfdb=True),
-    "demo_sex": dict(dataset=_SYNTHETIC, label="sex", kind="binary", split="predefined",
-                     classes=(0, 1), class_names=("female", "male")),
-    "demo_age": dict(dataset=_SYNTHETIC, label="age", kind="regression", split="predefined",
-                     unit="years"),
-    "demo_age_band": dict(dataset=_SYNTHETIC, label="age_band", kind="multiclass",
-                          split="predefined", classes=(0, 1, 2, 3, 4),
-                          class_names=("40-49", "50-59", "60-69", "70-79", "80-89")),
-    "demo_rhythm": dict(dataset=_SYNTHETIC, label="rhythm", kind="multiclass", split="predefined",
-                        classes=(0, 1, 2), class_names=("sinus", "af", "ectopic")),
-    "demo_risk_high": dict(dataset=_SYNTHETIC, label="risk_high", kind="binary",
-                           split="predefined", classes=(0, 1), class_names=("low", "high")),
-}
-GROUPS: dict[str, tuple[str, ...]] = {
-    "ptbxl": tuple(f"ptbxl_{name}" for name in _PTBXL_CLASSES),
-    "challenge": ("challenge_dx", "sex", "age"),
-    "demo": ("demo_sex", "demo_age", "demo_age_band", "demo_rhythm", "demo_risk_high"),
-}
 MODES = ("probe", "finetune")
 VALUE_OPTIONS = {"mode": str, "data_dir": str, "wfdb": str, "lead": str, "window": int,
                  "windows": str, "split": str, "epochs": int, "batch": int, "lr": float,
                  "patience": int, "seed": int, "resamples": int, "max_records": int,
-                 "min_positives": int, "head_init": str}
-
-
-def task_names(spec: str) -> list[str]:
-  """`"sex+age"` / `"ptbxl"` -> task names, in order, without repeats."""
-  names: list[str] = []
-  for item in filter(None, (s.strip() for s in spec.split("+"))):
-    for name in GROUPS.get(item, (item,)):
-      if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; choose from {', '.join(TASKS)} or a group "
-                         f"({', '.join(GROUPS)}).")
-      if name not in names:
-        names.append(name)
-  return names
+                 "min_positives": int, "head_init": str, "head": str}
 
 
 def parse_arg(arg: str | None) -> tuple[list[str], dict[str, object]]:
@@ -107,47 +54,27 @@ def parse_arg(arg: str | None) -> tuple[list[str], dict[str, object]]:
   Raises:
     ValueError: one line naming the unknown task/option and the valid ones.
   """
-  items = [s.strip() for s in (arg or "").split(",") if s.strip()]
+  items = options.split_items(arg)
   if not items or "=" in items[0]:
     raise ValueError("configs/eval.py needs a task: configs/eval.py:TASK[+TASK...][,OPTIONS]; "
-                     f"tasks: {', '.join(TASKS)}; groups: {', '.join(GROUPS)}.")
-  tasks = task_names(items[0])
-  options: dict[str, object] = {}
-  for item in items[1:]:
-    key, sep, value = (s.strip() for s in item.partition("="))
-    if not sep:
-      if key not in MODES:
-        raise ValueError(f"Unknown eval option {key!r}; valid: {', '.join(MODES)}, "
-                         f"{', '.join(k + '=' for k in VALUE_OPTIONS)}.")
-      options["mode"] = key
-      continue
-    if key not in VALUE_OPTIONS:
-      raise ValueError(f"Unknown eval option {key}=...; valid: "
-                       f"{', '.join(k + '=' for k in VALUE_OPTIONS)}.")
-    try:
-      options[key] = VALUE_OPTIONS[key](value)
-    except ValueError:
-      raise ValueError(f"Eval option {key}={value!r} is not a valid "
-                       f"{VALUE_OPTIONS[key].__name__}.") from None
-  if options.get("mode", "probe") not in MODES:
-    raise ValueError(f"Unknown mode {options['mode']!r}; choose one of {', '.join(MODES)}.")
-  if options.get("windows", "first") not in ("first", "all"):
-    raise ValueError(f"windows must be 'first' or 'all'; got {options['windows']!r}.")
-  return tasks, options
+                     f"tasks: {', '.join(tasks.TASKS)}; groups: {', '.join(tasks.GROUPS)}.")
+  opts = options.parse_options(items[1:], choices={"mode": MODES}, values=VALUE_OPTIONS,
+                               what="eval")
+  if opts.get("windows", "first") not in ("first", "all"):
+    raise ValueError(f"windows must be 'first' or 'all'; got {opts['windows']!r}.")
+  return tasks.task_names(items[0]), opts
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The evaluation of `arg`'s tasks with `arg`'s options (module docstring)."""
-  tasks, opts = parse_arg(arg)
+  names, opts = parse_arg(arg)
   config = ml_collections.ConfigDict()
   config.seed = 0                       # Head init, shuffling, random-init baseline.
   config.mode = "probe"                 # "probe" (frozen backbone) | "finetune".
 
   config.tasks = ml_collections.ConfigDict(sort_keys=False)   # In the order asked for.
-  for name in tasks:
-    task = {"classes": (), "class_names": (), "codes": False, "min_positives": 0, "wfdb": False,
-            "unit": "", "num_classes": 0, **TASKS[name]}
-    config.tasks[name] = ml_collections.ConfigDict(task)
+  for name in names:
+    config.tasks[name] = ml_collections.ConfigDict(tasks.TASKS[name].as_config())
 
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = "~/tensorflow_datasets"
@@ -172,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "torch": nn.Linear's default init, as the released code; "zeros": start from the constant
   # prediction (helps when a small train set gives the head only a few steps).
   config.train.head_init = "torch"
+  # "adamw": the head above, trained with early stopping (the paper's protocol); "ridge": the
+  # closed-form ridge probe (frozen embeddings only; L2 picked on the validation split).
+  config.train.head = "adamw"
 
   config.bootstrap = ml_collections.ConfigDict({"resamples": 1000, "seed": 0,
                                                 "confidence": 0.95})
@@ -204,10 +134,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = opts["seed"]          # The split stays: seeds are compared on one test set.
   if "head_init" in opts:
     config.train.head_init = opts["head_init"]
+  if "head" in opts:
+    config.train.head = opts["head"]
   if "resamples" in opts:
     config.bootstrap.resamples = opts["resamples"]
   if "min_positives" in opts:
-    for name in tasks:
+    for name in names:
       if config.tasks[name].codes:
         config.tasks[name].min_positives = opts["min_positives"]
   return config

@@ -26,7 +26,7 @@ DEMO = {
     "input.batch_size": 8,
     "total_steps": 20,
     "optim.learning_rate": 3e-4,
-    "evals.probe.max_records": 200,
+    "evals.probe.data.max_records": 200,
 }
 
 

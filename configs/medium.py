@@ -21,7 +21,7 @@ MIMIC-IV-ECG the command stops at once and says how to build it.
 from configs import base
 
 # Demo: medium costs ~36x small per view (XLA cost analysis), so 2-s windows, batch 16 and
-# lr 1e-3 for 120 steps; the probe fits on 400 labelled records and scores 400 held-out ones.
+# lr 1e-3 for 120 steps; the probe reads 400 records of each split.
 DEMO = {
     "input.build.num_subjects": 2000,
     "input.build.duration_s": 2.0,
@@ -29,8 +29,8 @@ DEMO = {
     "input.batch_size": 16,
     "total_steps": 120,
     "optim.learning_rate": 1e-3,
-    "evals.probe.max_records": 400,
-    "evals.probe.batch_size": 50,
+    "evals.probe.data.max_records": 400,
+    "evals.probe.embed_batch_size": 50,
 }
 
 

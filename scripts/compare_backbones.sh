@@ -17,7 +17,7 @@ PY="${PYTHON:-python}"
 "$PY" -m clef_jax.main --config=configs/small.py:demo,msformer --workdir="$OUT/msformer"
 "$PY" -m clef_jax.evaluate \
   --config="configs/eval.py:sex+age+challenge_dx,wfdb=$CINC,split=0.5/0.2/0.3,batch=8,min_positives=3,head_init=zeros" \
-  --workdir="net1d=$OUT/net1d" --compare="msformer=$OUT/msformer" --output="$OUT/eval_cinc2021"
+  --model_workdir="net1d=$OUT/net1d" --compare="msformer=$OUT/msformer" --output="$OUT/eval_cinc2021"
 # The demo was pretrained on 2.5-s windows (1250 samples): probe at the same length.
 "$PY" -m clef_jax.evaluate --config="configs/eval.py:demo,data_dir=$OUT/net1d/data,window=1250" \
-  --workdir="net1d=$OUT/net1d" --compare="msformer=$OUT/msformer" --output="$OUT/eval_demo"
+  --model_workdir="net1d=$OUT/net1d" --compare="msformer=$OUT/msformer" --output="$OUT/eval_demo"

@@ -13,7 +13,7 @@ import scipy.signal
 
 from clef_jax import build
 from clef_jax import build_report as br
-from clef_jax import ecg
+from clef_jax.data import parsing, schema, windows
 
 tfds = pytest.importorskip("tensorflow_datasets")
 wfdb = pytest.importorskip("wfdb")
@@ -33,7 +33,7 @@ def _by_id(source):
 
 
 def _physical(ex):
-  return ecg.to_physical(ex["signal"], ex["gain"], ex["baseline"])
+  return schema.to_physical(ex["signal"], ex["gain"], ex["baseline"])
 
 
 def _dummy(name, out_dir):
@@ -71,9 +71,9 @@ def test_challenge_real_values_match_wfdb(challenge_real, shared_data):
   for path in sorted((shared_data / "cinc2021").glob("*.hea")):
     ref = wfdb.rdrecord(str(path.with_suffix("")))
     ex = examples[(path.stem, 0)]
-    order = [ecg.lead_index(n) for n in ref.sig_name]
+    order = [schema.lead_index(n) for n in ref.sig_name]
     np.testing.assert_array_equal(_physical(ex)[:, order], ref.p_signal.astype(np.float32))
-    fields = ecg.parse_header_comments(ref.comments)
+    fields = parsing.parse_header_comments(ref.comments)
     assert [int(c) for c in ex["dx"]] == [int(c) for c in fields["dx"].split(",")]
     assert ex["age"] == float(fields["age"])
     assert ex["sex"].decode() == fields["sex"][0]
@@ -121,7 +121,7 @@ def _craft_bad_records(root, make):
   bad = root / "bad"
   x = make.fake_ecg_mv(5000, 500, 12, seed=9)
   d = np.round(x * 1000).astype(np.int16)
-  leads = list(ecg.LEAD_ORDER)
+  leads = list(schema.LEAD_ORDER)
   comments = ["Age: 50", "Sex: Male", "Dx: 426783006"]
 
   def write(name, digital=d, fs=500, names=leads, header_comments=comments):
@@ -134,7 +134,7 @@ def _craft_bad_records(root, make):
   p.with_suffix(".hea").write_text("T_malformed twelve 500 5000\nnot a signal line\n")
   write("T_missing").with_suffix(".dat").unlink()
   nan_lead = d.copy()
-  nan_lead[:, 4] = ecg.INT16_NAN
+  nan_lead[:, 4] = schema.INT16_NAN
   write("T_nanlead", nan_lead)
   flat = d.copy()
   flat[:, 6] = 42
@@ -147,7 +147,7 @@ def _craft_bad_records(root, make):
       "T_fs0 12 500 5000", "T_fs0 12 0 5000"))
   write("T_fs250", d, fs=250)  # 20 s at 250 Hz: resampled, kept.
   write("T_badmeta", header_comments=["Age: old", "Sex: robot", "Dx: 426783006,XYZ"])
-  write("T_alldead", np.full_like(d, ecg.INT16_NAN))
+  write("T_alldead", np.full_like(d, schema.INT16_NAN))
   # Duplicate record id: a good record's name again, in a folder that sorts after `georgia/`.
   make.write_challenge_record(root / "zz_copy", "E00001", d, 500, leads, comments, use_mat=False)
 
@@ -218,7 +218,7 @@ def test_challenge_bad_records_are_counted(challenge_dummy):
 def test_challenge_padded_config_keeps_short_records(tmp_path):
   make = build.dataset_module("physionet_challenge", "dummy_data_generation")
   digital = np.round(make.fake_ecg_mv(3000, 500, 12, seed=1) * 1000).astype(np.int16)
-  make.write_challenge_record(tmp_path / "src", "Q0001", digital, 500, list(ecg.LEAD_ORDER),
+  make.write_challenge_record(tmp_path / "src", "Q0001", digital, 500, list(schema.LEAD_ORDER),
                               ["Age: 40", "Sex: F", "Dx: STD"], use_mat=True)
   report, sources = _build("physionet_challenge", tmp_path / "tfds", tmp_path / "src",
                            config="first_window_padded")
@@ -251,7 +251,7 @@ def test_cli_reuse_overwrite_and_atomic_failure(tmp_path, capsys, monkeypatch):
   def explode(*args, **kwargs):
     raise Boom()
 
-  monkeypatch.setattr(ecg, "cut_windows", explode)
+  monkeypatch.setattr(windows, "cut_windows", explode)
   with pytest.raises(Boom):
     build.main(argv + ["--overwrite"])
   assert json.loads((version_dir / br.REPORT_FILENAME).read_text())["started_at"] == first
@@ -261,7 +261,7 @@ def test_cli_reuse_overwrite_and_atomic_failure(tmp_path, capsys, monkeypatch):
 
   # A first build that fails leaves no version directory at all.
   with pytest.raises(Boom):
-    monkeypatch.setattr(ecg, "cut_windows", explode)
+    monkeypatch.setattr(windows, "cut_windows", explode)
     build.build("physionet_challenge", data_dir=tmp_path / "other", manual_dir=manual)
   monkeypatch.undo()
   config_dir = tmp_path / "other" / "physionet_challenge" / "first_window"
@@ -352,7 +352,7 @@ def test_mimic_all(mimic_root, tmp_path):
     rel = make.record_path(int(subject), int(study))
     ref = wfdb.rdrecord(str(root / rel))
     assert ref.sig_name == list(make.MIMIC_LEADS)
-    order = [ecg.lead_index(n) for n in ref.sig_name]  # aVF (file col 4) -> LEAD_ORDER 5.
+    order = [schema.lead_index(n) for n in ref.sig_name]  # aVF (file col 4) -> LEAD_ORDER 5.
     assert order[4] == 5 and order[5] == 4
     np.testing.assert_array_equal(_physical(ex)[:, order], ref.p_signal.astype(np.float32))
     assert ex["path"].decode() == rel
@@ -454,7 +454,8 @@ def test_ptbxl_bad_rows(tmp_path):
   assert report["records"]["kept"] == 6
 
 
-@pytest.mark.parametrize("name", ["mimic_iv_ecg", "physionet_challenge", "ptbxl"])
+@pytest.mark.parametrize(
+    "name", ["chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "physionet_challenge", "ptbxl"])
 def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
   script = build.DATASETS_DIR / name / "dummy_data_generation.py"
   out = subprocess.run([sys.executable, str(script), f"--out_dir={tmp_path / 'cli'}"],

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import embed
 from clef_jax import preprocess as pp
 
@@ -15,7 +15,7 @@ def test_input_contract_matches_the_pretraining_chain():
        + 0.05 * rng.standard_normal(6000))
   x[100:120] = np.nan
   out = embed.input_contract(x, 500.0)
-  assert out.shape == (ecg.WINDOW_SAMPLES,) and out.dtype == np.float32
+  assert out.shape == (schema.WINDOW_SAMPLES,) and out.dtype == np.float32
   ref = pp.zscore(pp.bandpass(pp.interpolate_nan(x[None, :5000])[0], 500.0))
   np.testing.assert_allclose(out, ref, atol=1e-5)
   assert abs(out.mean()) < 1e-5 and out.std() == pytest.approx(1.0, abs=1e-4)

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from clef_jax import build
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import input_pipeline as ip
 from clef_jax import synthetic
 
@@ -18,11 +18,11 @@ def _adversarial(records):
   """Edits a few records into the awkward cases real archives bring."""
   recs = [dict(r) for r in records]
   sig = recs[0]["signal"].copy()
-  sig[100:400, :] = ecg.INT16_NAN  # a NaN gap in every lead
-  sig[:, 4] = ecg.INT16_NAN  # an all-NaN lead still marked available
+  sig[100:400, :] = schema.INT16_NAN  # a NaN gap in every lead
+  sig[:, 4] = schema.INT16_NAN  # an all-NaN lead still marked available
   recs[0]["signal"] = sig
   recs[1]["lead_mask"] = np.zeros(12, bool)  # no lead flagged available
-  recs[1]["signal"] = np.full_like(recs[1]["signal"], ecg.INT16_NAN)
+  recs[1]["signal"] = np.full_like(recs[1]["signal"], schema.INT16_NAN)
   recs[2]["signal"] = recs[2]["signal"][:3000]  # short record: zero-padded
   recs[3]["signal"] = np.concatenate([recs[3]["signal"], recs[3]["signal"][:1000]])  # long
   recs[4]["signal"] = recs[4]["signal"][::2]  # 250 Hz: resampled to 500 Hz
@@ -76,8 +76,8 @@ def test_batch_contract_and_no_nan(records):
     assert np.isfinite(batch["views"]).all()
     for i, idx in enumerate(batch["index"]):
       meta = records[idx]["metadata"]
-      np.testing.assert_array_equal(batch["risk"][i], meta[ecg.RISK_INDEX])
-      np.testing.assert_array_equal(batch["rate_meta"][i], meta[ecg.RATE_META_INDEX])
+      np.testing.assert_array_equal(batch["risk"][i], meta[schema.RISK_INDEX])
+      np.testing.assert_array_equal(batch["rate_meta"][i], meta[schema.RATE_META_INDEX])
       if idx == 2:  # short record: z-scored over 3000 samples, zeros after
         assert not batch["views"][i, :, 3000:].any()
         np.testing.assert_allclose(batch["views"][i, :, :3000].std(-1), 1.0, atol=1e-3)
@@ -119,7 +119,7 @@ def test_views_follow_the_official_chain(records):
   drawn = two.random_map(dict(rec), np.random.default_rng(3))
   out = ip.AugmentBatch(augment=aug).map(
       {k: np.asarray(v)[None] for k, v in drawn.items()})
-  x = ecg.to_physical(rec["signal"], rec["gain"], rec["baseline"])
+  x = schema.to_physical(rec["signal"], rec["gain"], rec["baseline"])
   bank = ip.noise_bank(None)
   for v in range(2):
     lead = drawn["leads"][v]
@@ -134,7 +134,7 @@ def test_fixed_lead_and_faithful_rows(records):
   aug = ip.AugmentConfig(faithful=True)
   ds = ip.make_pretrain_dataset(data_source=records[7:], global_batch_size=BATCH, seed=0,
                                 augment=aug, lead_policy="aVR")
-  assert (ds[0]["leads"] == ecg.lead_index("aVR")).all()
+  assert (ds[0]["leads"] == schema.lead_index("aVR")).all()
   two = ip.TwoViews(augment=aug, lead_policy="aVF")
   rows = [two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"]
           for s in range(40)]
@@ -142,7 +142,7 @@ def test_fixed_lead_and_faithful_rows(records):
   two = ip.TwoViews(lead_policy="aVF")
   rows = np.array([two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"]
                    for s in range(40)])
-  assert set(np.unique(rows)) <= {0, ecg.lead_index("aVF")}  # 0 only for identity draws
+  assert set(np.unique(rows)) <= {0, schema.lead_index("aVF")}  # 0 only for identity draws
   with pytest.raises(KeyError):
     ip.make_pretrain_dataset(data_source=records, global_batch_size=BATCH, seed=0,
                              lead_policy="V7")

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,7 +97,8 @@ def reference(shared):
 @pytest.mark.slow
 def test_demo_run_outputs(reference):
   workdir, out = reference
-  assert "eval: linear probe" in out and "pretrained auroc" in out and "mean" in out
+  assert "eval: linear probe" in out and "| demo_sex | AUROC ↑ |" in out
+  assert "Difference to random init" in out                 # the evaluate CLI's table
   assert len(losses(workdir)) == STEPS
   assert checkpoint_steps(workdir) == [4, 6, 8]            # every 2 steps, 3 kept
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -108,9 +110,10 @@ def test_demo_run_outputs(reference):
   assert start["packages"]["jax"] and start["devices"]["device_count"] == 8
   assert start["git"]["sha"] is None or len(start["git"]["sha"]) == 40
   assert manifest["datasets"]["train"]["build_report"]["records"]["kept"] == 40
-  probe = json.loads((workdir / "eval" / "probe.json").read_text())
-  assert set(probe) == {"random init", "pretrained"} and set(probe["pretrained"]) == {
-      "sex", "risk_high"}
+  probe = json.loads((workdir / "eval" / "report.json").read_text())
+  assert list(probe["models"]) == ["random init", "pretrained"] and set(probe["tasks"]) == {
+      "demo_sex", "demo_risk_high"}
+  assert probe["protocol"]["lead"] == "I" and (workdir / "eval" / "predictions.npz").is_file()
   # The export is a CLEF-style Lightning checkpoint holding the final weights.
   pytest.importorskip("torch")
   from clef_jax import checkpoint
@@ -206,6 +209,51 @@ def test_sigterm_saves_and_a_non_finite_loss_keeps_that_checkpoint(reference, sh
   assert f"checkpoints/{saved}" in last and "Traceback" not in bad.stderr
   assert checkpoint_steps(tmp_path)[-1] == saved           # nothing written after it
   assert len(losses(tmp_path)) == saved
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(reference, shared, tmp_path):
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
+  shutil.copy(reference[0] / "metrics.jsonl", tmp_path / "metrics.jsonl")
+  state_dir = tmp_path / "checkpoints" / str(STEPS) / "state"
+  damaged = max((p for p in state_dir.rglob("*") if p.parent.name == "d"),
+                key=lambda p: p.stat().st_size)          # The largest array data file ...
+  damaged.write_bytes(damaged.read_bytes()[:100])          # ... cut short, as by a full disk.
+  run = run_main(tmp_path, *TRAIN_ONLY, shared=shared)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr
+  (line,) = [l for l in run.stdout.splitlines() if "unreadable" in l]
+  previous = STEPS - 2                                     # Saved every 2 steps.
+  assert line.startswith(f"restore: checkpoint step {STEPS} is unreadable: {state_dir}")
+  assert "size 100" in line and f"using step {previous} instead" in line
+  assert f"restore: resumed from {tmp_path / 'checkpoints' / str(previous)} (step {previous})" \
+      in run.stdout
+  np.testing.assert_array_equal(losses(tmp_path), losses(reference[0]))  # Steps 6, 7 redone.
+  assert checkpoint_steps(tmp_path) == [4, 6, 8]
+  # Kept, never deleted: the damaged step with its cut file.
+  kept = tmp_path / "unreadable_checkpoints" / str(STEPS) / damaged.relative_to(state_dir.parent)
+  assert kept.stat().st_size == 100
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_a_second_trainer_on_the_workdir_is_refused(reference, shared, tmp_path):
+  # Same program as the reference (the step does not depend on the run's length), no recompile.
+  endless = TINY.replace(f"steps={STEPS}", "steps=100000")
+  proc = run_main(tmp_path, *TRAIN_ONLY, shared=shared, config=endless, background=True)
+  wait_for_step(proc, tmp_path, 1)
+  second = run_main(tmp_path, *TRAIN_ONLY, shared=shared)
+  assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path} is in use by another trainer (pid {proc.pid} on ")
+  assert proc.poll() is None, "the second trainer disturbed the first"
+  proc.send_signal(signal.SIGINT)                          # Ctrl-C
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
+  assert "Interrupted (SIGINT): saved" in stderr and "Traceback" not in stderr
+  saved = checkpoint_steps(tmp_path)[-1]
+  assert saved == len(losses(tmp_path))                    # Saved exactly where it stopped.
+  n = min(saved, STEPS)
+  np.testing.assert_array_equal(losses(tmp_path)[:n], losses(reference[0])[:n])
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 import scipy.io
 import scipy.signal
 
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import preprocess as pp
 
 FS = 500.0
@@ -54,7 +54,7 @@ def test_faithful_noise_matches_official(fake_mat, lead_name, length):
     kind, start = pp.draw_noise(np.random.default_rng(seed), bank, length)
     official_mat = {k: scipy.io.loadmat(fake_mat)[k] for k in pp.NOISE_KEYS}
     want = _official_add_noise(x, lead_name, official_mat, kind, start)
-    got = pp.add_noise(x, ecg.lead_index(lead_name), np.random.default_rng(seed), bank,
+    got = pp.add_noise(x, schema.lead_index(lead_name), np.random.default_rng(seed), bank,
                        faithful=True)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     if length < 900 and 1 <= kind:  # the start draw follows randint(0, T - L - 1)
@@ -64,7 +64,7 @@ def test_faithful_noise_matches_official(fake_mat, lead_name, length):
 def test_noise_rows_differ_from_official_only_for_augmented_limb_leads(fake_mat):
   bank = pp.load_noise_mat(fake_mat)
   for lead in range(12):
-    official = 0 if ecg.LEAD_ORDER[lead] in ("aVR", "aVL", "aVF") else lead
+    official = 0 if schema.LEAD_ORDER[lead] in ("aVR", "aVL", "aVF") else lead
     assert pp.noise_row(lead, faithful=True) == official
     assert pp.noise_row(lead) == lead
   # Ours never writes into the bank (the official rescales the cached window in place).

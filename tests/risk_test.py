@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clef_jax import ecg, risk
+from clef_jax import risk
+from clef_jax.data import schema
 
 # ------------------------------------------------------------------------------------------------
 # Spec §H.3 vectors.
@@ -202,14 +203,14 @@ MESSY_EXPECTED = np.array([
 
 
 def test_metadata_order_matches_ecg_fields():
-  assert ecg.METADATA_FIELDS[9] == "rate_meta" and ecg.METADATA_FIELDS[10] == "score2_risk"
-  assert risk.RATE_META_FIELDS == ecg.METADATA_FIELDS[:9]
+  assert schema.METADATA_FIELDS[9] == "rate_meta" and schema.METADATA_FIELDS[10] == "score2_risk"
+  assert risk.RATE_META_FIELDS == schema.METADATA_FIELDS[:9]
 
 
 def test_metadata_from_mimic_frame_messy_csv():
   df = pd.read_csv(io.StringIO(MESSY_CSV))
   got = risk.metadata_from_mimic_frame(df)
-  assert got.shape == (7, ecg.NUM_METADATA) and got.dtype == np.float32
+  assert got.shape == (7, schema.NUM_METADATA) and got.dtype == np.float32
   np.testing.assert_allclose(got, MESSY_EXPECTED, rtol=1e-6, equal_nan=True)
 
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.signal
 
 from clef_jax import build
-from clef_jax import ecg
+from clef_jax.data import schema
 from clef_jax import preprocess as pp
 from clef_jax import synthetic
 
@@ -38,14 +38,14 @@ def test_deterministic_and_block_independent(sample):
 def test_schema(sample):
   r = sample[0]
   assert r["signal"].shape == (5000, 12) and r["signal"].dtype == np.int16
-  assert r["metadata"].shape == (ecg.NUM_METADATA,) and r["metadata"].dtype == np.float32
+  assert r["metadata"].shape == (schema.NUM_METADATA,) and r["metadata"].dtype == np.float32
   assert r["gain"].dtype == r["baseline"].dtype == np.float32
   masks = _stack(sample, "lead_mask")
   signals = _stack(sample, "signal")
   assert (~masks).any()  # some records lose a lead ...
   for i, lead in zip(*np.nonzero(~masks)):
-    assert (signals[i, :, lead] == ecg.INT16_NAN).all()  # ... stored as all-NaN
-  gaps = (signals == ecg.INT16_NAN) & masks[:, None, :]
+    assert (signals[i, :, lead] == schema.INT16_NAN).all()  # ... stored as all-NaN
+  gaps = (signals == schema.INT16_NAN) & masks[:, None, :]
   assert gaps.any()  # and some have NaN gaps in available leads
 
 
@@ -58,13 +58,13 @@ def test_metadata_is_plausible_and_correlated(sample):
   ranges = {2: (16, 55), 3: (85, 220), 4: (45, 130), 5: (50, 80), 6: (70, 450), 7: (30, 200)}
   for col, (lo, hi) in ranges.items():
     v = meta[:, col][np.isfinite(meta[:, col])]
-    assert lo <= v.min() and v.max() <= hi, ecg.METADATA_FIELDS[col]
-  rate = meta[:, ecg.RATE_META_INDEX]
+    assert lo <= v.min() and v.max() <= hi, schema.METADATA_FIELDS[col]
+  rate = meta[:, schema.RATE_META_INDEX]
   assert 0 <= rate.min() < 0.5 < rate.max() <= 1
   np.testing.assert_allclose(rate, 1 - np.isnan(meta[:, :9]).mean(axis=1), atol=1e-6)
-  observed = np.isfinite(meta[:, ecg.RISK_INDEX])
+  observed = np.isfinite(meta[:, schema.RISK_INDEX])
   assert 0.3 < observed.mean() < 0.95
-  np.testing.assert_allclose(meta[observed, ecg.RISK_INDEX], risk[observed], rtol=1e-6)
+  np.testing.assert_allclose(meta[observed, schema.RISK_INDEX], risk[observed], rtol=1e-6)
   both = np.isfinite(meta[:, 3])
   assert np.corrcoef(age[both], meta[both, 3])[0, 1] > 0.2  # SBP rises with age
   assert np.corrcoef(age, np.log(risk))[0, 1] > 0.5
@@ -79,7 +79,7 @@ def test_limb_leads_obey_einthoven(sample):
   """III, aVR, aVL, aVF are derived from I and II (as ECG machines do), noise included."""
   checked = 0
   for r in sample[:50]:
-    x = ecg.to_physical(r["signal"], r["gain"], r["baseline"]).astype(np.float64)
+    x = schema.to_physical(r["signal"], r["gain"], r["baseline"]).astype(np.float64)
     ok = np.isfinite(x[:, :6]).all(axis=1)
     if not ok.any():  # one of the six limb leads was lost
       continue
@@ -93,7 +93,7 @@ def test_limb_leads_obey_einthoven(sample):
 
 
 def _rr_features(r, lead=1):
-  x = ecg.to_physical(r["signal"], r["gain"], r["baseline"])[:, lead]
+  x = schema.to_physical(r["signal"], r["gain"], r["baseline"])[:, lead]
   x = pp.bandpass(pp.interpolate_nan(x), 500)
   s = np.abs(x)
   peaks, _ = scipy.signal.find_peaks(s, distance=150, height=0.4 * np.percentile(s, 99.5))
@@ -116,7 +116,7 @@ def test_rhythm_and_heart_rate_are_in_the_signal(sample):
 def test_labels_are_learnable_from_one_lead(sample):
   """A linear model on crude lead-I features beats chance clearly (held-out subjects)."""
   def features(r):
-    x = ecg.to_physical(r["signal"], r["gain"], r["baseline"])[:, 0]
+    x = schema.to_physical(r["signal"], r["gain"], r["baseline"])[:, 0]
     x = pp.bandpass(pp.interpolate_nan(x), 500)
     s = np.abs(x)
     peaks, _ = scipy.signal.find_peaks(s, distance=150, height=0.4 * np.percentile(s, 99.5))

@@ -1,9 +1,9 @@
-"""`python -m clef_jax.bench <model|loss|input> [flags]`: dispatch to one benchmark module."""
+"""`python -m clef_jax.bench <model|loss|input|device> [flags]`: dispatch to one benchmark."""
 
 import importlib
 import sys
 
-BENCHMARKS = ("model", "loss", "input")
+BENCHMARKS = ("model", "loss", "input", "device")
 
 
 def main() -> None:

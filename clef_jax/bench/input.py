@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import random
 import sys
@@ -32,6 +31,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from clef_jax.bench import quiet
 
 # MIMIC-IV-ECG header order (aVF before aVL), used for the WFDB files of the official path.
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -84,9 +85,9 @@ def write_wfdb_records(records, directory: str) -> list[str]:
   """Writes records (builder schema) as MIMIC-like WFDB files; returns their paths."""
   import wfdb
 
-  from clef_jax import ecg
+  from clef_jax.data import schema
 
-  order = [ecg.lead_index(name) for name in MIMIC_LEADS]
+  order = [schema.lead_index(name) for name in MIMIC_LEADS]
   paths = []
   for i, rec in enumerate(records):
     name = f"rec{i:03d}"
@@ -225,6 +226,7 @@ def run(argv=None) -> None:
                       help="signal encodings to build and time: bytes (shared schema), zlib")
   parser.add_argument("--json", default=None, help="also write the results here")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  load = quiet.MachineLoad()
 
   from absl import flags
   flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
@@ -266,11 +268,11 @@ def run(argv=None) -> None:
     print(f"| {encoding} | {a['bytes_per_record']:.0f} | {b[0]:.1f} | {b[1]:.1f} | "
           f"{st['decode_ms']:.2f} | {st['two_views_ms']:.2f} | {st['augment_batch_ms']:.2f} | "
           f"{st['total_ms']:.2f} |")
-  print(f"\nbatch {args.batch}; {os.cpu_count()} cores visible; "
-        f"load average {os.getloadavg()[0]:.1f}")
+  print(f"\nbatch {args.batch}; {os.cpu_count()} cores visible")
+  load_record = load.finish()
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dict(rows=rows, stages=stages, archives=archives, batch=args.batch), f, indent=2)
+    quiet.write_json(args.json, dict(rows=rows, stages=stages, archives=archives,
+                                     batch=args.batch, load=load_record))
 
 if __name__ == "__main__":
   run()

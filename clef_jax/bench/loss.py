@@ -13,7 +13,6 @@ measured N the largest B whose loss buffers fit a 16 GiB accelerator: 4 k (2B)^2
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clef_jax import losses
+from clef_jax.bench import quiet
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
 BUDGET_BYTES = 16 * 2**30  # 16 GiB accelerator
@@ -100,6 +100,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
   p.add_argument("--losses", default="info_nce,clef_loss", help="comma-separated subset")
   p.add_argument("--json", default=None, help="also write the rows to this JSON file")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  load = quiet.MachineLoad()
 
   names = [s.strip() for s in args.losses.split(",") if s.strip()]
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), D = {args.dim}, "
@@ -131,9 +132,9 @@ def run(argv: list[str] | None = None) -> list[dict]:
         line += (f"; memory ~ N^{m_exp:.2f}; with k = {k:.2f} N x N buffers the largest B in "
                  f"16 GiB is {largest_batch(k)} (N = {2 * largest_batch(k)})")
       print(line)
+  load_record = load.finish()
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(rows, f, indent=1)
+    quiet.write_json(args.json, {"rows": rows, "load": load_record})
   return rows
 
 

@@ -31,7 +31,6 @@ may use, pins the whole process (hence JAX's XLA thread pool too) to N CPUs befo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,8 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+
+from clef_jax.bench import quiet
 
 # Default AdamW hyper-parameters of the CLEF pretraining recipe (spec §E.1).
 LEARNING_RATE = 1e-4
@@ -319,6 +320,7 @@ def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  load = quiet.MachineLoad()
   cpus = pin_threads(args.threads)  # Before JAX creates its CPU client.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
@@ -385,9 +387,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   print("signals/s: every signal through the network per wall second (train: forward + backward "
         f"+ AdamW on 2B signals); medians of {args.steps} interleaved steps after {args.warmup} "
         "warm-up steps.")
+  results["load"] = load.finish()
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    quiet.write_json(args.json, results)
     print(f"wrote {args.json}")
   return results
 

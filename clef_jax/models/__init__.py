@@ -13,14 +13,14 @@ from clef_jax.models import net1d
 BACKBONES = ("net1d", "msformer")
 
 
-def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = jnp.float32,
-                    remat: bool = False, num_classes: int | None = None,
+def create_backbone(name: str, size: str | net1d.Net1DVariant, *, in_channels: int = 1,
+                    dtype: Any = jnp.float32, remat: bool = False, num_classes: int | None = None,
                     **kwargs: Any) -> nn.Module:
   """Returns the linen backbone module.
 
   Args:
     name: "net1d" (the paper's CNN) or "msformer" (our multi-scale Transformer).
-    size: "small" | "medium" | "large".
+    size: "small" | "medium" | "large"; for Net1D also a custom `net1d.Net1DVariant`.
     in_channels: 1 (single lead) or 12.
     dtype: compute dtype (params are always float32).
     remat: gradient checkpointing per block.
@@ -31,7 +31,7 @@ def create_backbone(name: str, size: str, *, in_channels: int = 1, dtype: Any = 
   The module maps `(B, L, in_channels)` to `((B, D), aux)`.
   """
   if name == "net1d":
-    if size not in net1d.VARIANTS:
+    if not isinstance(size, net1d.Net1DVariant) and size not in net1d.VARIANTS:
       raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(net1d.VARIANTS)}.")
     return net1d.Net1D(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
                        num_classes=num_classes, **kwargs)

@@ -5,8 +5,8 @@
 
 Reads `record_list.csv` (`subject_id, study_id, file_name, ecg_time, path`) and the WFDB records
 `files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN.{hea,dat}` (10 s, 500 Hz, header lead order I, II, III,
-aVR, aVF, aVL, V1-V6: leads are mapped by *name* into `clef_jax.ecg.LEAD_ORDER`). Each record is
-one example (its first 10 s) with the shared `record_features`:
+aVR, aVF, aVL, V1-V6: leads are mapped by *name* into `clef_jax.data.schema.LEAD_ORDER`). Each
+record is one example (its first 10 s) with the shared `record_features`:
 
 - `record_id` = `study_id`, `patient_id` = `subject_id`; extra `path` and `ecg_time` (text).
 - `metadata`: the spec §D 11-vector from the optional metadata CSV (keyed by `path`, official
@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax import ecg
+from clef_jax.data import parsing, schema
+from clef_jax.data.windows import imap_ordered, record_loader
 
 VALIDATION_PERCENT = 1
 DEFAULT_METADATA_CSV = "mimiciv_metadata_with_score2.csv"
@@ -76,7 +77,7 @@ def unparsable_cells(df: "pandas.DataFrame") -> dict[int, list[str]]:
     else:
       parse = risk.parse_number
     for i, value in enumerate(df[column].to_numpy()):
-      if (isinstance(value, str) and value.strip().lower() not in ecg.MISSING_TOKENS
+      if (isinstance(value, str) and value.strip().lower() not in parsing.MISSING_TOKENS
           and math.isnan(parse(value))):
         bad.setdefault(i, []).append(f"{column}={value!r}")
   return bad
@@ -100,7 +101,7 @@ def load_metadata(csv_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
   try:
     values = np.asarray(risk.metadata_from_mimic_frame(df), np.float32)
   except Exception:  # One bad row must not cost every row its metadata.
-    values = np.full((len(df), ecg.NUM_METADATA), np.nan, np.float32)
+    values = np.full((len(df), schema.NUM_METADATA), np.nan, np.float32)
     for i, (_, row) in enumerate(df.iterrows()):
       try:
         values[i] = risk.metadata_from_mimic_row(row)
@@ -148,7 +149,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             path=tfds.features.Text(doc="`path` column of record_list.csv."),
             ecg_time=tfds.features.Text(doc="`ecg_time` column of record_list.csv."),
         ),
@@ -209,10 +210,10 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root, groups, metadata, bad_rows, csv_path, split):
     report = self.report
-    missing_nan = np.full(ecg.NUM_METADATA, np.nan, np.float32)
-    loaded = ecg.imap_ordered(ecg.record_loader(windows="first"),
-                              ([root / e["path"] for e in group] for group in groups),
-                              num_workers=self.num_workers)
+    missing_nan = np.full(schema.NUM_METADATA, np.nan, np.float32)
+    loaded = imap_ordered(record_loader(windows="first"),
+                          ([root / e["path"] for e in group] for group in groups),
+                          num_workers=self.num_workers)
     for group, rec in zip(groups, loaded):
       for i, error in rec.errors:
         report.skipped(error.reason, group[i]["study_id"], error.detail)

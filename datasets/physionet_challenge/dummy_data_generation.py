@@ -16,16 +16,16 @@ import pathlib
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 
 # (subdir, record, fs, seconds, lead names, dx, age, sex, use_mat)
 RECORDS = (
-    ("georgia", "E00001", 500, 10.0, list(ecg.LEAD_ORDER), "164889003,59118001", "63", "Male",
+    ("georgia", "E00001", 500, 10.0, list(schema.LEAD_ORDER), "164889003,59118001", "63", "Male",
      True),
-    ("cpsc_2018", "A0001", 500, 25.0, list(ecg.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
-    ("incart", "I0001", 257, 12.0, [n.upper() for n in ecg.LEAD_ORDER], "426783006", "65", "M",
+    ("cpsc_2018", "A0001", 500, 25.0, list(schema.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
+    ("incart", "I0001", 257, 12.0, [n.upper() for n in schema.LEAD_ORDER], "426783006", "65", "M",
      False),
-    ("ptb", "S0001", 1000, 11.0, [n.lower() for n in ecg.LEAD_ORDER] + ["vx", "vy", "vz"],
+    ("ptb", "S0001", 1000, 11.0, [n.lower() for n in schema.LEAD_ORDER] + ["vx", "vy", "vz"],
      "164865005", "81", "female", False),
 )
 
@@ -42,7 +42,8 @@ def fake_ecg_mv(n: int, fs: float, n_leads: int, seed: int) -> np.ndarray:
 
 def write_challenge_record(directory: pathlib.Path, name: str, digital: np.ndarray, fs: float,
                            lead_names: list[str], comments: list[str], *, use_mat: bool,
-                           gain: float = 1000.0):
+                           gain: float = 1000.0, mat_format: str = "16x1+24",
+                           gain_baseline: bool = True, comment_prefix: str = "# "):
   """Writes `name.hea` + `name.mat` (MATLAB v4, `16x1+24`) or `name.dat` (format 16).
 
   Args:
@@ -54,6 +55,9 @@ def write_challenge_record(directory: pathlib.Path, name: str, digital: np.ndarr
     comments: header comment lines without `#`.
     use_mat: write the Challenge's `.mat` container instead of a plain `.dat`.
     gain: ADC gain per mV.
+    mat_format: the `.mat` signals' format field (`16x1+24` Challenge, `16+24` Chapman/Ningbo).
+    gain_baseline: write the gain as `1000(0)/mV` (Challenge) rather than `1000/mV` (Chapman).
+    comment_prefix: `"# "` (Challenge) or `"#"` (Chapman/Ningbo: `#Dx: ...`).
   """
   directory.mkdir(parents=True, exist_ok=True)
   digital = np.asarray(digital, "<i2")
@@ -62,7 +66,7 @@ def write_challenge_record(directory: pathlib.Path, name: str, digital: np.ndarr
     # MATLAB v4 header: type 30 (little-endian int16 matrix), rows, cols, imag, name length; then
     # the name "val\0": 24 bytes, after which the column-major (C, T) matrix is WFDB format 16.
     head = np.array([30, c, n, 0, 4], "<i4").tobytes() + b"val\0"
-    file_name, fmt = f"{name}.mat", "16x1+24"
+    file_name, fmt = f"{name}.mat", mat_format
     (directory / file_name).write_bytes(head + digital.tobytes())
   else:
     file_name, fmt = f"{name}.dat", "16"
@@ -71,8 +75,9 @@ def write_challenge_record(directory: pathlib.Path, name: str, digital: np.ndarr
   for j, lead in enumerate(lead_names):
     checksum = int(digital[:, j].astype(np.int64).sum()) % 65536
     checksum = checksum - 65536 if checksum >= 32768 else checksum
-    lines.append(f"{file_name} {fmt} {gain:g}(0)/mV 16 0 {int(digital[0, j])} {checksum} 0 {lead}")
-  lines += [f"# {line}" for line in comments]
+    gain_field = f"{gain:g}(0)/mV" if gain_baseline else f"{gain:g}/mV"
+    lines.append(f"{file_name} {fmt} {gain_field} 16 0 {int(digital[0, j])} {checksum} 0 {lead}")
+  lines += [f"{comment_prefix}{line}" for line in comments]
   (directory / f"{name}.hea").write_text("\n".join(lines) + "\n")
 
 

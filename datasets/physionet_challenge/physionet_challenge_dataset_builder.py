@@ -7,9 +7,9 @@ Build (the archive needs no credentials, but its layout varies, so it is read fr
 Any directory tree works: every `*.hea` below `--manual_dir` is one record. What is stored, per
 window (see `docs/datasets.md`):
 
-- the shared `clef_jax.ecg.record_features` at 500 Hz (other rates are resampled);
+- the shared `clef_jax.schema.record_features` at 500 Hz (other rates are resampled);
 - `dx`: the header's `# Dx:` as SNOMED CT codes (CPSC-2018 abbreviations such as `AF`, `I-AVB`
-  mapped to codes with `DX_ABBREVIATIONS`; unmappable entries are dropped and flagged);
+  mapped to codes by `clef_jax.data.dx`; unmappable entries are dropped and flagged);
 - `age` (NaN if unknown), `sex` (`F`, `M` or empty), `source` (the record id's letter prefix, e.g.
   `E` Georgia, `HR` PTB-XL, `JS` Chapman/Ningbo, `A`/`Q` CPSC, `I` INCART, `S` PTB),
   `window_index`.
@@ -21,7 +21,6 @@ that use these archives bring their own split files keyed by record id.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import pathlib
@@ -31,46 +30,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax import ecg
-
-_DX_TABLE = pathlib.Path(__file__).with_name("snomed_dx_map.csv")
-
-# CPSC-2018 labels that differ from the abbreviations in `snomed_dx_map.csv`; the rest (AF, LBBB,
-# PAC, PVC, RBBB, STD, STE, ...) are looked up there, case-insensitively.
-DX_ALIASES = {
-    "I-AVB": 270492004,   # 1st degree AV block (IAVB)
-    "NORMAL": 426783006,  # sinus rhythm (NSR)
-}
-
-
-def dx_table() -> list[dict[str, str]]:
-  """Rows of the embedded `snomed_dx_map.csv` (snomed_code, dx_name, abbreviation, scored)."""
-  with _DX_TABLE.open(newline="") as f:
-    return list(csv.DictReader(f))
-
-
-def dx_abbreviations() -> dict[str, int]:
-  """Upper-case abbreviation -> SNOMED CT code (the embedded table plus `DX_ALIASES`)."""
-  table = {row["abbreviation"].upper(): int(row["snomed_code"]) for row in dx_table()}
-  table.update(DX_ALIASES)
-  return table
-
-
-def parse_dx(text: str | None, abbreviations: dict[str, int]) -> tuple[list[int], list[str]]:
-  """`"164889003,AF, X"` -> `([164889003, 164889003], ["X"])`: codes and unmappable entries."""
-  codes, unknown = [], []
-  for token in (text or "").split(","):
-    token = token.strip()
-    if not token or token.lower() in ("unknown", "nan"):
-      continue
-    if token.isdigit():
-      codes.append(int(token))
-    elif token.upper() in abbreviations:
-      codes.append(abbreviations[token.upper()])
-    else:
-      unknown.append(token)
-  return codes, unknown
-
+from clef_jax.data import schema
+from clef_jax.data.dx import dx_abbreviations, dx_table, header_fields
+from clef_jax.data.windows import imap_ordered, record_loader
 
 def source_of(record_id: str) -> str:
   """The letter prefix of a Challenge record id (`HR06000` -> `HR`)."""
@@ -112,7 +74,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             dx=tfds.features.Sequence(
                 tfds.features.Scalar(dtype=np.int64), doc="SNOMED CT codes from `# Dx:`."),
             age=tfds.features.Scalar(dtype=np.float32, doc="Years; NaN if unknown."),
@@ -142,9 +104,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       else:
         seen.add(header.stem)
         headers.append(header)
-    load = ecg.record_loader(windows=cfg.windows, short_records=cfg.short_records)
-    loaded = ecg.imap_ordered(load, ([h.with_suffix("")] for h in headers),
-                              num_workers=self.num_workers)
+    load = record_loader(windows=cfg.windows, short_records=cfg.short_records)
+    loaded = imap_ordered(load, ([h.with_suffix("")] for h in headers),
+                          num_workers=self.num_workers)
     for header, rec in zip(headers, loaded):
       record_id = header.stem
       for _, error in rec.errors:
@@ -153,15 +115,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       windows = rec.windows
 
-      fields = ecg.parse_header_comments(rec.comments)
-      age, age_ok = ecg.parse_age(fields.get("age"))
-      sex, sex_ok = ecg.parse_sex(fields.get("sex"))
-      if not (age_ok and sex_ok):
-        report.flagged(br.METADATA_UNPARSABLE, record_id,
-                       f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
-      dx, unknown = parse_dx(fields.get("dx"), abbreviations)
-      if unknown:
-        report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
+      age, sex, dx = header_fields(rec.comments, record_id, report, abbreviations)
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, len(windows), split="train")
 

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from clef_jax import ecg
+from clef_jax.data import schema
 
 # A subset of the official scp_statements.csv (same columns, same values).
 SCP_COLUMNS = ("", "description", "diagnostic", "form", "rhythm", "diagnostic_class",
@@ -47,7 +47,7 @@ RECORDS = (
     (4, 104.0, None, 1, "{'1AVB': 100.0, 'SR': 0.0}", 10),
     (5, 101.0, 57.0, 1, "{'NORM': 80.0, 'SR': 0.0}", 3),
 )
-LEAD_NAMES = [name.upper() for name in ecg.LEAD_ORDER]
+LEAD_NAMES = [name.upper() for name in schema.LEAD_ORDER]
 
 
 def record_mv(ecg_id: int, fs: int) -> np.ndarray:

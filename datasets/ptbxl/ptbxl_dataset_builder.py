@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clef_jax import build_report as br
-from clef_jax import ecg
+from clef_jax.data import schema
+from clef_jax.data.windows import imap_ordered, record_loader
 
 # The classes of PTB-XL 1.0.3's scp_statements.csv, per task, sorted.
 _DIAGNOSTIC = (
@@ -143,7 +144,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         for task, vocab in VOCABULARIES.items()
     }
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             **labels,
             scp_codes=tfds.features.Sequence(tfds.features.Text(), doc="SCP-ECG statements."),
             scp_likelihood=tfds.features.Sequence(
@@ -206,8 +207,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         continue
       todo.append((record_id, row, root / file_name))
 
-    load = ecg.record_loader(sampling_rate=rate, windows="first")
-    loaded = ecg.imap_ordered(load, ([path] for _, _, path in todo), num_workers=self.num_workers)
+    load = record_loader(sampling_rate=rate, windows="first")
+    loaded = imap_ordered(load, ([path] for _, _, path in todo), num_workers=self.num_workers)
     for (record_id, row, _), rec in zip(todo, loaded):
       for _, error in rec.errors:
         report.skipped(error.reason, record_id, error.detail)

@@ -7,8 +7,8 @@ Nothing is downloaded: `clef_jax.synthetic` generates every record from `seed`. 
     train = builder.as_data_source(split="train")
 
 Splits are by subject, 80/10/10 (train/validation/test); subjects are i.i.d., so contiguous
-subject-id ranges form a random split. The shared `clef_jax.ecg.record_features` schema is extended
-with labels: `sex`, `age` (years, never missing), `age_band` (40-49 ... 80-89), `rhythm`
+subject-id ranges form a random split. The shared `clef_jax.data.schema.record_features` schema is
+extended with labels: `sex`, `age` (years, never missing), `age_band` (40-49 ... 80-89), `rhythm`
 (sinus/af/ectopic), `risk` (true SCORE2, never masked) and `risk_high` (ESC high/very high).
 """
 
@@ -19,8 +19,8 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from clef_jax import ecg
 from clef_jax import synthetic
+from clef_jax.data import schema
 
 
 @dataclasses.dataclass
@@ -32,7 +32,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   records_per_subject: int = 1
   sampling_rate: float = 500.0
   duration_s: float = 10.0
-  # "bytes" (the shared `ecg.record_features` default) stores the int16 signal raw and lets
+  # "bytes" (the shared `schema.record_features` default) stores the int16 signal raw and lets
   # ArrayRecord's own compression handle the record; "zlib" adds a zlib layer: same decoded values,
   # larger files, ~3x slower build and ~2x slower reads (see docs/pipeline.md).
   signal_encoding: str = "bytes"
@@ -95,7 +95,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=ecg.record_features(
+        features=schema.record_features(
             signal_encoding=self.builder_config.signal_encoding,
             sex=tfds.features.ClassLabel(names=synthetic.SEXES),
             age=tfds.features.Scalar(dtype=np.float32),

@@ -1,0 +1,331 @@
+"""Accelerator check: the trainer's CLEF step, small and medium, bf16, on this machine's devices.
+
+    python -m clef_jax.bench device [--sizes small,medium] [--batches 256,128] [--length 5000]
+        [--steps 30] [--warmup 3] [--num_records 1024] [--workers 8] [--data_dir DIR]
+        [--dtype bfloat16] [--peak_tflops X] [--json out.json]
+
+`scripts/device_check.sh` runs it on an NVIDIA machine (about 3 minutes). For each size it builds
+the step exactly as `python -m clef_jax.main` does: the size's config with `bf16` ->
+`train_setup.make_step` (model, optimiser, CLEF loss), `train.create_sharded_train_state` and
+`train.jit_train_step` over a `data` mesh of every device, and batches from
+`train_setup.make_train_iterator` (the grain pipeline with its augmentations) over a
+`synthetic_ecg` archive built into `--data_dir` (reused when present). It reports:
+
+* **compile s**: `lower().compile()` of the jitted step.
+* **resident**: steps/s of the step on one device-resident batch reused every step: what the
+  device alone sustains.
+* **fed**: steps/s with every batch taken from the pipeline, as the trainer's loop runs (metrics
+  read on the host one step late).
+* **pipeline alone**: signals/s of the iterator without any step.
+* **input share**: `1 - fed / resident`, the fraction of a fed step spent waiting for input.
+* **MFU**: XLA's flop count of the compiled step (per device) x steps/s / the device's peak dense
+  bf16 FLOP/s (`GPU_PEAKS`, or `--peak_tflops`). CPUs have no entry: MFU is left out there.
+
+A *signal* is one view of one record: a step on a batch of B pairs trains on 2B signals. The
+command prints the load average at its start and end and labels the run `NOT QUIET` when the
+1-minute load was above `bench.quiet.QUIET_LOAD` when it started.
+
+`--sizes tiny` is a two-stage `Net1DVariant` for smoke runs (the tests run it on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+# Dense (no 2:4 sparsity) bf16 tensor-core peak per GPU, TFLOP/s, matched against
+# `device_kind` in this order (first substring match wins, so "H100 PCIe" precedes "H100").
+# NVIDIA's datasheets quote the sparse figure ("with sparsity"); dense is half of it.
+GPU_PEAKS: tuple[tuple[str, float, str], ...] = (
+    ("H200 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h200/ (1,671 sparse)"),
+    ("H200", 989.5, "https://www.nvidia.com/en-us/data-center/h200/ (SXM, 1,979 sparse)"),
+    ("H100 PCIe", 756.0, "https://www.nvidia.com/en-us/data-center/h100/ (1,513 sparse)"),
+    ("H100 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h100/ (1,671 sparse)"),
+    ("H100", 989.5, "https://www.nvidia.com/en-us/data-center/h100/ (SXM, 1,979 sparse)"),
+    ("GH200", 989.5, "https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/"),
+    ("B200", 2250.0, "https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, 4.5 PF sparse)"),
+    ("A100", 312.0, "https://www.nvidia.com/en-us/data-center/a100/ (624 sparse)"),
+    ("L40S", 362.05, "https://www.nvidia.com/en-us/data-center/l40s/ (733 sparse)"),
+    ("L40", 181.05, "https://www.nvidia.com/en-us/data-center/l40/ (362.1 sparse)"),
+    ("L4", 121.0, "https://www.nvidia.com/en-us/data-center/l4/ (242 sparse)"),
+    ("A10", 125.0, "https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (250 sparse)"),
+)
+# Samples per second of the archive the pipeline reads (the model's 10-s windows are 5000).
+ARCHIVE_FS = 500.0
+# Per size: the default batch in pairs (2B signals per step), sized for one 80+ GB GPU.
+DEFAULT_BATCHES = {"tiny": 8, "small": 256, "medium": 128, "large": 32}
+STEP_KEYS = ("views", "risk", "rate_meta")
+
+
+def tiny_variant():
+  """Two stages, 8 and 16 channels: a Net1D that compiles in seconds on a CPU."""
+  from clef_jax.models import net1d
+  return net1d.Net1DVariant(base_filters=8, ratio=1.0, filter_list=(8, 16), m_blocks_list=(1, 1),
+                            groups_width=4)
+
+
+def gpu_peak(device_kind: str) -> tuple[float, str] | None:
+  """(dense bf16 TFLOP/s, source) of a device kind, or None when the table has no entry."""
+  for key, tflops, source in GPU_PEAKS:
+    if key.lower() in device_kind.lower():
+      return tflops, source
+  return None
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", default="small,medium", help="comma list of tiny,small,medium,large")
+  p.add_argument("--batches", default="",
+                 help="comma list of global batches (pairs), one per size; default per size "
+                      f"{DEFAULT_BATCHES}")
+  p.add_argument("--length", type=int, default=5000, help="samples per view (10 s at 500 Hz)")
+  p.add_argument("--steps", type=int, default=30, help="timed steps per mode")
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed mode")
+  p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                 help="compute dtype (params and loss stay float32)")
+  p.add_argument("--num_records", type=int, default=1024, help="subjects in the built archive")
+  p.add_argument("--workers", type=int, default=-1,
+                 help="grain worker processes (-1: CPUs - 2, at most 12; 0: in-process)")
+  p.add_argument("--read_threads", type=int, default=2)
+  p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "clef_bench_device"),
+                 help="where the synthetic archive is built (reused when already there)")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="peak bf16 TFLOP/s per device for MFU (0: from the device table)")
+  p.add_argument("--json", default=None, help="also write the results to this JSON file")
+  args = p.parse_args(argv)
+  args.sizes = [s for s in args.sizes.split(",") if s]
+  bad = [s for s in args.sizes if s not in DEFAULT_BATCHES]
+  if bad:
+    p.error(f"unknown size(s) {bad}; choose from {sorted(DEFAULT_BATCHES)}")
+  try:
+    batches = [int(b) for b in args.batches.split(",") if b]
+  except ValueError:
+    p.error(f"--batches must be integers, got {args.batches!r}")
+  if batches and len(batches) != len(args.sizes):
+    p.error(f"--batches has {len(batches)} entries for {len(args.sizes)} sizes")
+  args.batches = batches or [DEFAULT_BATCHES[s] for s in args.sizes]
+  for name in ("length", "steps", "num_records"):
+    if getattr(args, name) < 1:
+      p.error(f"--{name} must be >= 1")
+  if min(args.batches) < 1:
+    p.error("--batches must be >= 1")
+  if args.workers < 0:
+    args.workers = max(0, min(12, (os.cpu_count() or 1) - 2))
+  return args
+
+
+def make_config(size: str, *, batch: int, length: int, dtype: str, workers: int,
+                read_threads: int, num_records: int, data_dir: str):
+  """The size's training config (`configs/<size>.py`), on a synthetic archive of `length`."""
+  from configs import base
+
+  config = base.get_config("bf16" if dtype == "bfloat16" else None,
+                           size="small" if size == "tiny" else size)
+  if size == "tiny":
+    with config.ignore_type():        # A Net1DVariant where the config holds a size name.
+      config.model.size = tiny_variant()
+  config.input.dataset = "synthetic_ecg"
+  config.input.auto_build = True
+  config.input.data_dir = data_dir
+  config.input.build = {"num_subjects": num_records, "seed": 0,
+                        "duration_s": max(1.0, math.ceil(length / ARCHIVE_FS * 10) / 10)}
+  config.input.window = length
+  config.input.batch_size = batch
+  config.input.num_workers = workers
+  config.input.read_threads = read_threads
+  return config
+
+
+def _timed(step, state, batches: Iterator[dict], rng, steps: int) -> tuple[Any, float, float]:
+  """Runs `steps` steps like the trainer's loop (host reads each step's metrics one step late);
+  returns (state, seconds, last loss)."""
+  import jax
+
+  pending = None
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, next(batches), rng)
+    if pending is not None:
+      jax.device_get(pending)
+    pending = metrics
+  last = jax.device_get(pending)
+  return state, time.perf_counter() - start, float(last["loss"])
+
+
+def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+  """Compiles and times one size: resident batch, pipeline-fed steps, the pipeline alone."""
+  import jax
+
+  from clef_jax import input_pipeline, train
+  from clef_jax import sharding as sharding_lib
+  from clef_jax import train_setup as setup
+
+  config = make_config(size, batch=batch, length=args.length, dtype=args.dtype,
+                       workers=args.workers, read_threads=args.read_threads,
+                       num_records=args.num_records, data_dir=args.data_dir)
+  num_devices = jax.device_count()
+  if batch % num_devices:
+    raise ValueError(f"--batches: {batch} pairs for {size} is not divisible by the "
+                     f"{num_devices} devices.")
+  mesh = sharding_lib.make_mesh(num_devices)
+  dataset_dir = setup.resolve_train_dataset(config.input, pathlib.Path(args.data_dir))
+  source = input_pipeline.load_data_source(os.fspath(dataset_dir), split=config.input.split)
+  if len(source) < batch:
+    raise ValueError(f"--num_records: the archive's train split has {len(source)} records, fewer "
+                     f"than one batch of {batch}.")
+  model, tx, step_fn = setup.make_step(config, mesh, len(source) // batch)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state, state_sharding = train.create_sharded_train_state(
+      init_rng, mesh=mesh, strategy=config.mesh.strategy,
+      fsdp_min_size=config.mesh.fsdp_min_size, **setup.state_kwargs(config, model, tx))
+  jitted = train.jit_train_step(step_fn, mesh=mesh, state_sharding=state_sharding)
+  it = setup.make_train_iterator(config, source, mesh)
+  first = next(it)
+  resident = {k: first[k] for k in STEP_KEYS}
+  jax.block_until_ready(resident)
+
+  t0 = time.perf_counter()
+  compiled = jitted.lower(state, resident, step_rng).compile()
+  compile_s = time.perf_counter() - t0
+  flops = _cost(compiled, "flops")
+  memory = _memory(compiled)
+
+  same = itertools.repeat(resident)
+  fed = ({k: b[k] for k in STEP_KEYS} for b in it)
+  state, _, _ = _timed(compiled, state, same, step_rng, args.warmup)
+  state, resident_s, _ = _timed(compiled, state, same, step_rng, args.steps)
+  state, _, _ = _timed(compiled, state, fed, step_rng, args.warmup)
+  state, fed_s, loss = _timed(compiled, state, fed, step_rng, args.steps)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    jax.block_until_ready(next(it)["views"])
+  pipeline_s = time.perf_counter() - start
+  getattr(it, "close", lambda: None)()  # Stops grain's worker processes.
+
+  signals = 2 * batch
+  row: dict[str, Any] = {
+      "size": size, "batch_pairs": batch, "signals_per_step": signals, "length": args.length,
+      "dtype": args.dtype, "devices": num_devices, "workers": args.workers,
+      "compile_s": compile_s, "flops_per_step_per_device": flops, "memory": memory,
+      "resident": _rates(resident_s, args.steps, signals),
+      "fed": _rates(fed_s, args.steps, signals),
+      "pipeline_alone": _rates(pipeline_s, args.steps, signals),
+      "final_loss": loss, "loss_finite": math.isfinite(loss),
+  }
+  row["input_share"] = max(0.0, 1.0 - row["fed"]["steps_per_s"] / row["resident"]["steps_per_s"])
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    row["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  return row
+
+
+def _rates(seconds: float, steps: int, signals: int) -> dict[str, float]:
+  return {"seconds": seconds, "steps": steps, "steps_per_s": steps / seconds,
+          "signals_per_s": steps * signals / seconds}
+
+
+def _cost(compiled, key: str) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost[key])
+  except Exception:  # noqa: BLE001 -- cost analysis is best effort per backend.
+    return None
+
+
+def _memory(compiled) -> dict[str, int] | None:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 -- not every backend implements it.
+    return None
+  if m is None:
+    return None
+  return {k: int(getattr(m, f"{k}_size_in_bytes", 0)) for k in ("argument", "output", "temp")}
+
+
+def add_mfu(row: dict[str, Any], peak_tflops: float | None) -> None:
+  """Adds `mfu` (resident and fed) to a row, when both the flop count and the peak are known."""
+  flops = row["flops_per_step_per_device"]
+  if not (flops and peak_tflops):
+    return
+  row["mfu"] = {mode: flops * row[mode]["steps_per_s"] / (peak_tflops * 1e12)
+                for mode in ("resident", "fed")}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  head = ("size", "batch (pairs)", "compile s", "resident steps/s", "resident sig/s",
+          "fed steps/s", "fed sig/s", "pipeline alone sig/s", "input share", "GFLOP/step",
+          "MFU resident", "MFU fed")
+  lines = [head]
+  for r in rows:
+    mfu = r.get("mfu")
+    lines.append((
+        r["size"], str(r["batch_pairs"]), f"{r['compile_s']:.1f}",
+        f"{r['resident']['steps_per_s']:.2f}", f"{r['resident']['signals_per_s']:.0f}",
+        f"{r['fed']['steps_per_s']:.2f}", f"{r['fed']['signals_per_s']:.0f}",
+        f"{r['pipeline_alone']['signals_per_s']:.0f}", f"{100 * r['input_share']:.0f} %",
+        f"{r['flops_per_step_per_device'] / 1e9:.3g}" if r["flops_per_step_per_device"] else "-",
+        f"{100 * mfu['resident']:.1f} %" if mfu else "-",
+        f"{100 * mfu['fed']:.1f} %" if mfu else "-"))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+  out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
+  out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+  return "\n".join(out)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+  """CLI entry (`python -m clef_jax.bench device`); prints the table, returns the results."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from clef_jax.bench import quiet
+
+  load = quiet.MachineLoad()
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()       # grain worker processes read absl flags
+  import jax
+
+  dev = jax.devices()[0]
+  peak = (args.peak_tflops, "--peak_tflops") if args.peak_tflops else gpu_peak(dev.device_kind)
+  if dev.platform == "cpu" and not args.peak_tflops:
+    peak = None
+  env = {"device_kind": dev.device_kind, "platform": dev.platform,
+         "device_count": jax.device_count(), "jax": jax.__version__,
+         "cpus": os.cpu_count(), "python": sys.version.split()[0],
+         "peak_tflops_per_device": peak[0] if peak else None,
+         "peak_source": peak[1] if peak else None}
+  print(f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); jax "
+        f"{jax.__version__}; peak bf16 "
+        f"{f'{peak[0]:g} TFLOP/s ({peak[1]})' if peak else 'unknown (no MFU)'}", flush=True)
+  rows = []
+  for size, batch in zip(args.sizes, args.batches):
+    print(f"{size}: batch {batch} pairs, L={args.length}, {args.dtype}, {args.workers} workers",
+          flush=True)
+    row = measure(size, batch, args)
+    add_mfu(row, peak[0] if peak else None)
+    rows.append(row)
+    print(f"{size}: compiled in {row['compile_s']:.1f} s; resident "
+          f"{row['resident']['steps_per_s']:.2f} steps/s, fed {row['fed']['steps_per_s']:.2f} "
+          f"steps/s", flush=True)
+  results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "env": env,
+             "rows": rows}
+  print(format_table(rows))
+  print(f"signals/s count both views of every pair (2B per step); {args.steps} timed steps per "
+        f"mode after {args.warmup} warm-up steps; input share = 1 - fed / resident steps/s.")
+  results["load"] = load.finish()
+  if args.json:
+    quiet.write_json(args.json, results)
+    print(f"wrote {args.json}")
+  return results
+
+
+if __name__ == "__main__":
+  run()

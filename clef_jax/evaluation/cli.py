@@ -1,0 +1,96 @@
+r"""`python -m clef_jax.evaluate`: downstream evaluation of trained backbones, with a report.
+
+    python -m clef_jax.evaluate --config=configs/eval.py:sex+age,wfdb=../shared/data/cinc2021 \
+        --model_workdir=/tmp/clef_small_demo --output=/tmp/eval_cinc
+    python -m clef_jax.evaluate --config=configs/eval.py:ptbxl,finetune,data_dir=~/tfds \
+        --model_workdir=W --compare=W2 --torch_weights=clef_m=clef_medium.ckpt@medium --output=OUT
+
+Models: `--model_workdir` (a training run directory, its latest checkpoint, or a checkpoint /
+step directory), every `--torch_weights` file (a PyTorch Net1D file: CLEF `.ckpt`, state_dict,
+safetensors, whose size is `@SIZE` or a size named in the file name) and every `--compare` entry
+(either kind). Entries are written `[LABEL=]PATH[@SIZE]`. A random-init backbone of the first
+model's architecture ("random init") is always evaluated too. `--workdir` is a deprecated alias of
+`--model_workdir` (in training, `--workdir` is the run directory being written).
+
+Outputs in `--output`: `report.md` (also printed), `report.json`, `report.png`, and
+`predictions.npz` (test targets and scores of every model, to recompute any number).
+
+Exit status: 0 done (also for `--help`); 1 bad config, missing data or weights (one line on
+stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+# Old flag -> its name now (kept for one release; a note on stderr when used).
+DEPRECATED = {"workdir": "model_workdir"}
+
+
+def model_entries(model_workdir: str | None, torch_weights: list[str],
+                  compare: list[str]) -> tuple[str | None, list[str]]:
+  """The CLI's model flags -> `(main model entry or None, further entries)`, in flag order."""
+  entries = ([model_workdir] if model_workdir else []) + list(torch_weights) + list(compare)
+  return (entries[0] if entries else None), entries[1:]
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Parses the flags, runs `protocol.run`, exits 1 with one line on a usage error."""
+  from absl import app, flags
+  from absl import logging as absl_logging
+  from ml_collections import config_flags
+
+  from clef_jax.evaluation import protocol
+
+  config_flag = config_flags.DEFINE_config_file(
+      "config", None, "configs/eval.py:TASKS[,OPTIONS], e.g. configs/eval.py:sex+age,wfdb=DIR.",
+      lock_config=True)
+  model_flag = flags.DEFINE_string(
+      "model_workdir", None, "Model to evaluate: a training run directory (its latest "
+      "checkpoint) or a checkpoint / step directory, optionally [LABEL=]PATH.")
+  torch_flag = flags.DEFINE_multi_string(
+      "torch_weights", [], "PyTorch Net1D weight files, [LABEL=]PATH[@SIZE] (CLEF .ckpt, "
+      "state_dict, safetensors; size from @SIZE or the file name).")
+  compare_flag = flags.DEFINE_multi_string(
+      "compare", [], "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch "
+      "weight files.")
+  output_flag = flags.DEFINE_string("output", None, "Report directory.")
+  old_flags = {old: flags.DEFINE_string(old, None, f"Deprecated alias of --{new}.")
+               for old, new in DEPRECATED.items()}
+  flags.mark_flags_as_required(["config", "output"])
+  argv = list(sys.argv if argv is None else argv)
+
+  def parse(args):
+    if any(a.split("=")[0] in HELP_FLAGS for a in args[1:]):
+      print(flags.FLAGS.main_module_help() or __doc__, flush=True)
+      sys.exit(0)
+    try:
+      return flags.FLAGS(args)
+    except Exception as e:  # Flag and config-file errors: one line, no traceback.
+      lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [repr(e)]
+      print(f"error: {lines[-1]}", file=sys.stderr, flush=True)
+      sys.exit(1)
+
+  def run(args):
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected arguments: {' '.join(args[1:])}")
+    absl_logging.set_verbosity(absl_logging.ERROR)   # Orbax/TFDS notes off the console.
+    model = model_flag.value
+    for old, new in DEPRECATED.items():
+      if old_flags[old].value is not None:
+        print(f"note: --{old} is deprecated; use --{new}.", file=sys.stderr, flush=True)
+        if model is not None:
+          print(f"error: --{old} and --{new} both given; use --{new}.", file=sys.stderr)
+          sys.exit(1)
+        model = old_flags[old].value
+    main_model, others = model_entries(model, torch_flag.value, compare_flag.value)
+    try:
+      config = config_flag.value
+      config.get("mode")            # A config file that failed to load raises when first used.
+      protocol.run(config, model=main_model, compare=others, output=output_flag.value)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+      print(f"error: {e.args[0] if e.args else e}", file=sys.stderr, flush=True)
+      sys.exit(1)
+
+  app.run(run, argv=argv, flags_parser=parse)

@@ -1,0 +1,322 @@
+"""What `train_loop.train_and_evaluate` sets up and finishes with, from config sections.
+
+The trainer keeps to orchestration; the pieces it assembles live here: the errors it raises, the
+training dataset (the demo archive built in-process through `build.build`), the augmentation,
+loss, model and optimiser from their config sections, SIGTERM handling, and the end-of-run export
+and probe (the downstream protocol of `clef_jax.evaluation`, so it prints the evaluate CLI's
+table). Nothing here reads flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from clef_jax import checkpoint, input_pipeline, models, optim
+from clef_jax.data import built
+
+
+def _log(msg: str, *args: Any) -> None:
+  """Console line from process 0 only (every process logs through absl otherwise)."""
+  if jax.process_index() == 0:
+    print(msg % args if args else msg, flush=True)
+
+
+DEMO_DATASET = "synthetic_ecg"
+BUILD_HINTS = {
+    "mimic_iv_ecg": (
+        "MIMIC-IV-ECG needs a PhysioNet account (https://physionet.org/content/mimic-iv-ecg/1.0/) "
+        "and CLEF's mimiciv_metadata_with_score2.csv (Zenodo 17572734). Build it with\n"
+        "  python -m clef_jax.build mimic_iv_ecg --config {config} --manual_dir ~/mimic-iv-ecg "
+        "--data_dir {data_dir} --option metadata_csv=~/mimiciv_metadata_with_score2.csv "
+        "--option num_workers=8"),
+    "physionet_challenge": (
+        "Download the PhysioNet/CinC Challenge 2021 training data "
+        "(https://physionet.org/content/challenge-2021/1.0.3/) and build it with\n"
+        "  python -m clef_jax.build physionet_challenge --config {config} --manual_dir "
+        "~/challenge-2021 --data_dir {data_dir}"),
+}
+
+
+class ConfigError(ValueError):
+  """A misconfiguration the user can fix; `main.py` prints it without a traceback."""
+
+
+class TrainingError(RuntimeError):
+  """The run cannot continue (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+  """SIGTERM or SIGINT (or a multi-host preemption notice) arrived; a checkpoint was saved.
+
+  Attributes:
+    signum: the signal that stopped the run (SIGTERM for a multi-host preemption notice); the
+      CLI exits with 128 + signum, as a shell reports a process that signal ended.
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = int(signum)
+
+
+# ------------------------------------------------------------------------------------------------
+# The training dataset.
+# ------------------------------------------------------------------------------------------------
+def build_demo_archive(data_dir: pathlib.Path, build_kwargs: dict[str, Any]) -> pathlib.Path:
+  """Builds the synthetic archive into `data_dir` (if absent) and returns its version directory.
+
+  The build runs in this process through `build.build` with its console output (TFDS prints a
+  progress bar per split) in `data_dir/build.log`; only process 0 builds, the others wait for it
+  at a barrier and then find the finished build.
+  """
+  from clef_jax import (
+    build,  # Lazy: imports TFDS.
+    build_report,
+  )
+
+  data_dir.mkdir(parents=True, exist_ok=True)
+  report_path = None
+  if jax.process_index() == 0:
+    start = time.monotonic()
+    log_path = data_dir / "build.log"
+    try:
+      with open(log_path, "w") as log_file, contextlib.redirect_stdout(log_file), \
+          contextlib.redirect_stderr(log_file):
+        report_path = build.build(DEMO_DATASET, data_dir=data_dir, builder_kwargs=build_kwargs)
+    except Exception as e:  # A failed build is a config problem here (options, disk).
+      raise ConfigError(f"Building the demo archive failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); see {log_path}.") from None
+    summary = (build_report.summarize(json.loads(report_path.read_text())).splitlines()[0]
+               if report_path.is_file() else DEMO_DATASET)
+    _log("data: %s (%.0f s)", summary, time.monotonic() - start)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("demo archive built")
+  if report_path is None:                # The other processes: the finished build.
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+      report_path = build.build(DEMO_DATASET, data_dir=data_dir, builder_kwargs=build_kwargs)
+  return report_path.parent
+
+
+def resolve_train_dataset(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+  """`config.input` -> the built dataset's version directory, building the demo archive."""
+  data_dir = pathlib.Path(cfg.data_dir.format(workdir=workdir)).expanduser().absolute()
+  if cfg.auto_build:
+    if cfg.dataset.split("/")[0] != DEMO_DATASET:
+      raise ConfigError(f"input.auto_build only builds {DEMO_DATASET}, not {cfg.dataset}; build "
+                        "real archives with `python -m clef_jax.build` (docs/datasets.md).")
+    return build_demo_archive(data_dir, dict(cfg.build))
+  name, _, config_name = cfg.dataset.partition("/")
+  hint = BUILD_HINTS.get(name, "Build it with `python -m clef_jax.build {name} ...` "
+                         "(docs/datasets.md).").format(config=config_name or "default",
+                                                      data_dir=data_dir, name=name)
+  try:
+    return built.resolve_dataset(cfg.dataset, data_dir, hint=(
+        f"\n{hint}\nor point --config.input.data_dir at an existing build. To try the whole "
+        "pipeline on synthetic data instead (no download):\n"
+        "  python -m clef_jax.main --config=configs/medium.py:demo --workdir=/tmp/clef_demo"))
+  except FileNotFoundError as e:
+    raise ConfigError(str(e)) from None
+
+
+def augment_config(input_cfg: Any, noise_mat: str | None) -> input_pipeline.AugmentConfig:
+  """`config.input` -> the view augmentation (docs/method.md §D)."""
+  return input_pipeline.AugmentConfig(
+      p_same_lead=input_cfg["p_same_lead"], bandpass=input_cfg["bandpass"],
+      noise=input_cfg["noise"], noise_mat=noise_mat or None, noise_rms=input_cfg["noise_rms"],
+      p_zero_mask=input_cfg["p_zero_mask"], mask_span=tuple(input_cfg["mask_span"]),
+      zscore=input_cfg["zscore"], faithful=input_cfg["faithful"],
+      target_fs=float(input_cfg["target_fs"]))
+
+
+def loss_kwargs(method: str, loss: Any) -> dict[str, Any]:
+  """`config.loss` -> the method's loss keyword arguments (every `clef_loss` switch for CLEF)."""
+  if method == "clef":
+    return dict(loss)
+  if method in ("simclr", "moco"):
+    return {"temperature": loss["temperature"]}
+  return {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Model and optimiser from config sections (also used by the export CLI).
+# ------------------------------------------------------------------------------------------------
+def create_model(model_cfg: Any):
+  """`config.model` -> the backbone module (single-lead input)."""
+  kwargs = {"conv_impl": model_cfg["conv_impl"]} if model_cfg["name"] == "net1d" else {}
+  return models.create_backbone(model_cfg["name"], model_cfg["size"], in_channels=1,
+                                dtype=jnp.dtype(model_cfg["dtype"]), remat=model_cfg["remat"],
+                                **kwargs)
+
+
+def create_optimizer(optim_cfg: Any, steps_per_epoch: int):
+  """`config.optim` -> `(tx, lr_fn)` (`optim.make_optimizer`)."""
+  return optim.make_optimizer(
+      learning_rate=optim_cfg["learning_rate"], weight_decay=optim_cfg["weight_decay"],
+      b1=optim_cfg["b1"], b2=optim_cfg["b2"], eps=optim_cfg["eps"],
+      schedule=optim_cfg["schedule"], interval=optim_cfg["interval"],
+      steps_per_epoch=steps_per_epoch, t0=optim_cfg["t0"], t_mult=optim_cfg["t_mult"],
+      eta_min=optim_cfg["eta_min"], grad_clip_norm=optim_cfg["grad_clip_norm"] or None)
+
+
+def state_kwargs(config: Any, model, tx) -> dict[str, Any]:
+  """`train.create_train_state` keyword arguments (everything but the rng and weights)."""
+  return dict(model=model, tx=tx, method=config["method"],
+              init_shape=(1, config["input"]["window"], 1),
+              moco_queue_size=config["moco"]["queue_size"])
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, train_source: Any,
+                        mesh: jax.sharding.Mesh):
+  """`config.input` -> this process's grain iterator of globally sharded training batches."""
+  from clef_jax import sharding as sharding_lib
+
+  noise_mat = config.input.noise_mat and os.path.expanduser(config.input.noise_mat)
+  return input_pipeline.make_pretrain_iterator(
+      data_source=train_source, global_batch_size=config.input.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.input.num_workers, augment=augment_config(config.input, noise_mat),
+      window=config.input.window, lead_policy=config.input.lead,
+      sharding=sharding_lib.batch_sharding(mesh), read_threads=config.input.read_threads)
+
+
+def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+              steps_per_epoch: int) -> tuple[Any, Any, Any]:
+  """`config` -> `(model, tx, step_fn)`: the backbone, the optimiser and the pure train step.
+
+  Raises:
+    ConfigError: a model, optimiser or method setting that cannot be built.
+  """
+  from clef_jax import train
+
+  try:
+    model = create_model(config.model)
+    tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
+    if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
+      raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
+                       f"input.batch_size={config.input.batch_size}.")
+    step_fn = train.make_train_step(
+        model, tx, lr_fn, method=config.method,
+        loss_kwargs=loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
+        moco_momentum=config.moco.momentum, mesh=mesh)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  return model, tx, step_fn
+
+
+# ------------------------------------------------------------------------------------------------
+# Run control and the end of the run.
+# ------------------------------------------------------------------------------------------------
+class StopSignal:
+  """SIGTERM or SIGINT (Ctrl-C) -> a flag the loop checks between steps (single process).
+
+  The loop then saves the current step and stops. A second SIGINT before that save started
+  raises `KeyboardInterrupt` (the CLI exits without a traceback; a save already under way is
+  finished first, and Orbax's atomic writes never leave a half-written step as the latest).
+  Multi-process runs leave SIGTERM to JAX's preemption notifier and ask the checkpoint manager
+  (`reached_preemption`), which agrees on one step across hosts; SIGINT there stops the process
+  at once.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.requested: int | None = None  # The signal number once one arrived.
+    self._previous = {}
+    if jax.process_count() == 1:
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if self.requested is None:
+      self.requested = signum
+      if signum == signal.SIGINT:
+        _log("interrupted: saving a checkpoint of this step, then stopping (Ctrl-C again to "
+             "stop without saving it)")
+
+  @property
+  def name(self) -> str:
+    return signal.Signals(self.requested or signal.SIGTERM).name
+
+  def restore(self):
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
+
+
+def host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def gather_to_host(tree: Any) -> Any:
+  """Fully-addressable numpy copy of a (possibly fsdp-sharded, multi-process) pytree."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def export_backbone(backbone: Any, workdir: pathlib.Path,
+                    config: ml_collections.ConfigDict) -> str | None:
+  """Writes the backbone as a PyTorch file into `workdir/export/` (process 0)."""
+  fmt = config.ckpt.export_format
+  ext = {"safetensors": ".safetensors", "state_dict": ".pt"}.get(fmt, ".ckpt")
+  # Named like the released weights (clef_small.ckpt, spec §I); other methods get their name.
+  path = workdir / "export" / f"{config.method}_{config.model.size}{ext}"
+  try:
+    path.parent.mkdir(exist_ok=True)
+    checkpoint.save_backbone_torch(backbone, path, name=config.model.name, size=config.model.size,
+                                   format=fmt)
+  except ImportError as e:
+    _log("export: skipped (%s)", e)
+    return None
+  _log("export: %s (%s format%s)", path, fmt,
+       "; the official CLEF code loads it" if config.model.name == "net1d" else "")
+  return os.fspath(path)
+
+
+def probe_lead(config: ml_collections.ConfigDict) -> str:
+  """The end-of-run probe's lead: `evals.probe.data.lead`, else the pretraining lead when it names
+  one (`input.lead=II` probes lead II), else lead I (the paper's evaluation lead)."""
+  if config.evals.probe.data.lead:
+    return config.evals.probe.data.lead
+  return config.input.lead if config.input.lead != "random" else "I"
+
+
+def run_probe(model, backbones: dict[str, Any], dataset_dir: pathlib.Path,
+              config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """The downstream protocol on each backbone (label -> host params); prints and saves the table.
+
+  Writes `workdir/eval/` (`report.md`, `report.json`, `predictions.npz`) like the evaluate CLI.
+
+  Returns:
+    The report without its predictions (JSON-serialisable).
+  """
+  from clef_jax.evaluation import models as eval_models
+  from clef_jax.evaluation import protocol
+  from clef_jax.evaluation import report as report_lib
+
+  start = time.monotonic()
+  probe_cfg = config.evals.probe.copy_and_resolve_references()
+  probe_cfg.data.data_dir = probe_cfg.dataset or os.fspath(dataset_dir)
+  probe_cfg.data.lead = probe_lead(config)
+  probe_cfg.data.window = probe_cfg.data.window or config.input.window
+  probe_cfg.seed = config.seed
+  entries = [eval_models.Backbone(label=label, name=config.model.name, size=config.model.size,
+                                  source=source, model=model, params=params)
+             for label, (source, params) in backbones.items()]
+  report = protocol.evaluate(probe_cfg, entries)
+  text = report_lib.write_report(report, workdir / "eval", plots=probe_cfg.plots)
+  _log("eval: linear probe on frozen embeddings (lead %s, %.0f s)\n%s", probe_cfg.data.lead,
+       time.monotonic() - start, text)
+  return {k: v for k, v in report.items() if k != "predictions"}
