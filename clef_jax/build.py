@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report
+from clef_jax import build_report, cli
 
 # `datasets/` sits next to the package in the repository (not installed: it must not shadow
 # HuggingFace's `datasets`, so it has no `__init__.py` and builders are imported by path).
@@ -192,7 +192,7 @@ def dummy_data_main(write_dummy_data: Callable[[str], Any],
 def main(argv: Sequence[str] | None = None) -> int:
   # argparse rather than absl flags: importing this module must not define global flags that
   # could collide with the trainer's (`--config`).
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m clef_jax.build", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", help=f"dataset: one of {', '.join(available_datasets())}")
@@ -209,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sep:
       parser.error(f"--option expects KEY=VALUE, got {item!r}")
     kwargs[key.strip()] = _parse_value(value)
+  name = args.name.split("/", 1)[0]
+  if name not in available_datasets():
+    parser.error(f"no dataset {name!r}; choose one of {', '.join(available_datasets())}")
   report_path = build(args.name, data_dir=args.data_dir, config=args.config,
                       manual_dir=os.path.expanduser(args.manual_dir) if args.manual_dir else None,
                       overwrite=args.overwrite, builder_kwargs=kwargs)

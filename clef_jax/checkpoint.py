@@ -118,7 +118,7 @@ class Checkpointer:
       step: checkpoint step.
       target: the train state, or its abstract version (ShapeDtypeStructs with shardings).
       data_iter: grain iterator to reposition; skipped when the checkpoint has no `data` item
-        (a step-0 checkpoint written by `python -m clef_jax.export --from-torch`).
+        (a step-0 checkpoint written by `python -m clef_jax.export --from_torch`).
     """
     import grain
 
@@ -337,7 +337,7 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, Any], PyTree]:
 
 
 # ------------------------------------------------------------------------------------------------
-# PyTorch files (export, init_from, embed --torch-weights).
+# PyTorch files (export, init_from, embed --torch_weights).
 # ------------------------------------------------------------------------------------------------
 EXPORT_FORMATS = ("lightning", "state_dict", "safetensors")
 

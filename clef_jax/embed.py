@@ -1,42 +1,53 @@
-r"""Embeddings of ECG records with a pretrained backbone: library functions and a CLI.
+r"""Embeddings of ECG recordings with a pretrained backbone: library functions and a CLI.
 
-    python -m clef_jax.embed --workdir W --input PATH --output emb.npy [--lead I]
-    python -m clef_jax.embed --torch-weights clef_small.ckpt --size small --input PATH \
-        --output emb.npy [--lead II]
+    python -m clef_jax.embed --workdir W --input PATH --output emb.npy [--lead II | --channel MLII]
+    python -m clef_jax.embed --torch_weights clef_small.ckpt --size small --input holter.edf \
+        --output emb.npy [--window_s 10 --hop_s 5 --aggregate mean --max_windows 100]
 
-PATH is one WFDB record (`rec` or `rec.hea`), a directory searched recursively for `*.hea`, or a
-`.npy` array of single-lead signals `(N, T)` or `(T,)` (or 12-lead `(N, T, 12)`, in
-`schema.LEAD_ORDER`; `--lead` picks one) sampled at `--fs` Hz (default 500), in mV.
+PATH is a WFDB record (`rec`, `rec.hea`; single- or multi-segment), an EDF/EDF+/BDF file, an
+Apple Watch / Apple Health ECG CSV export, a plain CSV, an `.npy` array (`(T,)`, `(N, T)` or
+`(N, T, 12)`), or a directory searched recursively for them (see `clef_jax.readers`). The
+channel is a standard lead (`--lead`, aliases such as MLII or "Lead I" accepted, with a log
+line), or the file's own channel name or index (`--channel`); default lead I, or the file's only
+channel. Units come from the file; CSV and `.npy` say neither rate nor unit: `--fs` and `--unit`
+are required for them.
 
-Every signal goes through the models' input contract (spec §I) before the backbone:
-resample to 500 Hz -> interpolate NaN -> bandpass 0.67-40 Hz -> first 10 s window (shorter
-records are zero-padded after the z-score) -> z-score. The output is `emb.npy` `(N, D)` float32,
-one row per record, plus `emb.ids.txt` with the record ids in the same order (file paths
-relative to PATH for WFDB input, row numbers for `.npy` input). Records that cannot be read are
-listed on stderr and skipped.
+Each recording is cut into `--window_s` windows every `--hop_s` seconds, read in bounded chunks
+(a 24-hour Holter is never loaded whole). Each window goes through the models' input contract
+(docs/method.md §D, §I: resample to 500 Hz -> interpolate NaN -> bandpass 0.67-40 Hz -> z-score; a
+last window shorter than `--window_s` is zero-padded). Windows with less than `--min_s` seconds
+of signal, more than `--max_missing` missing samples, or a flat signal are skipped and counted.
+
+Outputs (written atomically; existing ones are kept unless --overwrite): `emb.npy` `(rows, D)`
+float32, one row per window (or per record with `--aggregate mean`); `emb.npy.index.csv` with
+`record,channel,start_s,end_s,fs_native` per row (plus `windows` when aggregated); `emb.ids.txt`
+with the record id per row. Exit status 1: unusable input or weights; 2: bad arguments.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from clef_jax.data import schema, wfdb_io
 from clef_jax import preprocess as pp
+from clef_jax.data import schema
 
 # Filter padding of `scipy.signal.filtfilt` (3 * 11 taps): shorter signals are not filtered.
 _MIN_FILTER_SAMPLES = 34
 
 
 def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
-                   bandpass: bool = True) -> np.ndarray:
+                   bandpass: bool = True, zscore: bool = True) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
-  The same chain as pretraining's deterministic part (spec §D/§I), without augmentation:
+  The same chain as pretraining's deterministic part (docs/method.md §D, §I), without augmentation:
   resample to 500 Hz, interpolate NaN, bandpass 0.67-40 Hz, keep the first `window` samples,
   z-score over the real samples, zero-pad a shorter record at the end.
 
@@ -44,7 +55,10 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x: `(T,)` signal in mV, NaN = missing.
     fs: sampling rate of `x` in Hz.
     window: samples per model input at 500 Hz (5000 = 10 s, the released models' contract).
-    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations).
+    bandpass: apply the 0.67-40 Hz filter (pretraining does; turn off only for ablations and
+      downstream tasks whose protocol does not filter).
+    zscore: z-score the window (pretraining does; off = the signal in mV, for downstream tasks
+      whose protocol feeds the raw signal).
 
   Returns:
     `(window,)` float32 with no NaN.
@@ -60,7 +74,7 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x = pp.bandpass(x, pp.OFFICIAL_FS)
   out = np.zeros(window, np.float32)
   if x.shape[0]:
-    out[:x.shape[0]] = pp.zscore(x)
+    out[:x.shape[0]] = pp.zscore(x) if zscore else x
   return out
 
 
@@ -123,76 +137,39 @@ def embed_array(embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.n
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading inputs from disk.
+# Reading inputs from disk (through `clef_jax.readers`).
 # ------------------------------------------------------------------------------------------------
-def _wfdb_records(path: pathlib.Path) -> tuple[list[pathlib.Path], pathlib.Path]:
-  """Record paths (without extension) under `path`, and the root ids are relative to."""
-  if path.is_dir():
-    return sorted(p.with_suffix("") for p in path.rglob("*.hea")), path
-  record = path.with_suffix("") if path.suffix == ".hea" else path
-  if not record.with_suffix(".hea").is_file():
-    raise FileNotFoundError(f"No WFDB header {record.with_suffix('.hea')} (and {path} is not a "
-                            "directory or a .npy file).")
-  return [record], record.parent
-
-
-def read_lead(record: pathlib.Path, lead: str) -> tuple[Any, np.ndarray]:
-  """`(record, one lead's samples in physical units)` of a WFDB record (path without extension).
-
-  Raises whatever reading the record raises, or ValueError when the record lacks `lead`; callers
-  that read many records skip the record and report the message.
-  """
-  rec = wfdb_io.read_wfdb(record)
-  j = schema.lead_index(lead)
-  if not rec.lead_present[j]:
-    raise ValueError(f"no lead {lead}")
-  return rec, rec.physical()[:, j]
-
-
-def read_inputs(path: str | os.PathLike, *, lead: str, window: int = schema.WINDOW_SAMPLES,
-                fs: float = pp.OFFICIAL_FS) -> tuple[np.ndarray, list[str], list[str]]:
-  """Reads PATH (WFDB record, directory of records, or `.npy`) into model inputs.
+def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
+                window: int = schema.WINDOW_SAMPLES, fs: float | None = None,
+                channel: str | int | None = None, unit: str | None = None
+                ) -> tuple[np.ndarray, list[str], list[str]]:
+  """The first window of every recording under PATH as model inputs (see `clef_jax.readers`).
 
   Args:
-    path: see the module docstring.
-    lead: lead name for WFDB and 12-lead `.npy` input.
-    window: samples per model input.
-    fs: sampling rate of `.npy` input.
+    path: a file, a WFDB record (`rec` or `rec.hea`) or a directory.
+    lead, channel: which channel (`readers.choose_channel`).
+    window: samples per model input at 500 Hz.
+    fs, unit: for files that do not say (CSV, `.npy`: required there).
 
   Returns:
     `(x (N, window) float32, ids, errors)`; `errors` holds one line per skipped record.
   """
-  path = pathlib.Path(path)
-  j = schema.lead_index(lead)
-  if path.suffix == ".npy":
-    if not path.is_file():
-      raise FileNotFoundError(f"No such file: {path}")
-    a = np.load(path, allow_pickle=False)
-    if a.ndim == 1:
-      a = a[None]
-    elif a.ndim == 3:
-      if a.shape[-1] != schema.NUM_LEADS:
-        raise ValueError(f"{path}: 3-D input must be (N, T, 12); got {a.shape}.")
-      a = a[..., j]
-    elif a.ndim != 2:
-      raise ValueError(f"{path}: expected (T,), (N, T) or (N, T, 12); got {a.shape}.")
-    x = np.stack([input_contract(row, fs, window=window) for row in a])
-    return x, [str(i) for i in range(len(x))], []
-  if not path.exists():
-    raise FileNotFoundError(f"No such file or directory: {path}")
-  records, root = _wfdb_records(path)
-  if not records:
-    raise FileNotFoundError(f"No WFDB records (*.hea) under {path}.")
+  from clef_jax import readers  # Lazy: keeps `embed`'s library part import-light.
+
   xs, ids, errors = [], [], []
-  for record in records:
-    rid = record.relative_to(root).as_posix()
-    try:
-      rec, signal = read_lead(record, lead)
-    except Exception as e:  # One unreadable record must not stop the others.
-      errors.append(f"{rid}: {e}")
+  for item in readers.open_inputs(path, lead=lead, channel=channel, fs=fs, unit=unit):
+    if isinstance(item, readers.Skipped):
+      errors.append(f"{item.id}: {item.message}")
       continue
-    xs.append(input_contract(signal, rec.sampling_rate, window=window))
-    ids.append(rid)
+    try:
+      native = int(np.ceil(window * item.fs / pp.OFFICIAL_FS)) + 1
+      x = item.read(0, native).astype(np.float32)   # As `readers.iter_windows` gives.
+      xs.append(input_contract(x, item.fs, window=window))
+      ids.append(item.id)
+    except readers.InputError as e:
+      errors.append(f"{item.id}: {e}")
+    finally:
+      item.close()
   x = np.stack(xs) if xs else np.zeros((0, window), np.float32)
   return x, ids, errors
 
@@ -200,63 +177,226 @@ def read_inputs(path: str | os.PathLike, *, lead: str, window: int = schema.WIND
 # ------------------------------------------------------------------------------------------------
 # CLI.
 # ------------------------------------------------------------------------------------------------
-def _load_backbone(args) -> tuple[Any, Any]:
-  """(model, params) from a training workdir or a PyTorch file."""
-  from clef_jax import checkpoint, models
-
-  if args.workdir:
-    config, params = checkpoint.load_backbone(args.workdir)
-    return models.create_backbone(config["model"]["name"], config["model"]["size"]), params
-  if not args.size:
-    raise ValueError("--torch-weights needs --size (small | medium | large).")
-  params = checkpoint.load_backbone_torch(args.torch_weights, name=args.backbone, size=args.size)
-  return models.create_backbone(args.backbone, args.size), params
+def _outputs(output: pathlib.Path) -> dict[str, pathlib.Path]:
+  return {"vectors": output, "ids": output.with_suffix(".ids.txt"),
+          "index": output.with_name(output.name + ".index.csv")}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib.Path]:
+  """Fails early (before any embedding) when the outputs cannot be written or would clobber."""
+  if output.suffix != ".npy":
+    raise ValueError(f"--output {output}: must end in .npy.")
+  paths = _outputs(output)
+  existing = [str(p) for p in paths.values() if p.exists()]
+  if existing and not overwrite:
+    raise ValueError(f"--output: {', '.join(existing)} already exist(s); pass --overwrite or "
+                     "choose another --output.")
+  if output.is_dir():
+    raise ValueError(f"--output {output} is a directory.")
+  # Missing directories are created only when the outputs are written, so that a run that fails
+  # leaves nothing behind; here the nearest existing ancestor must be a writable directory.
+  ancestor = output.parent.absolute()
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is a file).")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    if ancestor == output.parent.absolute():
+      raise ValueError(f"--output: directory {output.parent} is not writable.")
+    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is not "
+                     "writable).")
+  return paths
+
+
+def _write_atomically(writes: dict[pathlib.Path, Callable[[pathlib.Path], None]]) -> None:
+  """Writes every file to a temporary sibling first, then renames them all into place."""
+  tmps = {p: p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in writes}
+  try:
+    for path, write in writes.items():
+      write(tmps[path])
+    for path, tmp in tmps.items():
+      os.replace(tmp, path)
+  finally:
+    for tmp in tmps.values():
+      tmp.unlink(missing_ok=True)
+
+
+def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
+  import csv
+
+  rows = result.index_rows()
+  columns = ["record", "channel", "start_s", "end_s", "fs_native"]
+  if any(n != 1 for n in result.windows):
+    columns.append("windows")
+
+  def write_vectors(tmp):
+    with open(tmp, "wb") as f:
+      np.save(f, result.vectors)
+
+  def write_index(tmp):
+    with open(tmp, "w", newline="") as f:
+      w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+      w.writeheader()
+      w.writerows(rows)
+
+  paths["vectors"].parent.mkdir(parents=True, exist_ok=True)
+  _write_atomically({
+      paths["vectors"]: write_vectors,
+      paths["ids"]: lambda tmp: tmp.write_text("".join(f"{r['record']}\n" for r in rows)),
+      paths["index"]: write_index,
+  })
+
+
+def _parser():
   import argparse
 
-  parser = argparse.ArgumentParser(
+  from clef_jax import cli
+
+  parser = cli.ArgumentParser(
       prog="python -m clef_jax.embed", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
   src = parser.add_mutually_exclusive_group(required=True)
-  src.add_argument("--workdir", help="training workdir (its latest checkpoint)")
-  src.add_argument("--torch-weights", dest="torch_weights",
-                   help="PyTorch Net1D file (CLEF .ckpt, state_dict, safetensors)")
+  src.add_argument("--workdir", help="training workdir or step directory (latest checkpoint)")
+  src.add_argument("--torch_weights",
+                   help="PyTorch backbone file (CLEF .ckpt, state_dict, safetensors)")
   parser.add_argument("--size", choices=("small", "medium", "large"),
-                      help="backbone size of --torch-weights")
+                      help="backbone size of --torch_weights")
   parser.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"),
-                      help="backbone of --torch-weights (default net1d, the paper's)")
-  parser.add_argument("--input", required=True, help="WFDB record, directory, or .npy")
-  parser.add_argument("--output", required=True, help="output .npy (ids go to .ids.txt)")
-  parser.add_argument("--lead", default="I", help="lead to embed (default I, as the paper)")
-  parser.add_argument("--fs", type=float, default=pp.OFFICIAL_FS, help=".npy sampling rate")
-  parser.add_argument("--window", type=int, default=schema.WINDOW_SAMPLES,
-                      help="samples per input at 500 Hz (default 5000 = 10 s)")
+                      help="backbone of --torch_weights (default net1d, the paper's)")
+  parser.add_argument("--input", required=True,
+                      help="WFDB record (rec or rec.hea), EDF/BDF, CSV, .npy, or a directory")
+  parser.add_argument("--output", required=True,
+                      help="output .npy (also <output>.index.csv and .ids.txt)")
+  parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+  parser.add_argument("--lead", help="standard lead to embed (aliases such as MLII accepted; "
+                      "default: lead I, or the file's only channel)")
+  parser.add_argument("--channel", help="the file's own channel name, or its 0-based index")
+  parser.add_argument("--fs", type=float, help="sampling rate in Hz (required for CSV/.npy input)")
+  parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
+                      "(uV, mV, V; required for CSV/.npy input)")
+  parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
+                      help="seconds per window, 1 to 3600 (default 10)")
+  parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")
+  parser.add_argument("--min_s", type=float,
+                      help="least seconds of signal in a window, >= 0.5 (default: window_s / 2)")
+  parser.add_argument("--max_missing", type=float, default=0.5,
+                      help="largest missing (NaN) fraction of a kept window (default 0.5)")
+  parser.add_argument("--max_windows", type=int, help="at most this many windows per record")
+  parser.add_argument("--aggregate", default="none", choices=("none", "mean"),
+                      help="mean: one row per record (the mean of its windows' embeddings)")
+  parser.add_argument("--window", type=int, help=argparse.SUPPRESS)  # Old: samples at 500 Hz.
   parser.add_argument("--batch_size", type=int, default=64)
-  args = parser.parse_args(argv)
+  parser.add_argument("--quiet", action="store_true", help="no progress line")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The CLI; returns 0, 1 (unusable input or weights), 2 (bad arguments) or 130 (Ctrl-C)."""
+  try:
+    return _main(argv)
+  except KeyboardInterrupt:   # Before or while loading: nothing has been written yet.
+    print("error: interrupted; nothing written.", file=sys.stderr)
+    return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+  args = _parser().parse_args(argv)
+  from clef_jax import readers  # Lazy: --help should not wait for these imports.
+
+  def fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+  try:
+    window_s = args.window_s if args.window is None else args.window / pp.OFFICIAL_FS
+    windowing = readers.Windowing(window_s=window_s, hop_s=args.hop_s, min_s=args.min_s,
+                                  max_missing=args.max_missing, max_windows=args.max_windows)
+    lead = readers.check_lead(args.lead)
+    if args.batch_size < 1:
+      raise readers.InputError(f"--batch_size {args.batch_size}: must be at least 1.")
+    if args.fs is not None:
+      readers.core.check_fs(args.fs, where="--fs")
+    if args.unit is not None:
+      readers.core.unit_scale(args.unit, where="--unit")
+    paths = _check_output(pathlib.Path(args.output), overwrite=args.overwrite)
+  except (readers.InputError, ValueError) as e:
+    return fail(str(e), 2)
+  try:
+    sources = readers.find_inputs(args.input)
+  except readers.InputError as e:
+    return fail(str(e))
+
   from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
   absl_logging.set_verbosity(absl_logging.ERROR)
+  from clef_jax import encoder
+
   try:
-    schema.lead_index(args.lead)
-    x, ids, errors = read_inputs(args.input, lead=args.lead, window=args.window, fs=args.fs)
-    for line in errors:
-      print(f"skipped {line}", file=sys.stderr)
-    if not ids:
-      raise ValueError(f"No readable records in {args.input}.")
-    model, params = _load_backbone(args)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-    return 1
-  emb = embed_array(make_embed_fn(model), params, x, batch_size=args.batch_size)
-  output = pathlib.Path(args.output)
-  output.parent.mkdir(parents=True, exist_ok=True)
-  np.save(output, emb)
-  ids_path = output.with_suffix(".ids.txt")
-  ids_path.write_text("".join(f"{i}\n" for i in ids))
-  print(f"{len(ids)} records -> {output} {emb.shape} (ids: {ids_path}); "
-        f"{len(errors)} skipped")
+    items = (item for src in sources for item in _open(readers, src, lead, args))
+    first = next(items, None)
+    if len(sources) == 1 and isinstance(first, readers.Skipped):
+      return fail(first.message)   # One input that cannot be read: its reason is the message.
+    enc = encoder.Encoder.load(args.workdir or args.torch_weights, backbone=args.backbone,
+                               size=args.size, batch_size=args.batch_size)
+  except (readers.InputError, FileNotFoundError, ValueError, KeyError) as e:
+    return fail(str(e.args[0]) if e.args else str(e))
+  except Exception as e:   # Weights files fail in many ways (torch, orbax, safetensors).
+    return fail(f"cannot load weights from {args.workdir or args.torch_weights} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).")
+  progress = None if args.quiet else encoder.Progress(len(sources), stream=sys.stderr)
+  log = encoder.stderr_log
+  if len(sources) == 1:   # The one input's skip reason becomes the error line: say it once.
+    log = lambda line: None if line.startswith("skipped ") else encoder.stderr_log(line)  # noqa
+  try:
+    chain = itertools.chain([first] if first is not None else [], items)
+    result = enc.embed_inputs(chain, windowing, aggregate=args.aggregate, log=log,
+                              progress=progress)
+  except KeyboardInterrupt:
+    return fail("interrupted; nothing written.", 130)
+  except readers.InputError as e:
+    return fail(str(e))
+  except Exception as e:
+    if not _out_of_memory(e):
+      raise
+    return fail(f"out of memory embedding {windowing.window_s:g}-s windows in batches of "
+                f"{args.batch_size}; pass a smaller --batch_size (or --window_s). Nothing written.")
+  if not result.index:
+    if len(result.skipped_records) == 1:
+      return fail(result.skipped_records[0].message)
+    return fail(f"no window to embed in {args.input} ({_counts(result)}).")
+  try:
+    _write_outputs(paths, result)
+  except OSError as e:
+    return fail(f"cannot write {args.output} ({e.strerror or e}); nothing written.")
+  except KeyboardInterrupt:
+    return fail("interrupted while writing; outputs left as they were.", 130)
+  n_records = len({s.record for s in result.index})
+  print(f"{n_records} records, {sum(result.windows)} windows -> {paths['vectors']} "
+        f"{result.vectors.shape} (index: {paths['index']}); {_counts(result)}")
   return 0
+
+
+def _out_of_memory(e: Exception) -> bool:
+  """Host or accelerator memory exhausted (XLA raises a runtime error saying so)."""
+  return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or (
+      "out of memory" in str(e).lower())
+
+
+def _open(readers, src, lead, args):
+  try:
+    yield from readers.open_source(src, lead=lead, channel=args.channel, fs=args.fs,
+                                   unit=args.unit)
+  except readers.InputError as e:
+    yield readers.Skipped(src.id, e.reason, str(e))
+
+
+def _counts(result) -> str:
+  records = collections.Counter(s.reason for s in result.skipped_records)
+  text = "skipped records: " + (", ".join(f"{n} {r}" for r, n in sorted(records.items()))
+                                or "none")
+  if result.skipped_windows:
+    text += "; skipped windows: " + ", ".join(
+        f"{n} {r}" for r, n in sorted(result.skipped_windows.items()))
+  return text
 
 
 if __name__ == "__main__":

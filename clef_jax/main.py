@@ -29,6 +29,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from clef_jax import cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/small.py:demo (options after the colon).",
     lock_config=True)
@@ -69,29 +71,9 @@ def _init_distributed() -> None:
                              num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
-def _one_line(error: BaseException) -> str:
-  """The last line of an error's message, without a leading `SomeError: ` (config_flags embeds
-  the config file's whole traceback in its messages; the last line is the error itself)."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [repr(error)]
-  last = lines[-1]
-  if len(last) > 1 and last[0] == last[-1] and last[0] in "\"'":   # KeyError's repr quotes
-    last = last[1:-1]
-  head, sep, rest = last.partition(": ")
-  return rest if sep and head.isidentifier() and head.endswith("Error") else last
-
-
 def _parse_flags(argv):
-  """absl flag parsing with every failure as one `error:` line and status 1, no traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # Flag errors, and config_flags' own (bad override paths, file errors).
-    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-    if isinstance(e, (AttributeError, KeyError)) and overrides:
-      msg = f"unknown config field {_one_line(e)} in {', '.join(overrides)}"
-    else:
-      msg = _one_line(e)
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
+  """absl flag parsing: `--help` exits 0, every failure is one `error:` line and status 1."""
+  return cli.absl_parse(argv, doc=__doc__)
 
 
 def main(argv):
@@ -114,7 +96,7 @@ def main(argv):
     config = _CONFIG.value
     config.get("seed")  # A config file that failed to load raises only when first used.
   except OSError as e:  # config_flags reports an unreadable config file lazily, here.
-    print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+    print(f"error: {cli.one_line(e)}", file=sys.stderr, flush=True)
     sys.exit(1)
   try:
     train_loop.train_and_evaluate(config, workdir)

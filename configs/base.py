@@ -74,7 +74,7 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.total_steps = 0
   config.method = "clef"
   # Start weights when the workdir has no checkpoint: an Orbax train checkpoint directory (e.g.
-  # another run's `<workdir>/checkpoints`, or what `python -m clef_jax.export --from-torch` writes)
+  # another run's `<workdir>/checkpoints`, or what `python -m clef_jax.export --from_torch` writes)
   # or a PyTorch file (CLEF Lightning `.ckpt`, state_dict, safetensors). Weights only.
   config.init_from = ""
 

@@ -5,6 +5,7 @@ r"""Downstream evaluation (spec §F): tasks, protocol and report options as a `C
 
 TASKS is one task or several joined by `+` (or a group name), e.g.
 
+    configs/eval.py:paper,data_dir=~/tfds                   the paper's 18 tasks on its 7 datasets
     configs/eval.py:ptbxl                                  PTB-XL's five tasks (TFDS `ptbxl/100hz`)
     configs/eval.py:ptbxl_superdiagnostic,finetune         full fine-tuning instead of the probe
     configs/eval.py:sex+age,wfdb=../shared/data/cinc2021   straight from WFDB records
@@ -23,11 +24,16 @@ TASKS is one task or several joined by `+` (or a group name), e.g.
 | `head_init=zeros` | start the head at the constant prediction (default `torch`: nn.Linear's) |
 | `min_positives=N` | Dx codes need N train positives to become a class (default 10) |
 | `head=ridge` | closed-form ridge probe instead of the AdamW-trained head (default `adamw`) |
+| `labels=F` | train on a fraction F of each task's training labels (0.01, 0.1, 1; fixed seed) |
+| `reference=LABEL` | the model the cross-task averages compare against (default the random init) |
+| `lvef=CONFIG` | the `mimic_iv_lvef` build config the LVEF tasks read (default: the one built) |
 | `epochs=N` `batch=N` `lr=X` `patience=N` `seed=N` `resamples=N` `max_records=N` | the obvious |
 
 Tasks and groups are the registry `clef_jax.evaluation.tasks.TASKS` (adding a task is one `Task`
-entry there: the TFDS dataset, the label feature, the kind, the split); this file holds only the
-protocol's settings.
+entry there: the TFDS dataset, the label feature, the kind, the split); `python -m
+clef_jax.evaluate --list_tasks` prints them. Groups: `paper` (the paper's 18 tasks) and one per
+dataset: `ptbxl`, `chapman`, `icentia11k`, `mc_med`, `mimic_iv_lvef`, `music_scd`, `aurora_bp`
+(plus `challenge` and `demo`). This file holds only the protocol's settings.
 
 Cost: the probe embeds every record once per model (PTB-XL: 21,799 records, a few minutes per
 model on one GPU for Net1D-medium) and fits the head in seconds; fine-tuning trains the whole
@@ -45,7 +51,9 @@ MODES = ("probe", "finetune")
 VALUE_OPTIONS = {"mode": str, "data_dir": str, "wfdb": str, "lead": str, "window": int,
                  "windows": str, "split": str, "epochs": int, "batch": int, "lr": float,
                  "patience": int, "seed": int, "resamples": int, "max_records": int,
-                 "min_positives": int, "head_init": str, "head": str}
+                 "min_positives": int, "head_init": str, "head": str, "labels": float,
+                 "reference": str, "lvef": str}
+LVEF_CONFIGS = ("csv_class", "lvef_lt_50", "lvef_lt_40")
 
 
 def parse_arg(arg: str | None) -> tuple[list[str], dict[str, object]]:
@@ -85,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.split_fractions = (0.7, 0.15, 0.15)   # train/validation/test, "patient" tasks.
   config.data.split_seed = 0
   config.data.max_records = 0           # Per TFDS split (or WFDB directory); 0 = all.
+  config.data.crop_seed = 0             # Tasks with crop="random": the per-record crop start.
 
   # The head (and in fine-tuning the backbone): spec §E.2 without its schedulers' bugs.
   config.train = ml_collections.ConfigDict()
@@ -102,6 +111,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "adamw": the head above, trained with early stopping (the paper's protocol); "ridge": the
   # closed-form ridge probe (frozen embeddings only; L2 picked on the validation split).
   config.train.head = "adamw"
+  # Fraction of each task's training records whose labels are used (1 = all); the subset is
+  # drawn with `label_seed` (at least one record of every class present, for classification).
+  config.train.label_fraction = 1.0
+  config.train.label_seed = 0
 
   config.bootstrap = ml_collections.ConfigDict({"resamples": 1000, "seed": 0,
                                                 "confidence": 0.95})
@@ -109,6 +122,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict({"name": "net1d", "size": "small"})
   config.embed_batch_size = 64
   config.plots = True
+  # The model the paper-format averages (mean AUROC, mean relative MAE change) compare against;
+  # "" = the first model (the random init the CLI always adds).
+  config.reference = ""
 
   if "mode" in opts:
     config.mode = opts["mode"]
@@ -138,6 +154,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.head = opts["head"]
   if "resamples" in opts:
     config.bootstrap.resamples = opts["resamples"]
+  if "labels" in opts:
+    if not 0 < opts["labels"] <= 1:
+      raise ValueError(f"labels must be a fraction in (0, 1] (0.01 = 1 %); got {opts['labels']}.")
+    config.train.label_fraction = opts["labels"]
+  if "reference" in opts:
+    config.reference = opts["reference"]
+  if "lvef" in opts:
+    if opts["lvef"] not in LVEF_CONFIGS:
+      raise ValueError(f"lvef must be one of {', '.join(LVEF_CONFIGS)}; got {opts['lvef']!r}.")
+    for name in names:
+      if config.tasks[name].dataset.partition("/")[0] == "mimic_iv_lvef":
+        config.tasks[name].dataset = f"mimic_iv_lvef/{opts['lvef']}"
   if "min_positives" in opts:
     for name in names:
       if config.tasks[name].codes:

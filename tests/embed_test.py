@@ -32,7 +32,8 @@ def test_input_contract_resamples_and_pads():
 def test_npy_input(tmp_path):
   a = np.random.default_rng(0).standard_normal((3, 2600, 12)).astype(np.float32)
   np.save(tmp_path / "x.npy", a)
-  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000)
+  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500,
+                                     unit="mV")
   assert x.shape == (3, 1000) and ids == ["0", "1", "2"] and not errors
   np.testing.assert_allclose(x[1], embed.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6)
 

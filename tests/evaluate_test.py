@@ -231,6 +231,7 @@ def test_probe_heads_through_the_protocol(monkeypatch):
                          splits=["train"] * 80 + ["validation"] * 20 + ["test"] * 20,
                          fields={"sex": list(y)}, vocabularies={}, source="stub", skipped=[])
   monkeypatch.setattr(records, "load_records", lambda key, label_keys, data: recs)
+  monkeypatch.setattr(protocol, "_check_datasets", lambda groups, data: None)
   model = Stub()
   params = jax.device_get(model.init(jax.random.key(0), x[:1, :, None])["params"])
   backbone = models.Backbone(label="stub", name="stub", size="small", source="stub",

@@ -4,11 +4,19 @@ import importlib
 import sys
 
 BENCHMARKS = ("model", "loss", "input", "device")
+USAGE = (f"usage: python -m clef_jax.bench {{{','.join(BENCHMARKS)}}} [flags]  "
+         "(--help per benchmark)")
 
 
 def main() -> None:
+  from clef_jax import cli
+
   if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
-    print(f"usage: python -m clef_jax.bench {{{','.join(BENCHMARKS)}}} [flags]  (--help per benchmark)")
+    if cli.wants_help(sys.argv[1:2]):
+      print(USAGE)
+      sys.exit(0)
+    given = f"unknown benchmark {sys.argv[1]!r}; " if len(sys.argv) > 1 else ""
+    print(f"error: {given}{USAGE[len('usage: '):]}", file=sys.stderr)
     sys.exit(2)
   name = sys.argv.pop(1)
   sys.argv[0] = f"clef_jax.bench {name}"

@@ -16,10 +16,13 @@ the step exactly as `python -m clef_jax.main` does: the size's config with `bf16
   device alone sustains.
 * **fed**: steps/s with every batch taken from the pipeline, as the trainer's loop runs (metrics
   read on the host one step late).
-* **pipeline alone**: signals/s of the iterator without any step.
+* **pipeline alone**: signals/s of a fresh iterator without any step (its start-up buffers
+  drained first, as are the fed iterator's before its timed steps).
 * **input share**: `1 - fed / resident`, the fraction of a fed step spent waiting for input.
 * **MFU**: XLA's flop count of the compiled step (per device) x steps/s / the device's peak dense
   bf16 FLOP/s (`GPU_PEAKS`, or `--peak_tflops`). CPUs have no entry: MFU is left out there.
+  On NVIDIA GPUs XLA's count leaves out the convolutions it hands to cuDNN (custom calls), so
+  GFLOP/step and MFU there are lower bounds; `python -m clef_jax.plan` gives the full count.
 
 A *signal* is one view of one record: a step on a batch of B pairs trains on 2B signals. The
 command prints the load average at its start and end and labels the run `NOT QUIET` when the
@@ -40,6 +43,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from clef_jax import cli
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peak per GPU, TFLOP/s, matched against
 # `device_kind` in this order (first substring match wins, so "H100 PCIe" precedes "H100").
@@ -81,7 +86,7 @@ def gpu_peak(device_kind: str) -> tuple[float, str] | None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
+  p = cli.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--sizes", default="small,medium", help="comma list of tiny,small,medium,large")
   p.add_argument("--batches", default="",
@@ -161,6 +166,19 @@ def _timed(step, state, batches: Iterator[dict], rng, steps: int) -> tuple[Any, 
   return state, time.perf_counter() - start, float(last["loss"])
 
 
+def _buffered(args: argparse.Namespace) -> int:
+  """Batches the iterator can hold ready: one per worker process plus the device prefetch."""
+  return args.workers + 2
+
+
+def _drain(it: Iterator[dict], n: int) -> None:
+  """Takes `n` batches off `it`, each one on the device."""
+  import jax
+
+  for _ in range(n):
+    jax.block_until_ready(next(it)["views"])
+
+
 def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
   """Compiles and times one size: resident batch, pipeline-fed steps, the pipeline alone."""
   import jax
@@ -203,13 +221,19 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
   fed = ({k: b[k] for k in STEP_KEYS} for b in it)
   state, _, _ = _timed(compiled, state, same, step_rng, args.warmup)
   state, resident_s, _ = _timed(compiled, state, same, step_rng, args.steps)
+  # While the step compiled and ran on the resident batch, the workers filled their buffers:
+  # drain them first, or the fed steps would be timed on batches made before the clock started.
+  _drain(it, _buffered(args))
   state, _, _ = _timed(compiled, state, fed, step_rng, args.warmup)
   state, fed_s, loss = _timed(compiled, state, fed, step_rng, args.steps)
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    jax.block_until_ready(next(it)["views"])
-  pipeline_s = time.perf_counter() - start
   getattr(it, "close", lambda: None)()  # Stops grain's worker processes.
+  # The pipeline alone, on a fresh iterator (same seed and workers), its start-up buffers drained.
+  alone = setup.make_train_iterator(config, source, mesh)
+  _drain(alone, 1 + _buffered(args))
+  start = time.perf_counter()
+  _drain(alone, args.steps)
+  pipeline_s = time.perf_counter() - start
+  getattr(alone, "close", lambda: None)()
 
   signals = 2 * batch
   row: dict[str, Any] = {
@@ -320,6 +344,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   print(format_table(rows))
   print(f"signals/s count both views of every pair (2B per step); {args.steps} timed steps per "
         f"mode after {args.warmup} warm-up steps; input share = 1 - fed / resident steps/s.")
+  if env["platform"] == "gpu":
+    print("GFLOP/step and MFU are lower bounds on GPU: XLA's count leaves out cuDNN convolutions.")
   results["load"] = load.finish()
   if args.json:
     quiet.write_json(args.json, results)

@@ -1,6 +1,6 @@
 """Input-pipeline benchmark: our grain pipeline from built shards vs the official per-sample path.
 
-    python -m clef_jax.bench input [--num_records 2000] [--batch 64] [--steps 20] \
+    python -m clef_jax.bench input [--num_records 2000] [--batch_size 64] [--steps 20] \
         [--workers 0,1,2] [--encodings zlib,bytes] [--data_dir DIR] [--json out.json]
 
 1. Builds (or reuses) a `synthetic_ecg` archive of `--num_records` subjects in `--data_dir`
@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from clef_jax import cli
 from clef_jax.bench import quiet
 
 # MIMIC-IV-ECG header order (aVF before aVL), used for the WFDB files of the official path.
@@ -213,11 +214,13 @@ def _row(r: dict) -> dict:
   return r
 
 
-def run(argv=None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m clef_jax.bench input", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  """The flags of `python -m clef_jax.bench input`."""
+  parser = cli.ArgumentParser(prog="python -m clef_jax.bench input", description=__doc__,
+                              renamed={"batch": "batch_size"},
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--num_records", type=int, default=2000)
-  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--batch_size", dest="batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=20, help="timed batches per worker setting")
   parser.add_argument("--workers", default="0,1,2")
   parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "clef_bench_input"))
@@ -225,7 +228,11 @@ def run(argv=None) -> None:
   parser.add_argument("--encodings", default="zlib,bytes",
                       help="signal encodings to build and time: bytes (shared schema), zlib")
   parser.add_argument("--json", default=None, help="also write the results here")
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  return parser.parse_args(argv)
+
+
+def run(argv=None) -> None:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
   load = quiet.MachineLoad()
 
   from absl import flags

@@ -1,6 +1,6 @@
 """Loss benchmark: time and N x N memory of `info_nce` and `clef_loss` (value + grad w.r.t. z).
 
-    python -m clef_jax.bench loss [--dim 256] [--max-batch 4096] [--repeats 3] [--json out.json]
+    python -m clef_jax.bench loss [--dim 256] [--max_batch 4096] [--repeats 3] [--json out.json]
 
 For each global batch B (pairs; N = 2B rows) it jits `value_and_grad` of each loss, times the
 compiled call (median of `--repeats`), and reads XLA's temp-buffer size from
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clef_jax import losses
+from clef_jax import cli, losses
 from clef_jax.bench import quiet
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -92,10 +92,10 @@ def largest_batch(buffers: float, budget: int = BUDGET_BYTES) -> int:
 
 def run(argv: list[str] | None = None) -> list[dict]:
   """CLI entry (`python -m clef_jax.bench loss`); prints a table and returns the rows."""
-  p = argparse.ArgumentParser(prog="python -m clef_jax.bench loss", description=__doc__,
+  p = cli.ArgumentParser(prog="python -m clef_jax.bench loss", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--dim", type=int, default=256, help="embedding size D")
-  p.add_argument("--max-batch", type=int, default=BATCHES[-1], help="largest B (pairs)")
+  p.add_argument("--max_batch", type=int, default=BATCHES[-1], help="largest B (pairs)")
   p.add_argument("--repeats", type=int, default=3, help="timed calls per point (median)")
   p.add_argument("--losses", default="info_nce,clef_loss", help="comma-separated subset")
   p.add_argument("--json", default=None, help="also write the rows to this JSON file")

@@ -1,6 +1,6 @@
 """Model benchmark: the JAX backbone vs its PyTorch twin, on the same CPU, in one run.
 
-    python -m clef_jax.bench model --size small --batch 64 --length 5000 \
+    python -m clef_jax.bench model --size small --batch_size 64 --length 5000 \
         [--backbone net1d|msformer] [--versus net1d|msformer] [--steps 10] [--warmup 2] \
         [--threads 2] [--conv_impl auto] [--modes infer,train] [--json out.json]
 
@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from clef_jax import cli
 from clef_jax.bench import quiet
 
 # Default AdamW hyper-parameters of the CLEF pretraining recipe (spec §E.1).
@@ -49,14 +50,15 @@ TEMPERATURE = 0.07
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m clef_jax.bench model", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog="python -m clef_jax.bench model", description=__doc__,
+                        renamed={"batch": "batch_size"},
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--size", default="small", choices=("small", "medium", "large"))
   p.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"))
   p.add_argument("--versus", default=None, choices=("net1d", "msformer"),
                  help="also time this other JAX backbone of the same size, interleaved in the "
                       "same run (default for msformer: net1d)")
-  p.add_argument("--batch", type=int, default=64,
+  p.add_argument("--batch_size", dest="batch", type=int, default=64,
                  help="signals per inference step; pairs (2B signals) per training step")
   p.add_argument("--length", type=int, default=5000, help="samples per signal (10 s at 500 Hz)")
   p.add_argument("--in_channels", type=int, default=1)

@@ -336,7 +336,7 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
 
 def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
                      sampto: int | None = None, sampling_rate: float | None = None,
-                     header=None) -> Ecg:
+                     header=None, channel: int | None = None) -> Ecg:
   """Reads samples `[sampfrom, sampto)` of one channel into `lead`'s column of the schema.
 
   For single-lead archives (Holter, patch and bedside-monitor recordings, often hours long): only
@@ -352,6 +352,8 @@ def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
     sampto: end sample (exclusive), clipped to the record's length; None: the record's end.
     sampling_rate: Hz of the returned signal; None keeps the record's own rate.
     header: the record's `read_header` result, when the caller already has it.
+    channel: read this channel (0-based) whatever its name, e.g. a Holter's first channel
+      (named `X`, `ch1`, ...) stored in `lead`'s column; None: match by name as above.
 
   Returns:
     An `Ecg` whose `signal` has `min(sampto, sig_len) - sampfrom` rows at the native rate.
@@ -365,7 +367,10 @@ def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
   fs = checked_fs(header)
   names = [str(name).strip() for name in header.sig_name or []]
   matches = [ch for ch, name in enumerate(names) if name.upper() == lead.upper()]
-  if matches:
+  if channel is not None:
+    if not 0 <= channel < len(names):
+      raise br.RecordError(br.NO_STANDARD_LEADS, f"no channel {channel} in {','.join(names)}")
+  elif matches:
     channel = matches[0]
   elif len(names) == 1:
     channel = 0

@@ -15,6 +15,9 @@ model's architecture ("random init") is always evaluated too. `--workdir` is a d
 Outputs in `--output`: `report.md` (also printed), `report.json`, `report.png`, and
 `predictions.npz` (test targets and scores of every model, to recompute any number).
 
+`python -m clef_jax.evaluate --list_tasks` prints every registered task, one per line: name,
+group, dataset, kind, metric (tab-separated); `configs/eval.py:paper` selects the paper's 18.
+
 Exit status: 0 done (also for `--help`); 1 bad config, missing data or weights (one line on
 stderr).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import sys
 
-HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+LIST_FLAG = "--list_tasks"
 # Old flag -> its name now (kept for one release; a note on stderr when used).
 DEPRECATED = {"workdir": "model_workdir"}
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
   from absl import logging as absl_logging
   from ml_collections import config_flags
 
+  from clef_jax import cli
   from clef_jax.evaluation import protocol
 
   config_flag = config_flags.DEFINE_config_file(
@@ -56,35 +60,23 @@ def main(argv: list[str] | None = None) -> None:
       "compare", [], "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch "
       "weight files.")
   output_flag = flags.DEFINE_string("output", None, "Report directory.")
-  old_flags = {old: flags.DEFINE_string(old, None, f"Deprecated alias of --{new}.")
-               for old, new in DEPRECATED.items()}
+  flags.DEFINE_boolean("list_tasks", False, "Print every task (name, group, dataset, kind, "
+                       "metric), one per line, and exit.")
   flags.mark_flags_as_required(["config", "output"])
   argv = list(sys.argv if argv is None else argv)
 
   def parse(args):
-    if any(a.split("=")[0] in HELP_FLAGS for a in args[1:]):
-      print(flags.FLAGS.main_module_help() or __doc__, flush=True)
+    if LIST_FLAG in args[1:]:
+      from clef_jax.evaluation import tasks
+      print("\n".join(tasks.list_tasks()), flush=True)
       sys.exit(0)
-    try:
-      return flags.FLAGS(args)
-    except Exception as e:  # Flag and config-file errors: one line, no traceback.
-      lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [repr(e)]
-      print(f"error: {lines[-1]}", file=sys.stderr, flush=True)
-      sys.exit(1)
+    return cli.absl_parse(args, doc=__doc__, renamed=DEPRECATED)
 
   def run(args):
     if len(args) > 1:
       raise app.UsageError(f"Unexpected arguments: {' '.join(args[1:])}")
     absl_logging.set_verbosity(absl_logging.ERROR)   # Orbax/TFDS notes off the console.
-    model = model_flag.value
-    for old, new in DEPRECATED.items():
-      if old_flags[old].value is not None:
-        print(f"note: --{old} is deprecated; use --{new}.", file=sys.stderr, flush=True)
-        if model is not None:
-          print(f"error: --{old} and --{new} both given; use --{new}.", file=sys.stderr)
-          sys.exit(1)
-        model = old_flags[old].value
-    main_model, others = model_entries(model, torch_flag.value, compare_flag.value)
+    main_model, others = model_entries(model_flag.value, torch_flag.value, compare_flag.value)
     try:
       config = config_flag.value
       config.get("mode")            # A config file that failed to load raises when first used.

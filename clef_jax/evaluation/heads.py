@@ -114,13 +114,24 @@ def record_mean(values: np.ndarray, owner: np.ndarray, num_records: int) -> np.n
   return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
+def balanced_weights(y: np.ndarray) -> np.ndarray:
+  """`(N,)` sampling weights inverse to the frequency of each example's class (`y` `(N,)` int),
+  as the released code's WeightedRandomSampler: every class is drawn equally often."""
+  y = np.asarray(y, np.int64)
+  _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+  return 1.0 / counts[inverse]
+
+
 def fit(fns: HeadFns, params: Any, x: np.ndarray, y: np.ndarray, *,
         val_loss: Callable[[Any], float], batch_size: int, max_epochs: int, patience: int,
-        min_delta: float, seed: int) -> tuple[Any, dict[str, Any]]:
+        min_delta: float, seed: int, sample_weights: np.ndarray | None = None
+        ) -> tuple[Any, dict[str, Any]]:
   """Trains `params` on `(x, y)` with early stopping; returns the best-validation params.
 
   Every epoch visits the train rows in a fresh seeded order (`default_rng([seed, epoch])`), in
-  batches of `batch_size` (the last one padded and masked: one compiled shape). After each
+  batches of `batch_size` (the last one padded and masked: one compiled shape); with
+  `sample_weights` `(N,)` an epoch is instead N rows drawn with replacement with probability
+  proportional to their weight (a WeightedRandomSampler, `balanced_weights`). After each
   epoch, `val_loss(params)` decides: training stops when it has not improved by `min_delta` for
   `patience` epochs (Lightning's EarlyStopping), and the params of the lowest validation loss
   are returned (its ModelCheckpoint).
@@ -136,8 +147,12 @@ def fit(fns: HeadFns, params: Any, x: np.ndarray, y: np.ndarray, *,
   opt_state = fns.tx.init(params)
   best_params, best_loss, best_epoch = params, float("inf"), 0
   stop_ref, bad, history = float("inf"), 0, []
+  p = None if sample_weights is None else np.asarray(sample_weights, np.float64)
+  if p is not None:
+    p = p / p.sum()
   for epoch in range(1, max_epochs + 1):
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if p is None else rng.choice(n, size=n, replace=True, p=p)
     order = np.concatenate([order, np.zeros(steps * bs - n, np.int64)])
     mask = (np.arange(steps * bs) < n).astype(np.float32)
     losses = []
@@ -170,7 +185,7 @@ def _val_loss(loss_fn: Callable[..., Any], logits: np.ndarray, y: np.ndarray) ->
 
 def probe_head(fns: HeadFns, loss_fn: Callable[..., Any], z: np.ndarray, y: np.ndarray,
                rows: Mapping[str, np.ndarray], *, outputs: int, seed: int, head_init: str,
-               **fit_kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+               balanced: bool = False, **fit_kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
   """Linear probing: a head on frozen record embeddings `z` `(R, D)`.
 
   Args:
@@ -182,6 +197,7 @@ def probe_head(fns: HeadFns, loss_fn: Callable[..., Any], z: np.ndarray, y: np.n
     outputs: head outputs.
     seed: head init and shuffling seed.
     head_init: `init_head`'s `init`.
+    balanced: class-balanced sampling of the train rows (`balanced_weights`; class targets).
     **fit_kwargs: `fit`'s batch_size, max_epochs, patience, min_delta.
 
   Returns:
@@ -191,7 +207,8 @@ def probe_head(fns: HeadFns, loss_fn: Callable[..., Any], z: np.ndarray, y: np.n
   params, summary = fit(
       fns, init_head(z.shape[1], outputs, seed, init=head_init), z[rows["train"]],
       y[rows["train"]], val_loss=lambda p: _val_loss(
-          loss_fn, predict_batched(fns, p, z[val], 4096), y[val]), seed=seed, **fit_kwargs)
+          loss_fn, predict_batched(fns, p, z[val], 4096), y[val]), seed=seed,
+      sample_weights=balanced_weights(y[rows["train"]]) if balanced else None, **fit_kwargs)
   return predict_batched(fns, params, z[rows["test"]], 4096), summary
 
 
@@ -208,12 +225,14 @@ def backbone_logits_fn(model) -> Callable[[Any, Any], Any]:
 
 def finetune(fns: HeadFns, loss_fn: Callable[..., Any], backbone: Backbone, records: Records,
              y: np.ndarray, rows: Mapping[str, np.ndarray], *, outputs: int, seed: int,
-             head_init: str, **fit_kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+             head_init: str, balanced: bool = False, **fit_kwargs: Any
+             ) -> tuple[np.ndarray, dict[str, Any]]:
   """Full fine-tuning of `backbone` + a linear head on `records`' windows.
 
   The windows of the train records are the training examples, each with its record's target.
   Validation and test logits are averaged over each record's windows, which for a linear head
-  equals the head applied to the mean embedding (the probe's `windows=all` rule).
+  equals the head applied to the mean embedding (the probe's `windows=all` rule). `balanced`:
+  class-balanced sampling of the train windows (by their record's class).
 
   Returns:
     `(test logits (R_test, K), fit summary)`.
@@ -227,10 +246,11 @@ def finetune(fns: HeadFns, loss_fn: Callable[..., Any], backbone: Backbone, reco
 
   params = {"backbone": backbone.params,
             "head": init_head(backbone.model.features, outputs, seed, init=head_init)}
+  y_train = y[records.owner[win["train"]]]
   params, summary = fit(
-      fns, params, records.x[win["train"]], y[records.owner[win["train"]]],
+      fns, params, records.x[win["train"]], y_train,
       val_loss=lambda p: _val_loss(loss_fn, split_logits(p, "validation"), y[rows["validation"]]),
-      seed=seed, **fit_kwargs)
+      seed=seed, sample_weights=balanced_weights(y_train) if balanced else None, **fit_kwargs)
   return split_logits(params, "test"), summary
 
 

@@ -1,9 +1,12 @@
 """The evaluation: every task of a config on every backbone, with bootstrap intervals.
 
-Per task (docs/evaluation.md): one lead through the embed input contract, one linear head on the
-pooled embedding (`heads`), test metrics (`scoring`, `clef_jax.metrics`) with percentile-bootstrap
-intervals over test records (seeded resamples, the same for every model, so differences to the
-first model get paired intervals).
+Per task (docs/evaluation.md): one lead through the embed input contract (the task's input
+protocol), one linear head on the pooled embedding (`heads`), test metrics (`scoring`,
+`clef_jax.metrics`) with percentile-bootstrap intervals over test records (seeded resamples per
+task, the same for every model, so differences to the first model get paired intervals). Across
+tasks, the paper-format summary (`paper`): each task's primary metric per model and the two
+averages (mean AUROC, mean relative MAE change) against the reference model, on the same
+resamples.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from clef_jax import embed, metrics
-from clef_jax.evaluation import heads, models, scoring
+from clef_jax.data import built
+from clef_jax.evaluation import heads, models, paper, scoring
 from clef_jax.evaluation import records as records_lib
 from clef_jax.evaluation import report as report_lib
 from clef_jax.evaluation import tasks as tasks_lib
 
 SPLITS = records_lib.SPLITS
 MODES = ("probe", "finetune")
+
+
+class TaskSkipped(ValueError):
+  """A task that cannot be evaluated on the data at hand (e.g. no usable test record); the run
+  goes on with the other tasks and the report lists it with this message."""
 
 
 def _log(msg: str) -> None:
@@ -41,6 +50,33 @@ def _check(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) -> N
   labels = [b.label for b in backbones]
   if len(set(labels)) != len(labels):
     raise ValueError(f"Model labels must be unique; got {labels} (name them LABEL=PATH).")
+  reference = config.get("reference") or labels[0]
+  if reference not in labels:
+    raise ValueError(f"reference={reference!r} is not one of the models: {', '.join(labels)}.")
+  fraction = float(config["train"].get("label_fraction", 1.0))
+  if not 0 < fraction <= 1:
+    raise ValueError(f"train.label_fraction must be in (0, 1]; got {fraction}.")
+
+
+def label_subset(train_rows: np.ndarray, y: np.ndarray, kind: str, fraction: float,
+                 seed: int) -> np.ndarray:
+  """The train rows whose labels are used when training on `fraction` of them (sorted).
+
+  `max(1, round(fraction * n))` rows drawn without replacement by `default_rng(seed)`; for
+  binary / multiclass tasks one row of every class present comes first (so a 1 % subset of a
+  rare class still has it), then the rest at random.
+  """
+  n = len(train_rows)
+  if fraction >= 1 or n == 0:
+    return train_rows
+  k = max(1, int(round(fraction * n)))
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(n)
+  if kind in ("binary", "multiclass"):
+    labels = np.asarray(y)[train_rows][order]
+    _, first = np.unique(labels, return_index=True)
+    order = np.concatenate([order[first], np.delete(order, first)])
+  return np.sort(train_rows[order[:k]])
 
 
 def _embed_records(backbones, records, batch_size, embed_fns) -> dict[str, np.ndarray]:
@@ -68,9 +104,13 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
   rows = {s: np.flatnonzero((split == i) & targets.valid) for i, s in enumerate(SPLITS)}
   empty = [s for s in SPLITS if not len(rows[s])]
   if empty:
-    raise ValueError(f"Task {name}: no usable records in the {'/'.join(empty)} split "
-                     f"({records.source}); more records or other split fractions needed.")
+    raise TaskSkipped(f"Task {name}: no usable records in the {'/'.join(empty)} split "
+                      f"({records.source}); more records or other split fractions needed.")
   y = targets.y
+  fraction = float(train_cfg.get("label_fraction", 1.0))
+  n_train_all = len(rows["train"])
+  rows["train"] = label_subset(rows["train"], y, kind, fraction,
+                               paper.task_seed(int(train_cfg.get("label_seed", 0)), name))
   y_mean, y_std = 0.0, 1.0
   y_fit = y
   if kind == "regression":           # Trained on standardised targets, as the released code.
@@ -83,6 +123,9 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
   task_report: dict[str, Any] = {
       "kind": kind, "label": task["label"], "data": records.source,
       "split": task["split"], "n": {s: int(len(rows[s])) for s in SPLITS},
+      "train_available": n_train_all, "label_fraction": fraction,
+      "group": task.get("group", ""), "number": int(task.get("number", 0)),
+      "title": task.get("title", ""), "balanced": bool(task.get("balanced", False)),
       "unit": task["unit"], "classes": targets.class_names,
       "undefined_in_test": scoring.undefined_in(kind, y_test, targets.class_names),
       "training": {}, "metrics": {}}
@@ -90,7 +133,9 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
   head_fns: dict[Any, heads.HeadFns] = {}      # One compile per feature size / architecture.
   fit_kwargs = dict(outputs=k_out, seed=config["seed"], head_init=train_cfg["head_init"],
                     batch_size=train_cfg["batch_size"], max_epochs=train_cfg["max_epochs"],
-                    patience=train_cfg["patience"], min_delta=train_cfg["min_delta"])
+                    patience=train_cfg["patience"], min_delta=train_cfg["min_delta"],
+                    balanced=bool(task.get("balanced", False)) and kind in ("binary",
+                                                                             "multiclass"))
   for b in backbones:
     t0 = time.monotonic()
     if config["mode"] == "probe":
@@ -122,9 +167,10 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
     _log(f"{name}: {b.label}: {how} (val loss {summary['best_val_loss']:.4f}, "
          f"{summary['seconds']:.0f} s)")
   for metric, _, _ in scoring.METRICS[kind]:
+    # The task's own resample stream, shared by its metrics and by the paper summary.
     task_report["metrics"][metric] = metrics.bootstrap(
         {label: scoring.metric_fn(kind, metric, y_test, s) for label, s in scores.items()},
-        len(y_test), num_resamples=boot["resamples"], seed=boot["seed"],
+        len(y_test), num_resamples=boot["resamples"], seed=paper.task_seed(boot["seed"], name),
         confidence=boot["confidence"], paired_with=backbones[0].label)
   predictions = {"ids": [records.ids[i] for i in rows["test"]], "y": y_test, "scores": scores}
   return task_report, predictions
@@ -151,9 +197,12 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) ->
           "mode": config["mode"], "lead": data["lead"], "window": data["window"],
           "windows": data["windows"], "seed": config["seed"],
           "split_fractions": list(data["split_fractions"]), "split_seed": data["split_seed"],
-          "train": dict(config["train"]), "bootstrap": dict(config["bootstrap"])},
+          "train": dict(config["train"]), "bootstrap": dict(config["bootstrap"]),
+          "reference": config.get("reference") or backbones[0].label},
       "models": {b.label: b.describe() for b in backbones},
       "tasks": {},
+      # Task -> why it could not be evaluated.
+      "skipped_tasks": {},
       # Test-set targets and scores (saved as predictions.npz, not in the JSON).
       "predictions": {},
   }
@@ -161,6 +210,7 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) ->
   groups: dict[records_lib.DataKey, list[str]] = {}
   for name, task in tasks.items():
     groups.setdefault(records_lib.data_key(task, data), []).append(name)
+  _check_datasets(groups, data)
   embed_fns: dict[tuple[str, str], Any] = {}
   for key, names in groups.items():
     start = time.monotonic()
@@ -173,9 +223,55 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) ->
     embeddings = _embed_records(backbones, records, config["embed_batch_size"], embed_fns) \
         if config["mode"] == "probe" else {}
     for name in names:
-      report["tasks"][name], report["predictions"][name] = _run_task(
-          name, tasks[name], records, splits[tasks[name]["split"]], backbones, embeddings, config)
+      try:
+        report["tasks"][name], report["predictions"][name] = _run_task(
+            name, tasks[name], records, splits[tasks[name]["split"]], backbones, embeddings,
+            config)
+      except TaskSkipped as e:
+        report["skipped_tasks"][name] = str(e)
+        _log(f"skipped: {e}")
+  if not report["tasks"]:
+    raise ValueError("No task could be evaluated: " + " ".join(report["skipped_tasks"].values()))
+  report["tasks"] = {n: report["tasks"][n] for n in tasks if n in report["tasks"]}
+  report["paper"] = paper_summary(report, reference=config.get("reference") or
+                                  backbones[0].label, bootstrap=config["bootstrap"])
   return report
+
+
+def _check_datasets(groups: Mapping[records_lib.DataKey, Sequence[str]],
+                    data: Mapping[str, Any]) -> None:
+  """Fails before any work when a task's dataset is not built, naming every missing one."""
+  missing = []
+  for source, where, _, _ in groups:
+    if source != "tfds":
+      continue
+    try:
+      built.resolve_dataset(where, data["data_dir"])
+    except FileNotFoundError as e:
+      missing.append(str(e))
+  if missing:
+    raise FileNotFoundError(" ".join(dict.fromkeys(missing)))
+
+
+def paper_summary(report: Mapping[str, Any], *, reference: str,
+                  bootstrap: Mapping[str, Any]) -> dict[str, Any]:
+  """The paper-format summary of an evaluation report (`paper.summarize`): each task's primary
+  metric per model and the two cross-task averages against `reference`, from the report's test
+  predictions, on each task's resample stream (the one its per-task intervals use)."""
+  rows = []
+  for name, t in report["tasks"].items():
+    pred = report["predictions"][name]
+    metric = scoring.METRICS[t["kind"]][0][0]
+    fns = {m: scoring.metric_fn(t["kind"], metric, pred["y"], s)
+           for m, s in pred["scores"].items()}
+    rows.append(paper.TaskScores(
+        name=name, group=t.get("group", ""),
+        kind="regression" if t["kind"] == "regression" else "classification",
+        metric=tasks_lib.PRIMARY_METRIC[t["kind"]], n=len(pred["y"]),
+        fn=lambda m, w, fns=fns: fns[m](w), number=int(t.get("number", 0)), unit=t["unit"]))
+  return paper.summarize(rows, models=list(report["models"]), reference=reference,
+                         num_resamples=bootstrap["resamples"], seed=bootstrap["seed"],
+                         confidence=bootstrap["confidence"])
 
 
 def run(config: Mapping[str, Any], *, model: str | None = None, compare: Sequence[str] = (),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clef_jax import embed
+from clef_jax import embed, readers
 from clef_jax import preprocess as pp
 from clef_jax.data import built, dx, parsing, schema
 from clef_jax.data.signal import resample
@@ -51,25 +52,56 @@ class Records:
   skipped: list[str]
 
 
-def lead_windows(x: np.ndarray, fs: float, *, window: int, windows: str = "first") -> np.ndarray:
-  """One lead in mV -> `(n, window)` model inputs.
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """How one lead becomes model inputs (a task's input protocol, docs/evaluation.md).
+
+  Attributes:
+    window: samples per input at 500 Hz.
+    windows: "first": one input per record; "all": every complete non-overlapping window of
+      the record at 500 Hz (at least one: a shorter record gives one zero-padded window).
+    bandpass: the input contract's 0.67-40 Hz band-pass.
+    normalize: the input contract's per-input z-score.
+    crop: "start" (the first `window` samples) or "random" (a random start, drawn per record
+      from `crop_seed` and the record id, so every model and run sees the same crop).
+    crop_seed: see `crop`.
+  """
+
+  window: int
+  windows: str = "first"
+  bandpass: bool = True
+  normalize: bool = True
+  crop: str = "start"
+  crop_seed: int = 0
+
+
+def lead_windows(x: np.ndarray, fs: float, *, window: int, windows: str = "first",
+                 bandpass: bool = True, normalize: bool = True, crop: str = "start",
+                 crop_seed: int = 0, record_id: str = "") -> np.ndarray:
+  """One lead in mV -> `(n, window)` model inputs through `embed.input_contract`.
 
   Args:
     x: `(T,)` signal, NaN = missing.
     fs: its sampling rate.
-    window: samples per input at 500 Hz.
-    windows: "first": the first window only (`embed.input_contract`); "all": every complete
-      non-overlapping window of the record at 500 Hz (at least one: a shorter record gives one
-      zero-padded window), each through the same contract.
+    window, windows, bandpass, normalize, crop, crop_seed: see `InputSpec`.
+    record_id: the record's id (seeds the random crop).
   """
-  if windows == "first":
-    return embed.input_contract(x, fs, window=window)[None]
-  if windows != "all":
+  contract = dict(window=window, bandpass=bandpass, zscore=normalize)
+  if windows not in ("first", "all"):
     raise ValueError(f"windows must be 'first' or 'all'; got {windows!r}.")
+  if crop not in ("start", "random"):
+    raise ValueError(f"crop must be 'start' or 'random'; got {crop!r}.")
+  if windows == "first" and crop == "start":
+    return embed.input_contract(x, fs, **contract)[None]
   x500 = resample(np.asarray(x, np.float64), fs, pp.OFFICIAL_FS)
+  if windows == "first":
+    room = x500.shape[0] - window
+    rng = np.random.default_rng([crop_seed, zlib.crc32(record_id.encode())])
+    start = int(rng.integers(0, room + 1)) if room > 0 else 0
+    return embed.input_contract(x500[start:start + window], pp.OFFICIAL_FS, **contract)[None]
   n = max(1, x500.shape[0] // window)
   return np.stack([embed.input_contract(x500[k * window:(k + 1) * window], pp.OFFICIAL_FS,
-                                        window=window) for k in range(n)])
+                                        **contract) for k in range(n)])
 
 
 def _assemble(chunks: list[np.ndarray], window: int, **kwargs) -> Records:
@@ -79,37 +111,46 @@ def _assemble(chunks: list[np.ndarray], window: int, **kwargs) -> Records:
   return Records(x=x, owner=owner, **kwargs)
 
 
-def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int,
-                      windows: str = "first", max_records: int = 0) -> Records:
+def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int = 0,
+                      windows: str = "first", spec: InputSpec | None = None,
+                      max_records: int = 0) -> Records:
   """Challenge-format WFDB records under `path` (recursive) with their `# Age/Sex/Dx` labels.
 
   The format has no patient ids, so each record is its own patient. Fields: `sex` ("F"/"M"/None),
-  `age` (years, NaN if unknown), `dx` (SNOMED codes).
+  `age` (years, NaN if unknown), `dx` (SNOMED codes). Inputs: `spec`, or the default contract
+  with `window` / `windows`.
   """
+  spec = spec or InputSpec(window=window, windows=windows)
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f"No WFDB directory {root}.")
-  headers = sorted(root.rglob("*.hea"), key=lambda p: p.relative_to(root).as_posix())
-  if max_records:
-    headers = headers[:max_records]
-  if not headers:
-    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   schema.lead_index(lead)                   # An unknown lead name fails here, before any reading.
+  try:   # The embed CLI's reader layer: aliases (MLII), multi-segment records, units.
+    sources = [s for s in readers.find_inputs(root) if s.kind == "wfdb"]
+  except readers.InputError:
+    sources = []
+  sources.sort(key=lambda s: s.id)
+  if max_records:
+    sources = sources[:max_records]
+  if not sources:
+    raise FileNotFoundError(f"No WFDB records (*.hea) under {root}.")
   chunks, ids, fields, skipped = [], [], {"sex": [], "age": [], "dx": []}, []
-  for header in headers:
-    rid = header.relative_to(root).with_suffix("").as_posix()
+  for src in sources:
+    rid = src.id
     try:
-      rec, signal = embed.read_lead(header.with_suffix(""), lead)
+      with readers.open_source(src, lead=lead)[0] as rec:
+        # float32, as the built datasets' physical values (see `readers.iter_windows`).
+        signal = rec.read(0, rec.n_samples).astype(np.float32)
     except Exception as e:  # One unreadable record must not stop the others.
       skipped.append(f"{rid}: {e}")
       continue
     comments = parsing.parse_header_comments(rec.comments)
-    chunks.append(lead_windows(signal, rec.sampling_rate, window=window, windows=windows))
+    chunks.append(lead_windows(signal, rec.fs, record_id=rid, **dataclasses.asdict(spec)))
     ids.append(rid)
     fields["sex"].append(parsing.parse_sex(comments.get("sex"))[0])
     fields["age"].append(parsing.parse_age(comments.get("age"))[0])
     fields["dx"].append(dx.dx_codes(comments.get("dx")))
-  return _assemble(chunks, window, ids=ids, patients=list(ids), splits=[""] * len(ids),
+  return _assemble(chunks, spec.window, ids=ids, patients=list(ids), splits=[""] * len(ids),
                    fields=fields, vocabularies={}, source=os.fspath(root), skipped=skipped)
 
 
@@ -124,22 +165,39 @@ def _plain(value: Any) -> Any:
   return value
 
 
-def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, window: int,
-                      label_keys: Sequence[str], windows: str = "first",
+def stored_vocabularies(metadata: Mapping[str, Any]) -> dict[str, list[str]]:
+  """Feature -> class names, from a built dataset's `info.metadata` (see `read_tfds_records`)."""
+  out = {k: list(v) for k, v in (metadata.get("vocabularies") or {}).items()}
+  if isinstance(metadata.get("labels"), (list, tuple)):
+    out.setdefault("labels", list(metadata["labels"]))
+  classes = metadata.get("classes")
+  if isinstance(classes, Mapping):
+    for k, v in classes.items():
+      out.setdefault(k, list(v))
+  elif isinstance(classes, (list, tuple)):
+    out.setdefault("label", list(classes))
+  return out
+
+
+def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, label_keys: Sequence[str],
+                      window: int = 0, windows: str = "first", spec: InputSpec | None = None,
                       max_records: int = 0) -> Records:
   """Every split of a built dataset (`schema.record_features` schema plus `label_keys`).
 
   Examples sharing a `record_id` within a split (e.g. `physionet_challenge/all_windows`) are
-  windows of one record. `max_records` keeps the first examples of each split.
+  windows of one record. `max_records` keeps the first examples of each split. Class names
+  stored with the dataset (`info.metadata`: `vocabularies` per feature, `labels` for a
+  `labels` feature, `classes` per feature or for a `label` feature) become `vocabularies`.
+  Inputs: `spec`, or the default contract with `window` / `windows`.
   """
   from tensorflow_datasets.core import read_only_builder  # Lazy: heavy import.
 
+  spec = spec or InputSpec(window=window, windows=windows)
   builder = read_only_builder.builder_from_directory(os.fspath(version_dir))
   missing = [k for k in label_keys if k not in builder.info.features]
   if missing:
     raise KeyError(f"{version_dir} has no feature {', '.join(missing)}.")
-  vocabularies = {k: list(v) for k, v in
-                  (builder.info.metadata or {}).get("vocabularies", {}).items()}
+  vocabularies = stored_vocabularies(builder.info.metadata or {})
   j = schema.lead_index(lead)
   chunks: dict[tuple[str, str], list[np.ndarray]] = {}
   info: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -157,12 +215,12 @@ def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, window: int,
                           example["baseline"][j:j + 1])[:, 0]
       key = (split, rid)
       chunks.setdefault(key, []).append(lead_windows(
-          x, float(example["sampling_rate"]), window=window, windows=windows))
+          x, float(example["sampling_rate"]), record_id=rid, **dataclasses.asdict(spec)))
       if key not in info:
         info[key] = (_plain(example["patient_id"]) or rid,
                      {k: _plain(example[k]) for k in label_keys})
   keys = list(chunks)
-  return _assemble([np.concatenate(chunks[k]) for k in keys], window,
+  return _assemble([np.concatenate(chunks[k]) for k in keys], spec.window,
                    ids=[k[1] for k in keys], patients=[info[k][0] for k in keys],
                    splits=[k[0] for k in keys],
                    fields={f: [info[k][1][f] for k in keys] for f in label_keys},
@@ -208,31 +266,34 @@ def assign_splits(records: Records, *, mode: str, fractions: Sequence[float],
 
 
 
-DataKey = tuple[str, str, str, int]
+DataKey = tuple[str, str, str, InputSpec]
 
 
 def data_key(task: Mapping[str, Any], data: Mapping[str, Any]) -> DataKey:
-  """Where and how `task`'s records are read: `(source, where, lead, window)`.
+  """Where and how `task`'s records are read: `(source, where, lead, InputSpec)`.
 
   `source` is "wfdb" (`data.wfdb_dir`) or "tfds" (the task's dataset under `data.data_dir`); a
-  task's own `lead` / `window` override the config's (`data.lead`, `data.window`). Tasks with the
-  same key share one reading and, in probing, one embedding per model.
+  task's own `lead` / `window` override the config's (`data.lead`, `data.window`), and its
+  `bandpass`, `normalize` and `crop` fix its input protocol. Tasks with the same key share one
+  reading and, in probing, one embedding per model.
   """
   lead = task.get("lead") or data["lead"]
-  window = int(task.get("window") or data["window"])
+  spec = InputSpec(window=int(task.get("window") or data["window"]), windows=data["windows"],
+                   bandpass=bool(task.get("bandpass", True)),
+                   normalize=bool(task.get("normalize", True)),
+                   crop=task.get("crop") or "start", crop_seed=int(data.get("crop_seed", 0)))
   if data["wfdb_dir"]:
     if not task["wfdb"]:
       raise ValueError(f"Task on {task['dataset']} cannot read WFDB records (wfdb=); use "
                        "data_dir=.")
-    return ("wfdb", data["wfdb_dir"], lead, window)
-  return ("tfds", task["dataset"], lead, window)
+    return ("wfdb", data["wfdb_dir"], lead, spec)
+  return ("tfds", task["dataset"], lead, spec)
 
 
 def load_records(key: DataKey, label_keys: Sequence[str], data: Mapping[str, Any]) -> Records:
   """The records of `data_key` `key` with the `label_keys` fields (`data`: config.data)."""
-  source, where, lead, window = key
-  common = dict(lead=lead, window=window, windows=data["windows"],
-                max_records=data["max_records"])
+  source, where, lead, spec = key
+  common = dict(lead=lead, spec=spec, max_records=data["max_records"])
   if source == "wfdb":
     return read_wfdb_records(where, **common)
   return read_tfds_records(built.resolve_dataset(where, data["data_dir"]), label_keys=label_keys,

@@ -1,4 +1,10 @@
-"""The evaluation report: markdown table (also printed), JSON, bar chart, predictions file."""
+"""The evaluation report: markdown (also printed), JSON, bar chart, predictions file.
+
+`report.md` opens with the paper-format table (rows = tasks grouped by dataset, columns = models,
+each cell the primary metric [bootstrap interval]) and the two cross-task averages against the
+reference model (`paper`), then every metric of every task with the paired differences to the
+first model.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clef_jax.evaluation import paper
+from clef_jax.evaluation import tasks as tasks_lib
 from clef_jax.evaluation.scoring import METRICS
 
 
@@ -51,11 +59,21 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
   protocol = ("frozen backbone, linear head" if proto["mode"] == "probe"
               else "backbone + linear head trained")
+  fraction = float(proto["train"].get("label_fraction", 1.0))
   lines = [f"Downstream evaluation: {proto['mode']} ({protocol}), "
-           f"lead {proto['lead']}, {proto['window']}-sample window"
-           f"{', all windows averaged' if proto['windows'] == 'all' else ''}; "
+           f"lead {proto['lead']} (tasks on single-lead datasets use their one lead), "
+           f"{proto['window']}-sample window"
+           f"{', all windows averaged' if proto['windows'] == 'all' else ''}"
+           f"{f', {100 * fraction:g} % of the training labels' if fraction < 1 else ''}; "
            f"point estimate [{conf} % bootstrap interval, {proto['bootstrap']['resamples']} "
            f"resamples over test records].", ""]
+  if report.get("paper"):
+    lines += ["## Paper format", "",
+              paper.format_markdown(report["paper"], group_titles=tasks_lib.DATASET_TITLES,
+                                    group_order=tasks_lib.PAPER_GROUPS).rstrip("\n")]
+    if report.get("skipped_tasks"):
+      lines += ["", "Not evaluated:"] + [f"- {why}" for why in report["skipped_tasks"].values()]
+    lines += ["", "## Every metric", ""]
   lines += table(head, rows)
   if len(models) > 1:
     lines += ["", f"Difference to {models[0]} (paired bootstrap, same resamples):", ""]
@@ -73,35 +91,62 @@ def format_markdown(report: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _bar_panel(ax, models, cells, title, colors, *, auroc: bool) -> None:
+  """One bar per model with its interval (`cells[model]`: value, low, high)."""
+  values = np.array([np.nan if cells[m]["value"] is None else cells[m]["value"] for m in models],
+                    np.float64)
+  low = np.array([np.nan if cells[m]["low"] is None else cells[m]["low"] for m in models],
+                 np.float64)
+  high = np.array([np.nan if cells[m]["high"] is None else cells[m]["high"] for m in models],
+                  np.float64)
+  err = np.nan_to_num(np.stack([values - low, high - values]).clip(min=0))
+  ax.bar(range(len(models)), np.nan_to_num(values), yerr=err, capsize=4,
+         color=[colors[i % len(colors)] for i in range(len(models))])
+  if auroc:
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0.0, 1.0)
+  else:
+    ax.axhline(0.0, color="grey", lw=0.8)
+  ax.set_title(title, fontsize=9)
+  ax.set_xticks(range(len(models)))
+  ax.set_xticklabels(models, rotation=20, ha="right", fontsize=8)
+
+
 def plot_report(report: Mapping[str, Any], path: str | os.PathLike) -> None:
-  """Bar chart: one panel per (task, primary metric), a bar per model with its interval."""
+  """Bar chart: one panel per (task, primary metric), a bar per model with its interval; then
+  the paper-format averages (mean AUROC; mean relative MAE change against the reference)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   models = list(report["models"])
   panels = [(name, *METRICS[task["kind"]][0]) for name, task in report["tasks"].items()]
-  cols = min(4, len(panels))
-  nrows = -(-len(panels) // cols)
+  summary = report.get("paper") or {}
+  averages = [k for k in ("classification", "regression") if summary.get(k)]
+  total = len(panels) + len(averages)
+  cols = min(4, total)
+  nrows = -(-total // cols)
   fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols + 0.4, 3.0 * nrows), squeeze=False)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  for ax, (name, metric, title, higher) in zip(axes.ravel(), panels):
-    results = report["tasks"][name]["metrics"][metric]
-    values = np.array([results[m]["value"] for m in models], np.float64)
-    low = np.array([results[m]["low"] for m in models], np.float64)
-    high = np.array([results[m]["high"] for m in models], np.float64)
-    err = np.nan_to_num(np.stack([values - low, high - values]).clip(min=0))
-    ax.bar(range(len(models)), np.nan_to_num(values), yerr=err, capsize=4,
-           color=[colors[i % len(colors)] for i in range(len(models))])
-    if metric in ("auroc", "macro_auroc"):
-      ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-      ax.set_ylim(0.0, 1.0)
+  flat = axes.ravel()
+  for ax, (name, metric, title, higher) in zip(flat, panels):
     unit = report["tasks"][name]["unit"]
-    ax.set_title(f"{name}\n{title}{' (' + unit + ')' if unit and metric in ('mae', 'rmse') else ''}"
-                 f" {'↑' if higher else '↓'}", fontsize=9)
-    ax.set_xticks(range(len(models)))
-    ax.set_xticklabels(models, rotation=20, ha="right", fontsize=8)
-  for ax in axes.ravel()[len(panels):]:
+    label = (f"{name}\n{title}{' (' + unit + ')' if unit and metric in ('mae', 'rmse') else ''}"
+             f" {'↑' if higher else '↓'}")
+    _bar_panel(ax, models, report["tasks"][name]["metrics"][metric], label, colors,
+               auroc=metric in ("auroc", "macro_auroc"))
+  for ax, kind in zip(flat[len(panels):], averages):
+    avg = summary[kind]
+    ref = summary["reference"]
+    if kind == "classification":
+      _bar_panel(ax, models, avg["mean"], f"mean AUROC over {len(avg['tasks'])} tasks ↑",
+                 colors, auroc=True)
+    else:
+      cells = {m: avg["versus_reference"][m]["mae_relative_pct"] if m != ref
+               else {"value": 0.0, "low": 0.0, "high": 0.0} for m in models}
+      _bar_panel(ax, models, cells, f"mean relative MAE change vs {ref}\n"
+                 f"over {len(avg['tasks'])} tasks (%) ↓", colors, auroc=False)
+  for ax in flat[total:]:
     ax.axis("off")
   fig.tight_layout()
   fig.savefig(path, dpi=120)

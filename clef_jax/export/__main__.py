@@ -1,7 +1,7 @@
 r"""Backbone weights between a training workdir (Orbax) and PyTorch files.
 
     python -m clef_jax.export --workdir W --output clef_small.ckpt [--format lightning]
-    python -m clef_jax.export --from-torch clef_small.ckpt --config configs/small.py --workdir W
+    python -m clef_jax.export --from_torch clef_small.ckpt --config configs/small.py --workdir W
 
 Forward: the latest checkpoint of `W` -> a PyTorch file. `lightning` (default) is what the
 official CLEF code and the released `clef_{small,medium,large}.ckpt` use
@@ -79,24 +79,25 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  from clef_jax import cli
   from clef_jax.checkpoint import EXPORT_FORMATS
 
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m clef_jax.export", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
   parser.add_argument("--workdir", required=True, help="training workdir (read, or written "
-                      "with --from-torch)")
+                      "with --from_torch)")
   parser.add_argument("--output", help="PyTorch file to write")
   parser.add_argument("--format", default="lightning", choices=EXPORT_FORMATS)
-  parser.add_argument("--from-torch", dest="from_torch", help="PyTorch file to import")
+  parser.add_argument("--from_torch", help="PyTorch file to import")
   parser.add_argument("--config", help="config of the import, e.g. configs/small.py")
   args = parser.parse_args(argv)
   from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
   absl_logging.set_verbosity(absl_logging.ERROR)
   if bool(args.output) == bool(args.from_torch):
-    parser.error("give either --output (export) or --from-torch with --config (import)")
+    parser.error("give either --output (export) or --from_torch with --config (import)")
   if args.from_torch and not args.config:
-    parser.error("--from-torch needs --config")
+    parser.error("--from_torch needs --config")
   try:
     if args.output:
       line = to_torch(args.workdir, args.output, args.format)
