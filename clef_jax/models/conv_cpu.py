@@ -49,6 +49,8 @@ def resolve_conv_impl(impl: str) -> str:
   if impl not in GROUPED_CONV_IMPLS:
     raise ValueError(
         f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}.")
+  if impl == "onednn":
+    onednn.warn_if_unavailable()  # One line, once: the layers then run "cpu" (`_conv_onednn`).
   return impl
 
 

@@ -6,11 +6,14 @@ primitives, called from XLA as FFI custom calls (`conv1d.cc`, next to this file)
 them straight on JAX's buffers (its `nwc` layout is JAX's (B, L, C)), so no activation-sized
 layout copy is made, unlike every XLA formulation measured (docs/benchmarks.md).
 
-The shared library is built on first use with the system C++ compiler against the oneDNN headers
-and library (PyPI: `pip install 'clef_jax[onednn]'`, i.e. `onednn` + `onednn-devel`) and cached
-under `$XDG_CACHE_HOME/clef_jax` (default `~/.cache/clef_jax`), keyed by the source, jaxlib and
-oneDNN. `available()` says whether that worked; when it did not (no compiler, no oneDNN, not a
-CPU backend), `reason()` says why in one line and callers fall back to the XLA formulations.
+The shared library is built on first use (a Python package cannot compile at `pip install` time
+without a build backend of its own) with the system C++ compiler against the oneDNN headers and
+library (PyPI: `pip install 'clef_jax[onednn]'`, i.e. `onednn` + `onednn-devel`), in about 5 s,
+and cached under `$XDG_CACHE_HOME/clef_jax/onednn` (default `~/.cache/clef_jax/onednn`), keyed
+by the source, jaxlib and oneDNN; `python -m clef_jax.models.onednn` builds and checks it ahead
+of time. Concurrent first use is safe (a file lock, and an atomic rename into the cache).
+`available()` says whether it worked; when it did not (no compiler, no oneDNN, not a CPU
+backend), `reason()` says why in one line and callers fall back to the XLA formulations.
 
 Scope: CPU only (custom calls have no GPU/TPU kernel). The calls are batched under `jax.vmap`
 by looping over the mapped axis (`vmap_method="sequential"`), and under `jax.jit` with sharded
@@ -24,6 +27,7 @@ import functools
 import glob
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,14 +37,15 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 Array = jax.Array
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "conv1d.cc")
 _TARGETS = {
-    "clef_onednn_conv1d_fwd": "ClefOnednnConv1dFwd",
-    "clef_onednn_conv1d_bwd_data": "ClefOnednnConv1dBwdData",
-    "clef_onednn_conv1d_bwd_weights": "ClefOnednnConv1dBwdWeights",
+  "clef_onednn_conv1d_fwd": "ClefOnednnConv1dFwd",
+  "clef_onednn_conv1d_bwd_data": "ClefOnednnConv1dBwdData",
+  "clef_onednn_conv1d_bwd_weights": "ClefOnednnConv1dBwdWeights",
 }
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -58,7 +63,8 @@ def _find_onednn() -> tuple[str, str]:
       if glob.glob(os.path.join(libdir, "libdnnl.so*")):
         return inc, libdir
   raise FileNotFoundError(
-      "oneDNN headers and library not found; install them with pip install 'clef_jax[onednn]'")
+    "oneDNN headers and library not found; install them with pip install 'clef_jax[onednn]'"
+  )
 
 
 def _cache_dir() -> str:
@@ -66,37 +72,59 @@ def _cache_dir() -> str:
   return os.path.join(root, "clef_jax", "onednn")
 
 
+def _compiler() -> list[str]:
+  """The C++ compiler command ($CXX, else g++, else c++); FileNotFoundError when there is none."""
+  default = shutil.which("g++") or shutil.which("c++") or ""
+  cxx = shlex.split(os.environ.get("CXX", "")) or [default]
+  if not cxx[0] or not shutil.which(cxx[0]):
+    raise FileNotFoundError(
+      f"no C++ compiler ({cxx[0] or 'g++ or c++'} not found) to build the oneDNN kernels; "
+      "install one or set CXX")
+  return cxx
+
+
 def _build(inc: str, libdir: str) -> str:
-  """Compiles conv1d.cc (once per source/jaxlib/oneDNN); returns the shared library's path."""
+  """Compiles conv1d.cc (once per source/jaxlib/oneDNN); returns the shared library's path.
+
+  Safe under concurrent first use (pytest-xdist workers, several trainers): the build runs under
+  an exclusive lock on a file in the cache directory, so one process compiles and the others wait
+  and reuse its result, and the library is written to a temporary file and renamed into place,
+  so a reader never sees a partial file (also when a build is interrupted).
+  """
   with open(_SOURCE, "rb") as f:
     source = f.read()
   libdnnl = os.path.realpath(glob.glob(os.path.join(libdir, "libdnnl.so*"))[0])
-  key = hashlib.sha256(b"\0".join([
-      source, jax.ffi.include_dir().encode(), jax.__version__.encode(), inc.encode(),
-      libdnnl.encode(), str(os.path.getmtime(libdnnl)).encode()])).hexdigest()[:16]
+  parts = [source, jax.ffi.include_dir().encode(), jax.__version__.encode(), inc.encode(),
+           libdnnl.encode(), str(os.path.getmtime(libdnnl)).encode()]
+  key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
   out_dir = _cache_dir()
   path = os.path.join(out_dir, f"libclef_onednn_{key}.so")
   if os.path.exists(path):
     return path
-  cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-  if not cxx:
-    raise FileNotFoundError("no C++ compiler (g++ or c++) on PATH to build the oneDNN kernels")
+  import fcntl  # POSIX only; elsewhere the ImportError makes the kernels unavailable.
+
+  cxx = _compiler()
   os.makedirs(out_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-  os.close(fd)
-  # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
-  cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", _SOURCE, "-o", tmp,
-         "-I", jax.ffi.include_dir(), "-I", inc, "-L", libdir, "-ldnnl",
-         f"-Wl,--disable-new-dtags,-rpath,{libdir}"]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-      last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-      raise RuntimeError(f"building the oneDNN kernels failed ({cxx}): {last}")
-    os.replace(tmp, path)   # Atomic: a concurrent builder writes the same bytes.
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with open(os.path.join(out_dir, ".build.lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file is closed.
+    if os.path.exists(path):  # Built by another process while this one waited.
+      return path
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
+    os.close(fd)
+    # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
+    cmd = [*cxx, "-O2", "-std=c++17", "-shared", "-fPIC", _SOURCE, "-o", tmp,
+           "-I", jax.ffi.include_dir(), "-I", inc, "-L", libdir, "-ldnnl",
+           f"-Wl,--disable-new-dtags,-rpath,{libdir}"]
+    try:
+      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+      if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["?"]
+        first_error = next((ln for ln in lines if "error" in ln), lines[-1])
+        raise RuntimeError(f"building the oneDNN kernels failed ({cxx[0]}): {first_error}")
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
   return path
 
 
@@ -110,15 +138,20 @@ def _load() -> None:
   icd = os.path.join(libdir, "libintelocl.so")
   if os.path.exists(icd):
     os.environ.setdefault("OCL_ICD_FILENAMES", icd)
-  lib = ctypes.CDLL(_build(inc, libdir))
+  path = _build(inc, libdir)
+  lib = ctypes.CDLL(path)
+  _state["path"], _state["libdir"] = path, libdir
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
   # Creating the engine here (one tiny convolution) turns a broken runtime into "unavailable"
   # instead of an error inside a compiled step.
   # `ensure_compile_time_eval`: runs now even when the first use is inside a `jit` trace.
   with jax.ensure_compile_time_eval():
-    y = np.asarray(forward(jnp.ones((1, 4, 2), jnp.float32), jnp.ones((2, 1, 2), jnp.float32),
-                           stride=1, groups=2))
+    y = np.asarray(
+      forward(
+        jnp.ones((1, 4, 2), jnp.float32), jnp.ones((2, 1, 2), jnp.float32), stride=1, groups=2
+      )
+    )
   if not np.allclose(y[0, :, 0], [2.0, 2.0, 2.0, 1.0]):
     raise RuntimeError(f"the oneDNN kernels returned wrong values: {y[0, :, 0]}")
 
@@ -131,14 +164,47 @@ def available() -> bool:
         _load()
         _state["ok"], _state["reason"] = True, None
       except Exception as e:  # noqa: BLE001 -- any failure means: fall back to XLA.
-        _state["ok"], _state["reason"] = False, f"{type(e).__name__}: {e}"
+        message = " ".join(str(e).split())  # One line, whatever the error text holds.
+        _state["ok"], _state["reason"] = False, f"{type(e).__name__}: {message}"
     return bool(_state["ok"])
 
 
 def reason() -> str | None:
   """Why `available()` is False (one line), else None."""
   available()
-  return _state["reason"]   # type: ignore[return-value]
+  return _state["reason"]  # type: ignore[return-value]
+
+
+def warn_if_unavailable() -> None:
+  """Logs one warning line (once per process) when the kernels are unavailable."""
+  if not available() and not _state.get("warned"):
+    _state["warned"] = True
+    logging.warning("conv_impl='onednn' unavailable, running 'cpu': %s", reason())
+
+
+def library_path() -> str | None:
+  """The loaded shared library's path (in the cache), or None when unavailable."""
+  return _state.get("path") if available() else None  # type: ignore[return-value]
+
+
+_RUNTIMES = {1: "sequential", 2: "OpenMP", 4: "TBB", 8: "threadpool", 256: "OpenCL", 512: "SYCL"}
+
+
+def version() -> str | None:
+  """oneDNN's version and CPU runtime as loaded, e.g. "3.13.0 (CPU runtime SYCL)"; else None."""
+  if not available():
+    return None
+
+  class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint),
+                ("gpu_runtime", ctypes.c_uint)]
+
+  libdnnl = ctypes.CDLL(glob.glob(os.path.join(str(_state["libdir"]), "libdnnl.so*"))[0])
+  libdnnl.dnnl_version.restype = ctypes.POINTER(_Version)
+  v = libdnnl.dnnl_version().contents
+  runtime = _RUNTIMES.get(v.cpu_runtime, str(v.cpu_runtime))
+  return f"{v.major}.{v.minor}.{v.patch} (CPU runtime {runtime})"
 
 
 def _out_len(length: int, stride: int) -> int:
@@ -150,28 +216,34 @@ def forward(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   b, length, _ = x.shape
   out = jax.ShapeDtypeStruct((b, _out_len(length, stride), kernel.shape[2]), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_fwd", out, vmap_method="sequential")(
-      x, kernel, stride=np.int64(stride), groups=np.int64(groups))
+    x, kernel, stride=np.int64(stride), groups=np.int64(groups)
+  )
 
 
 def backward_data(g: Array, kernel: Array, *, length: int, stride: int, groups: int) -> Array:
   """dx for output gradient g (B, O, Cout): (B, length, Cin)."""
   out = jax.ShapeDtypeStruct((g.shape[0], length, kernel.shape[1] * groups), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_data", out, vmap_method="sequential")(
-      g, kernel, stride=np.int64(stride), groups=np.int64(groups), length=np.int64(length))
+    g, kernel, stride=np.int64(stride), groups=np.int64(groups), length=np.int64(length)
+  )
 
 
-def backward_weights(x: Array, g: Array, *, kernel_size: int, stride: int, groups: int
-                     ) -> Array:
+def backward_weights(x: Array, g: Array, *, kernel_size: int, stride: int, groups: int) -> Array:
   """dkernel for input x and output gradient g: (K, Cin/G, Cout)."""
   out = jax.ShapeDtypeStruct((kernel_size, x.shape[2] // groups, g.shape[2]), jnp.float32)
   return jax.ffi.ffi_call("clef_onednn_conv1d_bwd_weights", out, vmap_method="sequential")(
-      x, g, stride=np.int64(stride), groups=np.int64(groups), kernel_size=np.int64(kernel_size))
+    x, g, stride=np.int64(stride), groups=np.int64(groups), kernel_size=np.int64(kernel_size)
+  )
 
 
 def supports(x: Array, kernel: Array, stride: int) -> bool:
   """Whether these operands can take the oneDNN kernels (float32, 1 <= stride <= K, built)."""
-  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32
-          and 1 <= stride <= kernel.shape[0] and available())
+  return (
+    x.dtype == jnp.float32
+    and kernel.dtype == jnp.float32
+    and 1 <= stride <= kernel.shape[0]
+    and available()
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -201,7 +273,9 @@ def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   as `lax.conv_general_dilated` up to summation order.
   """
   if not supports(x, kernel, stride):
-    raise ValueError(f"the oneDNN convolution needs float32 operands, 1 <= stride <= K and the "
-                     f"built kernels; got {x.dtype} x {kernel.dtype}, stride {stride} "
-                     f"({reason() or 'kernels available'})")
+    raise ValueError(
+      f"the oneDNN convolution needs float32 operands, 1 <= stride <= K and the "
+      f"built kernels; got {x.dtype} x {kernel.dtype}, stride {stride} "
+      f"({reason() or 'kernels available'})"
+    )
   return _conv(x, kernel, stride, groups)
