@@ -347,7 +347,7 @@ def save_backbone_torch(params: PyTree, path: str | os.PathLike, *, name: str, s
   """Writes backbone params as a PyTorch file (atomically: temp file + rename).
 
   Net1D files load into the official CLEF code (`lightning`: `{"state_dict": {"backbone.<key>"}}`
-  like the released checkpoints, spec §I). MSFormer files load into
+  like the released checkpoints, docs/method.md §I). MSFormer files load into
   `clef_jax.export.torch_msformer.TorchMSFormer`.
   """
   if format not in EXPORT_FORMATS:

@@ -298,7 +298,7 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
     num_epochs: passes over the data; None repeats forever.
     augment: augmentation switches.
     window: samples per view (at `augment.target_fs`).
-    lead_policy: "random" (spec §D sampling) or a lead name (e.g. "II") for both views.
+    lead_policy: "random" (docs/method.md §D sampling) or a lead name (e.g. "II") for both views.
 
   Returns:
     `MapDataset` whose elements are per-process batches (see `AugmentBatch`).

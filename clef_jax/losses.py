@@ -1,9 +1,9 @@
 """Contrastive objectives: NT-Xent, CLEF's clinically weighted InfoNCE + alignment, MoCo, BYOL.
 
-Pure `jnp` functions on *global* arrays (spec §C, house style §3.7): under `jax.jit` with a sharded
+Pure `jnp` functions on *global* arrays (docs/method.md §C): under `jax.jit` with a sharded
 batch XLA inserts the gathers. All arithmetic is float32 whatever the input dtype.
 
-Batch layout (spec §C.1): `z` is `(N, D)` with N = 2B; row a < B is view 1 of subject a, row a >= B
+Batch layout (docs/method.md §C.1): `z` is `(N, D)` with N = 2B; row a < B is view 1 of subject a, row a >= B
 is view 2 of subject a - B. sigma(a) = a mod B is the subject, p(a) = (a + B) mod N the positive.
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-# Epsilons of the official code (spec §C.3-C.5).
+# Epsilons of the official code (docs/method.md §C.3-C.5).
 NORM_EPS = 1e-12    # F.normalize: z / max(||z||, eps)
 RISK_EPS = 1e-6     # min-max of the squared risk differences
 NCE_EPS = 1e-8      # added to the weighted-InfoNCE denominator
@@ -68,10 +68,10 @@ def _reduce(per_row: Array, reduction: str) -> Array:
 
 
 # ------------------------------------------------------------------------------------------------
-# Plain InfoNCE (SimCLR / NT-Xent), spec §C.2.
+# Plain InfoNCE (SimCLR / NT-Xent), docs/method.md §C.2.
 # ------------------------------------------------------------------------------------------------
 def info_nce(z: Array, *, temperature: float = 0.07, reduction: str = "mean") -> Array:
-  """NT-Xent on a two-view batch (spec §C.2; the `use_metadata=False` / SimCLR objective).
+  """NT-Xent on a two-view batch (docs/method.md §C.2; the `use_metadata=False` / SimCLR objective).
 
   For each row a: cross-entropy over the logits S_ab / tau for b != a, with label p(a). Equals the
   official `[positive | 2B - 2 negatives]` CE with label 0, mean over all 2B rows.
@@ -116,7 +116,7 @@ def risk_dissimilarity(
     missing_risk: str = "zero",
     nan_rate_meta: str = "propagate",
 ) -> tuple[Array, dict[str, Array]]:
-  """Subject-level clinical dissimilarity W = D (. M) of spec §C.3.
+  """Subject-level clinical dissimilarity W = D (. M) of docs/method.md §C.3.
 
   Official semantics (defaults): r = nan_to_num(risk) (NaN/inf -> 0); Delta_ik = (r_i - r_k)^2;
   min-max over the whole B x B matrix (diagonal included) with +1e-6 in the denominator;
@@ -212,7 +212,7 @@ def weighted_info_nce(
     weight_normalization: str = "row_softmax",
     reduction: str = "mean",
 ) -> Array:
-  """CLEF's weighted InfoNCE L^w (`_meta_nce_loss`, spec §C.4).
+  """CLEF's weighted InfoNCE L^w (`_meta_nce_loss`, docs/method.md §C.4).
 
   l_a = -log( E_pos / (E_pos + sum_{b not in {a, p(a)}} w_ab E_ab + 1e-8) ) with
   E_ab = exp(S_ab / tau - m_a), m_a = max_{b != a} S_ab / tau (a stop-gradient shift). The positive
@@ -256,7 +256,7 @@ def similarity_alignment_loss(
     minmax_include_diagonal: bool = True,
     pair_mask: Array | None = None,
 ) -> Array:
-  """CLEF's similarity-alignment loss L^d (`_similarity_alignment_loss`, spec §C.5).
+  """CLEF's similarity-alignment loss L^d (`_similarity_alignment_loss`, docs/method.md §C.5).
 
   S^ = (S - min S) / (max S - min S + 1e-6); L^d = mean_{a,b} (S^_ab - T_ab)^2 over all N^2 entries.
 
@@ -303,7 +303,7 @@ def clef_loss(
     minmax_include_diagonal: bool = True,
     combine: str = "mean",
 ) -> tuple[Array, dict[str, Array]]:
-  """The CLEF pretraining loss (spec §C.3-C.7), official semantics by default.
+  """The CLEF pretraining loss (docs/method.md §C.3-C.7), official semantics by default.
 
   total = (L^w + L^d) / 2 with W from `risk_dissimilarity`, L^w = `weighted_info_nce(z, W)` and
   L^d = `similarity_alignment_loss(z, 1 - W)`. Each keyword below switches one §C.7 quirk; see
@@ -344,7 +344,7 @@ def clef_loss(
 
 
 # ------------------------------------------------------------------------------------------------
-# Baselines in the same module (spec §C.9).
+# Baselines in the same module (docs/method.md §C.9).
 # ------------------------------------------------------------------------------------------------
 def moco_loss(q: Array, k: Array, queue: Array, *, temperature: float = 0.07) -> Array:
   """MoCo v2 InfoNCE: logits `[q.k+ | q.queue] / tau`, cross-entropy with label 0, batch mean.

@@ -1,4 +1,4 @@
-"""Method-specific pieces of the BYOL and MoCo baselines (spec §C.9).
+"""Method-specific pieces of the BYOL and MoCo baselines (docs/method.md §C.9).
 
 CLEF and SimCLR need nothing beyond the backbone and `clef_jax.losses`. BYOL adds a predictor MLP
 and an EMA target network; MoCo adds a momentum key encoder and a queue of negative keys. All
@@ -32,7 +32,7 @@ class BYOLPredictor(nn.Module):
   Linear layers use PyTorch's default init (`net1d.Dense`). BatchNorm matches torch defaults:
   eps 1e-5 and torch momentum 0.1, i.e. Flax `momentum=0.9` (Flax keeps 0.9 of the old running
   average). Under `jax.jit` on a sharded batch the batch statistics are global-batch statistics
-  (house style §3.7); no `axis_name` is needed.
+ ; no `axis_name` is needed.
 
   Known difference: torch updates `running_var` with the *unbiased* batch variance, Flax with the
   biased one. Only the running averages differ (training normalises with the batch statistics in
@@ -82,7 +82,7 @@ def moco_update_queue(queue: Array, ptr: Array, keys: Array, *,
                       double_enqueue: bool = True) -> tuple[Array, Array]:
   """The reference's queue update for one step.
 
-  The official `training_step` calls `_dequeue_and_enqueue` twice (spec §C.9): once inside
+  The official `training_step` calls `_dequeue_and_enqueue` twice (docs/method.md §C.9): once inside
   `_moco_loss` with the *L2-normalised* keys (`k` is rebound to `F.normalize(k)` there), then
   again after the loss with the caller's *raw, unnormalised* keys. So each step writes 2B
   columns: normalised keys at `[ptr, ptr + B)`, raw keys at `[ptr + B, ptr + 2B)`.

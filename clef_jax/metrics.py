@@ -1,4 +1,4 @@
-"""Downstream metrics (spec §F.2) with bootstrap confidence intervals.
+"""Downstream metrics (docs/method.md §F.2) with bootstrap confidence intervals.
 
 Every metric takes optional per-record `weights`: `None` for the point estimate, or a `(B, N)`
 array of bootstrap counts (how often each test record was drawn in each of B resamples), which
@@ -9,7 +9,7 @@ a weighting of the records by their multiplicities, so the bootstrap never copie
     values = macro_auroc(y, scores, weights=counts)             # (1000,)
     low, high = percentile_interval(values)
 
-Conventions (spec §F.2, with the released code's NaN avoided):
+Conventions (docs/method.md §F.2, with the released code's NaN avoided):
 
 - **AUROC** is the Mann-Whitney statistic: the probability that a random positive scores higher
   than a random negative, ties counting one half (sklearn's `roc_auc_score`). It is undefined (NaN)

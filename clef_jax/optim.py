@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the CLEF pretraining (spec §E.1).
+"""Optimiser and learning-rate schedule of the CLEF pretraining (docs/method.md §E.1).
 
 The reference trains with `torch.optim.AdamW(lr=1e-4, weight_decay=5e-4, betas=(0.9, 0.999))`
 on all parameters (biases included) and `CosineAnnealingWarmRestarts(T_0=10, T_mult=2,
@@ -118,7 +118,7 @@ def make_optimizer(*, learning_rate: float = 1e-4, weight_decay: float = 5e-4, b
                    t_mult: int = 2, eta_min: float = 1e-6,
                    grad_clip_norm: float | None = None,
                    ) -> tuple[optax.GradientTransformation, Schedule]:
-  """AdamW with torch semantics and the warm-restart cosine schedule (spec §E.1).
+  """AdamW with torch semantics and the warm-restart cosine schedule (docs/method.md §E.1).
 
   Weight decay applies to every parameter, biases included, as in the reference (it passes
   `self.parameters()` to AdamW with no parameter groups).

@@ -1,4 +1,4 @@
-"""Pretraining preprocessing ops (spec §D): plain numpy functions, random ones take a Generator.
+"""Pretraining preprocessing ops (docs/method.md §D): plain numpy functions, random ones take a Generator.
 
 The per-view chain is `interpolate_nan -> bandpass -> add_noise -> zero_mask -> zscore`, after
 `select_leads` has picked the two views' leads. Every op works on the last axis, so the same
@@ -37,7 +37,7 @@ import scipy.signal
 from clef_jax.data import schema
 from clef_jax.data.signal import resample  # noqa: F401  (re-exported: `pp.resample`)
 
-# Bandpass of spec §D: Butterworth order 5 (10 poles), 0.67-40 Hz.
+# Bandpass of docs/method.md §D: Butterworth order 5 (10 poles), 0.67-40 Hz.
 BAND_HZ = (0.67, 40.0)
 FILTER_ORDER = 5
 OFFICIAL_FS = float(schema.SAMPLING_RATE)  # The models' input rate.
@@ -58,7 +58,7 @@ NOISE_ROWS = 15
 
 def select_leads(lead_mask: np.ndarray, rng: np.random.Generator, p_same: float = 0.8
                  ) -> tuple[int, int, int]:
-  """Picks the two views' leads as spec §D does, among the leads the record has.
+  """Picks the two views' leads as docs/method.md §D does, among the leads the record has.
 
   Two draws with replacement, then with probability `p_same` the second becomes the first, so
   P(same lead) = p_same + (1 - p_same)/k for k available leads. The official code draws among all

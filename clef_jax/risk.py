@@ -1,12 +1,12 @@
 """SCORE2 / SCORE2-OP 10-year cardiovascular risk, and CLEF's 11-column metadata vector.
 
-SCORE2 (ESC 2021, ages 40-69) and SCORE2-OP (ages >= 70) follow spec §H with the coefficients of
+SCORE2 (ESC 2021, ages 40-69) and SCORE2-OP (ages >= 70) follow docs/method.md §H with the coefficients of
 the SCORE2 authors' Stata implementation (`score2risk.ado`, `score2oprisk.ado`): SCORE2's
 published 4-dp log hazard ratios, the 6-dp recalibration scales, and SCORE2-OP's full-precision
 betas. Everything is vectorised numpy and never raises on bad *data*: out-of-range or missing inputs
 give NaN plus a reason string (`score2_with_reason`), so one odd row cannot stop a dataset build.
 
-The metadata builders produce the `(11,)` float32 vector of `clef_jax.data.schema.METADATA_FIELDS` (spec §D)
+The metadata builders produce the `(11,)` float32 vector of `clef_jax.data.schema.METADATA_FIELDS` (docs/method.md §D)
 from a MIMIC-IV metadata CSV row/frame or from a PhysioNet-style header (age, sex only).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from clef_jax.data import parsing, schema
 
 # ------------------------------------------------------------------------------------------------
-# Coefficients (spec §H.1, §H.2).
+# Coefficients (docs/method.md §H.1, §H.2).
 # ------------------------------------------------------------------------------------------------
 # SCORE2 terms: cage=(age-60)/5, csbp=(sbp-120)/20, ctchol=tc-6, chdl=(hdl-1.3)/0.5.
 _SCORE2 = {
@@ -62,7 +62,7 @@ _SCALES = {
     },
 }
 
-MG_DL_TO_MMOL_L = 0.02586  # cholesterol, mg/dL -> mmol/L (spec §H.1)
+MG_DL_TO_MMOL_L = 0.02586  # cholesterol, mg/dL -> mmol/L (docs/method.md §H.1)
 
 # Inputs outside these closed ranges give NaN with a reason (after unit conversion). Age: SCORE2 is
 # defined from 40, SCORE2-OP is validated to 89 (MIMIC codes > 89 as 91). The others are generous
@@ -341,10 +341,10 @@ def score2(
 
 
 # ------------------------------------------------------------------------------------------------
-# The 11-column metadata vector (spec §D).
+# The 11-column metadata vector (docs/method.md §D).
 # ------------------------------------------------------------------------------------------------
 # rate_meta = fraction of these attributes (metadata columns 0-8) that are present. The paper's A
-# (number of attributes) is not recoverable (spec §C.3, [UNCERTAIN]); the 9 raw attributes are the
+# (number of attributes) is not recoverable (docs/method.md §C.3); the 9 raw attributes are the
 # natural choice, excluding rate_meta itself and the derived score2_risk.
 RATE_META_FIELDS: tuple[str, ...] = schema.METADATA_FIELDS[:9]
 

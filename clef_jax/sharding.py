@@ -1,4 +1,4 @@
-"""Device mesh, batch sharding and train-state shardings (house style §3.8).
+"""Device mesh, batch sharding and train-state shardings.
 
 One mesh axis, `data`, spans every (global) device. The batch is split along its leading axis;
 the train state is either replicated (`replicate`, the default: Net1D-large is 0.3 B params and

@@ -25,7 +25,7 @@ Model, in three layers:
    powerline hum and white noise are added, the signal is quantised to int16 at 200 adu/mV (as
    MIMIC-IV-ECG), and a few records lose a lead (`lead_mask` False) or get a NaN gap.
 
-Metadata go into the spec §D 11-vector (`clef_jax.data.schema.METADATA_FIELDS`) with random missingness, so
+Metadata go into the docs/method.md §D 11-vector (`clef_jax.data.schema.METADATA_FIELDS`) with random missingness, so
 `rate_meta` (fraction of fields 0-8 present) varies in [0, 1]. `heart_rate` and `heart_rate_var`
 (SDNN, ms) are measured from each record's simulated RR intervals.
 

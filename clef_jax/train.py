@@ -1,6 +1,6 @@
 """Train state, its sharded creation, and the pretraining step for CLEF / SimCLR / BYOL / MoCo.
 
-The step follows house style §3.6-3.8:
+The step:
   * `TrainState` is a small typed pytree (no apply_fn / tx inside), born sharded:
     `jax.eval_shape(init)` -> `sharding.state_sharding(...)` -> `jax.jit(init, out_shardings=...)`.
   * `train_step(state, batch, rng) -> (state, metrics)` is pure, built once by `make_train_step`,
@@ -8,7 +8,7 @@ The step follows house style §3.6-3.8:
   * Losses are written on *global* arrays: with the batch split over 8 devices the loss, the
     gradients and the BatchNorm statistics are those of the whole batch (XLA adds the gathers).
 
-Batch layout (spec §C.1): `batch["views"]` is `(B, 2, L, C)` (or `(B, 2, L)`); the embeddings are
+Batch layout (docs/method.md §C.1): `batch["views"]` is `(B, 2, L, C)` (or `(B, 2, L)`); the embeddings are
 stacked as `z = [view 1 of all B subjects; view 2 of all B subjects]`, shape `(2B, D)`.
 """
 
@@ -116,7 +116,7 @@ def create_train_state(rng: Array, *, model: nn.Module, tx: optax.GradientTransf
 def create_sharded_train_state(rng: Array, *, mesh: jax.sharding.Mesh, strategy: str = "replicate",
                                fsdp_min_size: int = 2 ** 18,
                                **kwargs: Any) -> tuple[TrainState, PyTree]:
-  """Creates the state directly in its sharded layout (house style §3.8).
+  """Creates the state directly in its sharded layout.
 
   Args:
     rng: PRNG key.
@@ -295,7 +295,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     x = jnp.concatenate([x1, x2], axis=0)                                     # (2B, L, C), §C.1
 
     # BYOL / MoCo: the EMA copy is updated from the pre-step online weights *before* it
-    # produces targets / keys (spec §C.9). Targets carry no gradient.
+    # produces targets / keys (docs/method.md §C.9). Targets carry no gradient.
     ema_params, targets = state.ema_params, None
     if method == "byol":
       ema_params = methods.ema_update(ema_params, state.params["backbone"], byol_tau)

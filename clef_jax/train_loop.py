@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: CLEF pretraining from a config, resumable, multi-host.
 
-One flat function in banner sections (house style §3.1, big_vision's trainer):
+One flat function in banner sections, in the manner of big_vision's trainer:
 
     Mesh                     devices -> ("data",) mesh; batch divisibility checks
     Data                     built TFDS archive (the demo's synthetic one is built in-process)

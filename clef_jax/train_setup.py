@@ -271,7 +271,7 @@ def export_backbone(backbone: Any, workdir: pathlib.Path,
   """Writes the backbone as a PyTorch file into `workdir/export/` (process 0)."""
   fmt = config.ckpt.export_format
   ext = {"safetensors": ".safetensors", "state_dict": ".pt"}.get(fmt, ".ckpt")
-  # Named like the released weights (clef_small.ckpt, spec §I); other methods get their name.
+  # Named like the released weights (clef_small.ckpt, docs/method.md §I); other methods get their name.
   path = workdir / "export" / f"{config.method}_{config.model.size}{ext}"
   try:
     path.parent.mkdir(exist_ok=True)

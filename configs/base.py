@@ -1,4 +1,4 @@
-r"""The paper's CLEF pretraining (spec §E.1) as a `ConfigDict`, shared by small/medium/large.
+r"""The paper's CLEF pretraining (docs/method.md §E.1) as a `ConfigDict`, shared by small/medium/large.
 
 Not run directly: `configs/{small,medium,large}.py` call `get_config(arg, size=...)` and document
 their command and cost. `arg` is a comma-separated list of options (big_vision style), e.g.
@@ -93,7 +93,7 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.input.split = "train"
   config.input.batch_size = 64          # Global, over all devices and processes.
   config.input.window = 5000            # Samples per view at 500 Hz (the reference's 10 s).
-  config.input.lead = "random"          # Spec §D: random leads, view 2 = view 1's with p 0.8.
+  config.input.lead = "random"          # docs/method.md §D: random leads, view 2 = view 1's with p 0.8.
   config.input.p_same_lead = 0.8
   config.input.noise = True
   config.input.noise_mat = ""           # DATA_noises_real.mat; "" -> built-in parametric noise.
@@ -129,7 +129,7 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.loss = ml_collections.ConfigDict()
   config.loss.temperature = 0.07
   config.loss.alpha = 0.2
-  config.loss.use_mask = False          # Official training_step: False (spec §0.4).
+  config.loss.use_mask = False          # Official training_step: False (docs/method.md §0.4).
   config.loss.combine = "mean"          # Code: (L^w + L^d) / 2; "sum" = the paper's equation.
   # The remaining `clef_loss` switches (docs/objective.md), official semantics by default.
   config.loss.nan_rate_meta = "propagate"

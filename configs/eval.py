@@ -1,4 +1,4 @@
-r"""Downstream evaluation (spec §F): tasks, protocol and report options as a `ConfigDict`.
+r"""Downstream evaluation (docs/method.md §F): tasks, protocol and report options as a `ConfigDict`.
 
     python -m clef_jax.evaluate --config=configs/eval.py:TASKS[,OPTIONS] --model_workdir=W \
         [--compare=W2 --torch_weights=clef_m=clef_medium.ckpt@medium ...] --output=OUT
@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = "~/tensorflow_datasets"
   config.data.wfdb_dir = ""             # Challenge-format WFDB records instead of TFDS.
-  config.data.lead = "I"                # Paper: lead I. Released code: lead II (spec §0.6).
+  config.data.lead = "I"                # Paper: lead I. Released code: lead II (docs/method.md §0.6).
   config.data.window = 5000             # Samples per input at 500 Hz (10 s, the contract).
   config.data.windows = "first"         # "all": every 10-s window, embeddings averaged.
   config.data.split_fractions = (0.7, 0.15, 0.15)   # train/validation/test, "patient" tasks.
@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.max_records = 0           # Per TFDS split (or WFDB directory); 0 = all.
   config.data.crop_seed = 0             # Tasks with crop="random": the per-record crop start.
 
-  # The head (and in fine-tuning the backbone): spec §E.2 without its schedulers' bugs.
+  # The head (and in fine-tuning the backbone): docs/method.md §E.2 without its schedulers' bugs.
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64
   config.train.learning_rate = 1e-3

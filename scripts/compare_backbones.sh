@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Net1D vs MSFormer under the same CLEF objective, data, steps and seed (issue #6's comparison).
+# Net1D vs MSFormer under the same CLEF objective, data, steps and seed (docs/msformer.md).
 #
 #   bash scripts/compare_backbones.sh [OUT_DIR]      (default /tmp/clef_compare; ~6 min on 2 CPUs)
 #

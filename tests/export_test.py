@@ -1,4 +1,4 @@
-"""Tests for the PyTorch twin and Net1D weight interop (spec §A.5, §A.6, §I)."""
+"""Tests for the PyTorch twin and Net1D weight interop (docs/method.md §A.5, §A.6, §I)."""
 
 import collections
 import functools
@@ -156,7 +156,7 @@ def test_twin_with_head_adds_dense():
 
 
 def test_twin_reproduces_spec_a6_vector():
-  # The twin checked against the official code's numbers, independently of JAX (spec §A.6).
+  # The twin checked against the official code's numbers, independently of JAX (docs/method.md §A.6).
   twin = TorchNet1D("small").double()
   named = [(n, p) for n, p in twin.named_parameters() if "bn" not in n]
   assert len(named) == 102
@@ -225,7 +225,7 @@ def test_jax_matches_torch_twin(size, in_channels, length):
 
 
 def _official_load(path, size, in_channels=1, num_classes=None):
-  """What the official CLEF loader does (spec §I), but with strict=True."""
+  """What the official CLEF loader does (docs/method.md §I), but with strict=True."""
   ckpt = torch.load(path, map_location="cpu", weights_only=True)
   sd = {k.replace("backbone.", "", 1): v for k, v in ckpt.get("state_dict", ckpt).items()}
   twin = TorchNet1D(size, in_channels, num_classes)

@@ -1,4 +1,4 @@
-"""Tests for clef_jax.losses against spec §C.8, a float64 numpy re-derivation and a torch twin."""
+"""Tests for clef_jax.losses against docs/method.md §C.8, a float64 numpy re-derivation and a torch twin."""
 
 import functools
 
@@ -130,7 +130,7 @@ def np_clef(z, risk, q=None, *, alpha=0.2, tau=0.07, missing="zero", nan_q="prop
 
 
 def torch_official(z, metadata, tau=0.07, temp=0.2):
-  """A torch port, from the spec's description, of the official `_get_metadata_similarity`,
+  """A torch port, from docs/method.md's description, of the official `_get_metadata_similarity`,
   `_meta_nce_loss` and `_similarity_alignment_loss` (float64 metadata, float32 features)."""
   z = torch.as_tensor(np.asarray(z), dtype=torch.float32).requires_grad_(True)
   metadata = torch.as_tensor(np.asarray(metadata), dtype=torch.float64)
@@ -213,7 +213,7 @@ def rel(a, b):
 
 
 # ------------------------------------------------------------------------------------------------
-# Spec §C.8.
+# docs/method.md §C.8.
 # ------------------------------------------------------------------------------------------------
 SPEC_T_NOMASK = np.array([
     [1, 0.70200000098, 0.28800000512, 0.76800000032],

@@ -294,7 +294,7 @@ def test_config_options():
           config.mesh.strategy, config.total_steps, config.input.batch_size,
           config.optim.learning_rate) == ("simclr", "II", "bfloat16", True, "fsdp", 7, 16, 0.01)
   assert config.input.window == small.DEMO["input.window"] and config.input.auto_build
-  paper = base.get_config()                                # spec §E.1
+  paper = base.get_config()                                # docs/method.md §E.1
   assert (paper.optim.learning_rate, paper.optim.weight_decay, paper.input.batch_size,
           paper.loss.temperature, paper.loss.alpha, paper.num_epochs, paper.method,
           paper.input.lead, paper.input.dataset) == (

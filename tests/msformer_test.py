@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
   torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
-# Net1D's trainable parameters (spec §A.4, "params actually used").
+# Net1D's trainable parameters (docs/method.md §A.4, "params actually used").
 NET1D_PARAMS = {"small": 443_184, "medium": 30_587_632, "large": 296_301_312}
 MSFORMER_PARAMS = {"small": 429_280, "medium": 31_590_272, "large": 298_340_608}
 

@@ -1,4 +1,4 @@
-"""Tests for the Flax Net1D backbone (spec §A): §A.6 test vector, shapes, counts, param paths."""
+"""Tests for the Flax Net1D backbone (docs/method.md §A): §A.6 test vector, shapes, counts, param paths."""
 
 import functools
 import math
@@ -11,7 +11,7 @@ import pytest
 from clef_jax.models import create_backbone
 from clef_jax.models import conv_cpu, net1d
 
-# Spec §A.6 [RUN, float64 in the official PyTorch code].
+# docs/method.md §A.6 [RUN, float64 in the official PyTorch code].
 A6_OUT8 = [0.046071095321085456, 0.1199857271434754, 0.10567602184197063, 0.01759886367779922,
            -0.042850763709694525, -0.03301738768006744, -0.025419549522536174,
            -0.06807504843085822]
@@ -103,7 +103,7 @@ def _flat(tree):
 
 
 def _a6_params(dtype):
-  """Spec §A.6 weights, built from the spec text alone (independent of `clef_jax.export`).
+  """docs/method.md §A.6 weights, built from the spec text alone (independent of `clef_jax.export`).
 
   Tensor t in PyTorch `named_parameters()` order (BN excluded) is filled, in PyTorch row-major
   layout, with 0.05 * sin(1.37 k + 0.71 t + 0.3); then moved to Flax layout.
@@ -190,7 +190,7 @@ def test_spec_a6_vector_float32():
 
 
 def test_same_pads_match_spec():
-  # Spec §A.2: k=16, s=2: (7, 7) for even L, (7, 8) for odd L; k=16, s=1: (7, 8); k=1: none.
+  # docs/method.md §A.2: k=16, s=2: (7, 7) for even L, (7, 8) for odd L; k=16, s=1: (7, 8); k=1: none.
   assert conv_cpu.same_pads(5000, 16, 2) == (7, 7)
   assert conv_cpu.same_pads(625, 16, 2) == (7, 8)
   assert conv_cpu.same_pads(313, 16, 1) == (7, 8)
@@ -261,7 +261,7 @@ def test_head_adds_dense():
     ("large", 296_301_312, 296_623_360),
 ])
 def test_param_counts(size, used, paper):
-  # Spec §A.4: "used" = the Flax tree; "paper" adds the never-used BN weight/bias.
+  # docs/method.md §A.4: "used" = the Flax tree; "paper" adds the never-used BN weight/bias.
   assert net1d.num_params(_param_shapes(size)) == used
   assert net1d.used_param_count(size) == used
   assert net1d.paper_param_count(size) == paper

@@ -1,4 +1,4 @@
-"""Optimiser and schedule against PyTorch's AdamW and CosineAnnealingWarmRestarts (spec §E.1)."""
+"""Optimiser and schedule against PyTorch's AdamW and CosineAnnealingWarmRestarts (docs/method.md §E.1)."""
 
 import math
 

@@ -12,7 +12,7 @@ FS = 500.0
 
 
 def _official_add_noise(x, ch_name, noise_mat, kind, start, noise_rms=0.1):
-  """numpy re-derivation of the official noise step (spec §D) for a given draw.
+  """numpy re-derivation of the official noise step (docs/method.md §D) for a given draw.
 
   `kind` and `start` stand for the official `random.choice` and `random.randint(0, T - L - 1)`.
   Like the official code, it rescales the window *in place* inside `noise_mat`.

@@ -1,4 +1,4 @@
-"""Tests for clef_jax.risk: every SCORE2 / SCORE2-OP vector of spec §H.3, and the §D builders."""
+"""Tests for clef_jax.risk: every SCORE2 / SCORE2-OP vector of docs/method.md §H.3, and the §D builders."""
 
 import io
 import math
@@ -11,7 +11,7 @@ from clef_jax import risk
 from clef_jax.data import schema
 
 # ------------------------------------------------------------------------------------------------
-# Spec §H.3 vectors.
+# docs/method.md §H.3 vectors.
 # ------------------------------------------------------------------------------------------------
 WORKED = dict(age=50, smoking=1, sbp=140, total_chol=6.3, hdl_chol=1.4, diabetes=0)
 # Full-precision table: (LP, uncalibrated, low, moderate, high, very high), 5 dp.
@@ -176,7 +176,7 @@ def test_reasons_and_no_exceptions_on_bad_data():
 
 
 # ------------------------------------------------------------------------------------------------
-# Metadata builders (spec §D).
+# Metadata builders (docs/method.md §D).
 # ------------------------------------------------------------------------------------------------
 MESSY_CSV = """\
 path,gender,anchor_age,age_at_ecg,BMI (kg/m2),Blood Pressure,Height (Inches),Weight (Lbs),\

@@ -6,7 +6,7 @@
 1. Builds (or reuses) a `synthetic_ecg` archive of `--num_records` subjects in `--data_dir`
    (default: a folder under the system temp dir) per signal encoding (`bytes`: the shared schema, raw
    int16 that ArrayRecord compresses; `zlib`: an extra zlib layer) and reports bytes per record on disk.
-2. **Official path** (spec §D, one item at a time as its `Dataset.__getitem__`): draw two leads,
+2. **Official path** (docs/method.md §D, one item at a time as its `Dataset.__getitem__`): draw two leads,
    read the WFDB record from disk with `wfdb.rdrecord` (twice, as the official code does),
    interpolate NaN, design the Butterworth filter and `filtfilt` each view, the five-way noise
    choice with all 15 rows rescaled, zero mask, z-score. A handful of synthetic records are
@@ -79,7 +79,7 @@ def build_archive(num_records: int, data_dir: str, signal_encoding: str = "bytes
 
 
 # ----------------------------------------------------------------------------------------------
-# The official per-sample path (a re-derivation of spec §D, for timing).
+# The official per-sample path (a re-derivation of docs/method.md §D, for timing).
 
 
 def write_wfdb_records(records, directory: str) -> list[str]:

@@ -43,7 +43,7 @@ import numpy as np
 from clef_jax import cli
 from clef_jax.bench import quiet
 
-# Default AdamW hyper-parameters of the CLEF pretraining recipe (spec §E.1).
+# Default AdamW hyper-parameters of the CLEF pretraining recipe (docs/method.md §E.1).
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 5e-4
 TEMPERATURE = 0.07

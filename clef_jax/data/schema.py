@@ -31,7 +31,7 @@ WINDOW_SAMPLES = SAMPLING_RATE * WINDOW_SECONDS
 # WFDB's "missing sample" value for 16-bit formats; used as the NaN sentinel on disk.
 INT16_NAN = -32768
 
-# The 11-vector of per-record metadata (spec §D); NaN marks a missing value.
+# The 11-vector of per-record metadata (docs/method.md §D); NaN marks a missing value.
 METADATA_FIELDS: tuple[str, ...] = (
     "sex",             # 0: F -> 0, otherwise 1
     "age",             # 1: years

@@ -6,7 +6,7 @@ as nested dicts of float32 numpy arrays, which `Module.apply` accepts directly.
 
 Accepted checkpoint shapes on import:
   - a bare `Net1D.state_dict()`;
-  - a Lightning checkpoint `{"state_dict": {"backbone.<key>": ...}, ...}` (CLEF, spec §I); other
+  - a Lightning checkpoint `{"state_dict": {"backbone.<key>": ...}, ...}` (CLEF, docs/method.md §I); other
     methods' modules (`backbone_target.*`, `backbone_k.*`, `predictor.*`, `queue`, `queue_ptr`)
     are ignored with one log line;
   - an ECGFounder checkpoint `{"state_dict": {"<key>" or "module.<key>": ...}}` (medium, 1 or 12
@@ -30,7 +30,7 @@ from clef_jax.export import strict
 FORMATS = ("lightning", "state_dict", "safetensors")
 
 # Top-level modules of other pretraining methods that may share a Lightning checkpoint with
-# `backbone` (spec §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
+# `backbone` (docs/method.md §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
 OTHER_METHOD_PREFIXES = ("backbone_target.", "backbone_k.", "predictor.")
 OTHER_METHOD_KEYS = ("queue", "queue_ptr")
 
@@ -217,7 +217,7 @@ def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
     size: "small" | "medium" | "large".
     in_channels: input leads the params were built for.
     format: "lightning" -> `torch.save({"state_dict": {"backbone.<key>": tensor}})`, like a CLEF
-      pretraining checkpoint (spec §I); "state_dict" -> `torch.save` of the bare state dict;
+      pretraining checkpoint (docs/method.md §I); "state_dict" -> `torch.save` of the bare state dict;
       "safetensors" -> the bare state dict as safetensors (metadata records size/in_channels).
   """
   if format not in FORMATS:

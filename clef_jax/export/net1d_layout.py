@@ -2,7 +2,7 @@
 
 Pure Python (no JAX, no torch), so both the PyTorch twin and the JAX-side interop can use it.
 
-Naming rule, per module (spec §A.5):
+Naming rule, per module (docs/method.md §A.5):
 
     Flax path                      torch prefix                                    kind
     stem_conv                      first_conv.conv                                 conv
@@ -72,7 +72,7 @@ def block_specs(size: str) -> Iterator[dict[str, int | bool]]:
     size: "small" | "medium" | "large".
 
   Returns:
-    An iterator over blocks in forward order (spec §A.2 `BasicStage`).
+    An iterator over blocks in forward order (docs/method.md §A.2 `BasicStage`).
   """
   check_size(size)
   base, ratio, filters, m_blocks, groups_width = PRESETS[size]

@@ -1,6 +1,6 @@
 """PyTorch twin of Net1D with the official module names, so exports load with `strict=True`.
 
-Written for this project from the semantics in spec §A.2 (not copied from the official code).
+Written for this project from the semantics in docs/method.md §A.2 (not copied from the official code).
 Channels-first like the official model: input `(B, C, L)`, output `(B, D)` (or `(B, num_classes)`
 with a head). Imports torch and the pure-Python layout table only; no JAX.
 
@@ -23,7 +23,7 @@ def swish(x: torch.Tensor) -> torch.Tensor:
 
 
 def _same_pads(length: int, kernel_size: int, stride: int) -> tuple[int, int]:
-  """TF/JAX "SAME" padding: output ceil(L/stride), floor(p/2) zeros on the left (spec §A.2)."""
+  """TF/JAX "SAME" padding: output ceil(L/stride), floor(p/2) zeros on the left (docs/method.md §A.2)."""
   out_len = (length + stride - 1) // stride
   p = max(0, (out_len - 1) * stride + kernel_size - length)
   return p // 2, p - p // 2

@@ -36,7 +36,7 @@ Array = jax.Array
 
 
 def same_pads(length: int, kernel_size: int, stride: int) -> tuple[int, int]:
-  """`MyConv1dPadSame` padding == TF/JAX SAME: floor(p/2) on the left (spec §A.2)."""
+  """`MyConv1dPadSame` padding == TF/JAX SAME: floor(p/2) on the left (docs/method.md §A.2)."""
   out_len = (length + stride - 1) // stride
   p = max(0, (out_len - 1) * stride + kernel_size - length)
   return p // 2, p - p // 2

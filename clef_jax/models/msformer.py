@@ -1,8 +1,8 @@
 """MSFormer: a multi-scale (hierarchical) Transformer ECG backbone at Net1D's parameter budgets.
 
-Not part of the CLEF paper (spec §B: CLEF's only backbone is Net1D); this is the project's
+Not part of the CLEF paper (docs/method.md §B: CLEF's only backbone is Net1D); this is the project's
 alternative backbone, sized so that each preset is within ±10 % of Net1D's trainable parameters
-(spec §A.4) and returns the same embedding widths (256 / 1024 / 2048). See docs/msformer.md.
+(docs/method.md §A.4) and returns the same embedding widths (256 / 1024 / 2048). See docs/msformer.md.
 
 Pipeline for an input `(B, L, C)` (channels-last, any L >= 1):
 
@@ -77,7 +77,7 @@ class MSFormerVariant:
     return len(self.widths)
 
 
-# Widths/depths chosen for Net1D's budgets (spec §A.4; exact counts in docs/msformer.md):
+# Widths/depths chosen for Net1D's budgets (docs/method.md §A.4; exact counts in docs/msformer.md):
 # head dim 32 (small) / 64 (medium, large), widths growing with the stage, depth where the tokens
 # are few (stage 2+), like Swin.
 VARIANTS: dict[str, MSFormerVariant] = {

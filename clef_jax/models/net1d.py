@@ -2,7 +2,7 @@
 
 A faithful Flax port of `Net1D` from the official CLEF code (itself Shenda Hong's 2020 network and
 the ECGFounder backbone), as used by CLEF: no BatchNorm, no dropout, Swish activations,
-pre-activation bottleneck blocks, global mean pool, no head (spec §A).
+pre-activation bottleneck blocks, global mean pool, no head (docs/method.md §A).
 
 Layout is channels-last: input `(B, L, C)`, output `(B, D)` with D = 256 / 1024 / 2048.
 
@@ -35,7 +35,7 @@ Dtype = Any
 
 @dataclasses.dataclass(frozen=True)
 class Net1DVariant:
-  """One size preset of `create_net1d_by_size` (spec §A.1)."""
+  """One size preset of `create_net1d_by_size` (docs/method.md §A.1)."""
   base_filters: int
   ratio: float
   filter_list: tuple[int, ...]
@@ -101,7 +101,7 @@ def torch_bias_init(fan_in: int) -> Callable[..., Array]:
 def max_pool2_same(x: Array) -> Array:
   """`MyMaxPool1dPadSame(2)`: pad one ZERO on the right, then max over non-overlapping pairs.
 
-  For odd L the last output is max(x[L-1], 0): the pad is 0, not -inf (spec §A.2). Written as an
+  For odd L the last output is max(x[L-1], 0): the pad is 0, not -inf (docs/method.md §A.2). Written as an
   elementwise maximum of the even and odd samples (not a reduce): same values and the same
   tie-splitting gradient, but XLA:CPU fuses it, where a max-reduce's gradient costs three passes.
   """
@@ -222,7 +222,7 @@ class BasicBlock(nn.Module):
 
 
 class Net1D(nn.Module):
-  """Net1D backbone (spec §A).
+  """Net1D backbone (docs/method.md §A).
 
   Attributes:
     size: "small" | "medium" | "large", or a custom `Net1DVariant` (any stage widths and depths,
@@ -269,7 +269,7 @@ class Net1D(nn.Module):
           groups=spec["groups"], stride=spec["stride"], is_first=spec["is_first"],
           kernel_size=v.kernel_size, dtype=self.dtype, conv_impl=self.conv_impl,
           name=f"stage{spec['stage']}_block{spec['block']}")(x)
-    # Global mean pool over time, in float32. No norm/activation before pooling (spec §A.2).
+    # Global mean pool over time, in float32. No norm/activation before pooling (docs/method.md §A.2).
     emb = jnp.mean(x.astype(_acc_dtype(self.dtype)), axis=1)   # (B, D)
     aux = {"embedding": emb}
     if self.num_classes:

@@ -6,7 +6,7 @@ Six records of four subjects (two have two records each, one listed out of time 
 10000153 hashes to `validation`), each `files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN.{hea,dat}` with
 MIMIC's header lead order (aVF before aVL), 500 Hz, 5000 samples, format 16, gain 200/mV; plus
 `record_list.csv` and a `mimiciv_metadata_with_score2.csv` with the official column names
-(spec §D), keyed by `path`.
+(docs/method.md §D), keyed by `path`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ aVR, aVF, aVL, V1-V6: leads are mapped by *name* into `clef_jax.data.schema.LEAD
 record is one example (its first 10 s) with the shared `record_features`:
 
 - `record_id` = `study_id`, `patient_id` = `subject_id`; extra `path` and `ecg_time` (text).
-- `metadata`: the spec §D 11-vector from the optional metadata CSV (keyed by `path`, official
+- `metadata`: the docs/method.md §D 11-vector from the optional metadata CSV (keyed by `path`, official
   column names incl. `rate_meta` and `score2_risk`) via `clef_jax.risk.metadata_from_mimic_frame`;
   all NaN for records without a row. The CSV is `--option metadata_csv=PATH`, by default
   `<manual_dir>/mimiciv_metadata_with_score2.csv` when that file exists.

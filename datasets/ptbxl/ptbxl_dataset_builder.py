@@ -1,11 +1,11 @@
-"""PTB-XL 1.0.3: 21,799 10 s 12-lead ECGs with SCP-ECG statements (spec §F.2 tasks 1-5).
+"""PTB-XL 1.0.3: 21,799 10 s 12-lead ECGs with SCP-ECG statements (docs/method.md §F.2 tasks 1-5).
 
     python -m clef_jax.build ptbxl --config 100hz --manual_dir ~/ptb-xl-1.0.3 --data_dir OUT
 
 Each record is stored whole at its native rate (config `100hz`: `records100/*_lr`, 1000 samples;
 config `500hz`: `records500/*_hr`, 5000 samples); `sampling_rate` says which. Resampling to the
 models' 500 Hz belongs to the input pipeline (records100 -> x5), which avoids the released CLEF
-code's bug of reading records500 and stretching its first 2 s (spec §F.2, known bug 1).
+code's bug of reading records500 and stretching its first 2 s (docs/method.md §F.2, known bug 1).
 
 Labels follow Strodthoff et al.'s benchmark (as CLEF's `ptb_utils.py`): every statement key in
 `scp_codes` counts, whatever its likelihood, and
