@@ -19,7 +19,6 @@ The pieces it assembles (dataset, augmentation, loss, model, optimiser, export, 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from clef_jax import train
 from clef_jax import train_setup as setup
 from clef_jax.data import built, schema
 # The run's errors and config factories, importable from here as before.
-from clef_jax.train_setup import (ConfigError, Preempted, TrainingError, create_model,  # noqa: F401
+from clef_jax.train_setup import (ConfigError, Preempted, TrainingError,  # noqa: F401
                                   create_optimizer, state_kwargs)
 
 # Batch entries the train step reads (the iterator also yields `index` and `leads`).
@@ -192,11 +191,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   # Shard + Init: everything abstract until Restore decides where the weights come from.
   # ==============================================================================================
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  init_fn = functools.partial(train.create_train_state, **state_kwargs(config, model, tx))
-  abstract_state = jax.eval_shape(init_fn, init_rng)
-  state_sharding = sharding_lib.state_sharding(
-      abstract_state, mesh, strategy=config.mesh.strategy,
-      fsdp_min_size=config.mesh.fsdp_min_size)
+  init_fn, abstract_state, state_sharding = setup.make_state(config, mesh, model, tx, init_rng)
   # Given backbone weights travel as a jit argument, not as constants baked into the program.
   init_state = jax.jit(lambda rng, weights: init_fn(rng, backbone_params=weights),
                        out_shardings=state_sharding)

@@ -10,6 +10,7 @@ table). Nothing here reads flags.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -18,7 +19,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from clef_jax import checkpoint, input_pipeline, models, optim
@@ -148,16 +148,8 @@ def loss_kwargs(method: str, loss: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Model and optimiser from config sections (also used by the export CLI).
+# The optimiser from its config section (also used by the export CLI).
 # ------------------------------------------------------------------------------------------------
-def create_model(model_cfg: Any):
-  """`config.model` -> the backbone module (single-lead input)."""
-  kwargs = {"conv_impl": model_cfg["conv_impl"]} if model_cfg["name"] == "net1d" else {}
-  return models.create_backbone(model_cfg["name"], model_cfg["size"], in_channels=1,
-                                dtype=jnp.dtype(model_cfg["dtype"]), remat=model_cfg["remat"],
-                                **kwargs)
-
-
 def create_optimizer(optim_cfg: Any, steps_per_epoch: int):
   """`config.optim` -> `(tx, lr_fn)` (`optim.make_optimizer`)."""
   return optim.make_optimizer(
@@ -199,7 +191,7 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   from clef_jax import train
 
   try:
-    model = create_model(config.model)
+    model = models.from_config(config.model)
     tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
     if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
       raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
@@ -211,6 +203,26 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
   return model, tx, step_fn
+
+
+def make_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, model: Any,
+               tx: Any, rng: jax.Array) -> tuple[Any, Any, Any]:
+  """`config` -> `(init_fn, abstract_state, state_sharding)`: the train state, still abstract.
+
+  `init_fn(rng, backbone_params=None)` builds the state; `abstract_state` is its
+  `jax.ShapeDtypeStruct` tree (nothing allocated) and `state_sharding` its shardings on `mesh`
+  under `config.mesh.strategy`. The trainer and `python -m clef_jax.plan` both build the state
+  here, so the plan compiles the trainer's program.
+  """
+  from clef_jax import sharding as sharding_lib
+  from clef_jax import train
+
+  init_fn = functools.partial(train.create_train_state, **state_kwargs(config, model, tx))
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_sharding = sharding_lib.state_sharding(
+      abstract_state, mesh, strategy=config.mesh.strategy,
+      fsdp_min_size=config.mesh.fsdp_min_size)
+  return init_fn, abstract_state, state_sharding
 
 
 # ------------------------------------------------------------------------------------------------

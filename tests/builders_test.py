@@ -309,7 +309,7 @@ def test_worker_processes_give_the_same_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_cli_builds_synthetic_ecg_with_a_report(tmp_path, capsys):
-  """The CLI resolves any `datasets/<name>/`; builders without a report get a minimal one."""
+  """The CLI resolves any `clef_jax/datasets/<name>/`; builders without a report get a minimal one."""
   assert build.main(["synthetic_ecg", "--config", "tiny", "--data_dir", str(tmp_path)]) == 0
   report_path = tmp_path / "synthetic_ecg" / "tiny" / "1.0.0" / br.REPORT_FILENAME
   assert f"report: {report_path}" in capsys.readouterr().out
@@ -455,10 +455,11 @@ def test_ptbxl_bad_rows(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "physionet_challenge", "ptbxl"])
+    "name", ["aurora_bp", "chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "mimic_iv_lvef",
+             "music_scd", "physionet_challenge", "ptbxl"])
 def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
-  script = build.DATASETS_DIR / name / "dummy_data_generation.py"
-  out = subprocess.run([sys.executable, str(script), f"--out_dir={tmp_path / 'cli'}"],
+  script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
+  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}"],
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == str(tmp_path / "cli")
@@ -466,6 +467,6 @@ def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
   tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
   cli, fn = tree(tmp_path / "cli"), tree(tmp_path / "fn")
   assert cli and cli == fn
-  missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+  missing = subprocess.run(script, capture_output=True, text=True,
                            timeout=120)
   assert missing.returncode == 2 and "--out_dir" in missing.stderr

@@ -355,7 +355,7 @@ def test_cli_ctrl_c_while_loading_is_one_line(tmp_path, capsys, monkeypatch):
 def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
   """`Encoder.load(workdir)` as the README says: the run's backbone and size, its latest step."""
   from clef_jax import checkpoint, train_loop
-  from configs import small
+  from clef_jax.configs import small
 
   config = small.get_config("tiny,steps=2")
   config.input.data_dir = os.fspath(tmp_path / "data")

@@ -19,7 +19,7 @@ from clef_jax import metrics
 from clef_jax.data import built
 from clef_jax.evaluation import heads, models, protocol, records, scoring, tasks
 from clef_jax.evaluation import report as report_lib
-from configs import eval as eval_config
+from clef_jax.configs import eval as eval_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -299,7 +299,7 @@ def pretrained(tmp_path_factory, fast_compiles_module):
   Under pytest-xdist the workers share it (made once, under a lock, beside their temp roots).
   """
   from clef_jax import train_loop
-  from configs import small
+  from clef_jax.configs import small
 
   base = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -273,7 +273,7 @@ def test_misconfiguration_is_one_clear_line(config, expected, tmp_path, shared):
 # ------------------------------------------------------------------------------------------------
 def test_medium_without_mimic_stops_at_once_and_says_how_to_build(tmp_path):
   from clef_jax import train_loop
-  from configs import medium
+  from clef_jax.configs import medium
 
   config = medium.get_config()
   with config.unlocked():
@@ -287,7 +287,7 @@ def test_medium_without_mimic_stops_at_once_and_says_how_to_build(tmp_path):
 
 
 def test_config_options():
-  from configs import base, large, small
+  from clef_jax.configs import base, large, small
 
   config = small.get_config("demo,simclr,lead=II,bf16,remat,fsdp,steps=7,batch=16,lr=0.01")
   assert (config.method, config.input.lead, config.model.dtype, config.model.remat,

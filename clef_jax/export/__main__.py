@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 from typing import Sequence
@@ -28,13 +27,12 @@ from typing import Sequence
 
 def load_config(spec: str):
   """`path/to/config.py[:options]` -> its `get_config(options)` (as `config_flags` does)."""
-  path, _, arg = spec.partition(":")
+  from clef_jax import configs
+
+  path, _, arg = configs.resolve(spec).partition(":")
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"No config file {path}.")
-  repo = pathlib.Path(__file__).resolve().parents[2]
-  if os.fspath(repo) not in sys.path:   # Config files import `configs.base`.
-    sys.path.insert(0, os.fspath(repo))
   module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -58,7 +56,7 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
   """PyTorch file -> `workdir/checkpoints/0` for `config_spec`; returns a summary line."""
   import jax
 
-  from clef_jax import checkpoint, train, train_loop
+  from clef_jax import checkpoint, models, train, train_loop
 
   config = load_config(config_spec)
   directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
@@ -66,7 +64,7 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
     raise ValueError(f"{directory} already holds checkpoints; choose a new --workdir.")
   params = checkpoint.load_backbone_torch(torch_file, name=config.model.name,
                                           size=config.model.size)
-  model = train_loop.create_model(config.model)
+  model = models.from_config(config.model)
   tx, _ = train_loop.create_optimizer(config.optim, steps_per_epoch=1)  # Shapes only.
   state = jax.jit(lambda rng, p: train.create_train_state(
       rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)))(

@@ -1,6 +1,6 @@
 r"""Writes a miniature icentia11k-continuous-ecg 1.0 tree (8 patients, 20 s segments) for tests.
 
-    python datasets/icentia11k/dummy_data_generation.py --out_dir /tmp/icentia11k
+    python -m clef_jax.datasets.icentia11k.dummy_data_generation --out_dir /tmp/icentia11k
 
 Top-level `RECORDS` (`p00/p0000N/`), per patient a `RECORDS` file and segments
 `p0000N_sMM.{hea,dat,atr}`: one channel, 250 Hz, format 16, with beat symbols (`N`, `S`, `V`, `Q`)

@@ -1,6 +1,6 @@
 r"""Writes a tiny PhysioNet/CinC Challenge tree for tests and smoke builds.
 
-    python datasets/physionet_challenge/dummy_data_generation.py --out_dir /tmp/challenge
+    python -m clef_jax.datasets.physionet_challenge.dummy_data_generation --out_dir /tmp/challenge
 
 Records (all valid, written like the Challenge's own files):
 

@@ -1,6 +1,6 @@
 r"""Writes a miniature ecg-arrhythmia 1.0.0 tree plus HeartLang-style split CSVs, for tests.
 
-    python datasets/chapman/dummy_data_generation.py --out_dir /tmp/chapman
+    python -m clef_jax.datasets.chapman.dummy_data_generation --out_dir /tmp/chapman
 
 `WFDBRecords/01/010/JS0000N.{hea,mat}` (500 Hz, 12 leads, `.mat` in WFDB format `16+24`, gain
 1000/mV, `#Age:` / `#Sex:` / `#Dx:` comments as in the archive) and `chapman_{train,val,test}.csv`

@@ -1,6 +1,6 @@
 r"""Writes a miniature MUSIC 1.0.1 tree for tests.
 
-    python datasets/music_scd/dummy_data_generation.py --out_dir /tmp/music
+    python -m clef_jax.datasets.music_scd.dummy_data_generation --out_dir /tmp/music
 
 `subject-info.csv` (`;`-separated, decimal commas, the official column names used by the builder)
 for 12 patients `P0001`-`P0012` and `Holter_ECG/<id>.{hea,dat}` (200 Hz, 3 channels `X`, `Y`,

@@ -18,7 +18,7 @@ z-scored; raise `input.num_workers`) sets the pace; weeks on a CPU. Options: see
 configs/base.py (e.g. `configs/small.py:simclr,lead=I`).
 """
 
-from configs import base
+from clef_jax.configs import base
 
 # Demo: 2.5-s windows of 2,000 synthetic subjects (the archive stores just those 2.5 s), batch 32,
 # 120 steps at lr 3e-3 (the paper's 1e-4 barely moves the weights in 120 steps). The probe reads

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ml_collections
 
 from clef_jax import options
-from configs import eval as eval_config
+from clef_jax.configs import eval as eval_config
 
 BACKBONES = ("net1d", "msformer")
 METHODS = ("clef", "simclr", "byol", "moco")

@@ -1,6 +1,6 @@
 r"""Writes a miniature MIMIC-IV-ECG tree with an ECGFounder-style `LVEF.csv` for tests.
 
-    python datasets/mimic_iv_lvef/dummy_data_generation.py --out_dir /tmp/mimic_lvef
+    python -m clef_jax.datasets.mimic_iv_lvef.dummy_data_generation --out_dir /tmp/mimic_lvef
 
 The six records of the `mimic_iv_ecg` dummy tree (same layout and metadata CSV) plus `LVEF.csv`
 with ECGFounder's columns `subject_id, waveform_path, LVEF, class` (`class` = 1 for LVEF >= 50):

@@ -17,7 +17,7 @@ the pipeline):
     python -m clef_jax.main --config=configs/large.py:demo --workdir=/tmp/clef_large_demo
 """
 
-from configs import base
+from clef_jax.configs import base
 
 DEMO = {
     "input.build.num_subjects": 400,

@@ -1,6 +1,6 @@
 r"""Writes a miniature PTB-XL 1.0.3 tree (real column names, real statement rows) for tests.
 
-    python datasets/ptbxl/dummy_data_generation.py --out_dir /tmp/ptbxl
+    python -m clef_jax.datasets.ptbxl.dummy_data_generation --out_dir /tmp/ptbxl
 
 Five records (ecg_id 1-5, patients 101-104) in folds 1, 8, 9, 10, 3, each as
 `records100/00000/0000N_lr` (100 Hz) and `records500/00000/0000N_hr` (500 Hz), 10 s, format 16,

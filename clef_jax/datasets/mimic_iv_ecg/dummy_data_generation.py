@@ -1,6 +1,6 @@
 r"""Writes a miniature MIMIC-IV-ECG v1.0 tree for tests.
 
-    python datasets/mimic_iv_ecg/dummy_data_generation.py --out_dir /tmp/mimic
+    python -m clef_jax.datasets.mimic_iv_ecg.dummy_data_generation --out_dir /tmp/mimic
 
 Six records of four subjects (two have two records each, one listed out of time order; subject
 10000153 hashes to `validation`), each `files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN.{hea,dat}` with

@@ -1,6 +1,6 @@
 r"""Writes a miniature Aurora-BP tree for tests.
 
-    python datasets/aurora_bp/dummy_data_generation.py --out_dir /tmp/aurora_bp
+    python -m clef_jax.datasets.aurora_bp.dummy_data_generation --out_dir /tmp/aurora_bp
 
 `participants.tsv` with 12 auscultatory participants (`a000`-`a011`) and 2 oscillometric ones,
 `features.tsv` with two rows per participant (`baseline_sbp`/`baseline_dbp` repeated, plus a few

@@ -18,7 +18,7 @@ input pipeline needs enough workers (`input.num_workers`) to keep up. Without a 
 MIMIC-IV-ECG the command stops at once and says how to build it.
 """
 
-from configs import base
+from clef_jax.configs import base
 
 # Demo: medium costs ~36x small per view (XLA cost analysis), so 2-s windows, batch 16 and
 # lr 1e-3 for 120 steps; the probe reads 400 records of each split.

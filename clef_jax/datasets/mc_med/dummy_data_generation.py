@@ -1,6 +1,6 @@
 r"""Writes a miniature MC-MED 1.0.1 tree for tests.
 
-    python datasets/mc_med/dummy_data_generation.py --out_dir /tmp/mc_med
+    python -m clef_jax.datasets.mc_med.dummy_data_generation --out_dir /tmp/mc_med
 
 `visits.csv` and `waveform_summary.csv` (MC-MED column names), `split_chrono_{train,val,test}.csv`
 (one CSN per line, no header) and `waveforms/<last 3>/<CSN>/II/<CSN>_1.{hea,dat}` (lead II, format
