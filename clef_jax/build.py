@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report, cli
+from clef_jax import build_report, cli, files
 
 # The builders are the subpackages `clef_jax.datasets.<name>` (TFDS's own layout:
 # `<name>/<name>_dataset_builder.py` with a `Builder` class, which TFDS names after its module).
@@ -148,9 +148,8 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   if replaced is not None:
     shutil.rmtree(replaced)
   if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
-    os.replace(tmp, report_path)
+    files.atomic_write_text(report_path, json.dumps(
+        _fallback_report(builder, time.monotonic() - start), indent=2))
   return report_path
 
 

@@ -402,13 +402,13 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
   plus two PyTorch weight files, every task, every number recomputed from predictions.npz."""
   from clef_jax.evaluation import models as models_lib
   from clef_jax.evaluation import tasks
-  from clef_jax.export import net1d_interop
+  from clef_jax.export import torch_files
 
   weights = []
   for seed in (1, 2):
     b = models_lib.random_backbone("net1d", "small", seed=seed, window=5000)
     path = tmp_path / f"net1d_small_seed{seed}.ckpt"
-    net1d_interop.save_torch(b.params, path, size="small")
+    torch_files.save_torch(b.params, path, size="small")
     weights.append(f"seed{seed}={path}")
   out = tmp_path / "report"
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
