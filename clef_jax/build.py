@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report, cli
+from clef_jax import build_report, cli, files
 
 # The builders are the subpackages `clef_jax.datasets.<name>` (TFDS's own layout:
 # `<name>/<name>_dataset_builder.py` with a `Builder` class, which TFDS names after its module).
@@ -148,9 +148,8 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   if replaced is not None:
     shutil.rmtree(replaced)
   if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
-    os.replace(tmp, report_path)
+    files.atomic_write_text(report_path, json.dumps(
+        _fallback_report(builder, time.monotonic() - start), indent=2))
   return report_path
 
 
@@ -162,8 +161,13 @@ def dummy_data_main(write_dummy_data: Callable[[str], Any],
   """
   parser = argparse.ArgumentParser(description="Writes a tiny fake archive for this builder.")
   parser.add_argument("--out_dir", required=True, help="where to write the tree")
+  parser.add_argument("--extra", type=int, default=0,
+                      help="well-formed records added so every split holds every class (the "
+                      "generator's docstring says how they are labelled)")
   args = parser.parse_args(argv)
-  print(write_dummy_data(args.out_dir))
+  if args.extra < 0:
+    parser.error(f"--extra must be >= 0; got {args.extra}")
+  print(write_dummy_data(args.out_dir, **({"extra": args.extra} if args.extra else {})))
   return 0
 
 

@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(format_report(report), flush=True)
   if args.json:
-    from clef_jax import monitoring
+    from clef_jax import files
     path = pathlib.Path(args.json).expanduser()
-    monitoring.atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    files.atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     print(f"json: {path}")
   return 0
 

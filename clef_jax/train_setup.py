@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from clef_jax import checkpoint, input_pipeline, models, optim
+from clef_jax import input_pipeline, models, optim, weights
 from clef_jax.data import built
 
 
@@ -282,13 +282,13 @@ def export_backbone(backbone: Any, workdir: pathlib.Path,
                     config: ml_collections.ConfigDict) -> str | None:
   """Writes the backbone as a PyTorch file into `workdir/export/` (process 0)."""
   fmt = config.ckpt.export_format
-  ext = {"safetensors": ".safetensors", "state_dict": ".pt"}.get(fmt, ".ckpt")
+  ext = weights.SUFFIXES.get(fmt, ".ckpt")
   # Named like the released weights (clef_small.ckpt, docs/method.md §I); other methods get their name.
   path = workdir / "export" / f"{config.method}_{config.model.size}{ext}"
   try:
     path.parent.mkdir(exist_ok=True)
-    checkpoint.save_backbone_torch(backbone, path, name=config.model.name, size=config.model.size,
-                                   format=fmt)
+    weights.save_backbone(backbone, path, backbone=config.model.name, size=config.model.size,
+                          format=fmt)
   except ImportError as e:
     _log("export: skipped (%s)", e)
     return None

@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -452,6 +454,27 @@ def test_ptbxl_bad_rows(tmp_path):
                      br.DUPLICATE_RECORD: ["1"]}
   assert report["flags"][br.UNKNOWN_LABEL]["examples"] == [{"record_id": "8", "detail": "XYZ"}]
   assert report["records"]["kept"] == 6
+
+
+@pytest.mark.parametrize("name", ["ptbxl", "music_scd"])
+def test_dummy_data_scripts_extra_records(tmp_path, name):
+  script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
+  # This checkout's clef_jax, whichever one is installed.
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}", "--extra=7"],
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  module = build.dataset_module(name, "dummy_data_generation")
+  module.write_dummy_data(tmp_path / "fn", extra=7)
+  module.write_dummy_data(tmp_path / "plain")
+  tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  cli, fn, plain = tree(tmp_path / "cli"), tree(tmp_path / "fn"), tree(tmp_path / "plain")
+  assert cli == fn
+  # The extra records are added; the plain tree's record files are unchanged.
+  assert set(plain) < set(fn) and all(fn[k] == v for k, v in plain.items() if k.suffix != ".csv")
+  bad = subprocess.run([*script, f"--out_dir={tmp_path / 'x'}", "--extra=-1"],
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert bad.returncode == 2 and "--extra must be >= 0" in bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ TASKS is one task or several joined by `+` (or a group name), e.g.
 | `labels=F` | train on a fraction F of each task's training labels (0.01, 0.1, 1; fixed seed) |
 | `reference=LABEL` | the model the cross-task averages compare against (default the random init) |
 | `lvef=CONFIG` | the `mimic_iv_lvef` build config the LVEF tasks read (default: the one built) |
+| `embed_batch=N` | records per embedding batch (default 64); datasets with at least N records share one compiled shape |
 | `epochs=N` `batch=N` `lr=X` `patience=N` `seed=N` `resamples=N` `max_records=N` | the obvious |
 
 Tasks and groups are the registry `clef_jax.evaluation.tasks.TASKS` (adding a task is one `Task`
@@ -52,7 +53,7 @@ VALUE_OPTIONS = {"mode": str, "data_dir": str, "wfdb": str, "lead": str, "window
                  "windows": str, "split": str, "epochs": int, "batch": int, "lr": float,
                  "patience": int, "seed": int, "resamples": int, "max_records": int,
                  "min_positives": int, "head_init": str, "head": str, "labels": float,
-                 "reference": str, "lvef": str}
+                 "reference": str, "lvef": str, "embed_batch": int}
 LVEF_CONFIGS = ("csv_class", "lvef_lt_50", "lvef_lt_40")
 
 
@@ -154,6 +155,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.head = opts["head"]
   if "resamples" in opts:
     config.bootstrap.resamples = opts["resamples"]
+  if "embed_batch" in opts:
+    if opts["embed_batch"] < 1:
+      raise ValueError(f"embed_batch must be >= 1; got {opts['embed_batch']}.")
+    config.embed_batch_size = opts["embed_batch"]
   if "labels" in opts:
     if not 0 < opts["labels"] <= 1:
       raise ValueError(f"labels must be a fraction in (0, 1] (0.01 = 1 %); got {opts['labels']}.")

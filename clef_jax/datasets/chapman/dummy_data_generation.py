@@ -12,6 +12,11 @@ with HeartLang's columns. Cases the builder must handle:
 - JS00001 listed again in the test CSV (skipped `duplicate_record_id`);
 - JS00099 listed but absent (skipped `missing_header`);
 - JS00008 listed with a label cell `x` (skipped `invalid_list_entry`).
+
+`extra=N` adds N more valid records `JS01000`... (for running the evaluation on the tree): record
+k is listed in the train (k mod 5 < 3), val (k mod 5 = 3) or test (k mod 5 = 4) CSV with the
+labels `EXTRA_LABELS[(k // 5) mod 6]`, so every split holds every one of those labels and records
+without them (the beat rate follows the label set, so the labels are learnable).
 """
 
 from __future__ import annotations
@@ -41,6 +46,21 @@ EXTRA_ROWS = (
     ("train", "/chapman/WFDBRecords/01/010/JS00008.mat", "x"),
 )
 SUBDIR = "WFDBRecords/01/010"
+# Label sets of the `extra` records, with their SNOMED codes for the header's `Dx`.
+EXTRA_LABELS = (("SR",), ("AFIB",), ("ST",), ("SR", "TWC"), ("AFIB", "RBBB"), ("ST", "LVH"))
+SNOMED = {"SR": "426783006", "AFIB": "164889003", "ST": "427084000", "TWC": "164934002",
+          "RBBB": "59118001", "LVH": "164873001"}
+EXTRA_SPLITS = ("train", "train", "train", "val", "test")
+
+
+def extra_records(extra: int) -> tuple[tuple, ...]:
+  """The `extra` records' rows, as `RECORDS` (module docstring)."""
+  rows = []
+  for k in range(extra):
+    labels = EXTRA_LABELS[(k // 5) % len(EXTRA_LABELS)]
+    rows.append((f"JS{1000 + k:05d}", 10.0, str(30 + k % 50), ("Male", "Female")[k % 2],
+                 ",".join(SNOMED[name] for name in labels), EXTRA_SPLITS[k % 5], labels))
+  return tuple(rows)
 
 
 def _row(ecg_path: str, age: str, labels, override: str | None = None) -> list[str]:
@@ -52,14 +72,17 @@ def _labels():
   return build.dataset_module("chapman").LABELS
 
 
-def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes the tree under `out_dir` and returns it."""
+def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Path:
+  """Writes the tree (plus `extra` records, module docstring) under `out_dir` and returns it."""
   challenge = build.dataset_module("physionet_challenge", "dummy_data_generation")
   module = build.dataset_module("chapman")
   out_dir = pathlib.Path(out_dir)
   rows = {"train": [], "val": [], "test": []}
-  for seed, (name, seconds, age, sex, dx, split, labels) in enumerate(RECORDS):
-    x = challenge.fake_ecg_mv(int(seconds * 500), 500, schema.NUM_LEADS, seed + 10)
+  for seed, (name, seconds, age, sex, dx, split, labels) in enumerate(
+      RECORDS + extra_records(extra)):
+    # `fake_ecg_mv` beats at 1.2 Hz of its `fs`; extra records beat at 1.0-2.0 Hz by label set.
+    rate = 1.2 if seed < len(RECORDS) else 1.0 + 0.2 * EXTRA_LABELS.index(labels)
+    x = challenge.fake_ecg_mv(int(seconds * 500), 500 * 1.2 / rate, schema.NUM_LEADS, seed + 10)
     challenge.write_challenge_record(
         out_dir / SUBDIR, name, np.round(x * 1000).astype(np.int16), 500, list(schema.LEAD_ORDER),
         [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"],

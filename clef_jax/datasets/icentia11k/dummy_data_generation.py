@@ -14,6 +14,11 @@ and rhythm changes (`+` with `aux_note` `(N`, `(AFIB`, `(AFL`) in the `.atr` fil
 - p00003: listed, but its folder has no `RECORDS` (skipped `invalid_list_entry`);
 - p00004: a flat s00 (unusable), N beat and (N in s01 (kept, flagged `segment_unreadable`);
 - p00005-p00007: N beats and (N.
+
+`extra=N` adds N more patients `p00008`... (for running the evaluation on the tree), each with one
+segment holding an N, an S and a V beat and `(N`, `(AFIB` and `(AFL` onsets that all fit a
+window, so every patient gives all three classes of both configs and every split holds them;
+the waveform around each annotation differs by class (beat width), so the labels are learnable.
 """
 
 from __future__ import annotations
@@ -43,6 +48,32 @@ PATIENTS = {
 }
 
 
+# Segment of each `extra` patient: beats (sample, symbol) and rhythm onsets (sample, note).
+EXTRA_BEATS = ((300, "N"), (1500, "N"), (2500, "S"), (3500, "V"), (4700, "N"))
+EXTRA_RHYTHM = ((0, "(N"), (1000, "(AFIB"), (2400, "(AFL"))
+EXTRA_WIDTH = {"N": 0.0008, "S": 0.0003, "V": 0.004}
+
+
+def extra_patients(extra: int) -> dict[str, dict]:
+  """The `extra` patients, as `PATIENTS` (module docstring)."""
+  return {f"p{8 + k:05d}": {"s00": (list(EXTRA_BEATS), list(EXTRA_RHYTHM), False)}
+          for k in range(extra)}
+
+
+def extra_segment_mv(n: int, seed: int) -> np.ndarray:
+  """`(n, 1)` float mV for an `extra` patient: one pulse per beat, its width by beat type, and a
+  slow wave whose frequency changes at each rhythm onset."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(n)
+  x = rng.normal(0, 0.02, n)
+  for sample, symbol in EXTRA_BEATS:
+    x += np.exp(-((t - sample) / FS) ** 2 / EXTRA_WIDTH[symbol])
+  for (start, _), (stop, _), freq in zip(EXTRA_RHYTHM, EXTRA_RHYTHM[1:] + ((n, ""),),
+                                         (0.2, 4.0, 1.5)):
+    x[start:stop] += 0.1 * np.sin(2 * np.pi * freq * t[start:stop] / FS)
+  return x[:, None]
+
+
 def segment_mv(n: int, seed: int) -> np.ndarray:
   """`(n, 1)` float mV: narrow beat-like pulses, a slow wave and noise."""
   rng = np.random.default_rng(seed)
@@ -51,14 +82,15 @@ def segment_mv(n: int, seed: int) -> np.ndarray:
   return (x + rng.normal(0, 0.02, n))[:, None]
 
 
-def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes the tree under `out_dir` and returns it."""
+def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Path:
+  """Writes the tree (plus `extra` patients, module docstring) under `out_dir` and returns it."""
   import wfdb  # Lazy.
 
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / "RECORDS").write_text("".join(f"p00/{p}/\n" for p in PATIENTS))
-  for i, (patient, segments) in enumerate(PATIENTS.items()):
+  patients = {**PATIENTS, **extra_patients(extra)}
+  (out_dir / "RECORDS").write_text("".join(f"p00/{p}/\n" for p in patients))
+  for i, (patient, segments) in enumerate(patients.items()):
     folder = out_dir / "p00" / patient
     folder.mkdir(parents=True, exist_ok=True)
     if segments is None:
@@ -69,7 +101,12 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
         continue
       beats, rhythm, flat = content
       name = f"{patient}_{seg}"
-      x = np.zeros((SEGMENT_SAMPLES, 1)) if flat else segment_mv(SEGMENT_SAMPLES, 100 * i + j)
+      if flat:
+        x = np.zeros((SEGMENT_SAMPLES, 1))
+      elif patient in PATIENTS:
+        x = segment_mv(SEGMENT_SAMPLES, 100 * i + j)
+      else:
+        x = extra_segment_mv(SEGMENT_SAMPLES, 100 * i + j)
       wfdb.wrsamp(name, fs=FS, units=["mV"], sig_name=["ECG"], p_signal=x, fmt=["16"],
                   adc_gain=[1000.0], baseline=[0], write_dir=str(folder))
       notes = sorted([(s, sym, "") for s, sym in beats] + [(s, "+", note) for s, note in rhythm])

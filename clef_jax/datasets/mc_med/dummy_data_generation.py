@@ -16,6 +16,12 @@ r"""Writes a miniature MC-MED 1.0.1 tree for tests.
 - 10000611: in a split file but not in `visits.csv` (skipped `invalid_list_entry`);
 - 10000101 listed again in the test split (skipped `duplicate_record_id`);
 - 10000712: in `visits.csv` only (filtered `not_in_split`).
+
+`extra=N` adds N more valid visits `20001000`... (for running the evaluation on the tree): visit
+k is in the train (k mod 5 < 3), val (k mod 5 = 3) or test (k mod 5 = 4) split, and with
+j = k // 5 its `ED_dispo`, `DC_dispo` and `Triage_acuity` are `EXTRA_ED[j mod 4]`,
+`EXTRA_DC[j mod 6]` and `EXTRA_ACUITY[j mod 5]`, so ten visits of a split hold every class of
+the three tasks; its triage BP and beat rate follow j, so the targets are learnable.
 """
 
 from __future__ import annotations
@@ -57,18 +63,36 @@ VISITS = {
                  (10.0, 500, False)),
 }
 EXTRA_SPLIT_ROWS = (("train", "10000611"), ("test", "10000101"))
+# Label values of the `extra` visits: one per class of each task (`DC_dispo`: one per group).
+EXTRA_ED = ("Discharge", "Inpatient", "Observation", "ICU")
+EXTRA_DC = ("Home/Work", "Skilled Nursing Facility", "Acute Care Hospital", "Hospice/Medical Facility",
+            "Psychiatric Hospital", "Jail/Prison")
+EXTRA_ACUITY = ("1-Resuscitation", "2-Emergent", "3-Urgent", "4-Semi-Urgent", "5-Non-Urgent")
+EXTRA_SPLITS = ("train", "train", "train", "val", "test")
 
 
-def lead_ii_mv(n: int, fs: float, seed: int) -> np.ndarray:
-  """`(n, 1)` float mV: a beat-like waveform with noise."""
+def extra_visits(extra: int) -> dict[str, tuple]:
+  """The `extra` visits, as `VISITS` (module docstring)."""
+  out = {}
+  for k in range(extra):
+    j = k // 5
+    out[str(20001000 + k)] = (
+        str(1000 + k), str(30 + k % 50), "FM"[k % 2], str(100 + 4 * (j % 10)),
+        str(60 + 3 * (j % 10)), EXTRA_ACUITY[j % 5], EXTRA_ED[j % 4], EXTRA_DC[j % 6],
+        EXTRA_SPLITS[k % 5], 1, (10.0, 500, False))
+  return out
+
+
+def lead_ii_mv(n: int, fs: float, seed: int, rate: float = 1.3) -> np.ndarray:
+  """`(n, 1)` float mV: a beat-like waveform (`rate` beats per second) with noise."""
   rng = np.random.default_rng(seed)
   t = np.arange(n) / fs
-  x = 1.2 * np.exp(-((t * 1.3) % 1.0 - 0.4) ** 2 / 0.0006) + 0.15 * np.sin(2 * np.pi * 0.25 * t)
+  x = 1.2 * np.exp(-((t * rate) % 1.0 - 0.4) ** 2 / 0.0006) + 0.15 * np.sin(2 * np.pi * 0.25 * t)
   return (x + rng.normal(0, 0.01, n))[:, None]
 
 
-def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes the tree under `out_dir` and returns it."""
+def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Path:
+  """Writes the tree (plus `extra` visits, module docstring) under `out_dir` and returns it."""
   import wfdb  # Lazy.
 
   out_dir = pathlib.Path(out_dir)
@@ -79,7 +103,7 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
     visits, summary = csv.writer(fv), csv.writer(fs_)
     visits.writerow(VISIT_COLUMNS)
     summary.writerow(SUMMARY_COLUMNS)
-    for i, (csn, v) in enumerate(VISITS.items()):
+    for i, (csn, v) in enumerate({**VISITS, **extra_visits(extra)}.items()):
       mrn, age, sex, sbp, dbp, acuity, ed, dc, split, n_seg, signal = v
       cells = {"CSN": csn, "MRN": mrn, "Age": age, "Gender": sex, "Triage_SBP": sbp,
                "Triage_DBP": dbp, "Triage_acuity": acuity, "ED_dispo": ed, "DC_dispo": dc,
@@ -91,7 +115,8 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
       if signal is not None:
         seconds, fs, flat = signal
         n = int(seconds * fs)
-        x = np.zeros((n, 1)) if flat else lead_ii_mv(n, fs, i)
+        rate = 1.3 if csn in VISITS else 0.8 + 0.15 * ((i - len(VISITS)) // 5 % 10)
+        x = np.zeros((n, 1)) if flat else lead_ii_mv(n, fs, i, rate)
         folder = out_dir / "waveforms" / csn[-3:] / csn / "II"
         folder.mkdir(parents=True, exist_ok=True)
         wfdb.wrsamp(f"{csn}_1", fs=fs, units=["mV"], sig_name=["II"], p_signal=x, fmt=["16"],

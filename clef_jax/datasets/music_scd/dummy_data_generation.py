@@ -8,6 +8,10 @@ for 12 patients `P0001`-`P0012` and `Holter_ECG/<id>.{hea,dat}` (200 Hz, 3 chann
 unknown `Cause of death` (2), `P0007` a flat (all-zero) first window so its second window (start
 5000) is stored, `P0009` channel 0 all zero (no valid window), `P0010` 5 % NaN in its first
 window (still valid).
+
+`extra=N` appends N more patients `P0013`... (for running the evaluation on the tree) with
+`Cause of death` cycling 0, 1, 3, 6, 0, 1, 3, 7 (every class in any four consecutive rows) and
+valid 12-s Holters whose beat rate follows the class, so the labels are learnable.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ CAUSES = (0, 1, 3, 6, 7, 2, 0, 3, 1, 0, 6, 3)  # P0006 is the unknown code 2.
 NO_HOLTER = "P0003"
 SAMPLES = 11000
 FS = 200
+EXTRA_CAUSES = (0, 1, 3, 6, 0, 1, 3, 7)
+EXTRA_SAMPLES = 2400
+EXTRA_RATE = {0: 1.0, 1: 1.3, 3: 1.6, 6: 1.9, 7: 1.9}
 COLUMNS = (
   "Patient ID",
   "Age",
@@ -31,6 +38,21 @@ COLUMNS = (
   "Cause of death",
   "Follow-up period from enrollment (days)",
 )
+
+
+def extra_patients(extra: int) -> tuple[tuple[str, int], ...]:
+  """(Patient ID, cause of death) of the `extra` patients (module docstring)."""
+  return tuple((f"P{len(PATIENTS) + 1 + k:04d}", EXTRA_CAUSES[k % len(EXTRA_CAUSES)])
+               for k in range(extra))
+
+
+def extra_holter_mv(k: int, cause: int) -> np.ndarray:
+  """`(EXTRA_SAMPLES, 3)` mV of extra patient k: beats at the class's rate, noise."""
+  rng = np.random.default_rng(k)
+  t = np.arange(EXTRA_SAMPLES) / FS
+  beat = np.exp(-(((t * EXTRA_RATE[cause]) % 1.0 - 0.4) ** 2) / 0.002)
+  x = np.stack([beat * 0.9, 0.5 * beat + 0.1, -0.3 * beat], axis=1)
+  return x + rng.normal(0, 0.02, x.shape)
 
 
 def holter_mv(pid: str) -> np.ndarray:
@@ -49,15 +71,15 @@ def holter_mv(pid: str) -> np.ndarray:
   return x
 
 
-def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes the tree under `out_dir` and returns it."""
+def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Path:
+  """Writes the tree (plus `extra` patients, module docstring) under `out_dir` and returns it."""
   import wfdb  # Lazy.
 
   out_dir = pathlib.Path(out_dir)
   holter = out_dir / "Holter_ECG"
   holter.mkdir(parents=True, exist_ok=True)
   lines = [";".join(COLUMNS)]
-  for k, (pid, cause) in enumerate(zip(PATIENTS, CAUSES)):
+  for k, (pid, cause) in enumerate(tuple(zip(PATIENTS, CAUSES)) + extra_patients(extra)):
     has = pid != NO_HOLTER
     exit_code = "" if cause == 0 else "3"
     lines.append(
@@ -80,7 +102,7 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
         fs=FS,
         units=["mV"] * 3,
         sig_name=["X", "Y", "Z"],
-        p_signal=holter_mv(pid),
+        p_signal=holter_mv(pid) if k < len(PATIENTS) else extra_holter_mv(k, cause),
         fmt=["16"] * 3,
         adc_gain=[200.0] * 3,
         baseline=[0] * 3,

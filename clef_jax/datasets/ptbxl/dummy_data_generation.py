@@ -5,6 +5,12 @@ r"""Writes a miniature PTB-XL 1.0.3 tree (real column names, real statement rows
 Five records (ecg_id 1-5, patients 101-104) in folds 1, 8, 9, 10, 3, each as
 `records100/00000/0000N_lr` (100 Hz) and `records500/00000/0000N_hr` (500 Hz), 10 s, format 16,
 gain 1000/mV, upper-case lead names (`AVR`, ...) as in PTB-XL's headers.
+
+`extra=N` appends N more records (ecg_id 1001..., one patient each) for running the evaluation on
+the tree: record k is in fold 1-8 (k mod 5 < 3), 9 (k mod 5 = 3) or 10 (k mod 5 = 4), and its
+statements are `EXTRA_CODES[(k // 5) mod 6]`, each with a diagnostic, a form and a rhythm
+statement, so every split of every task holds every one of those statements and records without
+them (its beat rate follows the statement set, so the labels are learnable).
 """
 
 from __future__ import annotations
@@ -48,6 +54,27 @@ RECORDS = (
     (5, 101.0, 57.0, 1, "{'NORM': 80.0, 'SR': 0.0}", 3),
 )
 LEAD_NAMES = [name.upper() for name in schema.LEAD_ORDER]
+# Statement sets of the `extra` records: a diagnostic, a form and a rhythm statement each.
+EXTRA_CODES = (
+    "{'NORM': 100.0, 'PVC': 100.0, 'SR': 0.0}",
+    "{'IMI': 100.0, 'STD_': 100.0, 'AFIB': 0.0}",
+    "{'LVH': 100.0, 'NDT': 100.0, 'SR': 0.0}",
+    "{'1AVB': 100.0, 'PVC': 100.0, 'AFIB': 0.0}",
+    "{'ASMI': 100.0, 'STD_': 100.0, 'SR': 0.0}",
+    "{'NORM': 80.0, 'NDT': 100.0, 'AFIB': 0.0}",
+)
+EXTRA_FIRST_ID = 1001
+
+
+def extra_records(extra: int) -> tuple[tuple, ...]:
+  """The `extra` records' rows, as `RECORDS` (module docstring)."""
+  rows = []
+  for k in range(extra):
+    slot = k % 5
+    fold = (k // 5) % 8 + 1 if slot < 3 else (9 if slot == 3 else 10)
+    rows.append((EXTRA_FIRST_ID + k, float(1001 + k), float(30 + k % 50), k % 2,
+                 EXTRA_CODES[(k // 5) % len(EXTRA_CODES)], fold))
+  return tuple(rows)
 
 
 def record_mv(ecg_id: int, fs: int) -> np.ndarray:
@@ -55,12 +82,16 @@ def record_mv(ecg_id: int, fs: int) -> np.ndarray:
   t = np.arange(10 * fs) / fs
   rng = np.random.default_rng(ecg_id)
   amp = rng.uniform(-1.0, 1.0, 12)
-  beat = np.exp(-((t * (1.0 + 0.1 * ecg_id)) % 1.0 - 0.4) ** 2 / 0.002)
+  if ecg_id >= EXTRA_FIRST_ID:   # Beat rate by statement set (0.8-1.8 Hz).
+    rate = 0.8 + 0.2 * (((ecg_id - EXTRA_FIRST_ID) // 5) % len(EXTRA_CODES))
+  else:
+    rate = 1.0 + 0.1 * ecg_id
+  beat = np.exp(-((t * rate) % 1.0 - 0.4) ** 2 / 0.002)
   return beat[:, None] * amp + 0.1 * np.sin(2 * np.pi * 0.25 * t + ecg_id)[:, None]
 
 
-def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes the tree under `out_dir` and returns it."""
+def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Path:
+  """Writes the tree (plus `extra` records, module docstring) under `out_dir` and returns it."""
   import wfdb  # Lazy.
 
   out_dir = pathlib.Path(out_dir)
@@ -73,8 +104,10 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
   with (out_dir / "ptbxl_database.csv").open("w", newline="") as f:
     writer = csv.DictWriter(f, DB_COLUMNS, restval="")
     writer.writeheader()
-    for ecg_id, patient, age, sex, codes, fold in RECORDS:
-      lr, hr = f"records100/00000/{ecg_id:05d}_lr", f"records500/00000/{ecg_id:05d}_hr"
+    for ecg_id, patient, age, sex, codes, fold in RECORDS + extra_records(extra):
+      folder = f"{ecg_id // 1000 * 1000:05d}"
+      lr = f"records100/{folder}/{ecg_id:05d}_lr"
+      hr = f"records500/{folder}/{ecg_id:05d}_hr"
       writer.writerow({"ecg_id": ecg_id, "patient_id": patient, "age": age, "sex": sex,
                        "scp_codes": codes, "strat_fold": fold, "filename_lr": lr,
                        "filename_hr": hr, "device": "CS-12", "validated_by_human": True})
