@@ -379,7 +379,7 @@ def test_export_import_of_bad_weights_writes_no_workdir(name, weights, tmp_path)
 
 def test_export_missing_workdir_and_config(good, tmp_path):
   refused(cli("clef_jax.export", "--workdir", tmp_path / "nope", "--output", tmp_path / "o.ckpt"),
-          "No Orbax checkpoint", str(tmp_path / "nope"), code=1)
+          "no training workdir", str(tmp_path / "nope"), code=1)
   refused(cli("clef_jax.export", "--from_torch", good, "--config", "configs/smal.py",
               "--workdir", tmp_path / "wd"), "configs/smal.py", code=1)
   assert not (tmp_path / "o.ckpt").exists() and not (tmp_path / "wd").exists()
