@@ -172,7 +172,7 @@ def ici_seconds(coll: dict[str, dict[str, float]], n: int, bandwidth: float) -> 
 
 
 def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool = True,
-         breakdown: bool = False) -> dict[str, Any]:
+         breakdown: bool = False, hlo_path: str = "") -> dict[str, Any]:
   """Compiles the trainer's step and returns the per-chip report (see the module docstring)."""
   from clef_jax import chips
   from clef_jax import hlo
@@ -217,6 +217,9 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
                                           chip.hbm_bytes)
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
+  if hlo_path:
+    from clef_jax import monitoring
+    monitoring.atomic_write_text(pathlib.Path(hlo_path).expanduser(), text)
   return report
 
 
@@ -311,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--batch", type=int, default=None, help="global batch in pairs (default: config)")
   p.add_argument("--json", default="", help="also write the report to this file (atomic)")
   p.add_argument("--breakdown", action="store_true", help="bytes per top-level instruction")
+  p.add_argument("--hlo", default="", help="also write the compiled per-chip HLO text here")
   p.add_argument("--no_fit", action="store_true",
                  help="skip the second compile that finds the largest batch that fits")
   args = p.parse_args(argv)
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config = load_config(args.config)
     report = plan(config, topology=args.topology, batch=args.batch or None,
-                  fit=not args.no_fit, breakdown=args.breakdown)
+                  fit=not args.no_fit, breakdown=args.breakdown, hlo_path=args.hlo)
   except PlanError as e:
     print(f"plan: {e}", file=sys.stderr)
     return 2
