@@ -291,6 +291,10 @@ def format_report(r: dict[str, Any]) -> str:
     b = r["breakdown"]
     lines.append(f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB): " +
                  ", ".join(f"{k} {v / 1e9:.2f}" for k, v in list(b["by_opcode"].items())[:8]))
+    lines.append("bytes by op_name (all blocks together; GB, compiler-estimated cycles):")
+    for k, v in b["by_op_name"].items():
+      lines.append(f"  {v / 1e9:8.3f} GB {b['cycles']['by_op_name'].get(k, 0):>11} cyc  {k[-90:]}")
+    lines.append(f"largest instructions (compiler's estimate, all: {b['cycles']['total']} cycles):")
     for row in b["top"]:
       lines.append(f"  {row['bytes'] / 1e9:8.3f} GB  {row['opcode']:<14} {row['shape'][:48]:<48}"
                    f"  {row['op_name'][-70:]}")
