@@ -1,4 +1,4 @@
-r"""Build one of the `datasets/<name>/` TFDS datasets as ArrayRecord, with a build report.
+r"""Build one of the `clef_jax/datasets/<name>/` TFDS datasets as ArrayRecord, with a report.
 
     python -m clef_jax.build NAME [--config CFG] [--manual_dir DIR] --data_dir OUT [--overwrite] \
         [--option KEY=VALUE ...]
@@ -9,10 +9,10 @@ r"""Build one of the `datasets/<name>/` TFDS datasets as ArrayRecord, with a bui
     python -m clef_jax.build mimic_iv_ecg --config one_per_patient --manual_dir ~/mimic-iv-ecg \
         --data_dir ~/tfds --option metadata_csv=~/mimiciv_metadata_with_score2.csv
 
-NAME is any folder `datasets/<NAME>/` holding `<NAME>_dataset_builder.py` with a `Builder` class.
-The result lands in `OUT/NAME/CFG/VERSION/` together with `build_report.json` (records kept,
-skipped per reason with example ids, flags, windows per record, duration). Reading it back needs no
-code from this repository:
+NAME is any folder `clef_jax/datasets/<NAME>/` holding `<NAME>_dataset_builder.py` with a
+`Builder` class. The result lands in `OUT/NAME/CFG/VERSION/` together with `build_report.json`
+(records kept, skipped per reason with example ids, flags, windows per record, duration). Reading
+it back needs no code from this repository:
 
     tfds.data_source("NAME/CFG", data_dir=OUT, split="train")
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -35,53 +34,32 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from clef_jax import build_report, cli
+from clef_jax import build_report, cli, files
 
-# `datasets/` sits next to the package in the repository (not installed: it must not shadow
-# HuggingFace's `datasets`, so it has no `__init__.py` and builders are imported by path).
-DATASETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+# The builders are the subpackages `clef_jax.datasets.<name>` (TFDS's own layout:
+# `<name>/<name>_dataset_builder.py` with a `Builder` class, which TFDS names after its module).
+DATASETS_PACKAGE = "clef_jax.datasets"
+DATASETS_DIR = pathlib.Path(__file__).resolve().parent / "datasets"
 
 
-def available_datasets(datasets_dir: pathlib.Path = DATASETS_DIR) -> list[str]:
-  """Names of the `datasets/<name>/<name>_dataset_builder.py` folders."""
-  if not datasets_dir.is_dir():
-    return []
-  return sorted(p.name for p in datasets_dir.iterdir()
+def available_datasets() -> list[str]:
+  """Names of the `clef_jax/datasets/<name>/<name>_dataset_builder.py` folders."""
+  return sorted(p.name for p in DATASETS_DIR.iterdir()
                 if (p / f"{p.name}_dataset_builder.py").is_file())
 
 
-def dataset_module(name: str, module: str | None = None,
-                   datasets_dir: pathlib.Path = DATASETS_DIR):
-  """Imports `datasets/<name>/<module>.py` (default: the `<name>_dataset_builder` module).
-
-  The folder is imported as the top-level package `<name>` (TFDS names a `Builder` class after its
-  `<name>_dataset_builder` module); a second call, or a test that put `datasets/` on `sys.path`,
-  reuses the module, so TFDS never sees a builder registered twice.
-  """
-  folder = datasets_dir / name
-  if not (folder / f"{name}_dataset_builder.py").is_file():
+def dataset_module(name: str, module: str | None = None):
+  """Imports `clef_jax.datasets.<name>.<module>` (default: the `<name>_dataset_builder` module)."""
+  if not (DATASETS_DIR / name / f"{name}_dataset_builder.py").is_file():
     raise ValueError(
-        f"No builder {name!r}: expected {folder}/{name}_dataset_builder.py. "
-        f"Available: {', '.join(available_datasets(datasets_dir)) or 'none'}.")
-  package = sys.modules.get(name)
-  if package is None:
-    spec = importlib.util.spec_from_file_location(
-        name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    try:
-      spec.loader.exec_module(package)
-    except BaseException:
-      del sys.modules[name]
-      raise
-  elif pathlib.Path(next(iter(getattr(package, "__path__", [""])), "")).resolve() != folder:
-    raise ImportError(f"A different module named {name!r} is already imported: {package!r}")
-  return importlib.import_module(f"{name}.{module or name + '_dataset_builder'}")
+        f"No builder {name!r}: expected {DATASETS_DIR / name}/{name}_dataset_builder.py. "
+        f"Available: {', '.join(available_datasets()) or 'none'}.")
+  return importlib.import_module(f"{DATASETS_PACKAGE}.{name}.{module or name + '_dataset_builder'}")
 
 
-def builder_class(name: str, datasets_dir: pathlib.Path = DATASETS_DIR):
-  """The `Builder` class of `datasets/<name>/<name>_dataset_builder.py`."""
-  return dataset_module(name, datasets_dir=datasets_dir).Builder
+def builder_class(name: str):
+  """The `Builder` class of `clef_jax/datasets/<name>/<name>_dataset_builder.py`."""
+  return dataset_module(name).Builder
 
 
 def _parse_value(text: str) -> Any:
@@ -112,7 +90,7 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   """Builds dataset `name` as ArrayRecord and returns the path of its `build_report.json`.
 
   Args:
-    name: folder under `datasets/`; `name/config` is accepted too.
+    name: folder under `clef_jax/datasets/`; `name/config` is accepted too.
     data_dir: TFDS data directory to build into.
     config: builder config name (default: the builder's default).
     manual_dir: folder holding the manually downloaded archive.
@@ -170,22 +148,26 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   if replaced is not None:
     shutil.rmtree(replaced)
   if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2))
-    os.replace(tmp, report_path)
+    files.atomic_write_text(report_path, json.dumps(
+        _fallback_report(builder, time.monotonic() - start), indent=2))
   return report_path
 
 
 def dummy_data_main(write_dummy_data: Callable[[str], Any],
                     argv: Sequence[str] | None = None) -> int:
-  """Command line of every `datasets/<name>/dummy_data_generation.py`: `--out_dir DIR`.
+  """Command line of every `clef_jax/datasets/<name>/dummy_data_generation.py`: `--out_dir DIR`.
 
   Writes that builder's tiny fake archive (for tests and trying a build) and prints its folder.
   """
   parser = argparse.ArgumentParser(description="Writes a tiny fake archive for this builder.")
   parser.add_argument("--out_dir", required=True, help="where to write the tree")
+  parser.add_argument("--extra", type=int, default=0,
+                      help="well-formed records added so every split holds every class (the "
+                      "generator's docstring says how they are labelled)")
   args = parser.parse_args(argv)
-  print(write_dummy_data(args.out_dir))
+  if args.extra < 0:
+    parser.error(f"--extra must be >= 0; got {args.extra}")
+  print(write_dummy_data(args.out_dir, **({"extra": args.extra} if args.extra else {})))
   return 0
 
 

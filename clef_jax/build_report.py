@@ -47,6 +47,8 @@ import pathlib
 import time
 from typing import Any
 
+from clef_jax import files
+
 REPORT_FILENAME = "build_report.json"
 
 # Skip reasons: the record is not stored.
@@ -199,11 +201,7 @@ class BuildReport:
 
   def write(self, path: str | os.PathLike) -> pathlib.Path:
     """Writes the JSON atomically (temporary file, then rename) and returns its path."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return files.atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
   def summary(self) -> str:
     return summarize(self.to_dict())

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run: train state + grain iterator position + config, and weight loading.
+"""Orbax checkpoints of a run: train state + grain iterator position + config.
 
 Layout (one `ocp.CheckpointManager` over `<workdir>/checkpoints`):
 
@@ -10,8 +10,8 @@ Saves are asynchronous (the arrays are copied to host, then written in a backgro
 atomic: Orbax writes into a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint as the latest, never a half-written one.
 
-Besides the manager, this module reads backbone weights for `config.init_from`, the export CLI
-and `embed`: from a workdir, a `checkpoints/` directory, one step directory, or a PyTorch file.
+Besides the manager: finding a run's newest step directory, and reading a step's saved config or
+its backbone params alone (what `clef_jax.weights` loads a backbone from).
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def _first_bad_json(step_dir: pathlib.Path) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading weights (init_from, export, embed).
+# Reading one step (clef_jax.weights).
 # ------------------------------------------------------------------------------------------------
 def _step_dirs(root: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()
@@ -328,73 +328,3 @@ def restore_backbone(step_dir: str | os.PathLike, target: PyTree | None = None) 
     restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(item, restore_args=restore_args, partial_restore=True)))
   return restored.state["params"]["backbone"]
-
-
-def load_backbone(path: str | os.PathLike) -> tuple[dict[str, Any], PyTree]:
-  """(config dict, host backbone params) of a workdir / checkpoints dir / step dir."""
-  step_dir = resolve_step_dir(path)
-  return read_config(step_dir), restore_backbone(step_dir)
-
-
-# ------------------------------------------------------------------------------------------------
-# PyTorch files (export, init_from, embed --torch_weights).
-# ------------------------------------------------------------------------------------------------
-EXPORT_FORMATS = ("lightning", "state_dict", "safetensors")
-
-
-def save_backbone_torch(params: PyTree, path: str | os.PathLike, *, name: str, size: str,
-                        format: str = "lightning") -> None:  # pylint: disable=redefined-builtin
-  """Writes backbone params as a PyTorch file (atomically: temp file + rename).
-
-  Net1D files load into the official CLEF code (`lightning`: `{"state_dict": {"backbone.<key>"}}`
-  like the released checkpoints, docs/method.md §I). MSFormer files load into
-  `clef_jax.export.torch_msformer.TorchMSFormer`.
-  """
-  if format not in EXPORT_FORMATS:
-    raise ValueError(f"Unknown format {format!r}; choose one of {EXPORT_FORMATS}.")
-  from clef_jax import export  # Lazy: torch.
-
-  if name == "net1d":
-    export.save_torch(params, path, size=size, in_channels=1, format=format)
-    return
-  if name != "msformer":
-    raise ValueError(f"No PyTorch export for backbone {name!r}.")
-  import torch
-  from clef_jax.export import msformer_interop
-
-  sd = msformer_interop.msformer_to_torch_state_dict(params, size=size, in_channels=1)
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  try:
-    if format == "safetensors":
-      from safetensors.torch import save_file
-      save_file(dict(sd), tmp, metadata={"model": "msformer", "size": size})
-    else:
-      torch.save({"state_dict": {f"backbone.{k}": v for k, v in sd.items()}}
-                 if format == "lightning" else sd, tmp)
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
-def load_backbone_torch(path: str | os.PathLike, *, name: str, size: str) -> PyTree:
-  """Reads a PyTorch backbone file (any `EXPORT_FORMATS`, or an official CLEF `.ckpt`)."""
-  from clef_jax import export
-
-  if name == "net1d":
-    return export.load_torch(path, size=size, in_channels=1)
-  if name != "msformer":
-    raise ValueError(f"No PyTorch import for backbone {name!r}.")
-  from clef_jax.export import msformer_interop
-
-  path = os.fspath(path)
-  if path.endswith(".safetensors"):
-    from safetensors.torch import load_file
-    sd = load_file(path)
-  else:
-    import torch
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-  sd = sd.get("state_dict", sd)
-  sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
-  return msformer_interop.msformer_from_torch_state_dict(sd, size=size, in_channels=1)

@@ -154,7 +154,8 @@ def absl_parse(
   """absl flag parsing by this module's conventions; pass as `app.run(flags_parser=...)`.
 
   `--help` prints `doc` and the program's flags and exits 0; deprecated spellings are renamed;
-  any parsing error (unknown flag, bad value, misspelt `--config.` override, unreadable config
+  `--config=configs/NAME.py[:OPTIONS]` names the packaged config when no such file exists
+  (`clef_jax.configs.resolve`); any parsing error (unknown flag, bad value, misspelt `--config.` override, unreadable config
   file) is one `error:` line on stderr and exit status 1.
   """
   from absl import flags
@@ -165,8 +166,11 @@ def absl_parse(
     flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.main_module_help()
     print(f"{doc.rstrip()}\n\nFlags:\n{flag_help}" if flag_help else doc.rstrip(), flush=True)
     sys.exit(0)
+  from clef_jax import configs
+
   try:
     argv = argv[:1] + rename_deprecated(argv[1:], set(flags.FLAGS), renamed)
+    argv = configs.resolve_argv(argv, config_flag)
     return flags.FLAGS(argv)
   except Exception as e:  # Flag errors, and config_flags' own (bad override paths, file errors).
     print(f"error: {config_error(e, argv[1:], config_flag)}", file=sys.stderr, flush=True)

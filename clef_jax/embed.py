@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from clef_jax import files
 from clef_jax import preprocess as pp
 from clef_jax.data import schema
 
@@ -208,19 +209,6 @@ def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib
   return paths
 
 
-def _write_atomically(writes: dict[pathlib.Path, Callable[[pathlib.Path], None]]) -> None:
-  """Writes every file to a temporary sibling first, then renames them all into place."""
-  tmps = {p: p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in writes}
-  try:
-    for path, write in writes.items():
-      write(tmps[path])
-    for path, tmp in tmps.items():
-      os.replace(tmp, path)
-  finally:
-    for tmp in tmps.values():
-      tmp.unlink(missing_ok=True)
-
-
 def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
   import csv
 
@@ -240,7 +228,7 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
       w.writerows(rows)
 
   paths["vectors"].parent.mkdir(parents=True, exist_ok=True)
-  _write_atomically({
+  files.atomic_write_all({
       paths["vectors"]: write_vectors,
       paths["ids"]: lambda tmp: tmp.write_text("".join(f"{r['record']}\n" for r in rows)),
       paths["index"]: write_index,

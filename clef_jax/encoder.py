@@ -97,22 +97,20 @@ class Progress:
 def _load_backbone(source: str | os.PathLike, *, backbone: str | None, size: str | None
                    ) -> tuple[Any, Any, dict[str, Any]]:
   """`(model, params, info)` from a training workdir / step directory or a PyTorch file."""
-  from clef_jax import checkpoint, models
+  from clef_jax import weights
 
   path = os.fspath(source)
   if os.path.isdir(path):
-    config, params = checkpoint.load_backbone(path)
-    name, sz = config["model"]["name"], config["model"]["size"]
+    loaded = weights.load_backbone(path)
   else:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path}: no such weights file or workdir.")
     if not size:
       raise ValueError(f"{path}: a PyTorch weights file needs its size (--size small | medium "
                        "| large).")
-    name, sz = backbone or "net1d", size
-    params = checkpoint.load_backbone_torch(path, name=name, size=sz)
-  return models.create_backbone(name, sz), params, {"backbone": name, "size": sz,
-                                                    "source": path}
+    loaded = weights.load_backbone(path, backbone=backbone or "net1d", size=size)
+  return loaded.model, loaded.params, {"backbone": loaded.backbone, "size": loaded.size,
+                                       "source": path}
 
 
 class Encoder:

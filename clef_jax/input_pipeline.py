@@ -217,7 +217,7 @@ def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | Non
 
   - It reads through TFDS's read-only builder (the files' own `dataset_info.json`), never a
     registered builder class, so the source pickles into grain workers without the
-    `datasets/<name>` code being importable there.
+    `clef_jax.datasets.<name>` code being imported there.
   - `lean=True` wraps the serialized examples in `LeanSource`, which decodes only the six fields
     the pipeline reads (~30 % cheaper than TFDS's generic decode of every feature).
 

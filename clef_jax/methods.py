@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from clef_jax.losses import l2_normalize
-from clef_jax.models.net1d import Dense
+from clef_jax.models.layers import Dense
 
 Array = jax.Array
 PyTree = Any
@@ -29,10 +29,10 @@ MOCO_QUEUE_SIZE = 65536   # K; must be a multiple of the global batch size B.
 class BYOLPredictor(nn.Module):
   """BYOL predictor: Linear(D, D/2) -> BatchNorm1d -> ReLU -> Linear(D/2, D).
 
-  Linear layers use PyTorch's default init (`net1d.Dense`). BatchNorm matches torch defaults:
-  eps 1e-5 and torch momentum 0.1, i.e. Flax `momentum=0.9` (Flax keeps 0.9 of the old running
-  average). Under `jax.jit` on a sharded batch the batch statistics are global-batch statistics
- ; no `axis_name` is needed.
+  Linear layers use PyTorch's default init (`models.layers.Dense`). BatchNorm matches torch
+  defaults: eps 1e-5 and torch momentum 0.1, i.e. Flax `momentum=0.9` (Flax keeps 0.9 of the old
+  running average). Under `jax.jit` on a sharded batch the batch statistics are global-batch
+  statistics; no `axis_name` is needed.
 
   Known difference: torch updates `running_var` with the *unbiased* batch variance, Flax with the
   biased one. Only the running averages differ (training normalises with the batch statistics in

@@ -25,15 +25,10 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from clef_jax import files
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
             "numpy", "scipy", "ml-collections", "tensorboardX", "torch", "clef_jax")
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Readers see the old file or the new one, never half of one (temp file + rename)."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -91,7 +86,7 @@ class Monitor:
     # Drop steps the checkpoint has not done (written after it, before a kill), and any torn line.
     kept = [r for r in read_metrics(self.workdir) if r.get("step", math.inf) < start_step]
     if path.exists() or kept:
-      atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+      files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(path, "a", buffering=1)  # Line-buffered: a kill loses at most one line.
     from tensorboardX import SummaryWriter  # Lazy: only the writer process needs it.
 
@@ -268,5 +263,5 @@ def write_manifest(workdir: str | os.PathLike, *, config: Mapping[str, Any], sta
     manifest = {"config": dict(config), "seeds": dict(seeds), "datasets": dict(datasets),
                 "starts": []}
   manifest["starts"].append(start)
-  atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
+  files.atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
   return path

@@ -39,20 +39,19 @@ class PlanError(ValueError):
 
 def load_config(spec: str):
   """`configs/medium.py:bf16,batch=256` -> the ConfigDict (`get_config(arg)` of that file)."""
-  path, _, arg = spec.partition(":")
+  from clef_jax import configs  # `configs/NAME.py` names the packaged file outside a checkout.
+
+  path, _, arg = configs.resolve(spec).partition(":")
   p = pathlib.Path(path)
   if not p.is_file():
     raise PlanError(f"--config: no such file: {path}")
   module_spec = importlib.util.spec_from_file_location(f"_plan_config_{p.stem}", p)
   module = importlib.util.module_from_spec(module_spec)
-  sys.path.insert(0, os.fspath(p.resolve().parents[1]))  # `from configs import base`.
   try:
     module_spec.loader.exec_module(module)
     return module.get_config(arg or None)
   except ValueError as e:
     raise PlanError(f"--config {spec}: {e}") from None
-  finally:
-    sys.path.pop(0)
 
 
 def topology_devices(topology: str) -> tuple[list[Any], str]:
@@ -340,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(format_report(report), flush=True)
   if args.json:
-    from clef_jax import monitoring
+    from clef_jax import files
     path = pathlib.Path(args.json).expanduser()
-    monitoring.atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    files.atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     print(f"json: {path}")
   return 0
 

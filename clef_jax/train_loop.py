@@ -37,9 +37,10 @@ from clef_jax import run_lock
 from clef_jax import sharding as sharding_lib
 from clef_jax import train
 from clef_jax import train_setup as setup
+from clef_jax import weights
 from clef_jax.data import built, schema
 # The run's errors and config factories, importable from here as before.
-from clef_jax.train_setup import (ConfigError, Preempted, TrainingError, create_model,  # noqa: F401
+from clef_jax.train_setup import (ConfigError, Preempted, TrainingError,  # noqa: F401
                                   create_optimizer, state_kwargs)
 
 # Batch entries the train step reads (the iterator also yields `index` and `leads`).
@@ -78,13 +79,14 @@ def load_init_weights(path: str, *, model_name: str, size: str, abstract_backbon
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(
             jax.local_devices()[0])), abstract_backbone)
     try:
-      params = checkpoint.restore_backbone(step_dir, target)
+      params = weights.load_backbone(step_dir, backbone=model_name, size=size,
+                                     target=target).params
     except Exception as e:  # Orbax reports shape/tree mismatches in many exception types.
       raise ConfigError(f"config.init_from: {step_dir} does not hold a {model_name}-{size} "
                         f"backbone ({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from None
     return jax.device_get(params)
   try:
-    return checkpoint.load_backbone_torch(p, name=model_name, size=size)
+    return weights.load_backbone(p, backbone=model_name, size=size).params
   except (ValueError, ImportError, RuntimeError) as e:  # RuntimeError: not a torch file.
     raise ConfigError(f"config.init_from: {p}: {str(e).splitlines()[0]}") from None
 

@@ -19,10 +19,9 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from clef_jax import checkpoint, input_pipeline, models, optim
+from clef_jax import input_pipeline, models, optim, weights
 from clef_jax.data import built
 
 
@@ -149,16 +148,8 @@ def loss_kwargs(method: str, loss: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Model and optimiser from config sections (also used by the export CLI).
+# The optimiser from its config section (also used by the export CLI).
 # ------------------------------------------------------------------------------------------------
-def create_model(model_cfg: Any):
-  """`config.model` -> the backbone module (single-lead input)."""
-  kwargs = {"conv_impl": model_cfg["conv_impl"]} if model_cfg["name"] == "net1d" else {}
-  return models.create_backbone(model_cfg["name"], model_cfg["size"], in_channels=1,
-                                dtype=jnp.dtype(model_cfg["dtype"]), remat=model_cfg["remat"],
-                                **kwargs)
-
-
 def create_optimizer(optim_cfg: Any, steps_per_epoch: int):
   """`config.optim` -> `(tx, lr_fn)` (`optim.make_optimizer`)."""
   return optim.make_optimizer(
@@ -200,7 +191,7 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   from clef_jax import train
 
   try:
-    model = create_model(config.model)
+    model = models.from_config(config.model)
     tx, lr_fn = create_optimizer(config.optim, steps_per_epoch)
     if config.method == "moco" and config.moco.queue_size % config.input.batch_size:
       raise ValueError(f"moco.queue_size={config.moco.queue_size} must be a multiple of "
@@ -292,13 +283,13 @@ def export_backbone(backbone: Any, workdir: pathlib.Path,
                     config: ml_collections.ConfigDict) -> str | None:
   """Writes the backbone as a PyTorch file into `workdir/export/` (process 0)."""
   fmt = config.ckpt.export_format
-  ext = {"safetensors": ".safetensors", "state_dict": ".pt"}.get(fmt, ".ckpt")
+  ext = weights.SUFFIXES.get(fmt, ".ckpt")
   # Named like the released weights (clef_small.ckpt, docs/method.md §I); other methods get their name.
   path = workdir / "export" / f"{config.method}_{config.model.size}{ext}"
   try:
     path.parent.mkdir(exist_ok=True)
-    checkpoint.save_backbone_torch(backbone, path, name=config.model.name, size=config.model.size,
-                                   format=fmt)
+    weights.save_backbone(backbone, path, backbone=config.model.name, size=config.model.size,
+                          format=fmt)
   except ImportError as e:
     _log("export: skipped (%s)", e)
     return None

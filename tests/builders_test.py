@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -309,7 +311,7 @@ def test_worker_processes_give_the_same_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_cli_builds_synthetic_ecg_with_a_report(tmp_path, capsys):
-  """The CLI resolves any `datasets/<name>/`; builders without a report get a minimal one."""
+  """The CLI resolves any `clef_jax/datasets/<name>/`; builders without a report get a minimal one."""
   assert build.main(["synthetic_ecg", "--config", "tiny", "--data_dir", str(tmp_path)]) == 0
   report_path = tmp_path / "synthetic_ecg" / "tiny" / "1.0.0" / br.REPORT_FILENAME
   assert f"report: {report_path}" in capsys.readouterr().out
@@ -454,11 +456,33 @@ def test_ptbxl_bad_rows(tmp_path):
   assert report["records"]["kept"] == 6
 
 
+@pytest.mark.parametrize("name", ["ptbxl", "music_scd"])
+def test_dummy_data_scripts_extra_records(tmp_path, name):
+  script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
+  # This checkout's clef_jax, whichever one is installed.
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}", "--extra=7"],
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  module = build.dataset_module(name, "dummy_data_generation")
+  module.write_dummy_data(tmp_path / "fn", extra=7)
+  module.write_dummy_data(tmp_path / "plain")
+  tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  cli, fn, plain = tree(tmp_path / "cli"), tree(tmp_path / "fn"), tree(tmp_path / "plain")
+  assert cli == fn
+  # The extra records are added; the plain tree's record files are unchanged.
+  assert set(plain) < set(fn) and all(fn[k] == v for k, v in plain.items() if k.suffix != ".csv")
+  bad = subprocess.run([*script, f"--out_dir={tmp_path / 'x'}", "--extra=-1"],
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert bad.returncode == 2 and "--extra must be >= 0" in bad.stderr
+
+
 @pytest.mark.parametrize(
-    "name", ["chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "physionet_challenge", "ptbxl"])
+    "name", ["aurora_bp", "chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "mimic_iv_lvef",
+             "music_scd", "physionet_challenge", "ptbxl"])
 def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
-  script = build.DATASETS_DIR / name / "dummy_data_generation.py"
-  out = subprocess.run([sys.executable, str(script), f"--out_dir={tmp_path / 'cli'}"],
+  script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
+  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}"],
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == str(tmp_path / "cli")
@@ -466,6 +490,6 @@ def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
   tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
   cli, fn = tree(tmp_path / "cli"), tree(tmp_path / "fn")
   assert cli and cli == fn
-  missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+  missing = subprocess.run(script, capture_output=True, text=True,
                            timeout=120)
   assert missing.returncode == 2 and "--out_dir" in missing.stderr

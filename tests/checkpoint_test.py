@@ -69,23 +69,6 @@ def test_resolve_step_dir_errors(tmp_path):
     checkpoint.resolve_step_dir(tmp_path)
 
 
-def test_torch_file_round_trip(tmp_path):
-  pytest.importorskip("torch")
-  from clef_jax import models
-
-  model = models.create_backbone("net1d", "small")
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 1)))["params"]
-  rng = np.random.default_rng(1)
-  params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
-  for fmt in checkpoint.EXPORT_FORMATS:
-    path = tmp_path / f"w.{fmt}"
-    checkpoint.save_backbone_torch(params, path, name="net1d", size="small", format=fmt)
-    back = checkpoint.load_backbone_torch(path, name="net1d", size="small")
-    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
-      np.testing.assert_array_equal(a, b)
-  assert not list(tmp_path.glob(".*tmp*"))                  # No temp files left behind.
-
-
 def _truncate_largest(directory):
   """Cuts the largest file under `directory` to 100 bytes (a disk that filled up mid-copy)."""
   files = sorted((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)

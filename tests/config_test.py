@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from clef_jax import losses, options, train_setup
+from clef_jax import losses, models, options, train_setup
 
 SWITCHES = {
     "loss.nan_rate_meta": "zero",
@@ -77,7 +77,7 @@ def test_every_switch_arrives_where_it_is_used():
   assert (aug.bandpass, aug.zscore, aug.mask_span, aug.noise_rms, aug.target_fs) == (
       False, False, (0.2, 0.4), 0.05, 250.0)
   # Backbone.
-  assert train_setup.create_model(config.model).conv_impl == "xla"
+  assert models.from_config(config.model).conv_impl == "xla"
   # The end-of-run probe follows the pretraining lead unless its own lead is set.
   assert train_setup.probe_lead(config) == "II"
   assert train_setup.probe_lead(parse("--config.input.lead=II",

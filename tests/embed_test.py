@@ -58,14 +58,15 @@ def test_cli_on_real_records(shared_data, tmp_path, fast_compiles):
   import jax
   import jax.numpy as jnp
 
-  from clef_jax import checkpoint, models
+  from clef_jax import models
+  from clef_jax import weights as weights_lib
 
   model = models.create_backbone("net1d", "small")
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 1)))["params"]
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
   weights = tmp_path / "w.ckpt"
-  checkpoint.save_backbone_torch(params, weights, name="net1d", size="small")
+  weights_lib.save_backbone(params, weights, backbone="net1d", size="small")
   records = shared_data / "cinc2021"
   out = tmp_path / "emb.npy"
   rc = embed.main(["--torch-weights", str(weights), "--size", "small", "--input", str(records),

@@ -34,10 +34,10 @@ def enc(fast_compiles_module):
 @pytest.fixture(scope="module")
 def weights(enc, tmp_path_factory):
   pytest.importorskip("torch")
-  from clef_jax import checkpoint
+  from clef_jax import weights as weights_lib
 
   path = tmp_path_factory.mktemp("w") / "w.ckpt"
-  checkpoint.save_backbone_torch(enc.params, path, name="net1d", size="small")
+  weights_lib.save_backbone(enc.params, path, backbone="net1d", size="small")
   return path
 
 
@@ -354,8 +354,9 @@ def test_cli_ctrl_c_while_loading_is_one_line(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
   """`Encoder.load(workdir)` as the README says: the run's backbone and size, its latest step."""
-  from clef_jax import checkpoint, train_loop
-  from configs import small
+  from clef_jax import train_loop
+  from clef_jax import weights as weights_lib
+  from clef_jax.configs import small
 
   config = small.get_config("tiny,steps=2")
   config.input.data_dir = os.fspath(tmp_path / "data")
@@ -366,7 +367,7 @@ def test_encoder_load_from_a_training_workdir(tmp_path, fast_compiles):
   train_loop.train_and_evaluate(config, tmp_path / "w")
   enc = encoder.Encoder.load(tmp_path / "w", batch_size=4)
   assert (enc.backbone, enc.size) == (config.model.name, config.model.size)
-  _, params = checkpoint.load_backbone(os.fspath(tmp_path / "w"))
+  params = weights_lib.load_backbone(os.fspath(tmp_path / "w")).params
   import jax
 
   for a, b in zip(jax.tree.leaves(enc.params), jax.tree.leaves(params)):

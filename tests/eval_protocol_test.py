@@ -6,7 +6,7 @@ import pytest
 
 from clef_jax.data.signal import resample
 from clef_jax.evaluation import heads, models, protocol, records
-from configs import eval as eval_config
+from clef_jax.configs import eval as eval_config
 
 
 def test_label_subset_is_seeded_sorted_and_keeps_every_class():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clef_jax.evaluation import tasks
-from configs import eval as eval_config
+from clef_jax.configs import eval as eval_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASET_GROUPS = ("ptbxl", "chapman", "icentia11k", "mc_med", "mimic_iv_lvef", "music_scd",

@@ -19,7 +19,7 @@ from clef_jax import metrics
 from clef_jax.data import built
 from clef_jax.evaluation import heads, models, protocol, records, scoring, tasks
 from clef_jax.evaluation import report as report_lib
-from configs import eval as eval_config
+from clef_jax.configs import eval as eval_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,9 @@ def test_patient_split_has_no_overlap_and_is_seeded():
 
 def test_config_tasks_and_options():
   config = eval_config.get_config("sex+age,finetune,window=256,split=0.5/0.2/0.3,lead=II,"
-                                  "epochs=3,resamples=50,head_init=zeros")
+                                  "epochs=3,resamples=50,head_init=zeros,embed_batch=16")
   assert list(config.tasks) == ["sex", "age"]                        # in the order asked for
+  assert config.embed_batch_size == 16
   assert config.mode == "finetune" and config.data.window == 256 and config.data.lead == "II"
   assert config.data.split_fractions == (0.5, 0.2, 0.3)
   assert config.train.max_epochs == 3 and config.bootstrap.resamples == 50
@@ -69,11 +70,11 @@ def test_config_tasks_and_options():
                                                           "superdiagnostic", "form", "rhythm")]
   assert default.mode == "probe" and default.data.lead == "I" and default.data.window == 5000
   assert default.train.learning_rate == 1e-3 and default.train.patience == 5
-  assert default.bootstrap.resamples == 1000
+  assert default.bootstrap.resamples == 1000 and default.embed_batch_size == 64
   assert default.tasks.ptbxl_rhythm.split == "predefined"
   for bad, match in (("", "needs a task"), ("nope", "Unknown task"), ("sex,foo", "Unknown eval"),
                      ("sex,window=x", "not a valid int"), ("sex,split=0.5/0.5", "three"),
-                     ("sex,windows=some", "windows")):
+                     ("sex,windows=some", "windows"), ("sex,embed_batch=0", "embed_batch")):
     with pytest.raises(ValueError, match=match):
       eval_config.get_config(bad)
 
@@ -299,7 +300,7 @@ def pretrained(tmp_path_factory, fast_compiles_module):
   Under pytest-xdist the workers share it (made once, under a lock, beside their temp roots).
   """
   from clef_jax import train_loop
-  from configs import small
+  from clef_jax.configs import small
 
   base = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):

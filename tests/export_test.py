@@ -91,16 +91,6 @@ def _rel_err(ours, ref):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_layout_presets_match_flax_variants():
-  # net1d_layout repeats the presets so the twin imports without JAX; they must agree.
-  for size, variant in net1d.VARIANTS.items():
-    assert net1d_layout.PRESETS[size] == (variant.base_filters, variant.ratio,
-                                          variant.filter_list, variant.m_blocks_list,
-                                          variant.groups_width)
-    assert net1d_layout.KERNEL_SIZE == variant.kernel_size
-    assert list(net1d_layout.block_specs(size)) == list(net1d.block_specs(variant))
-
-
 @pytest.mark.parametrize("size", ["small", "medium", "large"])
 def test_table_flax_side_matches_flax_param_tree(size):
   table = net1d_layout.state_dict_table(size)

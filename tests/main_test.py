@@ -116,10 +116,10 @@ def test_demo_run_outputs(reference):
   assert probe["protocol"]["lead"] == "I" and (workdir / "eval" / "predictions.npz").is_file()
   # The export is a CLEF-style Lightning checkpoint holding the final weights.
   pytest.importorskip("torch")
-  from clef_jax import checkpoint
-  exported = checkpoint.load_backbone_torch(workdir / "export" / "clef_small.ckpt",
-                                            name="net1d", size="small")
-  _, final = checkpoint.load_backbone(workdir)
+  from clef_jax import weights
+  exported = weights.load_backbone(workdir / "export" / "clef_small.ckpt", backbone="net1d",
+                                   size="small").params
+  final = weights.load_backbone(workdir).params
   np.testing.assert_array_equal(exported["stem_conv"]["kernel"], final["stem_conv"]["kernel"])
 
 
@@ -162,12 +162,12 @@ def test_kill_9_and_resume_is_bit_identical(reference, imported, shared, tmp_pat
 
 @pytest.mark.slow
 def test_export_import_and_init_from(reference, imported, shared, tmp_path):
-  from clef_jax import checkpoint
+  from clef_jax import weights
 
   if imported is None:
     pytest.skip("needs torch")
-  _, final = checkpoint.load_backbone(reference[0])
-  _, back = checkpoint.load_backbone(imported)             # checkpoints/0 of the import
+  final = weights.load_backbone(reference[0]).params
+  back = weights.load_backbone(imported).params            # checkpoints/0 of the import
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(final)):
     np.testing.assert_array_equal(a, b)
   run = run_main(tmp_path, *TRAIN_ONLY, f"--config.init_from={imported}", shared=shared,
@@ -273,7 +273,7 @@ def test_misconfiguration_is_one_clear_line(config, expected, tmp_path, shared):
 # ------------------------------------------------------------------------------------------------
 def test_medium_without_mimic_stops_at_once_and_says_how_to_build(tmp_path):
   from clef_jax import train_loop
-  from configs import medium
+  from clef_jax.configs import medium
 
   config = medium.get_config()
   with config.unlocked():
@@ -287,7 +287,7 @@ def test_medium_without_mimic_stops_at_once_and_says_how_to_build(tmp_path):
 
 
 def test_config_options():
-  from configs import base, large, small
+  from clef_jax.configs import base, large, small
 
   config = small.get_config("demo,simclr,lead=II,bf16,remat,fsdp,steps=7,batch=16,lr=0.01")
   assert (config.method, config.input.lead, config.model.dtype, config.model.remat,

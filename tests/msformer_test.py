@@ -142,14 +142,6 @@ def _signal(batch, length, channels=1, seed=1):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_interop_presets_agree_with_variants():
-  for name, v in msformer.VARIANTS.items():
-    assert msformer_interop.PRESETS[name] == (v.widths, v.depths, v.num_heads, v.features,
-                                              v.patch_size, v.mlp_ratio)
-    assert all(w % h == 0 and (w // h) % 2 == 0 for w, h in zip(v.widths, v.num_heads))
-  assert set(msformer_interop.PRESETS) == set(msformer.VARIANTS)
-
-
 @pytest.mark.parametrize("size", ["small", "medium", "large"])
 def test_param_count_within_10_percent_of_net1d(size):
   flat = _flat(_abstract_params(size))

@@ -131,7 +131,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def make_config(size: str, *, batch: int, length: int, dtype: str, workers: int,
                 read_threads: int, num_records: int, data_dir: str):
   """The size's training config (`configs/<size>.py`), on a synthetic archive of `length`."""
-  from configs import base
+  from clef_jax.configs import base
 
   config = base.get_config("bf16" if dtype == "bfloat16" else None,
                            size="small" if size == "tiny" else size)

@@ -59,7 +59,7 @@ class MachineLoad:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
   """Writes `data` as JSON atomically (a reader sees the old file or the whole new one)."""
-  from clef_jax import monitoring  # Lazy: keeps `--help` light.
+  from clef_jax import files
 
   path = pathlib.Path(path)
-  monitoring.atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+  files.atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

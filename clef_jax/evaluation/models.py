@@ -52,13 +52,12 @@ def load_backbone(entry: str, *, backbone: str = "net1d") -> Backbone:
   Raises:
     FileNotFoundError, ValueError: unusable entry (the message says why).
   """
-  from clef_jax import checkpoint, models
+  from clef_jax import weights
 
   label, path, size = parse_model_entry(entry)
   p = pathlib.Path(path).expanduser()
   if p.is_dir():
-    config, params = checkpoint.load_backbone(p)
-    name, size = config["model"]["name"], config["model"]["size"]
+    loaded = weights.load_backbone(p)
     label = label or p.absolute().name
   elif p.is_file():
     if size is None:
@@ -66,13 +65,12 @@ def load_backbone(entry: str, *, backbone: str = "net1d") -> Backbone:
       if len(named) != 1:
         raise ValueError(f"Size of {p} unknown: write {entry}@small|medium|large.")
       size = named[0]
-    name = backbone
-    params = checkpoint.load_backbone_torch(p, name=name, size=size)
+    loaded = weights.load_backbone(p, backbone=backbone, size=size)
     label = label or p.stem
   else:
     raise FileNotFoundError(f"No workdir or weight file {p}.")
-  return Backbone(label=label, name=name, size=size, source=os.fspath(p.absolute()),
-                  model=models.create_backbone(name, size), params=params)
+  return Backbone(label=label, name=loaded.backbone, size=loaded.size,
+                  source=os.fspath(p.absolute()), model=loaded.model, params=loaded.params)
 
 
 def random_backbone(name: str, size: str, *, seed: int, window: int) -> Backbone:
@@ -82,7 +80,7 @@ def random_backbone(name: str, size: str, *, seed: int, window: int) -> Backbone
   from clef_jax import models
   from clef_jax.models import init as models_init
 
-  model = models.create_backbone(name, size)
+  model = models.from_config({"name": name, "size": size})
   params = jax.device_get(models_init.init_params(model, jax.random.key(seed), (1, window, 1)))
   return Backbone(label=RANDOM_INIT, name=name, size=size, source=f"random init (seed {seed})",
                   model=model, params=params)

@@ -5,7 +5,7 @@ multilabel / multiclass / regression, which fixes the loss and the metric), how 
 formed, the split (the dataset's published split or a seeded patient-level one) and, where the
 protocol fixes them, the input lead, window and preprocessing, and whether training draws
 class-balanced batches. Adding a task is one entry in `TASKS` (and, for a new dataset, its
-builder under `datasets/`); `configs/eval.py` selects tasks by name or group.
+builder under `clef_jax/datasets/`); `configs/eval.py` selects tasks by name or group.
 
 The paper's 18 tasks over 7 datasets (docs/method.md §F.2) are `PAPER_TASKS`, in the paper's
 order (13 classification, 5 regression); the group `paper` selects them all and each dataset is a

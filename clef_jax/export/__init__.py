@@ -8,12 +8,13 @@ from clef_jax.export.msformer_interop import msformer_from_torch_state_dict
 from clef_jax.export.msformer_interop import msformer_to_torch_state_dict
 from clef_jax.export.msformer_interop import param_table as msformer_param_table
 from clef_jax.export.net1d_interop import from_torch_state_dict
-from clef_jax.export.net1d_interop import load_torch
-from clef_jax.export.net1d_interop import save_torch
 from clef_jax.export.net1d_interop import to_torch_state_dict
 from clef_jax.export.net1d_layout import state_dict_table
+from clef_jax.export.torch_files import FORMATS
+from clef_jax.export.torch_files import load_torch
+from clef_jax.export.torch_files import save_torch
 
-__all__ = ["TorchMSFormer", "TorchNet1D", "from_torch_state_dict", "load_torch",
+__all__ = ["FORMATS", "TorchMSFormer", "TorchNet1D", "from_torch_state_dict", "load_torch",
            "msformer_from_torch_state_dict", "msformer_param_table",
            "msformer_to_torch_state_dict", "save_torch", "state_dict_table", "to_torch_state_dict"]
 

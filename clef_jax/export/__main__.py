@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 from typing import Sequence
@@ -28,13 +27,12 @@ from typing import Sequence
 
 def load_config(spec: str):
   """`path/to/config.py[:options]` -> its `get_config(options)` (as `config_flags` does)."""
-  path, _, arg = spec.partition(":")
+  from clef_jax import configs
+
+  path, _, arg = configs.resolve(spec).partition(":")
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"No config file {path}.")
-  repo = pathlib.Path(__file__).resolve().parents[2]
-  if os.fspath(repo) not in sys.path:   # Config files import `configs.base`.
-    sys.path.insert(0, os.fspath(repo))
   module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -43,30 +41,28 @@ def load_config(spec: str):
 
 def to_torch(workdir: str, output: str, fmt: str) -> str:
   """Latest checkpoint of `workdir` -> PyTorch file `output`; returns a summary line."""
-  from clef_jax import checkpoint
+  from clef_jax import weights
 
-  step_dir = checkpoint.resolve_step_dir(workdir)
-  config, params = checkpoint.load_backbone(step_dir)
-  model = config["model"]
+  loaded = weights.load_backbone(workdir)
   out = pathlib.Path(output)
   out.parent.mkdir(parents=True, exist_ok=True)
-  checkpoint.save_backbone_torch(params, out, name=model["name"], size=model["size"], format=fmt)
-  return f"{step_dir} ({model['name']}-{model['size']}) -> {out} ({fmt})"
+  weights.save_backbone(loaded.params, out, backbone=loaded.backbone, size=loaded.size, format=fmt)
+  return f"{loaded.source} ({loaded.backbone}-{loaded.size}) -> {out} ({fmt})"
 
 
 def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
   """PyTorch file -> `workdir/checkpoints/0` for `config_spec`; returns a summary line."""
   import jax
 
-  from clef_jax import checkpoint, train, train_loop
+  from clef_jax import checkpoint, models, train, train_loop, weights
 
   config = load_config(config_spec)
   directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
   if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
     raise ValueError(f"{directory} already holds checkpoints; choose a new --workdir.")
-  params = checkpoint.load_backbone_torch(torch_file, name=config.model.name,
-                                          size=config.model.size)
-  model = train_loop.create_model(config.model)
+  params = weights.load_backbone(torch_file, backbone=config.model.name,
+                                 size=config.model.size).params
+  model = models.from_config(config.model)
   tx, _ = train_loop.create_optimizer(config.optim, steps_per_epoch=1)  # Shapes only.
   state = jax.jit(lambda rng, p: train.create_train_state(
       rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)))(
@@ -80,7 +76,7 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   from clef_jax import cli
-  from clef_jax.checkpoint import EXPORT_FORMATS
+  from clef_jax.export.torch_files import FORMATS
 
   parser = cli.ArgumentParser(
       prog="python -m clef_jax.export", description=__doc__.split("\n\n")[0],
@@ -88,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir", required=True, help="training workdir (read, or written "
                       "with --from_torch)")
   parser.add_argument("--output", help="PyTorch file to write")
-  parser.add_argument("--format", default="lightning", choices=EXPORT_FORMATS)
+  parser.add_argument("--format", default="lightning", choices=FORMATS)
   parser.add_argument("--from_torch", help="PyTorch file to import")
   parser.add_argument("--config", help="config of the import, e.g. configs/small.py")
   args = parser.parse_args(argv)

@@ -16,8 +16,7 @@ tree mirrors the Flax one (`TorchMSFormer` registers modules under the Flax name
 
 That is: Dense kernel (in, out) <-> Linear weight (out, in); LayerNorm scale/bias <-> weight/bias.
 
-The size presets are repeated from `clef_jax.models.msformer.VARIANTS` so that this module (and the
-twin) import without JAX; `tests/msformer_test.py` asserts the two tables agree and that
+The sizes come from `clef_jax.arch.msformer` (no JAX); `tests/msformer_test.py` asserts that
 `param_table` matches `jax.eval_shape` of the Flax model path for path.
 """
 
@@ -29,15 +28,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from clef_jax.arch import msformer as arch
 from clef_jax.export import strict
-
-# name: (widths, depths, num_heads, features, patch_size, mlp_ratio); see msformer.VARIANTS.
-PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int, int, int]] = {
-    "small": ((32, 64, 64, 96), (2, 2, 2, 1), (1, 2, 2, 3), 256, 10, 4),
-    "medium": ((128, 256, 512, 768), (2, 2, 4, 2), (2, 4, 8, 12), 1024, 10, 4),
-    "large": ((256, 512, 1024, 2048), (2, 2, 14, 2), (4, 8, 16, 32), 2048, 10, 4),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -49,16 +41,12 @@ class Entry:
   torch_shape: tuple[int, ...]
 
 
-def check_size(size: str) -> None:
-  if size not in PRESETS:
-    raise ValueError(f"Unknown MSFormer size {size!r}; choose one of {sorted(PRESETS)}.")
-
-
 def _modules(size: str, in_channels: int,
              num_classes: int | None) -> Iterator[tuple[tuple[str, ...], str, int, int]]:
   """Yields (module path, kind, in, out) in the twin's registration order; kind: dense | norm."""
-  widths, depths, _, features, patch, ratio = PRESETS[size]
-  yield ("patch_embed",), "dense", patch * in_channels, widths[0]
+  v = arch.variant(size)
+  widths, depths, ratio = v.widths, v.depths, v.mlp_ratio
+  yield ("patch_embed",), "dense", v.patch_size * in_channels, widths[0]
   for s, (w, d) in enumerate(zip(widths, depths)):
     if s > 0:
       yield (f"stage{s}_merge", "norm"), "norm", 2 * widths[s - 1], 2 * widths[s - 1]
@@ -72,14 +60,14 @@ def _modules(size: str, in_channels: int,
       yield (blk, "mlp", "fc1"), "dense", w, ratio * w
       yield (blk, "mlp", "fc2"), "dense", ratio * w, w
     yield (f"stage{s}_norm",), "norm", w, w
-  yield ("fusion",), "dense", sum(widths), features
+  yield ("fusion",), "dense", sum(widths), v.features
   if num_classes:
-    yield ("dense",), "dense", features, num_classes
+    yield ("dense",), "dense", v.features, num_classes
 
 
 def param_table(size: str, in_channels: int = 1, num_classes: int | None = None) -> list[Entry]:
   """Every MSFormer tensor, in the twin's `state_dict` order."""
-  check_size(size)
+  arch.check_size(size)
   table = []
   for path, kind, fan_in, fan_out in _modules(size, in_channels, num_classes):
     key = ".".join(path)
@@ -101,7 +89,7 @@ def param_table(size: str, in_channels: int = 1, num_classes: int | None = None)
 def _hints(patch_fan_in: int | None, has_head: bool, size: str, in_channels: int,
            num_classes: int | None) -> list[str]:
   hints = []
-  patch = PRESETS[size][4]
+  patch = arch.VARIANTS[size].patch_size
   if patch_fan_in is not None and patch_fan_in != patch * in_channels and patch_fan_in % patch == 0:
     hints.append(f"the patch embedding takes {patch_fan_in // patch} input channels; pass "
                  f"in_channels={patch_fan_in // patch}")
@@ -133,7 +121,7 @@ def msformer_to_torch_state_dict(params: Mapping[str, Any], *, size: str,
     ValueError: listing every missing, unexpected or wrongly shaped Flax param.
   """
   torch = strict.import_torch()
-  check_size(size)
+  arch.check_size(size)
   flat = strict.flat_numpy_params(params)
   head = flat.get(("dense", "kernel"))
   num_classes = head.shape[-1] if head is not None and head.ndim == 2 else None
@@ -177,7 +165,7 @@ def msformer_from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str,
   Raises:
     ValueError: listing every missing, unexpected or wrongly shaped key.
   """
-  check_size(size)
+  arch.check_size(size)
   sd = state_dict.get("state_dict", state_dict)
   if not isinstance(sd, Mapping):
     raise ValueError(f"state_dict['state_dict'] is a {type(sd).__name__}, not a mapping.")

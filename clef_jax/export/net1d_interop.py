@@ -2,7 +2,8 @@
 
 All key/layout knowledge lives in `net1d_layout.state_dict_table`. This module only walks that
 table. It imports neither JAX nor (until a torch-specific function runs) torch: params come back
-as nested dicts of float32 numpy arrays, which `Module.apply` accepts directly.
+as nested dicts of float32 numpy arrays, which `Module.apply` accepts directly. Files are
+`torch_files`'.
 
 Accepted checkpoint shapes on import:
   - a bare `Net1D.state_dict()`;
@@ -17,17 +18,12 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import pickle
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
 from clef_jax.export import net1d_layout
 from clef_jax.export import strict
-
-FORMATS = ("lightning", "state_dict", "safetensors")
 
 # Top-level modules of other pretraining methods that may share a Lightning checkpoint with
 # `backbone` (docs/method.md §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
@@ -184,98 +180,3 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
                     "(use_bn=False), so they are dropped. Was this model trained with use_bn=True?",
                     len(non_initial), ", ".join(non_initial[:5]))
   return strict.unflatten(flat)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files.
-# ---------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str | os.PathLike, write_fn) -> None:
-  """Calls `write_fn(tmp_path)` on a temp file in the target directory, then renames it."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-  os.close(fd)
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)                        # Atomic on POSIX: readers see old or new file.
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-# `format` shadows the builtin on purpose: it is the public keyword the API documents.
-def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
-               in_channels: int = 1, format: str = "lightning") -> None:
-  """Writes Flax Net1D params as a PyTorch checkpoint the official code loads.
-
-  Args:
-    params: Flax params (see `to_torch_state_dict`).
-    path: destination file; written atomically (temp file in the same directory + rename).
-    size: "small" | "medium" | "large".
-    in_channels: input leads the params were built for.
-    format: "lightning" -> `torch.save({"state_dict": {"backbone.<key>": tensor}})`, like a CLEF
-      pretraining checkpoint (docs/method.md §I); "state_dict" -> `torch.save` of the bare state dict;
-      "safetensors" -> the bare state dict as safetensors (metadata records size/in_channels).
-  """
-  if format not in FORMATS:
-    raise ValueError(f"Unknown format {format!r}; choose one of {FORMATS}.")
-  torch = strict.import_torch()
-  sd = to_torch_state_dict(params, size=size, in_channels=in_channels)
-  if format == "lightning":
-    obj = {"state_dict": collections.OrderedDict((f"backbone.{k}", v) for k, v in sd.items())}
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-  elif format == "state_dict":
-    _atomic_write(path, lambda tmp: torch.save(sd, tmp))
-  else:
-    from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
-    metadata = {"format": "pt", "model": "net1d", "size": size, "in_channels": str(in_channels)}
-    _atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=metadata))
-
-
-def _is_safetensors(path: str) -> bool:
-  """By extension, else by magic: 8-byte little-endian header length followed by '{'."""
-  if path.endswith(".safetensors"):
-    return True
-  with open(path, "rb") as f:
-    head = f.read(9)
-  if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":   # torch.save zip / legacy pickle.
-    return False
-  return len(head) == 9 and head[8:9] == b"{"
-
-
-def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
-               num_classes: int | None = None) -> dict[str, Any]:
-  """Reads a CLEF / ECGFounder / `save_torch` checkpoint into Flax params.
-
-  torch files are read with `torch.load(..., weights_only=True)`, which never runs pickled code;
-  safetensors files are recognised by extension or magic bytes.
-
-  Args:
-    path: checkpoint file (.ckpt / .pth / .pt / .safetensors).
-    size: "small" | "medium" | "large".
-    in_channels: input leads of the checkpoint.
-    num_classes: load the `dense` head of this width (ECGFounder: 150); None -> backbone only.
-
-  Returns:
-    Flax params (float32 numpy arrays); see `from_torch_state_dict`.
-  """
-  path = os.fspath(path)
-  torch = strict.import_torch()
-  if _is_safetensors(path):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    checkpoint = load_file(path)
-  else:
-    try:
-      checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-      raise ValueError(
-          f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
-          "file, extract its state_dict in a separate step and pass it to "
-          "from_torch_state_dict.") from e
-  if not isinstance(checkpoint, Mapping):
-    raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
-  return from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
-                               num_classes=num_classes)

@@ -22,23 +22,14 @@ Layout rule, per tensor:
     bias          (O,)              <->  (O,)                       unchanged
     bn.*          no Flax param; exported with BatchNorm1d's initial values (never used by Net1D)
 
-The size presets are repeated here from `clef_jax.models.net1d.VARIANTS` so that this module (and
-the twin) import without JAX; `tests/export_test.py` asserts the two tables agree.
+The sizes and the block layout come from `clef_jax.arch.net1d` (no JAX).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
 
-# name: (base_filters, ratio, filter_list, m_blocks_list, groups_width); kernel 16, stride 2.
-PRESETS: dict[str, tuple[int, float, tuple[int, ...], tuple[int, ...], int]] = {
-    "small": (32, 0.5, (32, 64, 64, 128, 128, 256), (1, 1, 2, 2, 2, 2), 8),
-    "medium": (64, 1.0, (64, 160, 160, 400, 400, 1024, 1024), (2, 2, 2, 3, 3, 4, 4), 16),
-    "large": (128, 1.5, (128, 256, 256, 512, 512, 1024, 1024, 2048, 2048),
-              (2, 3, 3, 4, 4, 5, 5, 6, 6), 32),
-}
-KERNEL_SIZE = 16
+from clef_jax.arch import net1d as arch
 
 # BatchNorm1d entries in state_dict order, with the values a freshly built module holds. Net1D in
 # CLEF/ECGFounder never calls its BN modules, so trained checkpoints keep exactly these values.
@@ -58,31 +49,6 @@ BLOCK_MODULES: tuple[tuple[str | None, str, str], ...] = (
     ("se_fc1", "se_fc1", "linear"),
     ("se_fc2", "se_fc2", "linear"),
 )
-
-
-def check_size(size: str) -> None:
-  if size not in PRESETS:
-    raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(PRESETS)}.")
-
-
-def block_specs(size: str) -> Iterator[dict[str, int | bool]]:
-  """Yields one dict per block: stage, block, in_ch, out_ch, mid_ch, groups, stride, is_first.
-
-  Args:
-    size: "small" | "medium" | "large".
-
-  Returns:
-    An iterator over blocks in forward order (docs/method.md §A.2 `BasicStage`).
-  """
-  check_size(size)
-  base, ratio, filters, m_blocks, groups_width = PRESETS[size]
-  in_ch = base
-  for s, (out_ch, n) in enumerate(zip(filters, m_blocks)):
-    for b in range(n):
-      yield dict(stage=s, block=b, in_ch=in_ch if b == 0 else out_ch, out_ch=out_ch,
-                 mid_ch=int(out_ch * ratio), groups=out_ch // groups_width,
-                 stride=2 if b == 0 else 1, is_first=(s == 0 and b == 0))
-    in_ch = out_ch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +103,12 @@ def state_dict_table(size: str, in_channels: int = 1,
   Returns:
     Entries in `state_dict()` order: 257 / 507 / 957 for small / medium / large without head.
   """
-  check_size(size)
-  base = PRESETS[size][0]
-  k = KERNEL_SIZE
+  arch.check_size(size)
+  v = arch.VARIANTS[size]
+  base, k = v.base_filters, v.kernel_size
   table = _module_entries(("stem_conv",), "first_conv.conv", "conv", (base, in_channels, k))
   table += _module_entries(None, "first_bn", "bn", (base,))
-  for spec in block_specs(size):
+  for spec in arch.block_specs(v):
     i, o, m, g = spec["in_ch"], spec["out_ch"], spec["mid_ch"], spec["groups"]
     weight_shapes = {"bn1": (i,), "conv1": (m, i, 1), "bn2": (m,), "conv2": (m, m // g, k),
                      "bn3": (m,), "conv3": (o, m, 1), "se_fc1": (o // 2, o),
@@ -154,5 +120,5 @@ def state_dict_table(size: str, in_channels: int = 1,
       table += _module_entries(None if flax_name is None else (block, flax_name),
                                f"{torch_block}.{torch_suffix}", kind, weight_shapes[shape_key])
   if num_classes:
-    table += _module_entries(("dense",), "dense", "linear", (num_classes, PRESETS[size][2][-1]))
+    table += _module_entries(("dense",), "dense", "linear", (num_classes, v.features))
   return table

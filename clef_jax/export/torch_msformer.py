@@ -1,7 +1,8 @@
 """PyTorch twin of MSFormer (`clef_jax.models.msformer`); its forward equals the Flax model's.
 
 Channels-first like `TorchNet1D` and torch convention: input `(B, C, L)`, output `(B, D)` (or
-`(B, num_classes)` with a head). Imports torch, numpy and the pure-Python preset table only; no JAX.
+`(B, num_classes)` with a head). Imports torch, numpy and the pure-Python architecture description
+(`clef_jax.arch.msformer`) only; no JAX.
 
 Modules are registered under the Flax names, so `state_dict()` keys are the Flax paths joined with
 "." (`msformer_interop.param_table`). Flax conventions matched explicitly:
@@ -22,20 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clef_jax.export import msformer_interop
-
-LN_EPSILON = 1e-6
-ROPE_BASE = 10_000.0
+from clef_jax.arch import msformer as arch
+from clef_jax.arch.msformer import LN_EPSILON, ROPE_BASE
 
 
 def rope_tables(num_tokens: int, stage: int, head_dim: int,
                 base: float = ROPE_BASE) -> tuple[torch.Tensor, torch.Tensor]:
-  """cos/sin `(N, head_dim // 2)` float32 for token centres (i + 0.5) * 2^stage - 0.5."""
-  inv_freq = base ** (-np.arange(head_dim // 2, dtype=np.float64) * 2.0 / head_dim)
-  pos = (np.arange(num_tokens, dtype=np.float64) + 0.5) * 2.0 ** stage - 0.5
-  angles = pos[:, None] * inv_freq[None, :]
-  return (torch.from_numpy(np.cos(angles).astype(np.float32)),
-          torch.from_numpy(np.sin(angles).astype(np.float32)))
+  """`arch.msformer.rope_tables` (the Flax model's tables) as torch tensors."""
+  cos, sin = arch.rope_tables(num_tokens, stage, head_dim, base)
+  return torch.from_numpy(cos), torch.from_numpy(sin)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -149,8 +145,8 @@ class TorchMSFormer(nn.Module):
                max_global_tokens: int = 512, window_size: int = 128,
                rope_base: float = ROPE_BASE):
     super().__init__()
-    msformer_interop.check_size(size)
-    widths, depths, heads, features, patch, ratio = msformer_interop.PRESETS[size]
+    v = arch.variant(size)
+    widths, depths, heads, patch, ratio = v.widths, v.depths, v.num_heads, v.patch_size, v.mlp_ratio
     self.size, self.in_channels, self.patch_size = size, in_channels, patch
     self.widths, self.depths, self.heads, self.rope_base = widths, depths, heads, rope_base
     # Registration order == msformer_interop.param_table order == state_dict order.
@@ -161,8 +157,8 @@ class TorchMSFormer(nn.Module):
       for b in range(d):
         self.add_module(f"stage{s}_block{b}", Block(w, h, ratio, max_global_tokens, window_size))
       self.add_module(f"stage{s}_norm", nn.LayerNorm(w, eps=LN_EPSILON))
-    self.fusion = nn.Linear(sum(widths), features)
-    self.dense = nn.Linear(features, num_classes) if num_classes else None
+    self.fusion = nn.Linear(sum(widths), v.features)
+    self.dense = nn.Linear(v.features, num_classes) if num_classes else None
 
   def forward(self, x: torch.Tensor, *, return_aux: bool = False):
     """`(B, in_channels, L)` -> `(B, D)`; with `return_aux`, also the Flax model's aux dict."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clef_jax.export import net1d_layout
+from clef_jax.arch import net1d as arch
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ class Block(nn.Module):
   """Pre-activation bottleneck with SE (r=2) and a max-pooled, channel-centred identity."""
 
   def __init__(self, in_ch: int, out_ch: int, mid_ch: int, groups: int, stride: int,
-               is_first: bool, kernel_size: int = net1d_layout.KERNEL_SIZE):
+               is_first: bool, kernel_size: int):
     super().__init__()
     self.in_ch, self.out_ch, self.stride, self.is_first = in_ch, out_ch, stride, is_first
     # Registration order fixes the state_dict order: bn1, conv1, bn2, conv2, bn3, conv3, se_fc*.
@@ -106,20 +106,20 @@ class TorchNet1D(nn.Module):
 
   def __init__(self, size: str, in_channels: int = 1, num_classes: int | None = None):
     super().__init__()
-    net1d_layout.check_size(size)
-    base = net1d_layout.PRESETS[size][0]
+    arch.check_size(size)
+    v = arch.VARIANTS[size]
+    base = v.base_filters
     self.size, self.in_channels = size, in_channels
-    self.first_conv = ConvPadSame(in_channels, base, net1d_layout.KERNEL_SIZE, stride=2)
+    self.first_conv = ConvPadSame(in_channels, base, v.kernel_size, stride=2)
     self.first_bn = nn.BatchNorm1d(base)
     stages: list[list[Block]] = []
-    for spec in net1d_layout.block_specs(size):
+    for spec in arch.block_specs(v):
       if spec["block"] == 0:
         stages.append([])
       stages[-1].append(Block(spec["in_ch"], spec["out_ch"], spec["mid_ch"], spec["groups"],
-                              spec["stride"], spec["is_first"]))
+                              spec["stride"], spec["is_first"], v.kernel_size))
     self.stage_list = nn.ModuleList(Stage(blocks) for blocks in stages)
-    features = net1d_layout.PRESETS[size][2][-1]
-    self.dense = nn.Linear(features, num_classes) if num_classes else nn.Identity()
+    self.dense = nn.Linear(v.features, num_classes) if num_classes else nn.Identity()
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """Maps `(B, in_channels, L)` to `(B, D)` (or `(B, num_classes)` with a head)."""

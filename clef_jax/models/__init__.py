@@ -1,16 +1,20 @@
-"""Backbones. `create_backbone(name, size, ...)` is the one public constructor."""
+"""Backbones: `create_backbone(name, size, ...)` builds one, `from_config(config.model)` builds the
+one a config (or a saved checkpoint's config) describes.
+
+The architectures themselves (size presets, block layouts, constants) are `clef_jax.arch`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from clef_jax.arch import BACKBONES
 from clef_jax.models import msformer
 from clef_jax.models import net1d
-
-BACKBONES = ("net1d", "msformer")
 
 
 def create_backbone(name: str, size: str | net1d.Net1DVariant, *, in_channels: int = 1,
@@ -41,3 +45,26 @@ def create_backbone(name: str, size: str | net1d.Net1DVariant, *, in_channels: i
     return msformer.MSFormer(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
                              num_classes=num_classes, **kwargs)
   raise ValueError(f"Unknown backbone {name!r}; choose one of {BACKBONES}.")
+
+
+def from_config(model_cfg: Mapping[str, Any], *, in_channels: int = 1,
+                num_classes: int | None = None) -> nn.Module:
+  """`config.model` -> the backbone module.
+
+  Args:
+    model_cfg: `config.model` (a ConfigDict or the plain dict saved with a checkpoint), or any
+      mapping with at least `name` and `size`. Optional fields and their defaults: `dtype`
+      ("float32"), `remat` (False), `conv_impl` ("auto"; Net1D only).
+    in_channels: input leads (training is single-lead).
+    num_classes: optional linear head on the pooled embedding.
+  """
+  name = model_cfg["name"]
+  kwargs: dict[str, Any] = {}
+  if model_cfg.get("dtype") is not None:
+    kwargs["dtype"] = jnp.dtype(model_cfg["dtype"])
+  if model_cfg.get("remat") is not None:
+    kwargs["remat"] = model_cfg["remat"]
+  if name == "net1d" and model_cfg.get("conv_impl") is not None:
+    kwargs["conv_impl"] = model_cfg["conv_impl"]
+  return create_backbone(name, model_cfg["size"], in_channels=in_channels,
+                         num_classes=num_classes, **kwargs)

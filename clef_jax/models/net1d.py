@@ -14,83 +14,27 @@ Parameter paths are a public API (checkpoints and the PyTorch export depend on t
     dense/{kernel,bias}                       (only with `num_classes`)
 
 Conv kernels are stored in Flax layout `(K, C_in / groups, C_out)`; Dense kernels `(in, out)`.
+
+The size presets and the block layout are `clef_jax.arch.net1d`; the convolution formulations
+behind `conv_impl` are `conv_cpu`; the PyTorch-initialised layers are `layers`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clef_jax.arch.net1d import (VARIANTS, Net1DVariant, as_variant, block_specs,  # noqa: F401
+                                 paper_param_count, used_param_count)
 from clef_jax.models.conv_cpu import conv1d_same, pointwise_conv
+from clef_jax.models.layers import Dense, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 Dtype = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Net1DVariant:
-  """One size preset of `create_net1d_by_size` (docs/method.md §A.1)."""
-  base_filters: int
-  ratio: float
-  filter_list: tuple[int, ...]
-  m_blocks_list: tuple[int, ...]
-  groups_width: int
-  kernel_size: int = 16
-
-  @property
-  def features(self) -> int:
-    return self.filter_list[-1]
-
-
-VARIANTS: dict[str, Net1DVariant] = {
-    "small": Net1DVariant(
-        base_filters=32, ratio=0.5,
-        filter_list=(32, 64, 64, 128, 128, 256),
-        m_blocks_list=(1, 1, 2, 2, 2, 2), groups_width=8),
-    "medium": Net1DVariant(
-        base_filters=64, ratio=1.0,
-        filter_list=(64, 160, 160, 400, 400, 1024, 1024),
-        m_blocks_list=(2, 2, 2, 3, 3, 4, 4), groups_width=16),
-    "large": Net1DVariant(
-        base_filters=128, ratio=1.5,
-        filter_list=(128, 256, 256, 512, 512, 1024, 1024, 2048, 2048),
-        m_blocks_list=(2, 3, 3, 4, 4, 5, 5, 6, 6), groups_width=32),
-}
-
-
-def block_specs(variant: Net1DVariant):
-  """Yields (stage, block, in_ch, out_ch, mid_ch, groups, stride, is_first) for every block."""
-  in_ch = variant.base_filters
-  for s, (out_ch, m_blocks) in enumerate(zip(variant.filter_list, variant.m_blocks_list)):
-    for b in range(m_blocks):
-      block_in = in_ch if b == 0 else out_ch
-      yield dict(
-          stage=s, block=b, in_ch=block_in, out_ch=out_ch,
-          mid_ch=int(out_ch * variant.ratio), groups=out_ch // variant.groups_width,
-          stride=2 if b == 0 else 1, is_first=(s == 0 and b == 0))
-    in_ch = out_ch
-
-
-# ---------------------------------------------------------------------------------------------
-# Initialisation: PyTorch defaults (kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
-# ---------------------------------------------------------------------------------------------
-
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_bias_init(fan_in: int) -> Callable[..., Array]:
-  bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,19 +115,6 @@ class Conv1D(nn.Module):
     return y + bias
 
 
-class Dense(nn.Module):
-  """nn.Linear with PyTorch-default initialisation."""
-  features: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    in_ch = x.shape[-1]
-    kernel = self.param("kernel", torch_kernel_init, (in_ch, self.features), jnp.float32)
-    bias = self.param("bias", torch_bias_init(in_ch), (self.features,), jnp.float32)
-    return x @ kernel.astype(self.dtype) + bias.astype(self.dtype)
-
-
 class BasicBlock(nn.Module):
   """Pre-activation bottleneck: 1x1 -> grouped k16 (stride) -> 1x1 -> SE(r=2), plus shortcut."""
   in_ch: int
@@ -243,7 +174,7 @@ class Net1D(nn.Module):
 
   @property
   def variant(self) -> Net1DVariant:
-    return _as_variant(self.size)
+    return as_variant(self.size)
 
   @property
   def features(self) -> int:
@@ -279,35 +210,3 @@ class Net1D(nn.Module):
 
 def num_params(params: Any) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
-
-
-def _as_variant(size: str | Net1DVariant) -> Net1DVariant:
-  """A size name or a custom `Net1DVariant` -> the variant; ValueError for an unknown name."""
-  if isinstance(size, Net1DVariant):
-    return size
-  if size not in VARIANTS:
-    raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(VARIANTS)} "
-                     "or pass a Net1DVariant.")
-  return VARIANTS[size]
-
-
-def paper_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
-  """Parameter count as the paper/README reports it: including the never-used BN affine params."""
-  v = _as_variant(size)
-  bn = v.base_filters + sum(s["in_ch"] + 2 * s["mid_ch"] for s in block_specs(v))
-  return used_param_count(size, in_channels) + 2 * bn
-
-
-def used_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
-  """Trainable parameters of the module (closed form, no allocation)."""
-  v = _as_variant(size)
-  k = v.kernel_size
-  n = v.base_filters * in_channels * k + v.base_filters
-  for s in block_specs(v):
-    i, o, m, g = s["in_ch"], s["out_ch"], s["mid_ch"], s["groups"]
-    n += i * m + m                      # conv1
-    n += m * (m // g) * k + m           # conv2 (grouped)
-    n += m * o + o                      # conv3
-    n += o * (o // 2) + o // 2          # se_fc1
-    n += (o // 2) * o + o               # se_fc2
-  return n
