@@ -217,8 +217,8 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
   if hlo_path:
-    from clef_jax import monitoring
-    monitoring.atomic_write_text(pathlib.Path(hlo_path).expanduser(), text)
+    from clef_jax import files
+    files.atomic_write_text(pathlib.Path(hlo_path).expanduser(), text)
   return report
 
 

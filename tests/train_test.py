@@ -381,7 +381,7 @@ def test_sampled_risk_spearman_matches_scipy_on_its_pairs():
   np.testing.assert_allclose(got["neg_cos"], s[subj[:, None] != subj[None]].mean(), rtol=1e-5,
                              atol=1e-6)
   # The step's default is a config field.
-  from configs import small
+  from clef_jax.configs import small
   assert small.get_config().log.risk_spearman_pairs == train.RISK_SPEARMAN_PAIRS
 
 
