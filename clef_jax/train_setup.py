@@ -266,7 +266,8 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     step_fn = train.make_train_step(
         model, tx, lr_fn, method=config.method,
         loss_kwargs=loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
-        moco_momentum=config.moco.momentum, mesh=mesh)
+        moco_momentum=config.moco.momentum, mesh=mesh,
+        risk_spearman_pairs=config.log.risk_spearman_pairs)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
   return model, tx, step_fn
