@@ -18,12 +18,20 @@ it back needs no code from this repository:
 
 Builds are atomic: TFDS writes into `incomplete.*` and renames it when done (the builders' report is
 written before the rename); with `--overwrite` the previous version is moved aside and only deleted
-once the new one is complete. An existing complete version is reused unless `--overwrite`.
+once the new one is complete. An existing complete version is reused unless `--overwrite`. What a
+killed build leaves (`incomplete.*`, a moved-aside version) is cleaned up by the next build of
+that version (a moved-aside complete version is put back); two builds of one version at once are
+refused (a lock the kernel drops when a build dies).
+
+Exit status: 0 built (or already built); 1 the build failed (one line; bad records are skipped
+and counted in the report, not failures); 2 bad arguments; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -99,9 +107,10 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
 
   Returns:
     Path of `build_report.json` in the dataset's version directory.
-  """
-  import tensorflow_datasets as tfds  # Lazy: heavy import.
 
+  Raises:
+    BuildLocked: another build of this dataset config is running.
+  """
   if "/" in name:
     name, config = name.split("/", 1)
 
@@ -112,6 +121,70 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   builder = make_builder()
   data_path = pathlib.Path(builder.data_path)
   report_path = data_path / build_report.REPORT_FILENAME
+  data_path.parent.mkdir(parents=True, exist_ok=True)
+  with _build_lock(data_path):
+    if clean_leftovers(data_path):
+      builder = make_builder()   # It may have seen the version that was just put back.
+    return _build_locked(builder, make_builder, data_path, report_path, overwrite=overwrite,
+                         manual_dir=manual_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(data_path: pathlib.Path):
+  """One build of a version at a time: an exclusive `flock` on the version's parent folder.
+
+  The kernel drops a `flock` however its process ends (kill -9 too), so a held lock means a
+  live build and leftovers found while holding it are a dead one's. Locking the folder itself
+  leaves no lock file among the versions.
+
+  Raises:
+    BuildLocked: another live process is building into the folder.
+  """
+  fd = os.open(data_path.parent, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise BuildLocked(f"{data_path.parent}: another build of this dataset config is running; "
+                        "wait for it to finish or stop it.") from None
+    yield
+  finally:
+    os.close(fd)   # Releases the lock.
+
+
+class BuildLocked(RuntimeError):
+  """Another live process is building the same dataset config."""
+
+
+def clean_leftovers(data_path: pathlib.Path, log: Callable[[str], Any] = print) -> bool:
+  """Removes what a killed build of `data_path` left beside it; returns whether one was restored.
+
+  TFDS builds into `incomplete.<random>_<version>/` and renames it when done; `--overwrite`
+  moves the previous version to `<version>.replaced-<pid>` until the new one is complete. A build
+  killed in between leaves these behind. The caller holds the version's build lock, so no live
+  build owns them: incomplete folders are deleted, and a moved-aside version is put back when no
+  complete version took its place (it was complete), else deleted.
+  """
+  restored = False
+  for leftover in sorted(data_path.parent.glob(f"incomplete.*_{data_path.name}")):
+    shutil.rmtree(leftover, ignore_errors=True)
+    log(f"removed {leftover} (left by an interrupted build)")
+  for moved in sorted(data_path.parent.glob(f"{data_path.name}.replaced-*")):
+    if not data_path.exists():
+      moved.rename(data_path)
+      restored = True
+      log(f"restored {data_path} from {moved.name} (an interrupted --overwrite build)")
+    else:
+      shutil.rmtree(moved, ignore_errors=True)
+      log(f"removed {moved} (the version an interrupted --overwrite build replaced)")
+  return restored
+
+
+def _build_locked(builder, make_builder, data_path: pathlib.Path, report_path: pathlib.Path, *,
+                  overwrite: bool, manual_dir) -> pathlib.Path:
+  """`build` once the version's lock is held and leftovers are gone."""
+  import tensorflow_datasets as tfds  # Lazy: heavy import.
+
   if data_path.exists() and not overwrite:
     print(f"{builder.info.full_name} already built at {data_path} (use --overwrite to rebuild)")
     return report_path
@@ -194,9 +267,48 @@ def main(argv: Sequence[str] | None = None) -> int:
   name = args.name.split("/", 1)[0]
   if name not in available_datasets():
     parser.error(f"no dataset {name!r}; choose one of {', '.join(available_datasets())}")
-  report_path = build(args.name, data_dir=args.data_dir, config=args.config,
-                      manual_dir=os.path.expanduser(args.manual_dir) if args.manual_dir else None,
-                      overwrite=args.overwrite, builder_kwargs=kwargs)
+  manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
+  try:
+    cli.check_output_dir(args.data_dir, "--data_dir")
+  except cli.UsageError as e:
+    parser.error(str(e))
+  if manual_dir and not os.path.isdir(manual_dir):
+    parser.error(f"--manual_dir {manual_dir}: no such directory; pass the folder holding the "
+                 "downloaded archive")
+  builder_cls = builder_class(name)
+  instructions = getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  if instructions and not manual_dir:
+    parser.error(f"{name} builds from a downloaded archive: pass --manual_dir DIR. "
+                 + " ".join(instructions.split()))
+  config_names = [c.name for c in getattr(builder_cls, "BUILDER_CONFIGS", None) or []]
+  config = args.config or (args.name.split("/", 1)[1] if "/" in args.name else None)
+  if config and config_names and config not in config_names and not kwargs:
+    parser.error(f"--config {config}: {name} has no such config; choose one of "
+                 f"{', '.join(config_names)}")
+  try:
+    report_path = build(args.name, data_dir=args.data_dir, config=args.config,
+                        manual_dir=manual_dir, overwrite=args.overwrite, builder_kwargs=kwargs)
+  except BuildLocked as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print(f"error: interrupted; {name} was not built (a previous complete version is kept; "
+          "rerun to build).", file=sys.stderr)
+    return 130
+  except Exception as e:  # Builders, TFDS and the file system fail in many ways: one line each.
+    if isinstance(e, TypeError) and "unexpected keyword argument" in str(e) and kwargs:
+      key = str(e).split("'")[1] if str(e).count("'") >= 2 else "?"
+      print(f"error: --option {key}=...: {name}'s Builder has no such option; see "
+            f"clef_jax/datasets/{name}/{name}_dataset_builder.py for its keyword arguments",
+            file=sys.stderr)
+      return 2
+    if isinstance(e, ValueError) and str(e).split("=", 1)[0] in kwargs:   # A builder's check.
+      print(f"error: --option {cli.error_text(e)}", file=sys.stderr)
+      return 2
+    first = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
+    print(f"error: building {args.name} into {args.data_dir} failed ({type(e).__name__}: "
+          f"{first})", file=sys.stderr)
+    return 1
   if report_path.exists():
     print(build_report.summarize(json.loads(report_path.read_text())))
   print(f"report: {report_path}")

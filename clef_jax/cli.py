@@ -13,6 +13,9 @@ bench, plan).
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
+import re
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import TextIO
@@ -108,7 +111,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message: str):
     """One line (`prog: error: ...`) and status 2, without the usage block above it."""
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+    self.exit(2, f"{self.prog}: error: {message.rstrip('.')} (see --help)\n")
 
 
 def one_line(error: BaseException) -> str:
@@ -123,6 +126,18 @@ def one_line(error: BaseException) -> str:
   return rest if sep and head.isidentifier() and head.endswith("Error") else last
 
 
+def error_text(error: BaseException) -> str:
+  """An exception's whole message on one line: lines joined, without a KeyError's quotes, and an
+  OSError as `file: reason`."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    text = f"{error.filename}: {error.strerror}"
+  elif len(error.args) == 1 and isinstance(error.args[0], str):
+    text = error.args[0]
+  else:
+    text = str(error)
+  return " ".join(line.strip() for line in text.splitlines() if line.strip()) or repr(error)
+
+
 def config_error(error: BaseException, argv: Sequence[str], flag: str = "config") -> str:
   """One line for an error of absl / `config_flags` parsing, naming the `--config.` override.
 
@@ -130,6 +145,9 @@ def config_error(error: BaseException, argv: Sequence[str], flag: str = "config"
   `--config.totl_steps=5: no config field 'totl_steps' (did you mean total_steps?)`.
   """
   cause = error.args[0] if isinstance(error, AttributeError) and error.args else error
+  if isinstance(cause, OSError) and cause.filename and cause.strerror:
+    return (f"--{flag} {cause.filename}: {cause.strerror}; pass an existing config file "
+            f"(--{flag}=path/to/config.py[:options])")
   if isinstance(cause, KeyError) and cause.args:
     lines = [s.strip() for s in str(cause.args[0]).splitlines() if s.strip()]
     field = lines[0].strip("'\"") if lines else "?"
@@ -142,6 +160,17 @@ def config_error(error: BaseException, argv: Sequence[str], flag: str = "config"
       f" (did you mean {suggestion}?)" if suggestion else "; see the config file for the fields"
     )
   return one_line(error)
+
+
+def config_file_error(error: BaseException, flag: str = "config") -> str:
+  """One line for a config file that `config_flags` could not load (it says so only when the
+  config is first used, with the attempts it made): `--config PATH: reason; what to do`."""
+  last = one_line(error)
+  match = re.fullmatch(r"\[Errno \d+\] (.+?): '(.+)'", last)
+  if match:
+    return (f"--{flag} {match.group(2)}: {match.group(1)}; pass an existing config file "
+            f"(--{flag}=path/to/config.py[:options])")
+  return f"--{flag}: {last}"
 
 
 def absl_parse(
@@ -175,3 +204,52 @@ def absl_parse(
   except Exception as e:  # Flag errors, and config_flags' own (bad override paths, file errors).
     print(f"error: {config_error(e, argv[1:], config_flag)}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, *,
+                     shown: str | os.PathLike | None = None) -> pathlib.Path:
+  """Fails early, in one line, when directory `path` cannot be created or written to.
+
+  A missing directory is fine (it is created later, with its parents); one under a regular file,
+  a regular file itself, or one in a directory this user cannot write is not. Remote paths
+  (`gs://...`) are left to the library that writes them.
+
+  Args:
+    path: the directory.
+    flag: the flag it came from, for the message.
+    shown: what the message calls the flag's value (default `path`; a file in `path`).
+
+  Raises:
+    UsageError: naming `flag`, the path and what to do.
+  """
+  text = os.fspath(path)
+  p = pathlib.Path(text).expanduser()
+  if "://" in text:
+    return p
+  value = p if shown is None else pathlib.Path(shown).expanduser()
+  ancestor = p
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    where = "is a file" if ancestor == value else f"{ancestor} is a file"
+    raise UsageError(f"{flag} {value}: {where}, not a directory; choose another {flag}.")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise UsageError(f"{flag} {value}: directory {ancestor} is not writable; choose another "
+                     f"{flag} or fix its permissions.")
+  return p
+
+
+def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool) -> pathlib.Path:
+  """`check_output_dir` for a file's folder; an existing file is refused unless `overwrite`.
+
+  Raises:
+    UsageError: naming `flag`, the path and what to do.
+  """
+  p = pathlib.Path(path).expanduser()
+  if p.is_dir():
+    raise UsageError(f"{flag} {p}: is a directory; name a file.")
+  if p.exists() and not overwrite:
+    raise UsageError(f"{flag} {p}: already exists; pass --overwrite to replace it, or choose "
+                     f"another {flag}.")
+  check_output_dir(p.parent, flag, shown=p)
+  return p

@@ -291,8 +291,10 @@ def _main(argv: Sequence[str] | None) -> int:
   args = _parser().parse_args(argv)
   from clef_jax import readers  # Lazy: --help should not wait for these imports.
 
+  from clef_jax import cli
+
   def fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return code
 
   try:
@@ -326,10 +328,10 @@ def _main(argv: Sequence[str] | None) -> int:
     enc = encoder.Encoder.load(args.workdir or args.torch_weights, backbone=args.backbone,
                                size=args.size, batch_size=args.batch_size)
   except (readers.InputError, FileNotFoundError, ValueError, KeyError) as e:
-    return fail(str(e.args[0]) if e.args else str(e))
+    return fail(cli.error_text(e))
   except Exception as e:   # Weights files fail in many ways (torch, orbax, safetensors).
     return fail(f"cannot load weights from {args.workdir or args.torch_weights} "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).")
+                f"({type(e).__name__}: {cli.error_text(e)}).")
   progress = None if args.quiet else encoder.Progress(len(sources), stream=sys.stderr)
   log = encoder.stderr_log
   if len(sources) == 1:   # The one input's skip reason becomes the error line: say it once.

@@ -24,6 +24,8 @@ _SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)
 # `%name = <type> <opcode>(<operands>), attributes`; <type> may be a tuple with spaces.
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_LAYER = re.compile(r"stage\d+_block\d+")
 
 
 def shape_sizes(text: str) -> list[float]:
@@ -106,14 +108,24 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
   """Where the bytes go: per top-level instruction, result + operand bytes.
 
   This is the HBM traffic each executed instruction implies when every operand is read once and
-  the result written once (what XLA's cost analysis assumes for a fusion), so the total is close
-  to `cost_analysis()["bytes accessed"]`.
+  the result written once (what XLA's cost analysis assumes for a fusion). Compiled TPU modules
+  name their operands without shapes, so operand sizes are looked up by name. Loop bodies count
+  once (not times their trip count). Where the compiler annotates its own estimate
+  (`"estimated_cycles"` in a TPU instruction's backend_config) it is summed too.
 
   Returns:
-    `{"total": bytes, "by_opcode": {opcode: bytes}, "top": [{"name", "opcode", "bytes",
-    "shape", "op_name"}, ...]}`, the largest `top` instructions first.
+    `{"total": bytes, "by_opcode": {opcode: bytes}, "by_op_name": {layer-agnostic op_name:
+    bytes}, "cycles": {"total": n, "by_op_name": {...}}, "top": [{"name", "opcode", "bytes",
+    "cycles", "shape", "op_name"}, ...]}`, the largest first (`top` of each).
   """
+  sizes: dict[str, float] = {}
+  for lines in _computations(hlo_text).values():
+    for line in lines:
+      m = _INSTR.match(line)
+      if m:
+        sizes[m.group(1)] = sum(shape_sizes(m.group(2)))
   rows, by_opcode = [], collections.Counter()
+  by_op_name, cycles_by_op_name = collections.Counter(), collections.Counter()
   for line in _executed_lines(hlo_text):
     m = _INSTR.match(line)
     if not m:
@@ -122,12 +134,25 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
     if opcode in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast",
                   "after-all", "partition-id", "replica-id") or opcode.endswith("-done"):
       continue
-    operands = rest.split("), ", 1)[0] if "), " in rest else rest
-    nbytes = sum(shape_sizes(result)) + sum(shape_sizes(operands))
+    operands = rest.split(")", 1)[0]
+    if _SHAPE.search(operands):          # Shapes spelled inline (unoptimised / CPU text).
+      operand_bytes = sum(shape_sizes(operands))
+    else:
+      operand_bytes = sum(sizes.get(o.strip().lstrip("%"), 0.0) for o in operands.split(","))
+    nbytes = sum(shape_sizes(result)) + operand_bytes
+    cyc = _CYCLES.search(line)
+    cycles = int(cyc.group(1)) if cyc else 0
     op_name = _OP_NAME.search(line)
-    rows.append({"name": name, "opcode": opcode, "bytes": nbytes, "shape": result[:80],
-                 "op_name": op_name.group(1)[-120:] if op_name else ""})
+    op_name = op_name.group(1) if op_name else ""
+    key = _LAYER.sub("*", op_name.removeprefix("jit(train_step)/"))[:100] or f"({opcode})"
+    rows.append({"name": name, "opcode": opcode, "bytes": nbytes, "cycles": cycles,
+                 "shape": result[:80], "op_name": op_name[-120:]})
     by_opcode[opcode] += nbytes
+    by_op_name[key] += nbytes
+    cycles_by_op_name[key] += cycles
   rows.sort(key=lambda r: -r["bytes"])
   return {"total": float(sum(by_opcode.values())), "by_opcode": dict(by_opcode.most_common()),
+          "by_op_name": dict(by_op_name.most_common(top)),
+          "cycles": {"total": int(sum(cycles_by_op_name.values())),
+                     "by_op_name": dict(cycles_by_op_name.most_common(top))},
           "top": rows[:top]}

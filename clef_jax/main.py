@@ -80,6 +80,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   workdir = os.path.expanduser(_WORKDIR.value)
+  try:
+    cli.check_output_dir(workdir, "--workdir")
+  except cli.UsageError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
   import jax  # After flag parsing: `--help` stays fast.
 
   _init_distributed()
@@ -96,7 +101,7 @@ def main(argv):
     config = _CONFIG.value
     config.get("seed")  # A config file that failed to load raises only when first used.
   except OSError as e:  # config_flags reports an unreadable config file lazily, here.
-    print(f"error: {cli.one_line(e)}", file=sys.stderr, flush=True)
+    print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
     sys.exit(1)
   try:
     train_loop.train_and_evaluate(config, workdir)

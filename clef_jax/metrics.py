@@ -21,7 +21,13 @@ Conventions (docs/method.md §F.2, with the released code's NaN avoided):
   classes defined in that resample.
 - **Regression**: MAE, RMSE and R^2 in the targets' own units.
 - **Intervals**: percentile bootstrap over test records, resamples whose metric is undefined are
-  dropped (and counted).
+  dropped (and counted). With `valid=classes_present(Y)` (what the evaluation uses for its AUROC
+  metrics) only the resamples that hold a positive and a negative of every class the full test
+  set has are kept, and further resamples of the same stream are drawn until `num_resamples` are
+  kept (at most `MAX_DRAWS` times as many drawn): on those, a macro AUROC averages exactly the
+  classes its point estimate averages, so the interval is that of the same statistic (a resample
+  missing a rare class would otherwise average fewer classes and pull the interval away from the
+  point estimate).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import numpy as np
 # Resamples are drawn in chunks of this many: bounds memory to ~CHUNK x N floats per metric, and
 # fixes the stream of random numbers (the result depends on the seed only, not on N or B).
 CHUNK = 100
+# `valid_bootstrap_counts` draws at most this many resamples per resample it is asked for.
+MAX_DRAWS = 100
 
 
 def _weights(n: int, weights: np.ndarray | None) -> tuple[np.ndarray, bool]:
@@ -207,6 +215,60 @@ def bootstrap_counts(n: int, *, num_resamples: int = 1000, seed: int = 0):
     done += b
 
 
+def classes_present(y_indicator: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+  """`valid(counts)` for `valid_bootstrap_counts` / `bootstrap`: which resamples hold a positive
+  and a negative of every class that has both in the full set.
+
+  Args:
+    y_indicator: `(N, K)` class indicator (multi-hot; a multiclass or binary target as the
+      one-hot of its values, `indicator`).
+
+  Returns:
+    `valid(counts)`: `(B, N)` counts -> `(B,)` bool. On the valid resamples every class whose
+    AUROC the point estimate averages is defined, and no other (a class without positives or
+    negatives in the full set has none in any resample).
+  """
+  y = np.asarray(y_indicator).astype(bool)
+  y = y.reshape(len(y), -1)
+  pos = y.sum(axis=0)
+  both = (pos > 0) & (pos < len(y))
+  positives, negatives = y[:, both].astype(np.float64), (~y[:, both]).astype(np.float64)
+
+  def valid(counts: np.ndarray) -> np.ndarray:
+    c = np.atleast_2d(np.asarray(counts, np.float64))
+    return np.all(c @ positives > 0, axis=1) & np.all(c @ negatives > 0, axis=1)
+
+  return valid
+
+
+def indicator(y_true: np.ndarray) -> np.ndarray:
+  """A binary / multiclass target `(N,)` as the `(N, K)` indicator of its K distinct values; a
+  multi-hot `(N, K)` target as it is."""
+  y = np.asarray(y_true)
+  if y.ndim == 2:
+    return y.astype(bool)
+  return y[:, None] == np.unique(y)[None, :]
+
+
+def valid_bootstrap_counts(n: int, *, num_resamples: int = 1000, seed: int = 0,
+                           valid: Callable[[np.ndarray], np.ndarray] | None = None,
+                           max_draws: int = MAX_DRAWS):
+  """The rows of `bootstrap_counts(n, seed=seed)` for which `valid` holds, in chunks, until
+  `num_resamples` rows (or `max_draws * num_resamples` drawn; then fewer). `valid=None` keeps
+  every row (exactly `bootstrap_counts`). The kept rows depend only on `n`, `seed` and `valid`."""
+  if valid is None:
+    yield from bootstrap_counts(n, num_resamples=num_resamples, seed=seed)
+    return
+  need = num_resamples
+  for counts in bootstrap_counts(n, num_resamples=num_resamples * max(1, max_draws), seed=seed):
+    keep = counts[np.asarray(valid(counts), bool)][:need]
+    if len(keep):
+      yield keep
+      need -= len(keep)
+    if need <= 0:
+      return
+
+
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
   """Percentile interval of the finite `values` (NaN, NaN if none)."""
   v = np.asarray(values, np.float64)
@@ -223,7 +285,9 @@ MetricFn = Callable[[np.ndarray | None], "float | np.ndarray"]
 
 def bootstrap(metrics: Mapping[str, MetricFn], n: int, *, num_resamples: int = 1000,
               seed: int = 0, confidence: float = 0.95,
-              paired_with: str | None = None) -> dict[str, dict[str, float | int]]:
+              paired_with: str | None = None,
+              valid: Callable[[np.ndarray], np.ndarray] | None = None
+              ) -> dict[str, dict[str, float | int]]:
   """Point estimates and percentile intervals of several metrics on the same resamples.
 
   Args:
@@ -235,13 +299,15 @@ def bootstrap(metrics: Mapping[str, MetricFn], n: int, *, num_resamples: int = 1
     confidence: interval coverage.
     paired_with: a key of `metrics`; each other entry also gets the interval of its difference
       from that one, computed on the same resamples (`delta`, `delta_low`, `delta_high`).
+    valid: keep only the resamples where `valid(counts)` holds, drawing more of the same stream
+      (`valid_bootstrap_counts`); e.g. `classes_present(indicator(y))` for AUROC metrics.
 
   Returns:
     name -> `{"value", "low", "high", "resamples"}` (+ the `delta*` keys), where `resamples` is
     the number of resamples with a defined metric.
   """
   values = {k: [] for k in metrics}
-  for counts in bootstrap_counts(n, num_resamples=num_resamples, seed=seed):
+  for counts in valid_bootstrap_counts(n, num_resamples=num_resamples, seed=seed, valid=valid):
     for k, fn in metrics.items():
       values[k].append(np.asarray(fn(counts), np.float64))
   out = {}

@@ -1,7 +1,7 @@
 r"""`python -m clef_jax.plan`: compile the training step ahead of time and say what it costs.
 
     python -m clef_jax.plan --config=configs/medium.py:bf16 --topology=v5p:2x2x1 [--batch 256]
-        [--json plan.json] [--breakdown] [--no_fit]
+        [--json plan.json [--overwrite]] [--breakdown] [--no_fit]
     python -m clef_jax.plan --config=configs/small.py --topology=local
 
 It builds exactly the step `python -m clef_jax.main` runs (`train_setup.make_step` and
@@ -171,7 +171,7 @@ def ici_seconds(coll: dict[str, dict[str, float]], n: int, bandwidth: float) -> 
 
 
 def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool = True,
-         breakdown: bool = False) -> dict[str, Any]:
+         breakdown: bool = False, hlo_path: str = "") -> dict[str, Any]:
   """Compiles the trainer's step and returns the per-chip report (see the module docstring)."""
   from clef_jax import chips
   from clef_jax import hlo
@@ -216,6 +216,9 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
                                           chip.hbm_bytes)
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
+  if hlo_path:
+    from clef_jax import files
+    files.atomic_write_text(pathlib.Path(hlo_path).expanduser(), text)
   return report
 
 
@@ -287,6 +290,10 @@ def format_report(r: dict[str, Any]) -> str:
     b = r["breakdown"]
     lines.append(f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB): " +
                  ", ".join(f"{k} {v / 1e9:.2f}" for k, v in list(b["by_opcode"].items())[:8]))
+    lines.append("bytes by op_name (all blocks together; GB, compiler-estimated cycles):")
+    for k, v in b["by_op_name"].items():
+      lines.append(f"  {v / 1e9:8.3f} GB {b['cycles']['by_op_name'].get(k, 0):>11} cyc  {k[-90:]}")
+    lines.append(f"largest instructions (compiler's estimate, all: {b['cycles']['total']} cycles):")
     for row in b["top"]:
       lines.append(f"  {row['bytes'] / 1e9:8.3f} GB  {row['opcode']:<14} {row['shape'][:48]:<48}"
                    f"  {row['op_name'][-70:]}")
@@ -308,13 +315,22 @@ def main(argv: list[str] | None = None) -> int:
                  help="a TPU topology (v5p:2x2x1, v5litepod-4 style names: v5e:2x2, v6e:2x2, "
                  "v4:2x2x1) or 'local' (default)")
   p.add_argument("--batch", type=int, default=None, help="global batch in pairs (default: config)")
-  p.add_argument("--json", default="", help="also write the report to this file (atomic)")
+  p.add_argument("--json", default="", help="also write the report to this file (atomic; an "
+                 "existing file is kept unless --overwrite)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.add_argument("--breakdown", action="store_true", help="bytes per top-level instruction")
+  p.add_argument("--hlo", default="", help="also write the compiled per-chip HLO text here")
   p.add_argument("--no_fit", action="store_true",
                  help="skip the second compile that finds the largest batch that fits")
   args = p.parse_args(argv)
   if args.batch is not None and args.batch <= 0:
     p.error(f"--batch must be positive; got {args.batch}")
+  if args.json:  # Before the compile: the report must have somewhere to go.
+    from clef_jax import cli
+    try:
+      cli.check_output_file(args.json, "--json", overwrite=args.overwrite)
+    except cli.UsageError as e:
+      p.error(str(e).rstrip("."))
   if args.topology != "local":
     # A deviceless compile: the host's own backend is the CPU (libtpu would otherwise look for
     # a TPU attached to this host first, and print its failure).
@@ -325,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config = load_config(args.config)
     report = plan(config, topology=args.topology, batch=args.batch or None,
-                  fit=not args.no_fit, breakdown=args.breakdown)
+                  fit=not args.no_fit, breakdown=args.breakdown, hlo_path=args.hlo)
   except PlanError as e:
     print(f"plan: {e}", file=sys.stderr)
     return 2

@@ -122,6 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     TrainingError: non-finite loss (the last good checkpoint is left as the latest).
     Preempted: SIGTERM or SIGINT; a checkpoint of the current step was written first.
   """
+  setup.validate_config(config)   # Before the workdir is created: a typo leaves nothing behind.
   workdir = pathlib.Path(workdir).expanduser().absolute()
   is_writer = jax.process_index() == 0
   lock = None

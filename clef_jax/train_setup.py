@@ -69,6 +69,73 @@ class Preempted(Exception):
 
 
 # ------------------------------------------------------------------------------------------------
+# Checks of the numbers a run is made of (before anything is created or compiled).
+# ------------------------------------------------------------------------------------------------
+# `scipy.signal.filtfilt`'s default padding (3 * 11 taps) needs more samples than it pads.
+FILTER_MIN_SAMPLES = 34
+
+# field -> (smallest allowed value, what it means); each is checked when present in the config.
+_AT_LEAST = {
+    "total_steps": (0, "0 = num_epochs over the train split, else the number of steps"),
+    "input.batch_size": (1, "pairs per step"),
+    "input.num_workers": (0, "grain worker processes; 0 = in this process"),
+    "input.read_threads": (1, "record-reading threads"),
+    "ckpt.save_interval_steps": (1, "steps between checkpoints"),
+    "ckpt.max_to_keep": (0, "checkpoints kept; 0 = all"),
+    "log.every_steps": (1, "steps between metric lines"),
+    "mesh.num_devices": (0, "0 = all devices"),
+    "moco.queue_size": (1, "MoCo negatives"),
+    "evals.probe.embed_batch_size": (1, "records per embedding batch"),
+}
+_POSITIVE = {  # field -> what it means; must be > 0 (and finite).
+    "input.target_fs": "sampling rate of the views in Hz",
+    "loss.temperature": "softmax temperature",
+}
+_FRACTIONS = ("input.p_same_lead", "input.p_zero_mask")   # in [0, 1]
+
+
+def _field(config: ml_collections.ConfigDict, path: str) -> Any:
+  node = config
+  for key in path.split("."):
+    if not hasattr(node, "keys") or key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the run's counts, sizes and rates, so a bad value fails at once in one line.
+
+  Raises:
+    ConfigError: naming the field, the value and what is allowed (e.g.
+      `input.batch_size=0: must be at least 1 (pairs per step); set --config.input.batch_size`).
+  """
+  def fail(path, value, rule):
+    raise ConfigError(f"{path}={value!r}: {rule}; set --config.{path}=...")
+
+  for path, (least, meaning) in _AT_LEAST.items():
+    value = _field(config, path)
+    if value is not None and (isinstance(value, bool) or value < least):
+      fail(path, value, f"must be an integer of at least {least} ({meaning})")
+  for path, meaning in _POSITIVE.items():
+    value = _field(config, path)
+    if value is not None and not (value > 0 and value < float("inf")):
+      fail(path, value, f"must be a positive number ({meaning})")
+  for path in _FRACTIONS:
+    value = _field(config, path)
+    if value is not None and not 0 <= value <= 1:
+      fail(path, value, "must be a probability in [0, 1]")
+  if not config.total_steps and config.num_epochs < 1:
+    fail("num_epochs", config.num_epochs,
+         "must be at least 1 when total_steps=0 (or set --config.total_steps=N > 0)")
+  least = FILTER_MIN_SAMPLES if _field(config, "input.bandpass") else 1
+  window = _field(config, "input.window")
+  if window is not None and window < least:
+    fail("input.window", window, f"must be at least {least} samples per view"
+         + (" (the bandpass filter's padding)" if least > 1 else ""))
+
+
+# ------------------------------------------------------------------------------------------------
 # The training dataset.
 # ------------------------------------------------------------------------------------------------
 def build_demo_archive(data_dir: pathlib.Path, build_kwargs: dict[str, Any]) -> pathlib.Path:
@@ -199,7 +266,8 @@ def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     step_fn = train.make_train_step(
         model, tx, lr_fn, method=config.method,
         loss_kwargs=loss_kwargs(config.method, config.loss), byol_tau=config.byol.tau,
-        moco_momentum=config.moco.momentum, mesh=mesh)
+        moco_momentum=config.moco.momentum, mesh=mesh,
+        risk_spearman_pairs=config.log.risk_spearman_pairs)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
   return model, tx, step_fn

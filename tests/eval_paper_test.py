@@ -119,6 +119,82 @@ def test_undefined_resamples_are_dropped_for_every_model():
   assert out["cells"]["t"]["m"]["resamples"] == defined
 
 
+def _naive_macro(y, s, columns):
+  return float(np.mean([_naive_auroc(y[:, k], s[:, k]) for k in columns]))
+
+
+def test_interval_is_that_of_the_same_statistic():
+  """A macro AUROC over nine rare labels (one positive each, scored lowest: AUROC 0) and a
+  perfectly separated common one (AUROC 1): 1/10 on the full set. A resample missing some rare
+  labels averages fewer of them (1/9, 1/8, ...), and all nine are drawn in only ~2 % of the
+  resamples, so an interval over every resample lies above the point estimate. Kept resamples
+  hold every label, the same statistic, so the interval is the point; the mean over this task
+  and a binary one is re-derived with explicit index lists."""
+  n, rare = 40, 9
+  y = np.zeros((n, rare + 1), int)
+  y[np.arange(rare), np.arange(rare)] = 1               # record i < 9 is label i's positive
+  y[::2, rare] = 1
+  s = np.where(y == 1, -1.0, 0.0)                       # rare positives score lowest
+  s[:, rare] = y[:, rare]                               # the common label is separated
+  s = {"m": s, "ref": s + np.random.default_rng(0).normal(0, 0.01, s.shape)}
+  yb = np.array([0, 1] * 15)
+  sb = {"m": yb + np.random.default_rng(1).normal(0, 1, 30),
+        "ref": np.random.default_rng(2).normal(0, 1, 30)}
+  tasks = [
+      paper_summary.TaskScores(
+          name="rare", group="G", kind="classification", metric="macro_auroc", n=n,
+          fn=lambda m, w: metrics.macro_auroc(y, s[m], w),
+          valid=metrics.classes_present(y)),
+      paper_summary.TaskScores(
+          name="bin", group="G", kind="classification", metric="auroc", n=30,
+          fn=lambda m, w: metrics.auroc(yb, sb[m], w),
+          valid=metrics.classes_present(metrics.indicator(yb)))]
+  num, seed = 60, 3
+  out = paper_summary.summarize(tasks, models=["m", "ref"], reference="ref",
+                                num_resamples=num, seed=seed)
+  point = 1 / 10
+  cell = out["cells"]["rare"]["m"]
+  assert cell["value"] == pytest.approx(point)
+  assert cell["low"] == pytest.approx(point) and cell["high"] == pytest.approx(point)
+  assert cell["resamples"] == num
+
+  # Every resample of the plain stream: the old interval, which excludes the point estimate.
+  plain = np.concatenate([metrics.macro_auroc(y, s["m"], c) for c in metrics.bootstrap_counts(
+      n, num_resamples=num, seed=paper_summary.task_seed(seed, "rare"))])
+  assert metrics.percentile_interval(plain)[0] > point
+
+  # Independent re-derivation: index lists from the same multinomial stream, kept when every
+  # label with both classes on the full set has both in the resample, the first `num` kept.
+  def kept_indices(name, n, labels):
+    rng = np.random.default_rng(paper_summary.task_seed(seed, name))
+    kept = []
+    while len(kept) < num:
+      idx = np.repeat(np.arange(n), rng.multinomial(n, np.full(n, 1 / n)))
+      if all(0 < labels[idx, k].sum() < n for k in range(labels.shape[1])
+             if 0 < labels[:, k].sum() < n):
+        kept.append(idx)
+    return kept
+
+  yb2 = np.stack([yb == 0, yb == 1], axis=1).astype(int)
+  idx = {"rare": kept_indices("rare", n, y), "bin": kept_indices("bin", 30, yb2)}
+  cols = range(rare + 1)
+  draws = {m: np.array([(_naive_macro(y[i], s[m][i], cols) + _naive_auroc(yb[j], sb[m][j])) / 2
+                        for i, j in zip(idx["rare"], idx["bin"])]) for m in ("m", "ref")}
+  points = {m: (_naive_macro(y, s[m], cols) + _naive_auroc(yb, sb[m])) / 2 for m in ("m", "ref")}
+  avg = out["classification"]
+  assert avg["resamples"] == num and avg["left_out"] == []
+  for m in ("m", "ref"):
+    got = avg["mean"][m]
+    assert got["value"] == pytest.approx(points[m], abs=1e-12)
+    assert (got["low"], got["high"]) == pytest.approx(
+        tuple(np.percentile(draws[m], [2.5, 97.5])), abs=1e-12)
+    assert got["low"] <= got["value"] <= got["high"]
+  vs = avg["versus_reference"]["m"]["auroc_points"]
+  assert vs["value"] == pytest.approx(100 * (points["m"] - points["ref"]), abs=1e-9)
+  assert (vs["low"], vs["high"]) == pytest.approx(
+      tuple(np.percentile(100 * (draws["m"] - draws["ref"]), [2.5, 97.5])), abs=1e-9)
+
+
 def test_bad_arguments_are_named():
   task = paper_summary.TaskScores(name="t", group="G", kind="ranking", metric="x", n=1,
                                   fn=lambda m, w: 0.0)
@@ -249,8 +325,20 @@ def _recompute_everything(report, pred):
     y = pred[f"{name}/y"]
     n = len(y)
     seed = (boot["seed"] * 1_000_003 + zlib.crc32(name.encode())) % 2**32
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=num)
-    index = [np.repeat(np.arange(n), c) for c in counts]
+    rng = np.random.default_rng(seed)
+    if kind == "regression":            # Every resample.
+      counts = rng.multinomial(n, np.full(n, 1.0 / n), size=num)
+      index = [np.repeat(np.arange(n), c) for c in counts]
+    else:                               # Those holding both classes of every defined class.
+      onehot = y if kind == "multilabel" else (y[:, None] == np.unique(y)[None])
+      defined = [k for k in range(onehot.shape[1]) if 0 < onehot[:, k].sum() < n]
+      index = []
+      for _ in range(100 * num):
+        i = np.repeat(np.arange(n), rng.multinomial(n, np.full(n, 1.0 / n)))
+        if all(0 < onehot[i, k].sum() < len(i) for k in defined):
+          index.append(i)
+          if len(index) == num:
+            break
     names = ["mae", "rmse", "r2"] if kind == "regression" else [
         "auroc" if kind == "binary" else "macro_auroc"]
     for metric in names:
@@ -282,7 +370,8 @@ def _recompute_everything(report, pred):
       assert avg is None
       continue
     assert avg["tasks"] == chosen and avg["left_out"] == [n for n in of_kind if n not in chosen]
-    d = {m: np.array([draws[n][m] for n in chosen]) for m in models}     # (tasks, resamples)
+    k = min(len(draws[n][models[0]]) for n in chosen)     # The k-th kept resample of each.
+    d = {m: np.array([draws[n][m][:k] for n in chosen]) for m in models}  # (tasks, resamples)
     keep = np.all([np.isfinite(d[m]).all(axis=0) for m in models], axis=0)
     assert avg["resamples"] == keep.sum()
     d = {m: v[:, keep] for m, v in d.items()}

@@ -127,3 +127,100 @@ def write_all(root: pathlib.Path) -> dict[str, Case]:
   (root / "truncated.edf").write_bytes(data[:len(data) - 700])
   cases["edf_truncated"] = Case(("--input", str(root / "truncated.edf")), 1, "EDF")
   return cases
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight files.
+# ------------------------------------------------------------------------------------------------
+def weight_files(root: pathlib.Path, state_dict: dict[str, np.ndarray]
+                 ) -> dict[str, tuple[pathlib.Path, str]]:
+  """Damaged or wrong copies of a good Net1D-small `state_dict` (numpy arrays, bare keys).
+
+  Returns:
+    `{name: (path, phrase the one-line error must contain)}`. safetensors files are written by
+    `safetensors.numpy` or by hand (a header length and JSON), `.ckpt` files by `torch.save`.
+  """
+  import struct
+
+  from safetensors.numpy import save_file
+
+  root.mkdir(parents=True, exist_ok=True)
+  floats = {k: v for k, v in state_dict.items() if v.dtype.kind == "f"}
+  out: dict[str, tuple[pathlib.Path, str]] = {}
+
+  def st(name, tensors, says):
+    save_file({**state_dict, **tensors}, root / f"{name}.safetensors")
+    out[name] = (root / f"{name}.safetensors", says)
+
+  st("nan", {k: np.full_like(v, np.nan) for k, v in floats.items()}, "NaN or inf")
+  st("one_inf", {next(iter(floats)): np.full_like(next(iter(floats.values())), np.inf)},
+     "NaN or inf")
+  st("int64", {k: np.round(v).astype(np.int64) for k, v in floats.items()}, "not floating point")
+  st("bool", {k: v > 0 for k, v in floats.items()}, "not floating point")
+  first = sorted(floats)[0]
+  st("wrong_shape", {first: np.zeros(tuple(s + 1 for s in floats[first].shape), np.float32)},
+     "wrong shape")
+  save_file(state_dict, root / "good.safetensors")
+  data = (root / "good.safetensors").read_bytes()
+  cases = {
+      "truncated": data[:len(data) // 2],
+      "header_too_large": struct.pack("<Q", 10 ** 12) + b"{}",
+      "header_not_json": struct.pack("<Q", 9) + b"{not json" + data[8:],
+      "empty": b"",
+  }
+  for name, raw in cases.items():
+    (root / f"{name}.safetensors").write_bytes(raw)
+    out[f"{name}_safetensors"] = (root / f"{name}.safetensors", "not a readable safetensors")
+  try:
+    import torch
+  except ImportError:
+    return out
+  torch.save({"state_dict": {f"backbone.{k}": torch.from_numpy(v) for k, v in
+                             state_dict.items()}}, root / "good.ckpt")
+  data = (root / "good.ckpt").read_bytes()
+  for name, raw in {"truncated": data[:len(data) // 3], "empty": b"",
+                    "text": b"not a checkpoint\n"}.items():
+    (root / f"{name}.ckpt").write_bytes(raw)
+    out[f"{name}_ckpt"] = (root / f"{name}.ckpt", "not a readable PyTorch")
+  # Loading this with weights_only=False would create `PICKLE_RAN` beside it.
+  torch.save({"state_dict": _Marker(root / "PICKLE_RAN")}, root / "code.ckpt")
+  out["code_ckpt"] = (root / "code.ckpt", "refuses to unpickle")
+  return out
+
+
+class _Marker:
+  """Unpickling this creates a file: proof that a reader ran pickled code."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
+
+
+def pickle_bomb_npy(path: pathlib.Path, marker: pathlib.Path) -> pathlib.Path:
+  """An object-dtype `.npy` whose loading with `allow_pickle=True` creates `marker`."""
+  np.save(path, np.array([_Marker(marker), 1.0], dtype=object), allow_pickle=True)
+  return path
+
+
+# ------------------------------------------------------------------------------------------------
+# What a killed dataset build leaves.
+# ------------------------------------------------------------------------------------------------
+def killed_build_leftovers(version_dir: pathlib.Path, *, replaced: bool = False
+                           ) -> list[pathlib.Path]:
+  """Writes, beside `version_dir` (`.../<config>/<version>`), what TFDS and the `--overwrite`
+  rename leave when a build is killed: `incomplete.<6 chars>_<version>/` holding a partial
+  shard, and with `replaced` a moved-aside copy `<version>.replaced-<pid>` of the version."""
+  import shutil
+
+  parent, version = version_dir.parent, version_dir.name
+  incomplete = parent / f"incomplete.K1LL3D_{version}"
+  (incomplete / "split").mkdir(parents=True)
+  (incomplete / "split" / "data.array_record-00000-of-00001").write_bytes(b"\0" * 100)
+  made = [incomplete]
+  if replaced:
+    moved = parent / f"{version}.replaced-99999"
+    shutil.copytree(version_dir, moved)
+    made.append(moved)
+  return made

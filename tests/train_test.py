@@ -344,6 +344,47 @@ def test_embedding_metrics_match_numpy():
   assert set(jax.jit(train.embedding_metrics)(z1, z2)) == {"embedding_std", "pos_cos", "neg_cos"}
 
 
+@pytest.mark.parametrize("b, max_pairs", [(7, 5), (8, 21), (8, 28), (9, 100), (64, 300)])
+def test_monitor_pairs_are_distinct_and_fixed(b, max_pairs):
+  i, k = train.monitor_pairs(b, max_pairs)
+  assert len(i) == min(max_pairs, b * (b - 1) // 2)
+  pairs = {frozenset(p) for p in zip(i.tolist(), k.tolist())}
+  assert len(pairs) == len(i) and all(len(p) == 2 for p in pairs)     # no repeats, no i == k
+  np.testing.assert_array_equal(train.monitor_pairs(b, max_pairs)[1], k)
+  # Every subject enters about equally often.
+  counts = np.bincount(np.concatenate([i, k]), minlength=b)
+  assert counts.max() - counts.min() <= 2
+  # Enough pairs: all of them, in the upper-triangle order of the full statistic.
+  full = train.monitor_pairs(b, b * b)
+  np.testing.assert_array_equal(np.stack(full), np.stack(np.triu_indices(b, k=1)))
+
+
+def test_sampled_risk_spearman_matches_scipy_on_its_pairs():
+  rng = np.random.default_rng(5)
+  b, d, max_pairs = 40, 16, 150
+  z1 = rng.standard_normal((b, d)).astype(np.float32)
+  z2 = (z1 + 0.5 * rng.standard_normal((b, d))).astype(np.float32)
+  risk = rng.uniform(0, 10, b).astype(np.float32)
+  risk[::7] = np.nan
+  risk[1::9] = np.round(risk[1::9])
+  got = jax.jit(lambda *a: train.embedding_metrics(*a, risk_pairs=max_pairs))(z1, z2, risk)
+  u = np.concatenate([z1, z2]) / np.linalg.norm(np.concatenate([z1, z2]), axis=1, keepdims=True)
+  s = u @ u.T
+  i, k = train.monitor_pairs(b, max_pairs)
+  keep = np.isfinite(risk[i]) & np.isfinite(risk[k])
+  i, k = i[keep], k[keep]
+  sim = (s[i, k] + s[i, k + b] + s[i + b, k] + s[i + b, k + b]) / 4
+  want = scipy.stats.spearmanr(sim, -np.abs(risk[i] - risk[k])).statistic
+  np.testing.assert_allclose(got["risk_spearman"], want, rtol=1e-5)
+  assert got["risk_pairs"] == keep.sum() < max_pairs
+  subj = np.arange(2 * b) % b
+  np.testing.assert_allclose(got["neg_cos"], s[subj[:, None] != subj[None]].mean(), rtol=1e-5,
+                             atol=1e-6)
+  # The step's default is a config field.
+  from clef_jax.configs import small
+  assert small.get_config().log.risk_spearman_pairs == train.RISK_SPEARMAN_PAIRS
+
+
 def test_collapsed_embeddings_have_zero_std():
   z = jnp.ones((4, 8))
   m = train.embedding_metrics(z, z)

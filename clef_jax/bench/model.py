@@ -339,7 +339,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
     from clef_jax.models import conv_cpu
-    env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)
+    env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)  # Logs a fallback once.
+    if env["conv_impl"] == "onednn":
+      from clef_jax.models import onednn
+      if not onednn.available():  # The run then measures "cpu": the results say so.
+        env["conv_impl"] = "onednn->cpu"
   torch_side = {}
   if "torch" in args.frameworks:
     import torch

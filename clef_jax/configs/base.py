@@ -154,6 +154,9 @@ def get_config(arg: str | None = None, *, size: str = "medium",
   config.log = ml_collections.ConfigDict()
   config.log.every_steps = 50           # Console / TensorBoard; metrics.jsonl gets every step.
   config.log.plots = True               # PNG curves in the workdir at the end.
+  # Subject pairs the risk_spearman monitor ranks per step: all B (B - 1) / 2 up to this many,
+  # else this many fixed pairs (each subject with its next few, cyclically); 0 = all pairs.
+  config.log.risk_spearman_pairs = 4096
 
   # Final evaluation: the downstream protocol of `python -m clef_jax.evaluate` (configs/eval.py,
   # the same head, metrics and table), pretrained vs random init, on a labelled built dataset.

@@ -13,13 +13,15 @@ model's architecture ("random init") is always evaluated too. `--workdir` is a d
 `--model_workdir` (in training, `--workdir` is the run directory being written).
 
 Outputs in `--output`: `report.md` (also printed), `report.json`, `report.png`, and
-`predictions.npz` (test targets and scores of every model, to recompute any number).
+`predictions.npz` (test targets and scores of every model, to recompute any number). They are
+written once complete (staged, then renamed); a report already there is kept unless
+`--overwrite`.
 
 `python -m clef_jax.evaluate --list_tasks` prints every registered task, one per line: name,
 group, dataset, kind, metric (tab-separated); `configs/eval.py:paper` selects the paper's 18.
 
-Exit status: 0 done (also for `--help`); 1 bad config, missing data or weights (one line on
-stderr).
+Exit status: 0 done (also for `--help`); 1 bad config, output, data or weights (one line on
+stderr); 130 interrupted (Ctrl-C), nothing written.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
   from clef_jax import cli
   from clef_jax.evaluation import protocol
+  from clef_jax.evaluation import report as report_lib
 
   config_flag = config_flags.DEFINE_config_file(
       "config", None, "configs/eval.py:TASKS[,OPTIONS], e.g. configs/eval.py:sex+age,wfdb=DIR.",
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
       "compare", [], "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch "
       "weight files.")
   output_flag = flags.DEFINE_string("output", None, "Report directory.")
+  overwrite_flag = flags.DEFINE_boolean(
+      "overwrite", False, "Replace a report already in --output (kept otherwise).")
   flags.DEFINE_boolean("list_tasks", False, "Print every task (name, group, dataset, kind, "
                        "metric), one per line, and exit.")
   flags.mark_flags_as_required(["config", "output"])
@@ -77,12 +82,29 @@ def main(argv: list[str] | None = None) -> None:
       raise app.UsageError(f"Unexpected arguments: {' '.join(args[1:])}")
     absl_logging.set_verbosity(absl_logging.ERROR)   # Orbax/TFDS notes off the console.
     main_model, others = model_entries(model_flag.value, torch_flag.value, compare_flag.value)
+    try:  # Before any model is loaded: the report must have somewhere to go.
+      output = cli.check_output_dir(output_flag.value, "--output")
+      taken = [n for n in report_lib.REPORT_FILES if (output / n).exists()]
+      if taken and not overwrite_flag.value:
+        raise cli.UsageError(f"--output {output}: already holds {', '.join(taken)}; pass "
+                             "--overwrite to replace that report, or choose another --output.")
+    except cli.UsageError as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
     try:
       config = config_flag.value
       config.get("mode")            # A config file that failed to load raises when first used.
-      protocol.run(config, model=main_model, compare=others, output=output_flag.value)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-      print(f"error: {e.args[0] if e.args else e}", file=sys.stderr, flush=True)
+    except OSError as e:
+      print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
+    try:
+      protocol.run(config, model=main_model, compare=others, output=output_flag.value)
+    except (OSError, ValueError, KeyError) as e:
+      print(f"error: {cli.error_text(e)}", file=sys.stderr, flush=True)
+      sys.exit(1)
+    except KeyboardInterrupt:
+      print("error: interrupted; no report written (an earlier one in --output is kept).",
+            file=sys.stderr, flush=True)
+      sys.exit(130)
 
   app.run(run, argv=argv, flags_parser=parse)

@@ -21,10 +21,22 @@ Reported differences, for model m against reference r (`value`, `low`, `high` ea
   `mae_absolute`: the mean over tasks of MAE_m,t − MAE_r,t, in the tasks' own units (mmHg, %),
   which is only meaningful when the units agree, and is reported for completeness.
 
+Each interval is a percentile interval of the same statistic as its point estimate:
+
+- a task with `valid` (the evaluation gives every AUROC task `metrics.classes_present`) uses only
+  the resamples of its stream that hold a positive and a negative of every class its full test
+  set has, drawing further resamples of the stream until `num_resamples` are kept
+  (`metrics.valid_bootstrap_counts`); on those, its macro AUROC averages exactly the classes the
+  point estimate averages, and it is never undefined;
+- an average is over the same tasks in every resample as in the point estimate: resample k of the
+  average combines the k-th kept resample of each task (the tasks' streams are independent, and
+  every model is scored on the same resamples of a task, so differences stay paired).
+
 A task whose point estimate is undefined for some model (e.g. no class with both positives and
-negatives in its test set) is left out of the average and listed (`left_out`); a resample in
-which a remaining task's metric is undefined for some model is dropped from that average for
-every model, so differences stay paired; the number of resamples used is reported.
+negatives in its test set) is left out of the average, in the point estimate and in every
+resample, and listed (`left_out`). A resample in which a remaining task's metric is still
+undefined for some model (only possible for a task without `valid`) is dropped from that average
+for every model; the number of resamples used is reported.
 """
 
 from __future__ import annotations
@@ -54,6 +66,8 @@ class TaskScores:
       `(B, n)` resample counts (the `metrics` module's convention).
     number: the task's number in the paper's list (0 = none), for the table.
     unit: the metric's unit (regression), for the table.
+    valid: `valid(counts)` -> `(B,)` bool, the resamples the task keeps (module docstring;
+      `metrics.classes_present`); None keeps every resample.
   """
   name: str
   group: str
@@ -63,6 +77,7 @@ class TaskScores:
   fn: Callable[[str, np.ndarray | None], "float | np.ndarray"]
   number: int = 0
   unit: str = ""
+  valid: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def task_seed(base: int, task: str) -> int:
@@ -112,8 +127,8 @@ def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: 
   for t in tasks:
     points[t.name] = {m: float(t.fn(m, None)) for m in models}
     chunks: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for counts in metrics.bootstrap_counts(t.n, num_resamples=num_resamples,
-                                           seed=task_seed(seed, t.name)):
+    for counts in metrics.valid_bootstrap_counts(t.n, num_resamples=num_resamples,
+                                                 seed=task_seed(seed, t.name), valid=t.valid):
       for m in models:
         chunks[m].append(np.asarray(t.fn(m, counts), np.float64))
     draws[t.name] = {m: np.concatenate(chunks[m]) for m in models}
@@ -139,9 +154,11 @@ def _average(kind: str, chosen: list[str], models: list[str], reference: str,
              draws: Mapping[str, Mapping[str, np.ndarray]], confidence: float
              ) -> dict[str, object]:
   """One cross-task average (mean over `chosen`) and its differences against `reference`."""
-  # (tasks, models) point estimates and (tasks, models, resamples) draws.
+  # (tasks, models) point estimates and (tasks, models, resamples) draws: resample k combines
+  # the k-th kept resample of every task (as many as the task with the fewest kept).
   p = np.array([[points[t][m] for m in models] for t in chosen])
-  d = np.stack([np.stack([draws[t][m] for m in models]) for t in chosen])
+  k = min(len(draws[t][models[0]]) for t in chosen)
+  d = np.stack([np.stack([draws[t][m][:k] for m in models]) for t in chosen])
   # Drop a resample for everyone if any model's metric is undefined there in any task.
   ok = np.all(np.isfinite(d), axis=(0, 1))
   d = d[:, :, ok]

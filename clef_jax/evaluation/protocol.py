@@ -171,7 +171,8 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
     task_report["metrics"][metric] = metrics.bootstrap(
         {label: scoring.metric_fn(kind, metric, y_test, s) for label, s in scores.items()},
         len(y_test), num_resamples=boot["resamples"], seed=paper.task_seed(boot["seed"], name),
-        confidence=boot["confidence"], paired_with=backbones[0].label)
+        confidence=boot["confidence"], paired_with=backbones[0].label,
+        valid=scoring.resample_filter(kind, y_test))
   predictions = {"ids": [records.ids[i] for i in rows["test"]], "y": y_test, "scores": scores}
   return task_report, predictions
 
@@ -268,7 +269,8 @@ def paper_summary(report: Mapping[str, Any], *, reference: str,
         name=name, group=t.get("group", ""),
         kind="regression" if t["kind"] == "regression" else "classification",
         metric=tasks_lib.PRIMARY_METRIC[t["kind"]], n=len(pred["y"]),
-        fn=lambda m, w, fns=fns: fns[m](w), number=int(t.get("number", 0)), unit=t["unit"]))
+        fn=lambda m, w, fns=fns: fns[m](w), number=int(t.get("number", 0)), unit=t["unit"],
+        valid=scoring.resample_filter(t["kind"], pred["y"])))
   return paper.summarize(rows, models=list(report["models"]), reference=reference,
                          num_resamples=bootstrap["resamples"], seed=bootstrap["seed"],
                          confidence=bootstrap["confidence"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -164,31 +166,46 @@ def _json_safe(value: Any) -> Any:
   return value
 
 
+# What `write_report` writes into its directory.
+REPORT_FILES = ("report.md", "report.json", "predictions.npz", "report.png")
+
+
 def write_report(report: Mapping[str, Any], output: str | os.PathLike, *,
                  plots: bool = True) -> str:
   """Writes `report.md`, `report.json`, `predictions.npz` (and `report.png`) into `output`.
 
   `predictions.npz` holds, per task, `<task>/ids` (test record ids), `<task>/y` (targets) and
   `<task>/scores/<model>` (what the metrics were computed from), so every number in the report
-  can be recomputed.
+  can be recomputed. The files are written into a hidden staging folder inside `output` first
+  and renamed into place once all are complete: an interrupted run leaves the previous report
+  (or none), never half of one.
 
   Returns:
     The markdown table.
   """
   out = pathlib.Path(output)
   out.mkdir(parents=True, exist_ok=True)
-  text = format_markdown(report)
-  (out / "report.md").write_text(text)
-  summary = {k: v for k, v in report.items() if k != "predictions"}
-  (out / "report.json").write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False)
-                                   + "\n")
-  arrays = {}
-  for task, pred in report.get("predictions", {}).items():
-    arrays[f"{task}/ids"] = np.asarray(pred["ids"], dtype=str)
-    arrays[f"{task}/y"] = np.asarray(pred["y"])
-    for label, scores in pred["scores"].items():
-      arrays[f"{task}/scores/{label}"] = np.asarray(scores)
-  np.savez(out / "predictions.npz", **arrays)
-  if plots:
-    plot_report(report, out / "report.png")
+  stage = pathlib.Path(tempfile.mkdtemp(prefix=".report.", dir=out))
+  try:
+    text = format_markdown(report)
+    (stage / "report.md").write_text(text)
+    summary = {k: v for k, v in report.items() if k != "predictions"}
+    (stage / "report.json").write_text(json.dumps(_json_safe(summary), indent=2,
+                                                  allow_nan=False) + "\n")
+    arrays = {}
+    for task, pred in report.get("predictions", {}).items():
+      arrays[f"{task}/ids"] = np.asarray(pred["ids"], dtype=str)
+      arrays[f"{task}/y"] = np.asarray(pred["y"])
+      for label, scores in pred["scores"].items():
+        arrays[f"{task}/scores/{label}"] = np.asarray(scores)
+    np.savez(stage / "predictions.npz", **arrays)
+    if plots:
+      plot_report(report, stage / "report.png")
+    for name in REPORT_FILES:
+      if (stage / name).exists():
+        os.replace(stage / name, out / name)
+      else:                                   # An older run's plot must not pass for this one's.
+        (out / name).unlink(missing_ok=True)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
   return text

@@ -41,6 +41,16 @@ def metric_fn(kind: str, metric: str, y: np.ndarray, scores: np.ndarray
   return lambda w: f(y, scores, w)
 
 
+def resample_filter(kind: str, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+  """The bootstrap resamples a task keeps (`metrics.bootstrap(valid=)`): for AUROC tasks those
+  holding a positive and a negative of every class its test set has (`metrics.classes_present`),
+  so every resample's AUROC is the same statistic as the point estimate; None (all) for
+  regression."""
+  if kind == "regression":
+    return None
+  return metrics.classes_present(metrics.indicator(y))
+
+
 def undefined_in(kind: str, y: np.ndarray, class_names: Sequence[str]) -> list[str]:
   """Names of the classes whose AUROC is undefined on `y` (no positives or no negatives)."""
   if kind == "multiclass":

@@ -1,6 +1,6 @@
 r"""Backbone weights between a training workdir (Orbax) and PyTorch files.
 
-    python -m clef_jax.export --workdir W --output clef_small.ckpt [--format lightning]
+    python -m clef_jax.export --workdir W --output clef_small.ckpt [--format lightning] [--overwrite]
     python -m clef_jax.export --from_torch clef_small.ckpt --config configs/small.py --workdir W
 
 Forward: the latest checkpoint of `W` -> a PyTorch file. `lightning` (default) is what the
@@ -83,24 +83,45 @@ def main(argv: Sequence[str] | None = None) -> int:
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
   parser.add_argument("--workdir", required=True, help="training workdir (read, or written "
                       "with --from_torch)")
-  parser.add_argument("--output", help="PyTorch file to write")
+  parser.add_argument("--output", help="PyTorch file to write (an existing one is kept unless "
+                      "--overwrite)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   parser.add_argument("--format", default="lightning", choices=FORMATS)
   parser.add_argument("--from_torch", help="PyTorch file to import")
   parser.add_argument("--config", help="config of the import, e.g. configs/small.py")
   args = parser.parse_args(argv)
-  from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
-  absl_logging.set_verbosity(absl_logging.ERROR)
   if bool(args.output) == bool(args.from_torch):
     parser.error("give either --output (export) or --from_torch with --config (import)")
   if args.from_torch and not args.config:
     parser.error("--from_torch needs --config")
+  try:  # Before any weights are read: where the result goes must be writable and not taken.
+    if args.output:
+      cli.check_output_file(args.output, "--output", overwrite=args.overwrite)
+    else:
+      cli.check_output_dir(args.workdir, "--workdir")
+  except cli.UsageError as e:
+    parser.error(str(e))
+  from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  source = args.workdir if args.output else args.from_torch
   try:
     if args.output:
       line = to_torch(args.workdir, args.output, args.format)
     else:
       line = from_torch(args.from_torch, args.config, args.workdir)
   except (FileNotFoundError, ValueError, KeyError, ImportError) as e:
-    print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+    print(f"error: {cli.error_text(e)}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("error: interrupted; nothing was written.", file=sys.stderr)
+    return 130
+  except OSError as e:
+    print(f"error: {e.filename or source}: {e.strerror or e}; nothing was written.",
+          file=sys.stderr)
+    return 1
+  except Exception as e:  # Torch, Orbax and safetensors readers fail in many ways.
+    print(f"error: cannot convert {source} ({type(e).__name__}: {cli.error_text(e)}).",
+          file=sys.stderr)
     return 1
   print(line)
   return 0

@@ -177,6 +177,8 @@ def msformer_from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str,
                         *strict.compare(shapes, {e.torch_key: e.torch_shape for e in table}),
                         _hints(patch[1] if patch is not None and len(patch) == 2 else None,
                                "dense.weight" in sd, size, in_channels, num_classes))
+  strict.check_values(f"MSFormer({size}) weights",
+                      {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table})
   flat = {}
   for e in table:
     a = strict.to_numpy(sd[e.torch_key])

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from clef_jax import arch
 from clef_jax.export import net1d_layout
 from clef_jax.export import strict
 
@@ -51,6 +52,18 @@ def _in_channels_notes(shapes: Mapping[str, tuple[int, ...]], in_channels: int) 
   w = shapes.get("first_conv.conv.weight")
   if w is not None and len(w) == 3 and w[1] != in_channels:
     return [f"first_conv.conv.weight has {w[1]} input channels; pass in_channels={w[1]}."]
+  return []
+
+
+def _size_notes(shapes: Mapping[str, tuple[int, ...]], size: str, in_channels: int) -> list[str]:
+  """Names the Net1D size whose layout the shapes do match (the commonest mistake)."""
+  for other in arch.SIZES:
+    if other == size:
+      continue
+    table = net1d_layout.state_dict_table(other, in_channels)
+    expected = {e.torch_key: tuple(e.torch_shape) for e in table if e.rule != "bn"}
+    if all(shapes.get(k) == s for k, s in expected.items()):
+      return [f"these are Net1D-{other} weights: load them as size {other}"]
   return []
 
 
@@ -163,8 +176,12 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
                             required=[e.torch_key for e in table if e.rule != "bn"])
   strict.raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
                         f"num_classes={num_classes})", "Net1D", *problems,
-                        _in_channels_notes(shapes, in_channels))
+                        _in_channels_notes(shapes, in_channels)
+                        + _size_notes(shapes, size, in_channels))
 
+  what = f"Net1D({size}) weights"
+  strict.check_values(what, {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table
+                             if e.flax_path is not None and e.torch_key in sd})
   flat, non_initial = {}, []
   for e in table:
     if e.torch_key not in sd:

@@ -81,17 +81,44 @@ def compare(actual: Mapping[Any, tuple[int, ...]], expected: Mapping[Any, tuple[
   return missing, unexpected, wrong
 
 
+def _some(names: Sequence[str], limit: int = 5) -> str:
+  shown = ", ".join(names[:limit])
+  return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def raise_mismatch(what: str, layout: str, missing: Sequence[str], unexpected: Sequence[str],
                    wrong_shape: Sequence[str], notes: Sequence[str] = ()) -> None:
-  """Raises one ValueError that lists every problem; returns if there is none."""
+  """Raises one ValueError, one line, naming every kind of problem; returns if there is none.
+
+  Each list shows its first few names and how many more there are.
+  """
   if not (missing or unexpected or wrong_shape):
     return
-  lines = [f"{what} does not match the {layout} layout:"]
+  parts = []
   if missing:
-    lines.append(f"  missing ({len(missing)}): {', '.join(missing)}")
+    parts.append(f"missing ({len(missing)}): {_some(missing)}")
   if unexpected:
-    lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
+    parts.append(f"unexpected ({len(unexpected)}): {_some(unexpected)}")
   if wrong_shape:
-    lines.append(f"  wrong shape ({len(wrong_shape)}): {', '.join(wrong_shape)}")
-  lines.extend(f"  ({n})" for n in notes)
-  raise ValueError("\n".join(lines))
+    parts.append(f"wrong shape ({len(wrong_shape)}): {_some(wrong_shape)}")
+  parts.extend(f"({n})" for n in notes)
+  raise ValueError(f"{what} does not match the {layout} layout: " + "; ".join(parts))
+
+
+def check_values(what: str, arrays: Mapping[str, np.ndarray]) -> None:
+  """Weights must be finite floating-point numbers: refuses integer, bool or complex tensors
+  and NaN/inf values (which load without error and then give NaN or constant embeddings).
+
+  Raises:
+    ValueError: one line naming the first offending entries and what to do.
+  """
+  not_float = [f"{k} ({a.dtype})" for k, a in arrays.items()
+               if not np.issubdtype(a.dtype, np.floating)]
+  if not_float:
+    raise ValueError(f"{what}: {len(not_float)} weights are not floating point "
+                     f"({_some(not_float, 3)}); this is not a trained model's weight file: "
+                     "re-export it from the training run.")
+  bad = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+  if bad:
+    raise ValueError(f"{what}: {len(bad)} weights hold NaN or inf ({_some(bad, 3)}); the file "
+                     "is damaged or the training diverged: use an earlier checkpoint.")

@@ -50,22 +50,36 @@ def read_torch_file(path: str | os.PathLike) -> Mapping[str, Any]:
   safetensors files are recognised by extension or magic bytes.
 
   Raises:
-    ValueError: the file holds something other than a mapping, or objects `weights_only`
-      refuses.
+    FileNotFoundError: no such file.
+    ValueError: one line naming the file: truncated, damaged or not a weight file, holding
+      something other than a mapping, or objects `weights_only` refuses.
   """
   path = os.fspath(path)
   torch = strict.import_torch()
-  if _is_safetensors(path):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    checkpoint = load_file(path)
-  else:
-    try:
+  safetensors = _is_safetensors(path)
+  try:
+    if safetensors:
+      from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+      checkpoint = load_file(path)
+    else:
       checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+  except pickle.UnpicklingError as e:
+    if "unsupported global" in str(e).lower():   # A pickled object, not bytes that are no pickle.
       raise ValueError(
           f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
           "file, extract its state_dict in a separate step and pass it to "
           "from_torch_state_dict.") from e
+    raise ValueError(f"{path}: not a readable PyTorch weight file (no pickle or zip archive a "
+                     "state dict is saved as); it is truncated or damaged: download or export "
+                     "it again.") from e
+  except (FileNotFoundError, IsADirectoryError, PermissionError):
+    raise
+  except Exception as e:  # torch and safetensors fail in many ways on a damaged file.
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    kind = "safetensors" if safetensors else "PyTorch"
+    raise ValueError(f"{path}: not a readable {kind} weight file ({type(e).__name__}"
+                     f"{': ' + first if first else ''}); it is truncated or damaged: download "
+                     "or export it again.") from e
   if not isinstance(checkpoint, Mapping):
     raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
   return checkpoint
@@ -126,11 +140,14 @@ def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
   """
   _check_backbone(backbone)
   checkpoint = read_torch_file(path)
-  if backbone == "net1d":
-    return net1d_interop.from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
-                                               num_classes=num_classes)
-  sd = checkpoint.get("state_dict", checkpoint)
-  if isinstance(sd, Mapping):
-    sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
-  return msformer_interop.msformer_from_torch_state_dict(sd, size=size, in_channels=in_channels,
-                                                         num_classes=num_classes)
+  try:
+    if backbone == "net1d":
+      return net1d_interop.from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
+                                                 num_classes=num_classes)
+    sd = checkpoint.get("state_dict", checkpoint)
+    if isinstance(sd, Mapping):
+      sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
+    return msformer_interop.msformer_from_torch_state_dict(
+        sd, size=size, in_channels=in_channels, num_classes=num_classes)
+  except ValueError as e:   # Name the file: the converters only see its contents.
+    raise ValueError(f"{os.fspath(path)}: {e}") from e

@@ -9,8 +9,13 @@ Numerically equivalent implementations of the SAME-padded grouped convolution:
   "hybrid":    XLA's forward; stride-1 gradients from XLA's dx and `_conv_weight_grad`, stride-2
                ones from polyphase (`_conv_hybrid`).
   "cpu":       per layer, "hybrid" for >= 16 channels per group, else "polyphase".
+  "onednn":    oneDNN's convolution primitives (`clef_jax.models.onednn`, the kernels PyTorch's CPU
+               convolutions run) for the forward pass and the input gradient; the kernel gradient
+               from oneDNN for >= 16 channels per group, else from polyphase (`_conv_onednn`).
+               Falls back to "cpu" per layer where oneDNN cannot run (not built, not float32).
 "auto" (the default everywhere) resolves to "xla" on accelerators and "cpu" on CPU, at trace
-time. docs/benchmarks.md has the measurements behind this choice.
+time ("onednn" is faster per layer and for inference, not for a whole training step:
+docs/benchmarks.md has the measurements behind this choice).
 
 The pointwise (1x1) convolution `pointwise_conv` has a CPU-friendly weight gradient as well.
 """
@@ -24,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from clef_jax.models import onednn
 
 Array = jax.Array
 
@@ -42,6 +49,8 @@ def resolve_conv_impl(impl: str) -> str:
   if impl not in GROUPED_CONV_IMPLS:
     raise ValueError(
         f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}.")
+  if impl == "onednn":
+    onednn.warn_if_unavailable()  # One line, once: the layers then run "cpu" (`_conv_onednn`).
   return impl
 
 
@@ -54,7 +63,8 @@ def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str 
       blocks, like PyTorch.
     stride: the stride (Net1D uses 1 and 2; any positive stride works).
     groups: number of groups.
-    impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "polyphase", "hybrid", "cpu").
+    impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "polyphase", "hybrid", "cpu",
+      "onednn").
 
   Returns:
     `(B, ceil(L / stride), C_out)`.
@@ -244,11 +254,57 @@ def _conv_cpu(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   return _conv_polyphase(x, kernel, stride=stride, groups=groups)
 
 
+# Channels per group from which "onednn" takes the kernel gradient from oneDNN. oneDNN runs it as
+# im2col + GEMM; for 4 channels per group (Net1D-small) polyphase's is 2-2.5x faster (e.g.
+# 1.4 vs 3.2 ms), for 16 (medium) oneDNN's is as fast as the fastest XLA one or faster.
+_ONEDNN_WGRAD_MIN_CHANNELS_PER_GROUP = 16
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_onednn_vjp(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+  return onednn.forward(x, kernel, stride=stride, groups=groups)
+
+
+def _conv_onednn_vjp_fwd(x, kernel, stride, groups):
+  return onednn.forward(x, kernel, stride=stride, groups=groups), (x, kernel)
+
+
+def _conv_onednn_vjp_bwd(stride, groups, res, g):
+  x, kernel = res
+  g = g.astype(jnp.float32)
+  dx = onednn.backward_data(g, kernel, length=x.shape[1], stride=stride, groups=groups)
+  if kernel.shape[2] // groups >= _ONEDNN_WGRAD_MIN_CHANNELS_PER_GROUP:
+    dw = onednn.backward_weights(x, g, kernel_size=kernel.shape[0], stride=stride, groups=groups)
+  else:
+    # Polyphase's kernel gradient alone (XLA drops the unused forward GEMM and input gradient).
+    _, vjp = jax.vjp(lambda w: _conv_polyphase(x, w, stride=stride, groups=groups), kernel)
+    (dw,) = vjp(g)
+  return dx, dw
+
+
+_conv_onednn_vjp.defvjp(_conv_onednn_vjp_fwd, _conv_onednn_vjp_bwd)
+
+
+def _conv_onednn(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """oneDNN's forward and input gradient; its kernel gradient for wide groups (CPU).
+
+  oneDNN reads and writes the channels-last activations in place (its `nwc` layout), so unlike
+  the XLA formulations no activation-sized layout copy is made; per layer of Net1D-medium its
+  forward is 2-2.5x faster than XLA's grouped convolution and its input gradient 1-5x faster
+  than the hybrid's (docs/benchmarks.md). Layers oneDNN cannot take (operands not float32, the
+  kernels not built) use "cpu". Values equal "xla" up to summation order.
+  """
+  if not onednn.supports(x, kernel, stride):
+    return _conv_cpu(x, kernel, stride=stride, groups=groups)
+  return _conv_onednn_vjp(x, kernel, stride, groups)
+
+
 GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
     "xla": _conv_xla,
     "polyphase": _conv_polyphase,
     "hybrid": _conv_hybrid,
     "cpu": _conv_cpu,
+    "onednn": _conv_onednn,
 }
 
 # Pointwise (1x1) convolutions with at least this many input or output channels take the

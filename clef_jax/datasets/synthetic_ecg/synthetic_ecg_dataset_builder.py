@@ -49,6 +49,27 @@ def config_name(num_subjects: int, seed: int, records_per_subject: int,
   return name
 
 
+def _typed(field: str, value, default):
+  try:
+    return type(default)(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{field}={value!r}: not a {type(default).__name__}") from None
+
+
+def _check(values: dict) -> None:
+  """Refuses config values that would build an empty or unusable archive (one line, the field)."""
+  least = {"num_subjects": 1, "records_per_subject": 1}
+  for field, low in least.items():
+    if values[field] < low:
+      raise ValueError(f"{field}={values[field]}: must be at least {low}")
+  if not 0 < values["sampling_rate"] <= 20_000:
+    raise ValueError(f"sampling_rate={values['sampling_rate']}: must be in (0, 20000] Hz")
+  if not 0 < values["duration_s"] <= 3600:
+    raise ValueError(f"duration_s={values['duration_s']}: must be in (0, 3600] seconds")
+  if values["signal_encoding"] not in ("bytes", "zlib"):
+    raise ValueError(f"signal_encoding={values['signal_encoding']!r}: choose bytes or zlib")
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for the synthetic ECG archive."""
 
@@ -84,8 +105,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if config is not None:
         raise ValueError("Pass either `config` or the config fields, not both.")
       defaults = SyntheticConfig(name="_")
-      values = {k: (getattr(defaults, k) if v is None else type(getattr(defaults, k))(v))
+      values = {k: (getattr(defaults, k) if v is None else _typed(k, v, getattr(defaults, k)))
                 for k, v in fields.items()}
+      _check(values)
       preset = [c for c in self.BUILDER_CONFIGS
                 if all(getattr(c, k) == v for k, v in values.items())]
       config = preset[0] if preset else SyntheticConfig(
