@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 def __getattr__(name):
   if name == "Encoder":
     from clef_jax.encoder import Encoder  # Lazy: pulls in jax, flax and the readers.
+
     return Encoder
   raise AttributeError(f"module 'clef_jax' has no attribute {name!r}")

@@ -40,7 +40,8 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from clef_jax import build_report, cli, files
 
@@ -52,16 +53,18 @@ DATASETS_DIR = pathlib.Path(__file__).resolve().parent / "datasets"
 
 def available_datasets() -> list[str]:
   """Names of the `clef_jax/datasets/<name>/<name>_dataset_builder.py` folders."""
-  return sorted(p.name for p in DATASETS_DIR.iterdir()
-                if (p / f"{p.name}_dataset_builder.py").is_file())
+  return sorted(
+    p.name for p in DATASETS_DIR.iterdir() if (p / f"{p.name}_dataset_builder.py").is_file()
+  )
 
 
 def dataset_module(name: str, module: str | None = None):
   """Imports `clef_jax.datasets.<name>.<module>` (default: the `<name>_dataset_builder` module)."""
   if not (DATASETS_DIR / name / f"{name}_dataset_builder.py").is_file():
     raise ValueError(
-        f"No builder {name!r}: expected {DATASETS_DIR / name}/{name}_dataset_builder.py. "
-        f"Available: {', '.join(available_datasets()) or 'none'}.")
+      f"No builder {name!r}: expected {DATASETS_DIR / name}/{name}_dataset_builder.py. "
+      f"Available: {', '.join(available_datasets()) or 'none'}."
+    )
   return importlib.import_module(f"{DATASETS_PACKAGE}.{name}.{module or name + '_dataset_builder'}")
 
 
@@ -82,19 +85,29 @@ def _fallback_report(builder, duration_s: float) -> dict[str, Any]:
   """A minimal report for builders that do not use `build_report.ReportingBuilder`."""
   examples = {name: split.num_examples for name, split in builder.info.splits.items()}
   report = build_report.BuildReport(
-      dataset=builder.name,
-      config=builder.builder_config.name if builder.builder_config else None,
-      version=str(builder.version)).to_dict()
+    dataset=builder.name,
+    config=builder.builder_config.name if builder.builder_config else None,
+    version=str(builder.version),
+  ).to_dict()
   report.update(
-      duration_s=round(duration_s, 3), examples=examples, examples_total=sum(examples.values()),
-      note="records = examples: this builder does not report per-record decisions")
+    duration_s=round(duration_s, 3),
+    examples=examples,
+    examples_total=sum(examples.values()),
+    note="records = examples: this builder does not report per-record decisions",
+  )
   report["records"].update(seen=sum(examples.values()), kept=sum(examples.values()))
   return report
 
 
-def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
-          manual_dir: str | os.PathLike | None = None, overwrite: bool = False,
-          builder_kwargs: dict[str, Any] | None = None) -> pathlib.Path:
+def build(
+  name: str,
+  *,
+  data_dir: str | os.PathLike,
+  config: str | None = None,
+  manual_dir: str | os.PathLike | None = None,
+  overwrite: bool = False,
+  builder_kwargs: dict[str, Any] | None = None,
+) -> pathlib.Path:
   """Builds dataset `name` as ArrayRecord and returns the path of its `build_report.json`.
 
   Args:
@@ -115,8 +128,12 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
     name, config = name.split("/", 1)
 
   def make_builder():
-    return builder_class(name)(data_dir=os.fspath(data_dir), config=config,
-                               file_format="array_record", **(builder_kwargs or {}))
+    return builder_class(name)(
+      data_dir=os.fspath(data_dir),
+      config=config,
+      file_format="array_record",
+      **(builder_kwargs or {}),
+    )
 
   builder = make_builder()
   data_path = pathlib.Path(builder.data_path)
@@ -124,9 +141,10 @@ def build(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
   data_path.parent.mkdir(parents=True, exist_ok=True)
   with _build_lock(data_path):
     if clean_leftovers(data_path):
-      builder = make_builder()   # It may have seen the version that was just put back.
-    return _build_locked(builder, make_builder, data_path, report_path, overwrite=overwrite,
-                         manual_dir=manual_dir)
+      builder = make_builder()  # It may have seen the version that was just put back.
+    return _build_locked(
+      builder, make_builder, data_path, report_path, overwrite=overwrite, manual_dir=manual_dir
+    )
 
 
 @contextlib.contextmanager
@@ -145,11 +163,13 @@ def _build_lock(data_path: pathlib.Path):
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise BuildLocked(f"{data_path.parent}: another build of this dataset config is running; "
-                        "wait for it to finish or stop it.") from None
+      raise BuildLocked(
+        f"{data_path.parent}: another build of this dataset config is running; "
+        "wait for it to finish or stop it."
+      ) from None
     yield
   finally:
-    os.close(fd)   # Releases the lock.
+    os.close(fd)  # Releases the lock.
 
 
 class BuildLocked(RuntimeError):
@@ -180,8 +200,15 @@ def clean_leftovers(data_path: pathlib.Path, log: Callable[[str], Any] = print) 
   return restored
 
 
-def _build_locked(builder, make_builder, data_path: pathlib.Path, report_path: pathlib.Path, *,
-                  overwrite: bool, manual_dir) -> pathlib.Path:
+def _build_locked(
+  builder,
+  make_builder,
+  data_path: pathlib.Path,
+  report_path: pathlib.Path,
+  *,
+  overwrite: bool,
+  manual_dir,
+) -> pathlib.Path:
   """`build` once the version's lock is held and leftovers are gone."""
   import tensorflow_datasets as tfds  # Lazy: heavy import.
 
@@ -201,9 +228,11 @@ def _build_locked(builder, make_builder, data_path: pathlib.Path, report_path: p
   try:
     with tempfile.TemporaryDirectory(prefix="clef_build_") as download_dir:  # Nothing downloads.
       builder.download_and_prepare(
-          download_dir=download_dir,
-          download_config=tfds.download.DownloadConfig(
-              manual_dir=os.fspath(manual_dir) if manual_dir else None))
+        download_dir=download_dir,
+        download_config=tfds.download.DownloadConfig(
+          manual_dir=os.fspath(manual_dir) if manual_dir else None
+        ),
+      )
   except BaseException:
     if replaced is not None and not data_path.exists():
       replaced.rename(data_path)
@@ -221,22 +250,28 @@ def _build_locked(builder, make_builder, data_path: pathlib.Path, report_path: p
   if replaced is not None:
     shutil.rmtree(replaced)
   if not report_path.exists():  # Written after the rename, but atomically (tmp + rename).
-    files.atomic_write_text(report_path, json.dumps(
-        _fallback_report(builder, time.monotonic() - start), indent=2))
+    files.atomic_write_text(
+      report_path, json.dumps(_fallback_report(builder, time.monotonic() - start), indent=2)
+    )
   return report_path
 
 
-def dummy_data_main(write_dummy_data: Callable[[str], Any],
-                    argv: Sequence[str] | None = None) -> int:
+def dummy_data_main(
+  write_dummy_data: Callable[[str], Any], argv: Sequence[str] | None = None
+) -> int:
   """Command line of every `clef_jax/datasets/<name>/dummy_data_generation.py`: `--out_dir DIR`.
 
   Writes that builder's tiny fake archive (for tests and trying a build) and prints its folder.
   """
   parser = argparse.ArgumentParser(description="Writes a tiny fake archive for this builder.")
   parser.add_argument("--out_dir", required=True, help="where to write the tree")
-  parser.add_argument("--extra", type=int, default=0,
-                      help="well-formed records added so every split holds every class (the "
-                      "generator's docstring says how they are labelled)")
+  parser.add_argument(
+    "--extra",
+    type=int,
+    default=0,
+    help="well-formed records added so every split holds every class (the "
+    "generator's docstring says how they are labelled)",
+  )
   args = parser.parse_args(argv)
   if args.extra < 0:
     parser.error(f"--extra must be >= 0; got {args.extra}")
@@ -248,15 +283,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   # argparse rather than absl flags: importing this module must not define global flags that
   # could collide with the trainer's (`--config`).
   parser = cli.ArgumentParser(
-      prog="python -m clef_jax.build", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog="python -m clef_jax.build",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("name", help=f"dataset: one of {', '.join(available_datasets())}")
   parser.add_argument("--config", default=None, help="builder config name")
   parser.add_argument("--manual_dir", default=None, help="folder of the downloaded archive")
   parser.add_argument("--data_dir", required=True, help="TFDS data directory to build into")
   parser.add_argument("--overwrite", action="store_true", help="rebuild an existing version")
-  parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                      help="extra Builder keyword argument (repeatable)")
+  parser.add_argument(
+    "--option",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="extra Builder keyword argument (repeatable)",
+  )
   args = parser.parse_args(argv)
   kwargs = {}
   for item in args.option:
@@ -273,41 +315,59 @@ def main(argv: Sequence[str] | None = None) -> int:
   except cli.UsageError as e:
     parser.error(str(e))
   if manual_dir and not os.path.isdir(manual_dir):
-    parser.error(f"--manual_dir {manual_dir}: no such directory; pass the folder holding the "
-                 "downloaded archive")
+    parser.error(
+      f"--manual_dir {manual_dir}: no such directory; pass the folder holding the "
+      "downloaded archive"
+    )
   builder_cls = builder_class(name)
   instructions = getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   if instructions and not manual_dir:
-    parser.error(f"{name} builds from a downloaded archive: pass --manual_dir DIR. "
-                 + " ".join(instructions.split()))
+    parser.error(
+      f"{name} builds from a downloaded archive: pass --manual_dir DIR. "
+      + " ".join(instructions.split())
+    )
   config_names = [c.name for c in getattr(builder_cls, "BUILDER_CONFIGS", None) or []]
   config = args.config or (args.name.split("/", 1)[1] if "/" in args.name else None)
   if config and config_names and config not in config_names and not kwargs:
-    parser.error(f"--config {config}: {name} has no such config; choose one of "
-                 f"{', '.join(config_names)}")
+    parser.error(
+      f"--config {config}: {name} has no such config; choose one of {', '.join(config_names)}"
+    )
   try:
-    report_path = build(args.name, data_dir=args.data_dir, config=args.config,
-                        manual_dir=manual_dir, overwrite=args.overwrite, builder_kwargs=kwargs)
+    report_path = build(
+      args.name,
+      data_dir=args.data_dir,
+      config=args.config,
+      manual_dir=manual_dir,
+      overwrite=args.overwrite,
+      builder_kwargs=kwargs,
+    )
   except BuildLocked as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print(f"error: interrupted; {name} was not built (a previous complete version is kept; "
-          "rerun to build).", file=sys.stderr)
+    print(
+      f"error: interrupted; {name} was not built (a previous complete version is kept; "
+      "rerun to build).",
+      file=sys.stderr,
+    )
     return 130
   except Exception as e:  # Builders, TFDS and the file system fail in many ways: one line each.
     if isinstance(e, TypeError) and "unexpected keyword argument" in str(e) and kwargs:
       key = str(e).split("'")[1] if str(e).count("'") >= 2 else "?"
-      print(f"error: --option {key}=...: {name}'s Builder has no such option; see "
-            f"clef_jax/datasets/{name}/{name}_dataset_builder.py for its keyword arguments",
-            file=sys.stderr)
+      print(
+        f"error: --option {key}=...: {name}'s Builder has no such option; see "
+        f"clef_jax/datasets/{name}/{name}_dataset_builder.py for its keyword arguments",
+        file=sys.stderr,
+      )
       return 2
-    if isinstance(e, ValueError) and str(e).split("=", 1)[0] in kwargs:   # A builder's check.
+    if isinstance(e, ValueError) and str(e).split("=", 1)[0] in kwargs:  # A builder's check.
       print(f"error: --option {cli.error_text(e)}", file=sys.stderr)
       return 2
     first = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
-    print(f"error: building {args.name} into {args.data_dir} failed ({type(e).__name__}: "
-          f"{first})", file=sys.stderr)
+    print(
+      f"error: building {args.name} into {args.data_dir} failed ({type(e).__name__}: {first})",
+      file=sys.stderr,
+    )
     return 1
   if report_path.exists():
     print(build_report.summarize(json.loads(report_path.read_text())))

@@ -67,9 +67,21 @@ NO_VALID_WINDOW = "no_valid_window"
 MISSING_LEAD = "missing_lead"
 MISSING_LABEL = "missing_label"
 SKIP_REASONS = (
-    MALFORMED_HEADER, MISSING_HEADER, MISSING_SIGNAL_FILE, TRUNCATED_SIGNAL, READ_ERROR,
-    NO_STANDARD_LEADS, UNSUPPORTED_SAMPLING_RATE, TOO_SHORT, ALL_LEADS_MISSING, DUPLICATE_RECORD,
-    INVALID_ENTRY, NO_VALID_WINDOW, MISSING_LEAD, MISSING_LABEL)
+  MALFORMED_HEADER,
+  MISSING_HEADER,
+  MISSING_SIGNAL_FILE,
+  TRUNCATED_SIGNAL,
+  READ_ERROR,
+  NO_STANDARD_LEADS,
+  UNSUPPORTED_SAMPLING_RATE,
+  TOO_SHORT,
+  ALL_LEADS_MISSING,
+  DUPLICATE_RECORD,
+  INVALID_ENTRY,
+  NO_VALID_WINDOW,
+  MISSING_LEAD,
+  MISSING_LABEL,
+)
 
 # Flags: the record is stored, something about it is marked.
 UNKNOWN_LEAD_NAME = "unknown_lead_name"
@@ -125,15 +137,21 @@ class BuildReport:
   `ReportingBuilder` mixin writes the result. Plain Python, so it can be tested on its own.
   """
 
-  def __init__(self, *, dataset: str, config: str | None = None, version: str | None = None,
-               max_examples: int = 5):
+  def __init__(
+    self,
+    *,
+    dataset: str,
+    config: str | None = None,
+    version: str | None = None,
+    max_examples: int = 5,
+  ):
     self.dataset = dataset
     self.config = config
     self.version = version
     self.source: str | None = None
     self.max_examples = max_examples
     self._start = time.monotonic()
-    self._started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    self._started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     self.duration_s: float | None = None
     self.records_kept = 0
     self.examples_per_split: collections.Counter[str] = collections.Counter()
@@ -179,24 +197,24 @@ class BuildReport:
     if duration is None:
       duration = round(time.monotonic() - self._start, 3)
     return {
-        "dataset": self.dataset,
-        "config": self.config,
-        "version": self.version,
-        "source": self.source,
-        "started_at": self._started_at,
-        "duration_s": duration,
-        "records": {
-            "seen": self.records_kept + self.records_skipped,
-            "kept": self.records_kept,
-            "skipped": self.records_skipped,
-            "filtered": sum(self.filters.values()),
-        },
-        "examples": dict(sorted(self.examples_per_split.items())),
-        "examples_total": sum(self.examples_per_split.values()),
-        "windows_per_record": {str(k): v for k, v in sorted(self.windows_per_record.items())},
-        "skipped": {k: b.to_dict() for k, b in sorted(self.skips.items())},
-        "flags": {k: b.to_dict() for k, b in sorted(self.flags.items())},
-        "filtered": dict(sorted(self.filters.items())),
+      "dataset": self.dataset,
+      "config": self.config,
+      "version": self.version,
+      "source": self.source,
+      "started_at": self._started_at,
+      "duration_s": duration,
+      "records": {
+        "seen": self.records_kept + self.records_skipped,
+        "kept": self.records_kept,
+        "skipped": self.records_skipped,
+        "filtered": sum(self.filters.values()),
+      },
+      "examples": dict(sorted(self.examples_per_split.items())),
+      "examples_total": sum(self.examples_per_split.values()),
+      "windows_per_record": {str(k): v for k, v in sorted(self.windows_per_record.items())},
+      "skipped": {k: b.to_dict() for k, b in sorted(self.skips.items())},
+      "flags": {k: b.to_dict() for k, b in sorted(self.flags.items())},
+      "filtered": dict(sorted(self.filters.items())),
     }
 
   def write(self, path: str | os.PathLike) -> pathlib.Path:
@@ -212,10 +230,10 @@ def summarize(report: dict[str, Any]) -> str:
   name = report["dataset"] + (f"/{report['config']}" if report.get("config") else "")
   rec = report["records"]
   lines = [
-      f"{name} {report.get('version') or ''}: {rec['kept']} of {rec['seen']} records kept, "
-      f"{rec['skipped']} skipped, {rec['filtered']} filtered; "
-      f"{report['examples_total']} examples {report['examples']} in {report['duration_s']:.1f} s",
-      f"  windows per record: {report['windows_per_record']}",
+    f"{name} {report.get('version') or ''}: {rec['kept']} of {rec['seen']} records kept, "
+    f"{rec['skipped']} skipped, {rec['filtered']} filtered; "
+    f"{report['examples_total']} examples {report['examples']} in {report['duration_s']:.1f} s",
+    f"  windows per record: {report['windows_per_record']}",
   ]
   for title, key in (("skipped", "skipped"), ("flagged", "flags")):
     for reason, bucket in report[key].items():
@@ -247,9 +265,10 @@ class ReportingBuilder:
   def report(self) -> BuildReport:
     if getattr(self, "_report", None) is None:
       self._report = BuildReport(
-          dataset=self.name,
-          config=self.builder_config.name if self.builder_config else None,
-          version=str(self.version))
+        dataset=self.name,
+        config=self.builder_config.name if self.builder_config else None,
+        version=str(self.version),
+      )
     return self._report
 
   def _download_and_prepare(self, dl_manager, download_config=None, **kwargs):

@@ -35,7 +35,7 @@ PyTree = Any
 # compiles one small slicing program per (shape, device) at the first save: 15 s for 20 tiny arrays
 # on 8 CPU devices, 0.2 s without (measured). Splitting pays off only for large arrays, so smaller
 # ones are written whole by one replica.
-REPLICA_PARALLEL_MIN_BYTES = 2 ** 20
+REPLICA_PARALLEL_MIN_BYTES = 2**20
 _array_handler_configured = False
 
 
@@ -46,17 +46,21 @@ def _configure_array_writes() -> None:
     return
   try:  # The metadata store is what Orbax's default handler uses; no public alias exists.
     from orbax.checkpoint._src.metadata import array_metadata_store
+
     store = array_metadata_store.Store()
   except ImportError:
     store = None
-  absl_logger = logging.getLogger("absl")    # Orbax warns on every override; this one is meant.
+  absl_logger = logging.getLogger("absl")  # Orbax warns on every override; this one is meant.
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)
   try:
     ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(
-            array_metadata_store=store,
-            min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
+      jax.Array,
+      ocp.type_handlers.ArrayHandler(
+        array_metadata_store=store, min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES
+      ),
+      override=True,
+    )
   finally:
     absl_logger.setLevel(level)
   _array_handler_configured = True
@@ -78,13 +82,22 @@ class Checkpointer:
     async_save: write in a background thread; `wait()` blocks until it is on disk.
   """
 
-  def __init__(self, directory: str | os.PathLike, *, save_interval_steps: int = 1000,
-               max_to_keep: int | None = 3, async_save: bool = True):
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    save_interval_steps: int = 1000,
+    max_to_keep: int | None = 3,
+    async_save: bool = True,
+  ):
     _configure_array_writes()
     self.directory = pathlib.Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(1, save_interval_steps), max_to_keep=max_to_keep or None,
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+      save_interval_steps=max(1, save_interval_steps),
+      max_to_keep=max_to_keep or None,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -96,8 +109,15 @@ class Checkpointer:
     called at every step by every process."""
     return self._manager.reached_preemption(step)
 
-  def save(self, step: int, state: PyTree, *, data_iter=None,
-           config: Mapping[str, Any] | None = None, force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    state: PyTree,
+    *,
+    data_iter=None,
+    config: Mapping[str, Any] | None = None,
+    force: bool = False,
+  ) -> bool:
     """Starts saving (returns at once when async); True if a save was started.
 
     The caller must not advance `data_iter` before this returns: its position is read here.
@@ -127,10 +147,14 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items)).state
 
-  def restore_newest_readable(self, target: PyTree, *, data_iter=None,
-                              check_config: Callable[[dict | None, pathlib.Path], None] | None
-                              = None, report: Callable[[str], None] = print
-                              ) -> tuple[int, PyTree] | None:
+  def restore_newest_readable(
+    self,
+    target: PyTree,
+    *,
+    data_iter=None,
+    check_config: Callable[[dict | None, pathlib.Path], None] | None = None,
+    report: Callable[[str], None] = print,
+  ) -> tuple[int, PyTree] | None:
     """Restores the newest step that can be read, trying older steps when one cannot.
 
     A step whose files are damaged (truncated by a full disk, an interrupted copy) is reported
@@ -169,8 +193,10 @@ class Checkpointer:
         continue
       for bad, why in failures:
         moved = self._set_aside(bad)
-        report(f"restore: checkpoint step {bad} is unreadable: {why}; using step {step} "
-               f"instead (step {bad} kept, moved to {moved})")
+        report(
+          f"restore: checkpoint step {bad} is unreadable: {why}; using step {step} "
+          f"instead (step {bad} kept, moved to {moved})"
+        )
       if failures:
         self._manager.reload()
       return step, state
@@ -185,7 +211,7 @@ class Checkpointer:
     aside = self.directory.parent / "unreadable_checkpoints"
     target = aside / str(step)
     n = 1
-    while target.exists():            # An earlier damaged copy of the same step stays too.
+    while target.exists():  # An earlier damaged copy of the same step stays too.
       target = aside / f"{step}-{n}"
       n += 1
     if jax.process_index() == 0:
@@ -193,6 +219,7 @@ class Checkpointer:
       os.replace(self.directory / str(step), target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices(f"checkpoint step {step} set aside")
     return target
 
@@ -220,13 +247,13 @@ def describe_failure(error: BaseException, step_dir: pathlib.Path) -> str:
   """
   chain, seen = [], set()
   e: BaseException | None = error
-  while e is not None and id(e) not in seen:   # Explicit causes only: `__context__` holds
-    seen.add(id(e))                            # library-internal noise (StopIteration, ...).
+  while e is not None and id(e) not in seen:  # Explicit causes only: `__context__` holds
+    seen.add(id(e))  # library-internal noise (StopIteration, ...).
     chain.append(e)
     e = e.__cause__
   text = "\n".join(str(c) for c in chain)
   where = next((str(c.filename) for c in chain if getattr(c, "filename", None)), None)
-  files = re.findall(r'local file "([^"]+)"', text)   # The innermost mention is the exact one.
+  files = re.findall(r'local file "([^"]+)"', text)  # The innermost mention is the exact one.
   if where is None and files:
     where = files[-1].rstrip("/")
   if where is None and any(isinstance(c, json.JSONDecodeError) for c in chain):
@@ -238,11 +265,13 @@ def describe_failure(error: BaseException, step_dir: pathlib.Path) -> str:
   if array:
     where += f" (array {array.group(1).rsplit('/', 1)[0]})"
   # What: the innermost error's own words, without the location already given.
-  what = next((str(c).strip().splitlines()[0] for c in reversed(chain) if str(c).strip()),
-              type(error).__name__)
-  code = re.match(r"[A-Z][A-Z_]+: ", what)            # TensorStore's status, e.g. DATA_LOSS.
-  tail = re.split(r'local file "[^"]*": ', what)[-1]   # Without the location given above.
-  tail = re.sub(r"\s*\[tensorstore_spec.*$", "", tail)   # The JSON spec dump adds nothing.
+  what = next(
+    (str(c).strip().splitlines()[0] for c in reversed(chain) if str(c).strip()),
+    type(error).__name__,
+  )
+  code = re.match(r"[A-Z][A-Z_]+: ", what)  # TensorStore's status, e.g. DATA_LOSS.
+  tail = re.split(r'local file "[^"]*": ', what)[-1]  # Without the location given above.
+  tail = re.sub(r"\s*\[tensorstore_spec.*$", "", tail)  # The JSON spec dump adds nothing.
   what = (code.group(0) if code and not tail.startswith(code.group(0)) else "") + tail
   return f"{where}: {what[:300]}"
 
@@ -250,15 +279,19 @@ def describe_failure(error: BaseException, step_dir: pathlib.Path) -> str:
 def _first_bad_json(step_dir: pathlib.Path) -> str | None:
   """The first JSON metadata file under `step_dir` that does not parse (array data skipped)."""
   for path in sorted(step_dir.rglob("*")):
-    if (not path.is_file() or path.suffix == ".ocdbt" or path.parent.name == "d"
-        or path.stat().st_size > 2 ** 24):
+    if (
+      not path.is_file()
+      or path.suffix == ".ocdbt"
+      or path.parent.name == "d"
+      or path.stat().st_size > 2**24
+    ):
       continue
     try:
       text = path.read_text()
     except (OSError, UnicodeDecodeError):
-      continue                                 # Not a text file.
+      continue  # Not a text file.
     if not text.lstrip().startswith(("{", "[")):
-      continue                                 # Not JSON (commit markers, ...).
+      continue  # Not JSON (commit markers, ...).
     try:
       json.loads(text)
     except ValueError:
@@ -270,8 +303,11 @@ def _first_bad_json(step_dir: pathlib.Path) -> str | None:
 # Reading one step (clef_jax.weights).
 # ------------------------------------------------------------------------------------------------
 def _step_dirs(root: pathlib.Path) -> list[int]:
-  return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()
-                and (p / "state").is_dir())
+  return sorted(
+    int(p.name)
+    for p in root.iterdir()
+    if p.is_dir() and p.name.isdigit() and (p / "state").is_dir()
+  )
 
 
 def resolve_step_dir(path: str | os.PathLike) -> pathlib.Path:
@@ -286,8 +322,10 @@ def resolve_step_dir(path: str | os.PathLike) -> pathlib.Path:
   root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   steps = _step_dirs(root) if root.is_dir() else []
   if not steps:
-    raise FileNotFoundError(f"No Orbax checkpoint in {path} (expected <step>/state/ in it or in "
-                            "its checkpoints/ directory).")
+    raise FileNotFoundError(
+      f"No Orbax checkpoint in {path} (expected <step>/state/ in it or in "
+      "its checkpoints/ directory)."
+    )
   return root / str(steps[-1])
 
 
@@ -302,8 +340,9 @@ def read_config(step_dir: str | os.PathLike) -> dict[str, Any]:
   if not (step_dir / "config").is_dir():
     raise FileNotFoundError(f"{step_dir} has no saved config.")
   with _read_only_manager(step_dir.parent) as manager:
-    return manager.restore(int(step_dir.name),
-                           args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    return manager.restore(
+      int(step_dir.name), args=ocp.args.Composite(config=ocp.args.JsonRestore())
+    ).config
 
 
 def restore_backbone(step_dir: str | os.PathLike, target: PyTree | None = None) -> PyTree:
@@ -319,12 +358,16 @@ def restore_backbone(step_dir: str | os.PathLike, target: PyTree | None = None) 
     meta = ocp.PyTreeCheckpointer().metadata(step_dir / "state")
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
-    item = {"params": {"backbone": tree["params"]["backbone"]}}   # ArrayMetadata leaves
+    item = {"params": {"backbone": tree["params"]["backbone"]}}  # ArrayMetadata leaves
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   else:
     item = {"params": {"backbone": _abstract(target)}}
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)
   with _read_only_manager(step_dir.parent) as manager:
-    restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item, restore_args=restore_args, partial_restore=True)))
+    restored = manager.restore(
+      int(step_dir.name),
+      args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item, restore_args=restore_args, partial_restore=True)
+      ),
+    )
   return restored.state["params"]["backbone"]

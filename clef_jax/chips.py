@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 GB = 1e9
-GIB = 2 ** 30
+GIB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Chip:
     hbm_bandwidth: HBM bytes/s.
     ici_bandwidth: bidirectional inter-chip interconnect bytes/s per chip.
   """
+
   name: str
   peak_bf16_flops: float
   hbm_bytes: float
@@ -44,10 +45,10 @@ class Chip:
 
 
 CHIPS: dict[str, Chip] = {
-    "v4": Chip("v4", 275e12, 32 * GIB, 1200 * GB, 600 * GB),
-    "v5e": Chip("v5e", 197e12, 16 * GB, 819 * GB, 400 * GB),
-    "v5p": Chip("v5p", 459e12, 95 * GIB, 2765 * GB, 1200 * GB),
-    "v6e": Chip("v6e", 918e12, 32 * GB, 1638 * GB, 800 * GB),
+  "v4": Chip("v4", 275e12, 32 * GIB, 1200 * GB, 600 * GB),
+  "v5e": Chip("v5e", 197e12, 16 * GB, 819 * GB, 400 * GB),
+  "v5p": Chip("v5p", 459e12, 95 * GIB, 2765 * GB, 1200 * GB),
+  "v6e": Chip("v6e", 918e12, 32 * GB, 1638 * GB, 800 * GB),
 }
 
 # Topology-name prefixes libtpu accepts -> table key ("v5litepod" is v5e's accelerator type).
@@ -62,6 +63,8 @@ def chip_for_topology(topology_name: str) -> Chip:
   """
   prefix = topology_name.split(":", 1)[0].lower()
   if prefix not in ALIASES:
-    raise KeyError(f"unknown TPU generation {prefix!r} in topology {topology_name!r}; known: "
-                   f"{', '.join(sorted(ALIASES))} (e.g. v5p:2x2x1)")
+    raise KeyError(
+      f"unknown TPU generation {prefix!r} in topology {topology_name!r}; known: "
+      f"{', '.join(sorted(ALIASES))} (e.g. v5p:2x2x1)"
+    )
   return CHIPS[ALIASES[prefix]]

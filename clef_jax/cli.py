@@ -146,8 +146,10 @@ def config_error(error: BaseException, argv: Sequence[str], flag: str = "config"
   """
   cause = error.args[0] if isinstance(error, AttributeError) and error.args else error
   if isinstance(cause, OSError) and cause.filename and cause.strerror:
-    return (f"--{flag} {cause.filename}: {cause.strerror}; pass an existing config file "
-            f"(--{flag}=path/to/config.py[:options])")
+    return (
+      f"--{flag} {cause.filename}: {cause.strerror}; pass an existing config file "
+      f"(--{flag}=path/to/config.py[:options])"
+    )
   if isinstance(cause, KeyError) and cause.args:
     lines = [s.strip() for s in str(cause.args[0]).splitlines() if s.strip()]
     field = lines[0].strip("'\"") if lines else "?"
@@ -168,8 +170,10 @@ def config_file_error(error: BaseException, flag: str = "config") -> str:
   last = one_line(error)
   match = re.fullmatch(r"\[Errno \d+\] (.+?): '(.+)'", last)
   if match:
-    return (f"--{flag} {match.group(2)}: {match.group(1)}; pass an existing config file "
-            f"(--{flag}=path/to/config.py[:options])")
+    return (
+      f"--{flag} {match.group(2)}: {match.group(1)}; pass an existing config file "
+      f"(--{flag}=path/to/config.py[:options])"
+    )
   return f"--{flag}: {last}"
 
 
@@ -206,8 +210,9 @@ def absl_parse(
     sys.exit(1)
 
 
-def check_output_dir(path: str | os.PathLike, flag: str, *,
-                     shown: str | os.PathLike | None = None) -> pathlib.Path:
+def check_output_dir(
+  path: str | os.PathLike, flag: str, *, shown: str | os.PathLike | None = None
+) -> pathlib.Path:
   """Fails early, in one line, when directory `path` cannot be created or written to.
 
   A missing directory is fine (it is created later, with its parents); one under a regular file,
@@ -234,8 +239,10 @@ def check_output_dir(path: str | os.PathLike, flag: str, *,
     where = "is a file" if ancestor == value else f"{ancestor} is a file"
     raise UsageError(f"{flag} {value}: {where}, not a directory; choose another {flag}.")
   if not os.access(ancestor, os.W_OK | os.X_OK):
-    raise UsageError(f"{flag} {value}: directory {ancestor} is not writable; choose another "
-                     f"{flag} or fix its permissions.")
+    raise UsageError(
+      f"{flag} {value}: directory {ancestor} is not writable; choose another "
+      f"{flag} or fix its permissions."
+    )
   return p
 
 
@@ -249,7 +256,8 @@ def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool) ->
   if p.is_dir():
     raise UsageError(f"{flag} {p}: is a directory; name a file.")
   if p.exists() and not overwrite:
-    raise UsageError(f"{flag} {p}: already exists; pass --overwrite to replace it, or choose "
-                     f"another {flag}.")
+    raise UsageError(
+      f"{flag} {p}: already exists; pass --overwrite to replace it, or choose another {flag}."
+    )
   check_output_dir(p.parent, flag, shown=p)
   return p

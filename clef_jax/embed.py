@@ -44,8 +44,14 @@ from clef_jax.data import schema
 _MIN_FILTER_SAMPLES = 34
 
 
-def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMPLES,
-                   bandpass: bool = True, zscore: bool = True) -> np.ndarray:
+def input_contract(
+  x: np.ndarray,
+  fs: float,
+  *,
+  window: int = schema.WINDOW_SAMPLES,
+  bandpass: bool = True,
+  zscore: bool = True,
+) -> np.ndarray:
   """One lead in physical units -> the backbone's input: `(window,)` float32 at 500 Hz.
 
   The same chain as pretraining's deterministic part (docs/method.md §D, §I), without augmentation:
@@ -75,22 +81,29 @@ def input_contract(x: np.ndarray, fs: float, *, window: int = schema.WINDOW_SAMP
     x = pp.bandpass(x, pp.OFFICIAL_FS)
   out = np.zeros(window, np.float32)
   if x.shape[0]:
-    out[:x.shape[0]] = pp.zscore(x) if zscore else x
+    out[: x.shape[0]] = pp.zscore(x) if zscore else x
   return out
 
 
-def record_input(record: dict[str, Any], *, lead: str | int, window: int = schema.WINDOW_SAMPLES
-                 ) -> np.ndarray:
+def record_input(
+  record: dict[str, Any], *, lead: str | int, window: int = schema.WINDOW_SAMPLES
+) -> np.ndarray:
   """A decoded TFDS example (`schema.record_features` schema) -> `(window,)` model input."""
   j = lead if isinstance(lead, int) else schema.lead_index(lead)
-  x = schema.to_physical(record["signal"][:, j:j + 1], record["gain"][j:j + 1],
-                      record["baseline"][j:j + 1])[:, 0]
+  x = schema.to_physical(
+    record["signal"][:, j : j + 1], record["gain"][j : j + 1], record["baseline"][j : j + 1]
+  )[:, 0]
   return input_contract(x, float(record["sampling_rate"]), window=window)
 
 
-def source_inputs(source: Sequence[dict[str, Any]], *, lead: str | int,
-                  window: int = schema.WINDOW_SAMPLES, label_keys: Iterable[str] = (),
-                  limit: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def source_inputs(
+  source: Sequence[dict[str, Any]],
+  *,
+  lead: str | int,
+  window: int = schema.WINDOW_SAMPLES,
+  label_keys: Iterable[str] = (),
+  limit: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Model inputs and labels of (the first `limit`) records of a random-access source.
 
   Returns:
@@ -118,8 +131,9 @@ def make_embed_fn(model) -> Callable[[Any, np.ndarray], Any]:
   return embed
 
 
-def embed_array(embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.ndarray, *,
-                batch_size: int = 64) -> np.ndarray:
+def embed_array(
+  embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.ndarray, *, batch_size: int = 64
+) -> np.ndarray:
   """Embeds `x` `(N, L)` in fixed-size batches (the last is zero-padded: one compilation).
 
   Returns:
@@ -129,21 +143,26 @@ def embed_array(embed_fn: Callable[[Any, np.ndarray], Any], params: Any, x: np.n
   batch_size = max(1, min(batch_size, n))
   out = []
   for start in range(0, n, batch_size):
-    chunk = x[start:start + batch_size]
+    chunk = x[start : start + batch_size]
     pad = batch_size - chunk.shape[0]
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(embed_fn(params, chunk))[:batch_size - pad])
+    out.append(np.asarray(embed_fn(params, chunk))[: batch_size - pad])
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
 # Reading inputs from disk (through `clef_jax.readers`).
 # ------------------------------------------------------------------------------------------------
-def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
-                window: int = schema.WINDOW_SAMPLES, fs: float | None = None,
-                channel: str | int | None = None, unit: str | None = None
-                ) -> tuple[np.ndarray, list[str], list[str]]:
+def read_inputs(
+  path: str | os.PathLike,
+  *,
+  lead: str | None = None,
+  window: int = schema.WINDOW_SAMPLES,
+  fs: float | None = None,
+  channel: str | int | None = None,
+  unit: str | None = None,
+) -> tuple[np.ndarray, list[str], list[str]]:
   """The first window of every recording under PATH as model inputs (see `clef_jax.readers`).
 
   Args:
@@ -164,7 +183,7 @@ def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
       continue
     try:
       native = int(np.ceil(window * item.fs / pp.OFFICIAL_FS)) + 1
-      x = item.read(0, native).astype(np.float32)   # As `readers.iter_windows` gives.
+      x = item.read(0, native).astype(np.float32)  # As `readers.iter_windows` gives.
       xs.append(input_contract(x, item.fs, window=window))
       ids.append(item.id)
     except readers.InputError as e:
@@ -179,8 +198,11 @@ def read_inputs(path: str | os.PathLike, *, lead: str | None = None,
 # CLI.
 # ------------------------------------------------------------------------------------------------
 def _outputs(output: pathlib.Path) -> dict[str, pathlib.Path]:
-  return {"vectors": output, "ids": output.with_suffix(".ids.txt"),
-          "index": output.with_name(output.name + ".index.csv")}
+  return {
+    "vectors": output,
+    "ids": output.with_suffix(".ids.txt"),
+    "index": output.with_name(output.name + ".index.csv"),
+  }
 
 
 def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib.Path]:
@@ -190,8 +212,10 @@ def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib
   paths = _outputs(output)
   existing = [str(p) for p in paths.values() if p.exists()]
   if existing and not overwrite:
-    raise ValueError(f"--output: {', '.join(existing)} already exist(s); pass --overwrite or "
-                     "choose another --output.")
+    raise ValueError(
+      f"--output: {', '.join(existing)} already exist(s); pass --overwrite or "
+      "choose another --output."
+    )
   if output.is_dir():
     raise ValueError(f"--output {output} is a directory.")
   # Missing directories are created only when the outputs are written, so that a run that fails
@@ -204,8 +228,9 @@ def _check_output(output: pathlib.Path, *, overwrite: bool) -> dict[str, pathlib
   if not os.access(ancestor, os.W_OK | os.X_OK):
     if ancestor == output.parent.absolute():
       raise ValueError(f"--output: directory {output.parent} is not writable.")
-    raise ValueError(f"--output: cannot create directory {output.parent} ({ancestor} is not "
-                     "writable).")
+    raise ValueError(
+      f"--output: cannot create directory {output.parent} ({ancestor} is not writable)."
+    )
   return paths
 
 
@@ -228,11 +253,13 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
       w.writerows(rows)
 
   paths["vectors"].parent.mkdir(parents=True, exist_ok=True)
-  files.atomic_write_all({
+  files.atomic_write_all(
+    {
       paths["vectors"]: write_vectors,
       paths["ids"]: lambda tmp: tmp.write_text("".join(f"{r['record']}\n" for r in rows)),
       paths["index"]: write_index,
-  })
+    }
+  )
 
 
 def _parser():
@@ -241,37 +268,71 @@ def _parser():
   from clef_jax import cli
 
   parser = cli.ArgumentParser(
-      prog="python -m clef_jax.embed", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    prog="python -m clef_jax.embed",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=__doc__.split("\n\n", 1)[1],
+  )
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="training workdir or step directory (latest checkpoint)")
-  src.add_argument("--torch_weights",
-                   help="PyTorch backbone file (CLEF .ckpt, state_dict, safetensors)")
-  parser.add_argument("--size", choices=("small", "medium", "large"),
-                      help="backbone size of --torch_weights")
-  parser.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"),
-                      help="backbone of --torch_weights (default net1d, the paper's)")
-  parser.add_argument("--input", required=True,
-                      help="WFDB record (rec or rec.hea), EDF/BDF, CSV, .npy, or a directory")
-  parser.add_argument("--output", required=True,
-                      help="output .npy (also <output>.index.csv and .ids.txt)")
+  src.add_argument(
+    "--torch_weights", help="PyTorch backbone file (CLEF .ckpt, state_dict, safetensors)"
+  )
+  parser.add_argument(
+    "--size", choices=("small", "medium", "large"), help="backbone size of --torch_weights"
+  )
+  parser.add_argument(
+    "--backbone",
+    default="net1d",
+    choices=("net1d", "msformer"),
+    help="backbone of --torch_weights (default net1d, the paper's)",
+  )
+  parser.add_argument(
+    "--input",
+    required=True,
+    help="WFDB record (rec or rec.hea), EDF/BDF, CSV, .npy, or a directory",
+  )
+  parser.add_argument(
+    "--output", required=True, help="output .npy (also <output>.index.csv and .ids.txt)"
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-  parser.add_argument("--lead", help="standard lead to embed (aliases such as MLII accepted; "
-                      "default: lead I, or the file's only channel)")
+  parser.add_argument(
+    "--lead",
+    help="standard lead to embed (aliases such as MLII accepted; "
+    "default: lead I, or the file's only channel)",
+  )
   parser.add_argument("--channel", help="the file's own channel name, or its 0-based index")
   parser.add_argument("--fs", type=float, help="sampling rate in Hz (required for CSV/.npy input)")
-  parser.add_argument("--unit", help="signal unit when the file has none or a wrong one "
-                      "(uV, mV, V; required for CSV/.npy input)")
-  parser.add_argument("--window_s", type=float, default=float(schema.WINDOW_SECONDS),
-                      help="seconds per window, 1 to 3600 (default 10)")
+  parser.add_argument(
+    "--unit",
+    help="signal unit when the file has none or a wrong one "
+    "(uV, mV, V; required for CSV/.npy input)",
+  )
+  parser.add_argument(
+    "--window_s",
+    type=float,
+    default=float(schema.WINDOW_SECONDS),
+    help="seconds per window, 1 to 3600 (default 10)",
+  )
   parser.add_argument("--hop_s", type=float, help="seconds between windows (default: window_s)")
-  parser.add_argument("--min_s", type=float,
-                      help="least seconds of signal in a window, >= 0.5 (default: window_s / 2)")
-  parser.add_argument("--max_missing", type=float, default=0.5,
-                      help="largest missing (NaN) fraction of a kept window (default 0.5)")
+  parser.add_argument(
+    "--min_s",
+    type=float,
+    help="least seconds of signal in a window, >= 0.5 (default: window_s / 2)",
+  )
+  parser.add_argument(
+    "--max_missing",
+    type=float,
+    default=0.5,
+    help="largest missing (NaN) fraction of a kept window (default 0.5)",
+  )
   parser.add_argument("--max_windows", type=int, help="at most this many windows per record")
-  parser.add_argument("--aggregate", default="none", choices=("none", "mean"),
-                      help="mean: one row per record (the mean of its windows' embeddings)")
+  parser.add_argument(
+    "--aggregate",
+    default="none",
+    choices=("none", "mean"),
+    help="mean: one row per record (the mean of its windows' embeddings)",
+  )
   parser.add_argument("--window", type=int, help=argparse.SUPPRESS)  # Old: samples at 500 Hz.
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -282,16 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   """The CLI; returns 0, 1 (unusable input or weights), 2 (bad arguments) or 130 (Ctrl-C)."""
   try:
     return _main(argv)
-  except KeyboardInterrupt:   # Before or while loading: nothing has been written yet.
+  except KeyboardInterrupt:  # Before or while loading: nothing has been written yet.
     print("error: interrupted; nothing written.", file=sys.stderr)
     return 130
 
 
 def _main(argv: Sequence[str] | None) -> int:
   args = _parser().parse_args(argv)
-  from clef_jax import readers  # Lazy: --help should not wait for these imports.
-
-  from clef_jax import cli
+  from clef_jax import (
+    cli,
+    readers,  # Lazy: --help should not wait for these imports.
+  )
 
   def fail(message: str, code: int = 1) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
@@ -299,8 +361,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
   try:
     window_s = args.window_s if args.window is None else args.window / pp.OFFICIAL_FS
-    windowing = readers.Windowing(window_s=window_s, hop_s=args.hop_s, min_s=args.min_s,
-                                  max_missing=args.max_missing, max_windows=args.max_windows)
+    windowing = readers.Windowing(
+      window_s=window_s,
+      hop_s=args.hop_s,
+      min_s=args.min_s,
+      max_missing=args.max_missing,
+      max_windows=args.max_windows,
+    )
     lead = readers.check_lead(args.lead)
     if args.batch_size < 1:
       raise readers.InputError(f"--batch_size {args.batch_size}: must be at least 1.")
@@ -317,6 +384,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return fail(str(e))
 
   from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
+
   absl_logging.set_verbosity(absl_logging.ERROR)
   from clef_jax import encoder
 
@@ -324,22 +392,29 @@ def _main(argv: Sequence[str] | None) -> int:
     items = (item for src in sources for item in _open(readers, src, lead, args))
     first = next(items, None)
     if len(sources) == 1 and isinstance(first, readers.Skipped):
-      return fail(first.message)   # One input that cannot be read: its reason is the message.
-    enc = encoder.Encoder.load(args.workdir or args.torch_weights, backbone=args.backbone,
-                               size=args.size, batch_size=args.batch_size)
+      return fail(first.message)  # One input that cannot be read: its reason is the message.
+    enc = encoder.Encoder.load(
+      args.workdir or args.torch_weights,
+      backbone=args.backbone,
+      size=args.size,
+      batch_size=args.batch_size,
+    )
   except (readers.InputError, FileNotFoundError, ValueError, KeyError) as e:
     return fail(cli.error_text(e))
-  except Exception as e:   # Weights files fail in many ways (torch, orbax, safetensors).
-    return fail(f"cannot load weights from {args.workdir or args.torch_weights} "
-                f"({type(e).__name__}: {cli.error_text(e)}).")
+  except Exception as e:  # Weights files fail in many ways (torch, orbax, safetensors).
+    return fail(
+      f"cannot load weights from {args.workdir or args.torch_weights} "
+      f"({type(e).__name__}: {cli.error_text(e)})."
+    )
   progress = None if args.quiet else encoder.Progress(len(sources), stream=sys.stderr)
   log = encoder.stderr_log
-  if len(sources) == 1:   # The one input's skip reason becomes the error line: say it once.
+  if len(sources) == 1:  # The one input's skip reason becomes the error line: say it once.
     log = lambda line: None if line.startswith("skipped ") else encoder.stderr_log(line)  # noqa
   try:
     chain = itertools.chain([first] if first is not None else [], items)
-    result = enc.embed_inputs(chain, windowing, aggregate=args.aggregate, log=log,
-                              progress=progress)
+    result = enc.embed_inputs(
+      chain, windowing, aggregate=args.aggregate, log=log, progress=progress
+    )
   except KeyboardInterrupt:
     return fail("interrupted; nothing written.", 130)
   except readers.InputError as e:
@@ -347,8 +422,10 @@ def _main(argv: Sequence[str] | None) -> int:
   except Exception as e:
     if not _out_of_memory(e):
       raise
-    return fail(f"out of memory embedding {windowing.window_s:g}-s windows in batches of "
-                f"{args.batch_size}; pass a smaller --batch_size (or --window_s). Nothing written.")
+    return fail(
+      f"out of memory embedding {windowing.window_s:g}-s windows in batches of "
+      f"{args.batch_size}; pass a smaller --batch_size (or --window_s). Nothing written."
+    )
   if not result.index:
     if len(result.skipped_records) == 1:
       return fail(result.skipped_records[0].message)
@@ -360,32 +437,36 @@ def _main(argv: Sequence[str] | None) -> int:
   except KeyboardInterrupt:
     return fail("interrupted while writing; outputs left as they were.", 130)
   n_records = len({s.record for s in result.index})
-  print(f"{n_records} records, {sum(result.windows)} windows -> {paths['vectors']} "
-        f"{result.vectors.shape} (index: {paths['index']}); {_counts(result)}")
+  print(
+    f"{n_records} records, {sum(result.windows)} windows -> {paths['vectors']} "
+    f"{result.vectors.shape} (index: {paths['index']}); {_counts(result)}"
+  )
   return 0
 
 
 def _out_of_memory(e: Exception) -> bool:
   """Host or accelerator memory exhausted (XLA raises a runtime error saying so)."""
-  return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or (
-      "out of memory" in str(e).lower())
+  return (
+    isinstance(e, MemoryError)
+    or "RESOURCE_EXHAUSTED" in str(e)
+    or ("out of memory" in str(e).lower())
+  )
 
 
 def _open(readers, src, lead, args):
   try:
-    yield from readers.open_source(src, lead=lead, channel=args.channel, fs=args.fs,
-                                   unit=args.unit)
+    yield from readers.open_source(src, lead=lead, channel=args.channel, fs=args.fs, unit=args.unit)
   except readers.InputError as e:
     yield readers.Skipped(src.id, e.reason, str(e))
 
 
 def _counts(result) -> str:
   records = collections.Counter(s.reason for s in result.skipped_records)
-  text = "skipped records: " + (", ".join(f"{n} {r}" for r, n in sorted(records.items()))
-                                or "none")
+  text = "skipped records: " + (", ".join(f"{n} {r}" for r, n in sorted(records.items())) or "none")
   if result.skipped_windows:
     text += "; skipped windows: " + ", ".join(
-        f"{n} {r}" for r, n in sorted(result.skipped_windows.items()))
+      f"{n} {r}" for r, n in sorted(result.skipped_windows.items())
+    )
   return text
 
 

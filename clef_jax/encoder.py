@@ -40,6 +40,7 @@ class Embedded:
     skipped_windows: skipped windows per reason (`readers.SKIP_REASONS`).
     skipped_records: `readers.Skipped` for every record without a single kept window.
   """
+
   vectors: np.ndarray
   index: list[readers.Span]
   windows: list[int]
@@ -50,8 +51,13 @@ class Embedded:
     """The index CSV's rows: record, channel, start_s, end_s, fs_native (, windows)."""
     rows = []
     for s, n in zip(self.index, self.windows):
-      row = {"record": s.record, "channel": s.channel, "start_s": round(s.start_s, 6),
-             "end_s": round(s.end_s, 6), "fs_native": s.fs_native}
+      row = {
+        "record": s.record,
+        "channel": s.channel,
+        "start_s": round(s.start_s, 6),
+        "end_s": round(s.end_s, 6),
+        "fs_native": s.fs_native,
+      }
       rows.append(row | {"windows": n})
     return rows
 
@@ -66,7 +72,7 @@ class Progress:
     self.t0 = time.monotonic()
     self.last = self.t0
     self.records = self.windows = 0
-    self.expected = 0          # Windows of the records opened so far.
+    self.expected = 0  # Windows of the records opened so far.
     self.opened = 0
 
   def opened_record(self, n_windows: int) -> None:
@@ -81,8 +87,10 @@ class Progress:
     total = self.expected + per_record * (self.total_records - self.opened)
     eta = (total - self.windows) / rate if rate > 0 else float("nan")
     eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
-    return (f"embed: {self.records}/{self.total_records} records, {self.windows} windows, "
-            f"{rate:.1f} windows/s, ETA {eta_text}")
+    return (
+      f"embed: {self.records}/{self.total_records} records, {self.windows} windows, "
+      f"{rate:.1f} windows/s, ETA {eta_text}"
+    )
 
   def update(self, *, records: int, windows: int, force: bool = False) -> None:
     self.records, self.windows = records, windows
@@ -97,8 +105,16 @@ class Progress:
 class Encoder:
   """A backbone with its parameters, embedding ECGs through the models' input contract."""
 
-  def __init__(self, model: Any, params: Any, *, backbone: str = "net1d", size: str = "",
-               source: str = "", batch_size: int = 64):
+  def __init__(
+    self,
+    model: Any,
+    params: Any,
+    *,
+    backbone: str = "net1d",
+    size: str = "",
+    source: str = "",
+    batch_size: int = 64,
+  ):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     self.model, self.params = model, params
@@ -107,8 +123,14 @@ class Encoder:
     self._embed_fn: Callable[[Any, np.ndarray], Any] | None = None
 
   @classmethod
-  def load(cls, source: str | os.PathLike, *, backbone: str | None = None,
-           size: str | None = None, batch_size: int = 64) -> Encoder:
+  def load(
+    cls,
+    source: str | os.PathLike,
+    *,
+    backbone: str | None = None,
+    size: str | None = None,
+    batch_size: int = 64,
+  ) -> Encoder:
     """Loads a training workdir (its latest checkpoint), a step directory or a PyTorch file.
 
     Args:
@@ -120,27 +142,43 @@ class Encoder:
     from clef_jax import weights  # Lazy: Orbax and the models load only when weights do.
 
     path = os.fspath(source)
-    if os.path.isdir(path):   # The checkpoint's saved config names its backbone and size.
+    if os.path.isdir(path):  # The checkpoint's saved config names its backbone and size.
       loaded = weights.load_backbone(path)
     else:
       if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such weights file or workdir.")
       if not size:
-        raise ValueError(f"{path}: a PyTorch weights file needs its size (--size small | medium "
-                         "| large).")
+        raise ValueError(
+          f"{path}: a PyTorch weights file needs its size (--size small | medium | large)."
+        )
       loaded = weights.load_backbone(path, backbone=backbone or "net1d", size=size)
-    return cls(loaded.model, loaded.params, backbone=loaded.backbone, size=loaded.size,
-               source=path, batch_size=batch_size)
+    return cls(
+      loaded.model,
+      loaded.params,
+      backbone=loaded.backbone,
+      size=loaded.size,
+      source=path,
+      batch_size=batch_size,
+    )
 
   def embed_windows(self, x: np.ndarray) -> np.ndarray:
     """Model inputs `(N, L)` (already through the input contract) -> `(N, D)` float32."""
     if self._embed_fn is None:
       self._embed_fn = embed_lib.make_embed_fn(self.model)
-    return embed_lib.embed_array(self._embed_fn, self.params, np.asarray(x, np.float32),
-                                 batch_size=self.batch_size)
+    return embed_lib.embed_array(
+      self._embed_fn, self.params, np.asarray(x, np.float32), batch_size=self.batch_size
+    )
 
-  def embed(self, signal: np.ndarray, *, fs: float, lead: str | None = None, unit: str = "mV",
-            aggregate: str = "none", **windowing) -> np.ndarray:
+  def embed(
+    self,
+    signal: np.ndarray,
+    *,
+    fs: float,
+    lead: str | None = None,
+    unit: str = "mV",
+    aggregate: str = "none",
+    **windowing,
+  ) -> np.ndarray:
     """One single-lead signal -> `(n_windows, D)` float32 (or `(1, D)` with aggregate="mean").
 
     Args:
@@ -160,10 +198,18 @@ class Encoder:
       raise readers.InputError(out.skipped_records[0].message, out.skipped_records[0].reason)
     return out.vectors
 
-  def embed_file(self, path: str | os.PathLike, *, lead: str | None = None,
-                 channel: str | int | None = None, fs: float | None = None,
-                 unit: str | None = None, aggregate: str = "none",
-                 log: Callable[[str], None] | None = None, **windowing) -> Embedded:
+  def embed_file(
+    self,
+    path: str | os.PathLike,
+    *,
+    lead: str | None = None,
+    channel: str | int | None = None,
+    fs: float | None = None,
+    unit: str | None = None,
+    aggregate: str = "none",
+    log: Callable[[str], None] | None = None,
+    **windowing,
+  ) -> Embedded:
     """A file, WFDB record or directory (see `clef_jax.readers`) -> `Embedded`.
 
     Args:
@@ -188,22 +234,32 @@ class Encoder:
       if len(out.skipped_records) == 1:
         raise readers.InputError(out.skipped_records[0].message, out.skipped_records[0].reason)
       counts = collections.Counter(s.reason for s in out.skipped_records)
-      raise readers.InputError(f"{path}: no window to embed (skipped records: " + ", ".join(
-          f"{n} {r}" for r, n in sorted(counts.items())) + ").", "empty")
+      raise readers.InputError(
+        f"{path}: no window to embed (skipped records: "
+        + ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+        + ").",
+        "empty",
+      )
     return out
 
-  def embed_inputs(self, items: Iterable[readers.Recording | readers.Skipped],
-                   windowing: readers.Windowing, *, aggregate: str = "none",
-                   log: Callable[[str], None] | None = None,
-                   progress: Progress | None = None) -> Embedded:
+  def embed_inputs(
+    self,
+    items: Iterable[readers.Recording | readers.Skipped],
+    windowing: readers.Windowing,
+    *,
+    aggregate: str = "none",
+    log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+  ) -> Embedded:
     """Streams recordings through windowing, the input contract and the backbone.
 
     Windows of consecutive recordings share backbone batches; at most `batch_size` windows and
     one read chunk per recording are in memory besides the output rows.
     """
     if aggregate not in AGGREGATES:
-      raise readers.InputError(f"--aggregate {aggregate!r}: choose one of {AGGREGATES}.",
-                               "bad_argument")
+      raise readers.InputError(
+        f"--aggregate {aggregate!r}: choose one of {AGGREGATES}.", "bad_argument"
+      )
     log = log or (lambda line: None)
     window = windowing.model_samples
     spans: list[readers.Span] = []
@@ -243,7 +299,7 @@ class Encoder:
             flush()
           if progress is not None:
             progress.update(records=n_records, windows=n_windows)
-      except readers.InputError as e:   # A read failing mid-record drops the whole record.
+      except readers.InputError as e:  # A read failing mid-record drops the whole record.
         failed.add(rec.id)
         n_windows -= kept
         skipped.append(readers.Skipped(rec.id, e.reason, str(e)))
@@ -256,14 +312,18 @@ class Encoder:
       if not kept:
         what = ", ".join(f"{n} {r}" for r, n in reasons.items())
         reason = reasons.most_common(1)[0][0] if reasons else "short"
-        msg = (f"{rec.path}: no window to embed ({what}; {rec.duration_s:.1f} s at "
-               f"{rec.fs:g} Hz; windows need {windowing.min_seconds:g} s with at most "
-               f"{windowing.max_missing:.0%} missing and a non-flat signal).")
+        msg = (
+          f"{rec.path}: no window to embed ({what}; {rec.duration_s:.1f} s at "
+          f"{rec.fs:g} Hz; windows need {windowing.min_seconds:g} s with at most "
+          f"{windowing.max_missing:.0%} missing and a non-flat signal)."
+        )
         skipped.append(readers.Skipped(rec.id, reason, msg))
         log(f"skipped {rec.id}: {msg}")
       elif reasons:
-        log(f"{rec.id}: {kept} windows, skipped " + ", ".join(
-            f"{n} {r}" for r, n in sorted(reasons.items())))
+        log(
+          f"{rec.id}: {kept} windows, skipped "
+          + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+        )
     flush()
     if progress is not None:
       progress.update(records=n_records, windows=n_windows, force=True)
@@ -277,8 +337,9 @@ class Encoder:
     return Embedded(z, spans, counts, skipped_windows, skipped)
 
 
-def _mean_per_record(z: np.ndarray, spans: list[readers.Span]
-                     ) -> tuple[np.ndarray, list[readers.Span], list[int]]:
+def _mean_per_record(
+  z: np.ndarray, spans: list[readers.Span]
+) -> tuple[np.ndarray, list[readers.Span], list[int]]:
   groups: dict[str, list[int]] = {}
   for i, s in enumerate(spans):
     groups.setdefault(s.record, []).append(i)

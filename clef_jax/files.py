@@ -17,8 +17,7 @@ def _temp_name(path: pathlib.Path) -> pathlib.Path:
   return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[pathlib.Path], object]]
-                     ) -> None:
+def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[pathlib.Path], object]]) -> None:
   """Calls each `write(tmp)` on a temporary sibling of its path, then renames them all into place.
 
   Nothing is renamed until every write has succeeded; the temporary files are removed when a
@@ -27,7 +26,7 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[pathlib.Path],
   """
   tmps = {pathlib.Path(p): _temp_name(pathlib.Path(p)) for p in writes}
   try:
-    for (path, write), tmp in zip(writes.items(), tmps.values()):
+    for write, tmp in zip(writes.values(), tmps.values()):
       write(tmp)
     for path, tmp in tmps.items():
       os.replace(tmp, path)
@@ -36,8 +35,7 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[pathlib.Path],
       tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[pathlib.Path], object]
-                 ) -> pathlib.Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[pathlib.Path], object]) -> pathlib.Path:
   """`write(tmp)` on a temporary sibling of `path`, then renames it to `path`; returns `path`."""
   atomic_write_all({path: write})
   return pathlib.Path(path)

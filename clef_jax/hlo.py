@@ -13,14 +13,42 @@ import collections
 import re
 from typing import Any
 
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute",
-               "ragged-all-to-all")
+COLLECTIVES = (
+  "all-reduce",
+  "all-gather",
+  "reduce-scatter",
+  "all-to-all",
+  "collective-permute",
+  "ragged-all-to-all",
+)
 DTYPE_BYTES = {
-    "pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "f8e4m3": 1,
-    "f8e4m3b11fnuz": 1, "f8e5m2fnuz": 1, "f8e4m3fnuz": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-    "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-_SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True))
-                    + r")\[([\d,]*)\]")
+  "pred": 1,
+  "s4": 0.5,
+  "u4": 0.5,
+  "s8": 1,
+  "u8": 1,
+  "f8e4m3fn": 1,
+  "f8e5m2": 1,
+  "f8e4m3": 1,
+  "f8e4m3b11fnuz": 1,
+  "f8e5m2fnuz": 1,
+  "f8e4m3fnuz": 1,
+  "s16": 2,
+  "u16": 2,
+  "f16": 2,
+  "bf16": 2,
+  "s32": 4,
+  "u32": 4,
+  "f32": 4,
+  "s64": 8,
+  "u64": 8,
+  "f64": 8,
+  "c64": 8,
+  "c128": 16,
+}
+_SHAPE = re.compile(
+  r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([\d,]*)\]"
+)
 # `%name = <type> <opcode>(<operands>), attributes`; <type> may be a tuple with spaces.
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -91,13 +119,13 @@ def collectives(hlo_text: str) -> dict[str, dict[str, float]]:
     if not m:
       continue
     opcode = m.group(3)
-    kind = opcode[:-len("-start")] if opcode.endswith("-start") else opcode
+    kind = opcode[: -len("-start")] if opcode.endswith("-start") else opcode
     if kind not in COLLECTIVES or opcode.endswith("-done"):
       continue
     sizes = shape_sizes(m.group(2))
     if opcode.endswith("-start") and kind in ("all-gather", "collective-permute"):
-      arrays = [s for s in sizes if s > 4] or sizes    # Drop the permute's u32[] contexts.
-      sizes = arrays[len(arrays) // 2:] if len(arrays) > 1 else arrays
+      arrays = [s for s in sizes if s > 4] or sizes  # Drop the permute's u32[] contexts.
+      sizes = arrays[len(arrays) // 2 :] if len(arrays) > 1 else arrays
     entry = out.setdefault(kind, {"count": 0, "bytes": 0.0})
     entry["count"] += 1
     entry["bytes"] += sum(sizes)
@@ -131,11 +159,19 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
     if not m:
       continue
     name, result, opcode, rest = m.groups()
-    if opcode in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast",
-                  "after-all", "partition-id", "replica-id") or opcode.endswith("-done"):
+    if opcode in (
+      "parameter",
+      "constant",
+      "get-tuple-element",
+      "tuple",
+      "bitcast",
+      "after-all",
+      "partition-id",
+      "replica-id",
+    ) or opcode.endswith("-done"):
       continue
     operands = rest.split(")", 1)[0]
-    if _SHAPE.search(operands):          # Shapes spelled inline (unoptimised / CPU text).
+    if _SHAPE.search(operands):  # Shapes spelled inline (unoptimised / CPU text).
       operand_bytes = sum(shape_sizes(operands))
     else:
       operand_bytes = sum(sizes.get(o.strip().lstrip("%"), 0.0) for o in operands.split(","))
@@ -145,14 +181,27 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
     op_name = _OP_NAME.search(line)
     op_name = op_name.group(1) if op_name else ""
     key = _LAYER.sub("*", op_name.removeprefix("jit(train_step)/"))[:100] or f"({opcode})"
-    rows.append({"name": name, "opcode": opcode, "bytes": nbytes, "cycles": cycles,
-                 "shape": result[:80], "op_name": op_name[-120:]})
+    rows.append(
+      {
+        "name": name,
+        "opcode": opcode,
+        "bytes": nbytes,
+        "cycles": cycles,
+        "shape": result[:80],
+        "op_name": op_name[-120:],
+      }
+    )
     by_opcode[opcode] += nbytes
     by_op_name[key] += nbytes
     cycles_by_op_name[key] += cycles
   rows.sort(key=lambda r: -r["bytes"])
-  return {"total": float(sum(by_opcode.values())), "by_opcode": dict(by_opcode.most_common()),
-          "by_op_name": dict(by_op_name.most_common(top)),
-          "cycles": {"total": int(sum(cycles_by_op_name.values())),
-                     "by_op_name": dict(cycles_by_op_name.most_common(top))},
-          "top": rows[:top]}
+  return {
+    "total": float(sum(by_opcode.values())),
+    "by_opcode": dict(by_opcode.most_common()),
+    "by_op_name": dict(by_op_name.most_common(top)),
+    "cycles": {
+      "total": int(sum(cycles_by_op_name.values())),
+      "by_op_name": dict(cycles_by_op_name.most_common(top)),
+    },
+    "top": rows[:top],
+  }

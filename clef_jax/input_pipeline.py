@@ -39,8 +39,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from clef_jax.data import schema
 from clef_jax import preprocess as pp
+from clef_jax.data import schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +79,9 @@ _NOISE_BANKS: dict[str | None, pp.NoiseBank] = {}
 def noise_bank(noise_mat: str | None) -> pp.NoiseBank:
   """Process-local cache of the noise bank (loaded lazily in each grain worker, never pickled)."""
   if noise_mat not in _NOISE_BANKS:
-    _NOISE_BANKS[noise_mat] = (pp.load_noise_mat(noise_mat) if noise_mat
-                               else pp.parametric_noise_bank())
+    _NOISE_BANKS[noise_mat] = (
+      pp.load_noise_mat(noise_mat) if noise_mat else pp.parametric_noise_bank()
+    )
   return _NOISE_BANKS[noise_mat]
 
 
@@ -124,7 +125,7 @@ class TwoViews(grain.transforms.RandomMap):
     x = schema.to_physical(digital, record["gain"][leads, None], record["baseline"][leads, None])
     x = pp.interpolate_nan(x)
     if resample:
-      x = pp.resample(x, fs, aug.target_fs)[:, :self.window]
+      x = pp.resample(x, fs, aug.target_fs)[:, : self.window]
     valid = x.shape[-1]
     raw = np.zeros((2, self.window), np.float32)
     raw[:, :valid] = x[[0, -1]]  # row 0 twice when both views share a lead
@@ -139,12 +140,18 @@ class TwoViews(grain.transforms.RandomMap):
       draws[v, 3:] = pp.draw_zero_mask(rng, valid, aug.p_zero_mask, aug.mask_span)
     metadata = record["metadata"]
     return {
-        "raw": raw, "valid": np.int32(valid), "same": np.bool_(lead1 == lead2),
-        "leads": np.array([lead1, lead2], np.int32), "kind": draws[:, 0], "row": draws[:, 1],
-        "start": draws[:, 2], "mask_start": draws[:, 3], "mask_len": draws[:, 4],
-        "risk": np.float32(metadata[schema.RISK_INDEX]),
-        "rate_meta": np.float32(metadata[schema.RATE_META_INDEX]),
-        "index": np.int64(record["index"]),
+      "raw": raw,
+      "valid": np.int32(valid),
+      "same": np.bool_(lead1 == lead2),
+      "leads": np.array([lead1, lead2], np.int32),
+      "kind": draws[:, 0],
+      "row": draws[:, 1],
+      "start": draws[:, 2],
+      "mask_start": draws[:, 3],
+      "mask_len": draws[:, 4],
+      "risk": np.float32(metadata[schema.RISK_INDEX]),
+      "rate_meta": np.float32(metadata[schema.RATE_META_INDEX]),
+      "index": np.int64(record["index"]),
     }
 
 
@@ -168,7 +175,8 @@ class AugmentBatch(grain.transforms.Map):
       full = valid == length
       # View 1 of every record, view 2 only where its lead differs: ~1.2 filters per record.
       todo = [(i, 0) for i in np.flatnonzero(full)] + [
-          (i, 1) for i in np.flatnonzero(full & ~batch["same"])]
+        (i, 1) for i in np.flatnonzero(full & ~batch["same"])
+      ]
       if todo:
         rows, cols = np.array(todo).T
         x[rows, cols] = pp.bandpass(raw[rows, cols], aug.target_fs, faithful=aug.faithful)
@@ -188,11 +196,12 @@ class AugmentBatch(grain.transforms.Map):
       else:
         for r in np.flatnonzero(valid2 > 0):
           n = int(valid2[r])
-          flat[r, :n] += pp.noise_windows(bank, kinds[r:r + 1], rows[r:r + 1], starts[r:r + 1],
-                                          n, aug.noise_rms)[0]
+          flat[r, :n] += pp.noise_windows(
+            bank, kinds[r : r + 1], rows[r : r + 1], starts[r : r + 1], n, aug.noise_rms
+          )[0]
     for r in np.flatnonzero(batch["mask_len"].reshape(-1)):  # ~20 % of the views
       start = batch["mask_start"].reshape(-1)[r]
-      flat[r, start:start + batch["mask_len"].reshape(-1)[r]] = 0.0
+      flat[r, start : start + batch["mask_len"].reshape(-1)[r]] = 0.0
     if aug.zscore:
       if (valid == length).all():
         flat = pp.zscore(flat)
@@ -201,16 +210,19 @@ class AugmentBatch(grain.transforms.Map):
           n = int(valid2[r])
           flat[r, :n] = pp.zscore(flat[r, :n])
     for r in np.flatnonzero(valid2 < length):  # zero padding of short records
-      flat[r, valid2[r]:] = 0.0
+      flat[r, valid2[r] :] = 0.0
     return {
-        "views": flat.reshape(b, 2, length).astype(np.float32),
-        "risk": batch["risk"], "rate_meta": batch["rate_meta"],
-        "index": batch["index"].astype(np.int32), "leads": batch["leads"],
+      "views": flat.reshape(b, 2, length).astype(np.float32),
+      "risk": batch["risk"],
+      "rate_meta": batch["rate_meta"],
+      "index": batch["index"].astype(np.int32),
+      "leads": batch["leads"],
     }
 
 
-def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | None = None,
-                     lean: bool = True):
+def load_data_source(
+  name: str, *, split: str, data_dir: str | os.PathLike | None = None, lean: bool = True
+):
   """Random-access source of a built dataset, e.g. `name="synthetic_ecg/default"`.
 
   Like `tfds.data_source(name, split=..., data_dir=...)`, with two differences:
@@ -233,10 +245,14 @@ def load_data_source(name: str, *, split: str, data_dir: str | os.PathLike | Non
     builder = read_only_builder.builder_from_files(name, **kwargs)
   signal = builder.info.features["signal"]
   encoding = str(getattr(signal, "_encoding", "")).lower().rsplit(".", 1)[-1]
-  if lean and (signal.np_dtype == np.int16 and signal.shape == (None, schema.NUM_LEADS)
-               and encoding in ("zlib", "bytes")):
+  if lean and (
+    signal.np_dtype == np.int16
+    and signal.shape == (None, schema.NUM_LEADS)
+    and encoding in ("zlib", "bytes")
+  ):
     raw = builder.as_data_source(
-        split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+      split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+    )
     return LeanSource(raw, zlib_signal=encoding == "zlib")
   return builder.as_data_source(split=split)
 
@@ -259,11 +275,12 @@ def decode_record(serialized: bytes, *, zlib_signal: bool = True) -> dict[str, A
   signal = np.frombuffer(zlib.decompress(signal) if zlib_signal else signal, np.int16)
   floats = lambda key: np.array(f[key].float_list.value, np.float32)  # noqa: E731
   return {
-      "signal": signal.reshape(-1, schema.NUM_LEADS), "gain": floats("gain"),
-      "baseline": floats("baseline"),
-      "lead_mask": np.array(f["lead_mask"].int64_list.value, np.int64).astype(bool),
-      "sampling_rate": np.float32(f["sampling_rate"].float_list.value[0]),
-      "metadata": floats("metadata"),
+    "signal": signal.reshape(-1, schema.NUM_LEADS),
+    "gain": floats("gain"),
+    "baseline": floats("baseline"),
+    "lead_mask": np.array(f["lead_mask"].int64_list.value, np.int64).astype(bool),
+    "sampling_rate": np.float32(f["sampling_rate"].float_list.value[0]),
+    "metadata": floats("metadata"),
   }
 
 
@@ -281,11 +298,18 @@ class LeanSource:
     return decode_record(self.raw[index], zlib_signal=self.zlib_signal)
 
 
-def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
-                          process_index: int = 0, process_count: int = 1,
-                          num_epochs: int | None = None, augment: AugmentConfig = AugmentConfig(),
-                          window: int = schema.WINDOW_SAMPLES, lead_policy: str = "random"
-                          ) -> grain.MapDataset:
+def make_pretrain_dataset(
+  *,
+  data_source,
+  global_batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_epochs: int | None = None,
+  augment: AugmentConfig = AugmentConfig(),
+  window: int = schema.WINDOW_SAMPLES,
+  lead_policy: str = "random",
+) -> grain.MapDataset:
   """The per-process `MapDataset` of augmented batches (everything up to `to_iter_dataset`).
 
   Args:
@@ -304,8 +328,9 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
     `MapDataset` whose elements are per-process batches (see `AugmentBatch`).
   """
   if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size {global_batch_size} is not divisible by "
-                     f"process_count {process_count}.")
+    raise ValueError(
+      f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}."
+    )
   if lead_policy != "random":
     schema.lead_index(lead_policy)  # Fail early on a bad name.
   ds = grain.MapDataset.source(data_source)
@@ -317,13 +342,22 @@ def make_pretrain_dataset(*, data_source, global_batch_size: int, seed: int,
   return ds.map(AugmentBatch(augment=augment))
 
 
-def make_pretrain_iterator(*, data_source, global_batch_size: int, seed: int,
-                           process_index: int = 0, process_count: int = 1, num_workers: int = 0,
-                           num_epochs: int | None = None,
-                           augment: AugmentConfig = AugmentConfig(),
-                           window: int = schema.WINDOW_SAMPLES, lead_policy: str = "random",
-                           sharding=None, read_threads: int = 2,
-                           device_prefetch: int = 2) -> grain.DatasetIterator:
+def make_pretrain_iterator(
+  *,
+  data_source,
+  global_batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_workers: int = 0,
+  num_epochs: int | None = None,
+  augment: AugmentConfig = AugmentConfig(),
+  window: int = schema.WINDOW_SAMPLES,
+  lead_policy: str = "random",
+  sharding=None,
+  read_threads: int = 2,
+  device_prefetch: int = 2,
+) -> grain.DatasetIterator:
   """Iterator over pretraining batches; `get_state()`/`set_state()` restore its position.
 
   Args:
@@ -349,11 +383,19 @@ def make_pretrain_iterator(*, data_source, global_batch_size: int, seed: int,
     Save it with Orbax as `grain.checkpoint.CheckpointSave(iterator)`.
   """
   ds = make_pretrain_dataset(
-      data_source=data_source, global_batch_size=global_batch_size, seed=seed,
-      process_index=process_index, process_count=process_count, num_epochs=num_epochs,
-      augment=augment, window=window, lead_policy=lead_policy)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
-                                            prefetch_buffer_size=2 * max(read_threads, 1)))
+    data_source=data_source,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    num_epochs=num_epochs,
+    augment=augment,
+    window=window,
+    lead_policy=lead_policy,
+  )
+  it = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * max(read_threads, 1))
+  )
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   if sharding is not None:
@@ -361,7 +403,8 @@ def make_pretrain_iterator(*, data_source, global_batch_size: int, seed: int,
 
     def to_global(batch):
       return jax.tree.map(
-          lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+      )
 
     it = it.map(to_global)
     if device_prefetch > 0:

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 Array = jax.Array
 
 # Epsilons of the official code (docs/method.md §C.3-C.5).
-NORM_EPS = 1e-12    # F.normalize: z / max(||z||, eps)
-RISK_EPS = 1e-6     # min-max of the squared risk differences
-NCE_EPS = 1e-8      # added to the weighted-InfoNCE denominator
-SIM_EPS = 1e-6      # min-max of the cosine-similarity matrix
+NORM_EPS = 1e-12  # F.normalize: z / max(||z||, eps)
+RISK_EPS = 1e-6  # min-max of the squared risk differences
+NCE_EPS = 1e-8  # added to the weighted-InfoNCE denominator
+SIM_EPS = 1e-6  # min-max of the cosine-similarity matrix
 
 
 def l2_normalize(x: Array, *, axis: int = -1, eps: float = NORM_EPS) -> Array:
@@ -109,12 +109,12 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def risk_dissimilarity(
-    risk: Array,
-    *,
-    rate_meta: Array | None = None,
-    alpha: float = 0.2,
-    missing_risk: str = "zero",
-    nan_rate_meta: str = "propagate",
+  risk: Array,
+  *,
+  rate_meta: Array | None = None,
+  alpha: float = 0.2,
+  missing_risk: str = "zero",
+  nan_rate_meta: str = "propagate",
 ) -> tuple[Array, dict[str, Array]]:
   """Subject-level clinical dissimilarity W = D (. M) of docs/method.md §C.3.
 
@@ -171,9 +171,10 @@ def risk_dissimilarity(
     offdiag_valid = both & ~eye
     n_valid = jnp.sum(offdiag_valid)
     neutral = jnp.where(
-        n_valid > 0,
-        jnp.sum(jnp.where(offdiag_valid, d, 0.0)) / jnp.maximum(n_valid, 1),
-        (1.0 + alpha) / 2.0)
+      n_valid > 0,
+      jnp.sum(jnp.where(offdiag_valid, d, 0.0)) / jnp.maximum(n_valid, 1),
+      (1.0 + alpha) / 2.0,
+    )
     d = jnp.where(both, d, neutral)
     one_minus_d = jnp.where(both, one_minus_d, 1.0 - neutral)
   # Alpha is added first, then the diagonal is zeroed (quirk §C.7.2).
@@ -205,12 +206,12 @@ def _tile_pairs(x: Array, n: int) -> Array:
 
 
 def weighted_info_nce(
-    z: Array,
-    weights: Array,
-    *,
-    temperature: float = 0.07,
-    weight_normalization: str = "row_softmax",
-    reduction: str = "mean",
+  z: Array,
+  weights: Array,
+  *,
+  temperature: float = 0.07,
+  weight_normalization: str = "row_softmax",
+  reduction: str = "mean",
 ) -> Array:
   """CLEF's weighted InfoNCE L^w (`_meta_nce_loss`, docs/method.md §C.4).
 
@@ -250,11 +251,11 @@ def weighted_info_nce(
 
 
 def similarity_alignment_loss(
-    z: Array,
-    target: Array,
-    *,
-    minmax_include_diagonal: bool = True,
-    pair_mask: Array | None = None,
+  z: Array,
+  target: Array,
+  *,
+  minmax_include_diagonal: bool = True,
+  pair_mask: Array | None = None,
 ) -> Array:
   """CLEF's similarity-alignment loss L^d (`_similarity_alignment_loss`, docs/method.md §C.5).
 
@@ -290,18 +291,18 @@ def similarity_alignment_loss(
 
 
 def clef_loss(
-    z: Array,
-    risk: Array,
-    *,
-    rate_meta: Array | None = None,
-    temperature: float = 0.07,
-    alpha: float = 0.2,
-    use_mask: bool = False,
-    nan_rate_meta: str = "propagate",
-    missing_risk: str = "zero",
-    weight_normalization: str = "row_softmax",
-    minmax_include_diagonal: bool = True,
-    combine: str = "mean",
+  z: Array,
+  risk: Array,
+  *,
+  rate_meta: Array | None = None,
+  temperature: float = 0.07,
+  alpha: float = 0.2,
+  use_mask: bool = False,
+  nan_rate_meta: str = "propagate",
+  missing_risk: str = "zero",
+  weight_normalization: str = "row_softmax",
+  minmax_include_diagonal: bool = True,
+  combine: str = "mean",
 ) -> tuple[Array, dict[str, Array]]:
   """The CLEF pretraining loss (docs/method.md §C.3-C.7), official semantics by default.
 
@@ -330,13 +331,19 @@ def clef_loss(
   if use_mask and rate_meta is None:
     raise ValueError("use_mask=True needs rate_meta (metadata column 9).")
   w, extras = risk_dissimilarity(
-      risk, rate_meta=rate_meta if use_mask else None, alpha=alpha, missing_risk=missing_risk,
-      nan_rate_meta=nan_rate_meta)
-  l_w = weighted_info_nce(
-      z, w, temperature=temperature, weight_normalization=weight_normalization)
+    risk,
+    rate_meta=rate_meta if use_mask else None,
+    alpha=alpha,
+    missing_risk=missing_risk,
+    nan_rate_meta=nan_rate_meta,
+  )
+  l_w = weighted_info_nce(z, w, temperature=temperature, weight_normalization=weight_normalization)
   l_d = similarity_alignment_loss(
-      z, extras["meta_similarity"], minmax_include_diagonal=minmax_include_diagonal,
-      pair_mask=extras["pair_valid"] if missing_risk == "exclude" else None)
+    z,
+    extras["meta_similarity"],
+    minmax_include_diagonal=minmax_include_diagonal,
+    pair_mask=extras["pair_valid"] if missing_risk == "exclude" else None,
+  )
   total = l_w + l_d
   if combine == "mean":
     total = total / 2.0
@@ -384,7 +391,9 @@ def byol_loss(p1: Array, z2t: Array, p2: Array, z1t: Array) -> Array:
   Returns:
     float32 scalar.
   """
+
   def term(p, zt):
     zt = jax.lax.stop_gradient(l2_normalize(zt))
     return 2.0 - 2.0 * jnp.sum(l2_normalize(p) * zt, axis=-1)  # (B,)
+
   return jnp.mean(term(p1, z2t) + term(p2, z1t))

@@ -24,27 +24,37 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import signal  # noqa: E402
 import sys  # noqa: E402
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
+from absl import (
+  app,  # noqa: E402
+  flags,  # noqa: E402
+  logging,  # noqa: E402
+)
 from ml_collections import config_flags  # noqa: E402
 
 from clef_jax import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/small.py:demo (options after the colon).",
-    lock_config=True)
+  "config",
+  None,
+  "Config file, e.g. configs/small.py:demo (options after the colon).",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, export).")
 _DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "jax.distributed.initialize: auto = when --coordinator_address / JAX_COORDINATOR_ADDRESS or "
-    "a multi-process cluster (SLURM, Open MPI, multi-host TPU) is detected.")
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "jax.distributed.initialize: auto = when --coordinator_address / JAX_COORDINATOR_ADDRESS or "
+  "a multi-process cluster (SLURM, Open MPI, multi-host TPU) is detected.",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", "{workdir}/jax_cache",
-    "Persistent XLA compilation cache ('' disables): a restarted run skips recompiling.")
+  "compilation_cache",
+  "{workdir}/jax_cache",
+  "Persistent XLA compilation cache ('' disables): a restarted run skips recompiling.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,12 +73,16 @@ def _init_distributed() -> None:
 
   explicit = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if _DISTRIBUTED.value == "off" or (
-      _DISTRIBUTED.value == "auto" and not explicit and _cluster_processes() <= 1):
+    _DISTRIBUTED.value == "auto" and not explicit and _cluster_processes() <= 1
+  ):
     return
   # CPU-only multi-process runs (tests, CPU clusters) need cross-process collectives.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  jax.distributed.initialize(
+    coordinator_address=_COORDINATOR.value,
+    num_processes=_NUM_PROCESSES.value,
+    process_id=_PROCESS_ID.value,
+  )
 
 
 def _parse_flags(argv):
@@ -118,6 +132,10 @@ if __name__ == "__main__":
     app.run(main, flags_parser=_parse_flags)
   except KeyboardInterrupt:
     # Ctrl-C before the loop (data, compilation, restore) or a second one during the save.
-    print("Interrupted (SIGINT): stopped without saving; the last saved checkpoint, if any, is "
-          "kept: rerun the same command to resume from it.", file=sys.stderr, flush=True)
+    print(
+      "Interrupted (SIGINT): stopped without saving; the last saved checkpoint, if any, is "
+      "kept: rerun the same command to resume from it.",
+      file=sys.stderr,
+      flush=True,
+    )
     sys.exit(128 + signal.SIGINT)

@@ -21,9 +21,9 @@ PyTree = Any
 
 METHODS = ("clef", "simclr", "byol", "moco")
 
-BYOL_TAU = 0.996          # Target EMA rate, constant (no cosine schedule in the reference).
-MOCO_MOMENTUM = 0.999     # Key-encoder EMA rate.
-MOCO_QUEUE_SIZE = 65536   # K; must be a multiple of the global batch size B.
+BYOL_TAU = 0.996  # Target EMA rate, constant (no cosine schedule in the reference).
+MOCO_MOMENTUM = 0.999  # Key-encoder EMA rate.
+MOCO_QUEUE_SIZE = 65536  # K; must be a multiple of the global batch size B.
 
 
 class BYOLPredictor(nn.Module):
@@ -43,6 +43,7 @@ class BYOLPredictor(nn.Module):
     bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
     bn_epsilon: BatchNorm epsilon.
   """
+
   hidden: int | None = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
@@ -51,10 +52,11 @@ class BYOLPredictor(nn.Module):
   def __call__(self, x: Array, *, train: bool) -> Array:
     d = x.shape[-1]
     x = x.astype(jnp.float32)
-    h = Dense(self.hidden or d // 2, name="fc1")(x)                        # (B, D/2)
-    h = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=self.bn_epsilon, name="bn")(h)
-    return Dense(d, name="fc2")(nn.relu(h))                                 # (B, D)
+    h = Dense(self.hidden or d // 2, name="fc1")(x)  # (B, D/2)
+    h = nn.BatchNorm(
+      use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="bn"
+    )(h)
+    return Dense(d, name="fc2")(nn.relu(h))  # (B, D)
 
 
 def ema_update(target: PyTree, online: PyTree, decay: float) -> PyTree:
@@ -78,8 +80,9 @@ def enqueue(queue: Array, ptr: Array, keys: Array) -> tuple[Array, Array]:
   return queue, (ptr + b) % queue.shape[1]
 
 
-def moco_update_queue(queue: Array, ptr: Array, keys: Array, *,
-                      double_enqueue: bool = True) -> tuple[Array, Array]:
+def moco_update_queue(
+  queue: Array, ptr: Array, keys: Array, *, double_enqueue: bool = True
+) -> tuple[Array, Array]:
   """The reference's queue update for one step.
 
   The official `training_step` calls `_dequeue_and_enqueue` twice (docs/method.md §C.9): once inside

@@ -32,7 +32,7 @@ Conventions (docs/method.md §F.2, with the released code's NaN avoided):
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -62,8 +62,9 @@ def _out(values: np.ndarray, scalar: bool) -> float | np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # AUROC.
 # ------------------------------------------------------------------------------------------------
-def auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-          ) -> float | np.ndarray:
+def auroc(
+  y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Binary AUROC, ties counting 1/2; NaN when a class has no (weighted) records.
 
   Args:
@@ -88,9 +89,9 @@ def auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = N
   # Tied scores form one group; a positive beats every negative of the lower groups and half
   # of the negatives of its own group.
   starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-  pos = np.add.reduceat(w * y, starts, axis=1)            # (B, G) positive weight per group
-  neg = np.add.reduceat(w * ~y, starts, axis=1)           # (B, G)
-  below = np.cumsum(neg, axis=1) - neg                    # negative weight under each group
+  pos = np.add.reduceat(w * y, starts, axis=1)  # (B, G) positive weight per group
+  neg = np.add.reduceat(w * ~y, starts, axis=1)  # (B, G)
+  below = np.cumsum(neg, axis=1) - neg  # negative weight under each group
   num = np.sum(pos * (below + 0.5 * neg), axis=1)
   den = pos.sum(axis=1) * neg.sum(axis=1)
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -98,8 +99,9 @@ def auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = N
   return _out(values, scalar)
 
 
-def per_class_auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-                    ) -> np.ndarray:
+def per_class_auroc(
+  y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
   """AUROC of each column of a multi-hot `(N, K)` target: `(K,)`, or `(B, K)` for `(B, N)`
   weights; NaN for classes without positives or negatives."""
   y = np.asarray(y_true)
@@ -111,8 +113,9 @@ def per_class_auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray 
   return values[0] if scalar else values
 
 
-def macro_auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-                ) -> float | np.ndarray:
+def macro_auroc(
+  y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Multi-label macro AUROC: the mean over the classes whose AUROC is defined.
 
   Args:
@@ -124,17 +127,19 @@ def macro_auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | No
     A float, or `(B,)`; NaN only when no class is defined (e.g. an empty test set).
   """
   per_class = per_class_auroc(y_true, scores, weights)
-  per_class = np.atleast_2d(per_class)                     # (B, K)
+  per_class = np.atleast_2d(per_class)  # (B, K)
   defined = np.isfinite(per_class)
   count = defined.sum(axis=1)
   with np.errstate(invalid="ignore", divide="ignore"):
-    values = np.where(count > 0, np.where(defined, per_class, 0.0).sum(axis=1)
-                      / np.maximum(count, 1), np.nan)
+    values = np.where(
+      count > 0, np.where(defined, per_class, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan
+    )
   return float(values[0]) if weights is None or np.ndim(weights) == 1 else values
 
 
-def ovr_macro_auroc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-                    ) -> float | np.ndarray:
+def ovr_macro_auroc(
+  y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Multiclass one-vs-rest macro AUROC: `macro_auroc(onehot(y_true), scores)`.
 
   Args:
@@ -171,27 +176,30 @@ def _safe_div(num, den):
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def mae(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
-        ) -> float | np.ndarray:
+def mae(
+  y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Mean absolute error (weighted mean of |y - y_hat|)."""
   y, p, w, scalar = _regression_inputs(y_true, y_pred, weights)
   return _out(_safe_div(w @ np.abs(y - p), w.sum(axis=1)), scalar)
 
 
-def rmse(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
-         ) -> float | np.ndarray:
+def rmse(
+  y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Root mean squared error."""
   y, p, w, scalar = _regression_inputs(y_true, y_pred, weights)
   return _out(np.sqrt(_safe_div(w @ (y - p) ** 2, w.sum(axis=1))), scalar)
 
 
-def r2(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
-       ) -> float | np.ndarray:
+def r2(
+  y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
+) -> float | np.ndarray:
   """Coefficient of determination 1 - SS_res / SS_tot (around the weighted mean of y); NaN
   when y is constant."""
   y, p, w, scalar = _regression_inputs(y_true, y_pred, weights)
   total = w.sum(axis=1)
-  mean = _safe_div(w @ y, total)                                       # (B,)
+  mean = _safe_div(w @ y, total)  # (B,)
   ss_tot = np.sum(w * (y[None] - mean[:, None]) ** 2, axis=1)
   ss_res = w @ (y - p) ** 2
   return _out(1.0 - _safe_div(ss_res, ss_tot), scalar)
@@ -250,9 +258,14 @@ def indicator(y_true: np.ndarray) -> np.ndarray:
   return y[:, None] == np.unique(y)[None, :]
 
 
-def valid_bootstrap_counts(n: int, *, num_resamples: int = 1000, seed: int = 0,
-                           valid: Callable[[np.ndarray], np.ndarray] | None = None,
-                           max_draws: int = MAX_DRAWS):
+def valid_bootstrap_counts(
+  n: int,
+  *,
+  num_resamples: int = 1000,
+  seed: int = 0,
+  valid: Callable[[np.ndarray], np.ndarray] | None = None,
+  max_draws: int = MAX_DRAWS,
+):
   """The rows of `bootstrap_counts(n, seed=seed)` for which `valid` holds, in chunks, until
   `num_resamples` rows (or `max_draws * num_resamples` drawn; then fewer). `valid=None` keeps
   every row (exactly `bootstrap_counts`). The kept rows depend only on `n`, `seed` and `valid`."""
@@ -283,11 +296,16 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[f
 MetricFn = Callable[[np.ndarray | None], "float | np.ndarray"]
 
 
-def bootstrap(metrics: Mapping[str, MetricFn], n: int, *, num_resamples: int = 1000,
-              seed: int = 0, confidence: float = 0.95,
-              paired_with: str | None = None,
-              valid: Callable[[np.ndarray], np.ndarray] | None = None
-              ) -> dict[str, dict[str, float | int]]:
+def bootstrap(
+  metrics: Mapping[str, MetricFn],
+  n: int,
+  *,
+  num_resamples: int = 1000,
+  seed: int = 0,
+  confidence: float = 0.95,
+  paired_with: str | None = None,
+  valid: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, dict[str, float | int]]:
   """Point estimates and percentile intervals of several metrics on the same resamples.
 
   Args:
@@ -314,11 +332,18 @@ def bootstrap(metrics: Mapping[str, MetricFn], n: int, *, num_resamples: int = 1
   for k, fn in metrics.items():
     v = np.concatenate(values[k]) if values[k] else np.zeros(0)
     low, high = percentile_interval(v, confidence)
-    out[k] = {"value": float(fn(None)), "low": low, "high": high,
-              "resamples": int(np.isfinite(v).sum())}
+    out[k] = {
+      "value": float(fn(None)),
+      "low": low,
+      "high": high,
+      "resamples": int(np.isfinite(v).sum()),
+    }
     if paired_with is not None and k != paired_with:
       base = np.concatenate(values[paired_with]) if values[paired_with] else np.zeros(0)
       d_low, d_high = percentile_interval(v - base, confidence)
-      out[k].update(delta=out[k]["value"] - float(metrics[paired_with](None)),
-                    delta_low=d_low, delta_high=d_high)
+      out[k].update(
+        delta=out[k]["value"] - float(metrics[paired_with](None)),
+        delta_low=d_low,
+        delta_high=d_high,
+      )
   return out

@@ -23,12 +23,26 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from clef_jax import files
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
-            "numpy", "scipy", "ml-collections", "tensorboardX", "torch", "clef_jax")
+PACKAGES = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "grain",
+  "tensorflow-datasets",
+  "numpy",
+  "scipy",
+  "ml-collections",
+  "tensorboardX",
+  "torch",
+  "clef_jax",
+)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -67,9 +81,17 @@ class Monitor:
     printer: where console lines go (default `print`, flushed).
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, total_steps: int, start_step: int,
-               signals_per_step: int, every_steps: int, enabled: bool = True,
-               printer=None):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    *,
+    total_steps: int,
+    start_step: int,
+    signals_per_step: int,
+    every_steps: int,
+    enabled: bool = True,
+    printer=None,
+  ):
     self.workdir = pathlib.Path(workdir)
     self.total_steps = total_steps
     self.signals_per_step = signals_per_step
@@ -78,7 +100,7 @@ class Monitor:
     self._print = printer or (lambda s: print(s, flush=True))
     self._tb = None
     self._file = None
-    self._mark = (start_step, None)   # (step, time) of the last rate measurement
+    self._mark = (start_step, None)  # (step, time) of the last rate measurement
     if not enabled:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +112,9 @@ class Monitor:
     self._file = open(path, "a", buffering=1)  # Line-buffered: a kill loses at most one line.
     from tensorboardX import SummaryWriter  # Lazy: only the writer process needs it.
 
-    self._tb = SummaryWriter(logdir=os.fspath(self.workdir / "tensorboard"),
-                             purge_step=start_step or None)
+    self._tb = SummaryWriter(
+      logdir=os.fspath(self.workdir / "tensorboard"), purge_step=start_step or None
+    )
 
   def start_timer(self, step: int) -> None:
     """Starts the rate measurement (call after compilation, so steps/s excludes it)."""
@@ -114,14 +137,16 @@ class Monitor:
     self._mark = (done, now)
     frac = done / self.total_steps
     bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-    terms = "  ".join(f"{k} {float(metrics[k]):.4f}" for k in ("weighted_nce", "alignment")
-                      if k in metrics)
+    terms = "  ".join(
+      f"{k} {float(metrics[k]):.4f}" for k in ("weighted_nce", "alignment") if k in metrics
+    )
     self._print(
-        f"[{bar}] step {done}/{self.total_steps}  loss {float(metrics['loss']):.4f}"
-        + (f"  ({terms})" if terms else "")
-        + f"  lr {float(metrics.get('lr', math.nan)):.2e}  {rate:.2f} steps/s"
-        f"  {rate * self.signals_per_step:.0f} signals/s"
-        f"  ETA {_format_duration((self.total_steps - done) / rate if rate > 0 else math.nan)}")
+      f"[{bar}] step {done}/{self.total_steps}  loss {float(metrics['loss']):.4f}"
+      + (f"  ({terms})" if terms else "")
+      + f"  lr {float(metrics.get('lr', math.nan)):.2e}  {rate:.2f} steps/s"
+      f"  {rate * self.signals_per_step:.0f} signals/s"
+      f"  ETA {_format_duration((self.total_steps - done) / rate if rate > 0 else math.nan)}"
+    )
     if self._tb is not None:
       self._tb.add_scalar("train/steps_per_sec", rate, done)
 
@@ -144,10 +169,12 @@ class Monitor:
 # Plots.
 # ------------------------------------------------------------------------------------------------
 PLOTS = {  # file -> (title, metric keys)
-    "loss.png": ("Pretraining loss", ("loss", "weighted_nce", "alignment")),
-    "lr.png": ("Learning rate", ("lr",)),
-    "alignment.png": ("Clinical alignment and collapse monitors",
-                      ("risk_spearman", "pos_cos", "neg_cos", "embedding_std")),
+  "loss.png": ("Pretraining loss", ("loss", "weighted_nce", "alignment")),
+  "lr.png": ("Learning rate", ("lr",)),
+  "alignment.png": (
+    "Clinical alignment and collapse monitors",
+    ("risk_spearman", "pos_cos", "neg_cos", "embedding_std"),
+  ),
 }
 
 
@@ -165,6 +192,7 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 def plot_metrics(workdir: str | os.PathLike) -> list[pathlib.Path]:
   """Writes `plots/{loss,lr,alignment}.png` from `metrics.jsonl`; returns the files written."""
   import matplotlib  # Lazy: only at the end of a run.
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -183,10 +211,15 @@ def plot_metrics(workdir: str | os.PathLike) -> list[pathlib.Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     for k in keys:
       values = [r.get(k, math.nan) for r in rows]
-      line, = ax.plot(steps, values, alpha=0.25 if window > 1 and k != "lr" else 1.0, lw=1)
+      (line,) = ax.plot(steps, values, alpha=0.25 if window > 1 and k != "lr" else 1.0, lw=1)
       if window > 1 and k != "lr":
-        ax.plot(steps, _smooth(values, window), color=line.get_color(), lw=2,
-                label=f"{k} (moving avg {window})")
+        ax.plot(
+          steps,
+          _smooth(values, window),
+          color=line.get_color(),
+          lw=2,
+          label=f"{k} (moving avg {window})",
+        )
       else:
         line.set_label(k)
     ax.set_xlabel("step")
@@ -209,8 +242,9 @@ def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
   repo = repo or pathlib.Path(__file__).resolve().parents[1]
 
   def git(*args):
-    return subprocess.run(["git", "-C", os.fspath(repo), *args], capture_output=True, text=True,
-                          timeout=10, check=True).stdout.strip()
+    return subprocess.run(
+      ["git", "-C", os.fspath(repo), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
 
   try:
     return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
@@ -232,13 +266,23 @@ def device_summary() -> dict[str, Any]:
   import jax
 
   devices = jax.devices()
-  return {"backend": jax.default_backend(), "process_count": jax.process_count(),
-          "device_count": len(devices), "local_device_count": jax.local_device_count(),
-          "kinds": sorted({d.device_kind for d in devices})}
+  return {
+    "backend": jax.default_backend(),
+    "process_count": jax.process_count(),
+    "device_count": len(devices),
+    "local_device_count": jax.local_device_count(),
+    "kinds": sorted({d.device_kind for d in devices}),
+  }
 
 
-def write_manifest(workdir: str | os.PathLike, *, config: Mapping[str, Any], start_step: int,
-                   seeds: Mapping[str, int], datasets: Mapping[str, Any]) -> pathlib.Path:
+def write_manifest(
+  workdir: str | os.PathLike,
+  *,
+  config: Mapping[str, Any],
+  start_step: int,
+  seeds: Mapping[str, int],
+  datasets: Mapping[str, Any],
+) -> pathlib.Path:
   """Writes (or extends) `manifest.json`: enough to reproduce the run.
 
   The first start records everything; each restart appends to `starts` (time, step, git sha,
@@ -254,14 +298,22 @@ def write_manifest(workdir: str | os.PathLike, *, config: Mapping[str, Any], sta
   path = pathlib.Path(workdir) / "manifest.json"
   manifest = json.loads(path.read_text()) if path.exists() else {}
   start = {
-      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "step": start_step, "git": git_state(), "command": [sys.executable] + sys.argv,
-      "host": platform.node(), "python": platform.python_version(),
-      "packages": package_versions(), "devices": device_summary(),
+    "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "step": start_step,
+    "git": git_state(),
+    "command": [sys.executable] + sys.argv,
+    "host": platform.node(),
+    "python": platform.python_version(),
+    "packages": package_versions(),
+    "devices": device_summary(),
   }
   if not manifest:
-    manifest = {"config": dict(config), "seeds": dict(seeds), "datasets": dict(datasets),
-                "starts": []}
+    manifest = {
+      "config": dict(config),
+      "seeds": dict(seeds),
+      "datasets": dict(datasets),
+      "starts": [],
+    }
   manifest["starts"].append(start)
   files.atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
   return path

@@ -23,7 +23,7 @@ The schedule is a pure function of the optimiser step count, so it needs `steps_
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,15 @@ Schedule = Callable[[jax.Array], jax.Array]
 _MAX_CYCLES = 62
 
 
-def cosine_warm_restarts(epoch: jax.Array, *, base_lr: float, t0: int = 10, t_mult: int = 2,
-                         eta_min: float = 1e-6, epoch_frac: jax.Array | float = 0.0) -> jax.Array:
+def cosine_warm_restarts(
+  epoch: jax.Array,
+  *,
+  base_lr: float,
+  t0: int = 10,
+  t_mult: int = 2,
+  eta_min: float = 1e-6,
+  epoch_frac: jax.Array | float = 0.0,
+) -> jax.Array:
   """`torch.optim.lr_scheduler.CosineAnnealingWarmRestarts` as a pure function of the epoch.
 
   lr(e) = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2, where cycle n
@@ -67,8 +74,9 @@ def cosine_warm_restarts(epoch: jax.Array, *, base_lr: float, t0: int = 10, t_mu
     t_i = jnp.float32(t0)
   else:
     # starts[n] = first epoch of cycle n; float64 in numpy so huge values stay ordered.
-    starts = np.array([t0 * (t_mult ** k - 1) // (t_mult - 1) for k in range(_MAX_CYCLES)],
-                      np.float64)
+    starts = np.array(
+      [t0 * (t_mult**k - 1) // (t_mult - 1) for k in range(_MAX_CYCLES)], np.float64
+    )
     lengths = np.array([t0 * float(t_mult) ** k for k in range(_MAX_CYCLES)], np.float64)
     # Cycle index = number of restarts at or before `epoch` (starts[0] = 0 always counts).
     n = jnp.sum(epoch.astype(jnp.float32)[None] >= starts[1:].astype(np.float32))
@@ -79,9 +87,16 @@ def cosine_warm_restarts(epoch: jax.Array, *, base_lr: float, t0: int = 10, t_mu
   return (eta_min + (base_lr - eta_min) * (1.0 + cos) / 2.0).astype(jnp.float32)
 
 
-def make_lr_schedule(*, learning_rate: float, schedule: str = "cosine_restarts",
-                     interval: str = "epoch", steps_per_epoch: int | None = None, t0: int = 10,
-                     t_mult: int = 2, eta_min: float = 1e-6) -> Schedule:
+def make_lr_schedule(
+  *,
+  learning_rate: float,
+  schedule: str = "cosine_restarts",
+  interval: str = "epoch",
+  steps_per_epoch: int | None = None,
+  t0: int = 10,
+  t_mult: int = 2,
+  eta_min: float = 1e-6,
+) -> Schedule:
   """Returns `lr_fn(step) -> lr`, the learning rate used by optimiser update number `step`.
 
   Args:
@@ -104,20 +119,31 @@ def make_lr_schedule(*, learning_rate: float, schedule: str = "cosine_restarts",
     step = jnp.asarray(step, jnp.int32)
     epoch = step // steps_per_epoch
     # The fraction is computed from the integer remainder so long runs keep full precision.
-    frac = ((step % steps_per_epoch).astype(jnp.float32) / steps_per_epoch
-            if interval == "step" else 0.0)
-    return cosine_warm_restarts(epoch, base_lr=learning_rate, t0=t0, t_mult=t_mult,
-                                eta_min=eta_min, epoch_frac=frac)
+    frac = (
+      (step % steps_per_epoch).astype(jnp.float32) / steps_per_epoch if interval == "step" else 0.0
+    )
+    return cosine_warm_restarts(
+      epoch, base_lr=learning_rate, t0=t0, t_mult=t_mult, eta_min=eta_min, epoch_frac=frac
+    )
 
   return lr_fn
 
 
-def make_optimizer(*, learning_rate: float = 1e-4, weight_decay: float = 5e-4, b1: float = 0.9,
-                   b2: float = 0.999, eps: float = 1e-8, schedule: str = "cosine_restarts",
-                   interval: str = "epoch", steps_per_epoch: int | None = None, t0: int = 10,
-                   t_mult: int = 2, eta_min: float = 1e-6,
-                   grad_clip_norm: float | None = None,
-                   ) -> tuple[optax.GradientTransformation, Schedule]:
+def make_optimizer(
+  *,
+  learning_rate: float = 1e-4,
+  weight_decay: float = 5e-4,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  schedule: str = "cosine_restarts",
+  interval: str = "epoch",
+  steps_per_epoch: int | None = None,
+  t0: int = 10,
+  t_mult: int = 2,
+  eta_min: float = 1e-6,
+  grad_clip_norm: float | None = None,
+) -> tuple[optax.GradientTransformation, Schedule]:
   """AdamW with torch semantics and the warm-restart cosine schedule (docs/method.md §E.1).
 
   Weight decay applies to every parameter, biases included, as in the reference (it passes
@@ -139,9 +165,15 @@ def make_optimizer(*, learning_rate: float = 1e-4, weight_decay: float = 5e-4, b
     (optax calls the schedule with its own update count, which starts at 0 like
     `TrainState.step`).
   """
-  lr_fn = make_lr_schedule(learning_rate=learning_rate, schedule=schedule, interval=interval,
-                           steps_per_epoch=steps_per_epoch, t0=t0, t_mult=t_mult,
-                           eta_min=eta_min)
+  lr_fn = make_lr_schedule(
+    learning_rate=learning_rate,
+    schedule=schedule,
+    interval=interval,
+    steps_per_epoch=steps_per_epoch,
+    t0=t0,
+    t_mult=t_mult,
+    eta_min=eta_min,
+  )
   tx = optax.adamw(learning_rate=lr_fn, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
   if grad_clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)

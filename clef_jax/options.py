@@ -9,7 +9,7 @@ checked against `choices` when the key names a group).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 
 def split_items(arg: str | None) -> list[str]:
@@ -17,10 +17,14 @@ def split_items(arg: str | None) -> list[str]:
   return [s.strip() for s in (arg or "").split(",") if s.strip()]
 
 
-def parse_options(items: Iterable[str], *, flags: Sequence[str] = (),
-                  choices: Mapping[str, Sequence[str]] | None = None,
-                  values: Mapping[str, Callable[[str], object]] | None = None,
-                  what: str = "config") -> dict[str, object]:
+def parse_options(
+  items: Iterable[str],
+  *,
+  flags: Sequence[str] = (),
+  choices: Mapping[str, Sequence[str]] | None = None,
+  values: Mapping[str, Callable[[str], object]] | None = None,
+  what: str = "config",
+) -> dict[str, object]:
   """Parses option items (see the module docstring).
 
   Args:
@@ -53,8 +57,10 @@ def parse_options(items: Iterable[str], *, flags: Sequence[str] = (),
     try:
       options[key] = values[key](value)
     except ValueError:
-      raise ValueError(f"{what.capitalize()} option {key}={value!r} is not a valid "
-                       f"{getattr(values[key], '__name__', 'value')}.") from None
+      raise ValueError(
+        f"{what.capitalize()} option {key}={value!r} is not a valid "
+        f"{getattr(values[key], '__name__', 'value')}."
+      ) from None
   for group, names in choices.items():
     if group in options and options[group] not in names:
       raise ValueError(f"Unknown {group} {options[group]!r}; choose one of {', '.join(names)}.")

@@ -28,9 +28,11 @@ import time
 from typing import Any, NamedTuple
 
 STEPS_PER_EPOCH = 1000  # Only the learning-rate schedule's constants depend on it.
-INSTALL_HINT = ("compiling for a TPU topology needs libtpu: pip install '.[tpu]' in the clef_jax "
-                "checkout (jax[tpu] and libtpu at the tested versions); one libtpu process at a "
-                "time")
+INSTALL_HINT = (
+  "compiling for a TPU topology needs libtpu: pip install '.[tpu]' in the clef_jax "
+  "checkout (jax[tpu] and libtpu at the tested versions); one libtpu process at a "
+  "time"
+)
 
 
 class PlanError(ValueError):
@@ -57,9 +59,11 @@ def load_config(spec: str):
 def topology_devices(topology: str) -> tuple[list[Any], str]:
   """`"local"` -> local devices; `"v5p:2x2x1"` -> that TPU slice's (deviceless) devices."""
   import jax
+
   if topology == "local":
     return list(jax.devices()), jax.default_backend()
   from clef_jax import chips
+
   try:
     chips.chip_for_topology(topology)
   except KeyError as e:
@@ -67,6 +71,7 @@ def topology_devices(topology: str) -> tuple[list[Any], str]:
   if importlib.util.find_spec("libtpu") is None:
     raise PlanError(INSTALL_HINT)
   from jax.experimental import topologies
+
   try:
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # libtpu reports bad names and lock contention as runtime errors.
@@ -78,14 +83,22 @@ def abstract_inputs(parts, mesh, config, global_batch: int):
   """The step's arguments as sharded `ShapeDtypeStruct`s: state, batch, rng."""
   import jax
   import jax.numpy as jnp
+
   from clef_jax import sharding as sharding_lib
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                       parts.abstract_state, parts.state_sharding)
+
+  state = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    parts.abstract_state,
+    parts.state_sharding,
+  )
   rows = sharding_lib.batch_sharding(mesh)
-  batch = {"views": jax.ShapeDtypeStruct((global_batch, 2, config.input.window), jnp.float32,
-                                         sharding=rows),
-           "risk": jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=rows),
-           "rate_meta": jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=rows)}
+  batch = {
+    "views": jax.ShapeDtypeStruct(
+      (global_batch, 2, config.input.window), jnp.float32, sharding=rows
+    ),
+    "risk": jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=rows),
+    "rate_meta": jax.ShapeDtypeStruct((global_batch,), jnp.float32, sharding=rows),
+  }
   key = jax.eval_shape(lambda: jax.random.key(0))
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding_lib.replicated(mesh))
   return state, batch, rng
@@ -93,6 +106,7 @@ def abstract_inputs(parts, mesh, config, global_batch: int):
 
 class StepParts(NamedTuple):
   """The trainer's step for one mesh, still abstract (`train_setup.make_step` / `make_state`)."""
+
   model: Any
   abstract_state: Any
   state_sharding: Any
@@ -115,12 +129,15 @@ def compile_step(config, devices, platform: str, global_batch: int):
 
   from clef_jax import sharding as sharding_lib
   from clef_jax import train, train_setup
+
   n = config.mesh.num_devices or len(devices)
   if n > len(devices):
     raise PlanError(f"mesh.num_devices={n} but the topology has {len(devices)} devices")
   if global_batch % n:
-    raise PlanError(f"batch {global_batch} is not divisible by the {n} devices (try "
-                    f"{n * max(1, global_batch // n)})")
+    raise PlanError(
+      f"batch {global_batch} is not divisible by the {n} devices (try "
+      f"{n * max(1, global_batch // n)})"
+    )
   config = config.copy_and_resolve_references()
   config.input.batch_size = global_batch
   if platform != jax.default_backend() and config.model.get("conv_impl") == "auto":
@@ -130,7 +147,8 @@ def compile_step(config, devices, platform: str, global_batch: int):
   try:
     model, tx, step_fn = train_setup.make_step(config, mesh, STEPS_PER_EPOCH)
     _, abstract_state, state_sharding = train_setup.make_state(
-        config, mesh, model, tx, jax.random.key(config.seed))
+      config, mesh, model, tx, jax.random.key(config.seed)
+    )
   except (train_setup.ConfigError, ValueError, TypeError) as e:
     raise PlanError(f"--config: {e}") from None
   train_step = train.jit_train_step(step_fn, mesh=mesh, state_sharding=state_sharding)
@@ -143,9 +161,13 @@ def compile_step(config, devices, platform: str, global_batch: int):
 def _memory(compiled) -> dict[str, float]:
   m = compiled.memory_analysis()
   get = lambda k: float(getattr(m, k, 0) or 0)  # noqa: E731
-  out = {"argument": get("argument_size_in_bytes"), "output": get("output_size_in_bytes"),
-         "temp": get("temp_size_in_bytes"), "alias": get("alias_size_in_bytes"),
-         "code": get("generated_code_size_in_bytes")}
+  out = {
+    "argument": get("argument_size_in_bytes"),
+    "output": get("output_size_in_bytes"),
+    "temp": get("temp_size_in_bytes"),
+    "alias": get("alias_size_in_bytes"),
+    "code": get("generated_code_size_in_bytes"),
+  }
   # Donated state buffers are reused for the new state: aliased bytes are counted once.
   out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["code"]
   return out
@@ -155,8 +177,7 @@ def _cost(compiled) -> dict[str, float]:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older jax: one dict per program.
     cost = cost[0] if cost else {}
-  return {"flops": float(cost.get("flops", 0.0)),
-          "bytes": float(cost.get("bytes accessed", 0.0))}
+  return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
 
 
 def ici_seconds(coll: dict[str, dict[str, float]], n: int, bandwidth: float) -> float:
@@ -170,11 +191,18 @@ def ici_seconds(coll: dict[str, dict[str, float]], n: int, bandwidth: float) -> 
   return total / bandwidth
 
 
-def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool = True,
-         breakdown: bool = False, hlo_path: str = "") -> dict[str, Any]:
+def plan(
+  config,
+  *,
+  topology: str = "local",
+  batch: int | None = None,
+  fit: bool = True,
+  breakdown: bool = False,
+  hlo_path: str = "",
+) -> dict[str, Any]:
   """Compiles the trainer's step and returns the per-chip report (see the module docstring)."""
-  from clef_jax import chips
-  from clef_jax import hlo
+  from clef_jax import chips, hlo
+
   devices, platform = topology_devices(topology)
   n = config.mesh.num_devices or len(devices)
   global_batch = batch or config.input.batch_size
@@ -183,19 +211,33 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
   mem, cost = _memory(compiled), _cost(compiled)
   coll = hlo.collectives(text)
   per_chip = global_batch // n
-  signals = 2 * per_chip                      # Two views per subject (pair).
+  signals = 2 * per_chip  # Two views per subject (pair).
   report: dict[str, Any] = {
-      "config": {"model": config.model.name, "size": str(config.model.size),
-                 "dtype": config.model.dtype, "remat": bool(config.model.remat),
-                 "method": config.method, "strategy": config.mesh.strategy,
-                 "window": config.input.window},
-      "topology": topology, "platform": platform, "device_kind": devices[0].device_kind,
-      "chips": n, "global_batch": global_batch, "per_chip_batch": per_chip,
-      "signals_per_chip": signals, "compile_seconds": seconds, "memory": mem, "cost": cost,
-      "bytes_per_signal": cost["bytes"] / signals, "collectives": coll,
-      "state_bytes": float(sum(math.prod(x.shape) * x.dtype.itemsize
-                               for x in _leaves(parts.abstract_state))),
-      "state_bytes_per_chip": state_bytes_per_chip(parts.abstract_state, parts.state_sharding),
+    "config": {
+      "model": config.model.name,
+      "size": str(config.model.size),
+      "dtype": config.model.dtype,
+      "remat": bool(config.model.remat),
+      "method": config.method,
+      "strategy": config.mesh.strategy,
+      "window": config.input.window,
+    },
+    "topology": topology,
+    "platform": platform,
+    "device_kind": devices[0].device_kind,
+    "chips": n,
+    "global_batch": global_batch,
+    "per_chip_batch": per_chip,
+    "signals_per_chip": signals,
+    "compile_seconds": seconds,
+    "memory": mem,
+    "cost": cost,
+    "bytes_per_signal": cost["bytes"] / signals,
+    "collectives": coll,
+    "state_bytes": float(
+      sum(math.prod(x.shape) * x.dtype.itemsize for x in _leaves(parts.abstract_state))
+    ),
+    "state_bytes_per_chip": state_bytes_per_chip(parts.abstract_state, parts.state_sharding),
   }
   chip = chips.chip_for_topology(topology) if platform == "tpu" else None
   if chip is not None:
@@ -204,20 +246,32 @@ def plan(config, *, topology: str = "local", batch: int | None = None, fit: bool
     t_ici = ici_seconds(coll, n, chip.ici_bandwidth)
     step = max(t_flops, t_hbm, t_ici)
     bound = {t_flops: "compute", t_hbm: "HBM", t_ici: "ICI"}[step]
-    report["chip"] = {"name": chip.name, "peak_bf16_flops": chip.peak_bf16_flops,
-                      "hbm_bytes": chip.hbm_bytes, "hbm_bandwidth": chip.hbm_bandwidth,
-                      "ici_bandwidth": chip.ici_bandwidth}
+    report["chip"] = {
+      "name": chip.name,
+      "peak_bf16_flops": chip.peak_bf16_flops,
+      "hbm_bytes": chip.hbm_bytes,
+      "hbm_bandwidth": chip.hbm_bandwidth,
+      "ici_bandwidth": chip.ici_bandwidth,
+    }
     report["fits"] = mem["total"] <= chip.hbm_bytes
-    report["roofline"] = {"compute_s": t_flops, "hbm_s": t_hbm, "ici_s": t_ici, "step_s": step,
-                          "bound": bound, "mfu_ceiling": t_flops / step if step else 0.0,
-                          "signals_per_s_per_chip": signals / step if step else 0.0}
+    report["roofline"] = {
+      "compute_s": t_flops,
+      "hbm_s": t_hbm,
+      "ici_s": t_ici,
+      "step_s": step,
+      "bound": bound,
+      "mfu_ceiling": t_flops / step if step else 0.0,
+      "signals_per_s_per_chip": signals / step if step else 0.0,
+    }
     if fit:
-      report["max_per_chip_batch"] = _fit(config, devices, platform, global_batch, n, mem,
-                                          chip.hbm_bytes)
+      report["max_per_chip_batch"] = _fit(
+        config, devices, platform, global_batch, n, mem, chip.hbm_bytes
+      )
   if breakdown:
     report["breakdown"] = hlo.breakdown(text)
   if hlo_path:
     from clef_jax import files
+
     files.atomic_write_text(pathlib.Path(hlo_path).expanduser(), text)
   return report
 
@@ -226,6 +280,7 @@ def state_bytes_per_chip(abstract_state, state_sharding) -> float:
   """Bytes of one chip's shard of the state (the whole state when replicated), before the
   chip's tiled layout pads small dimensions."""
   import jax
+
   total = 0.0
   for x, sh in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(state_sharding)):
     total += math.prod(sh.shard_shape(x.shape)) * x.dtype.itemsize
@@ -234,6 +289,7 @@ def state_bytes_per_chip(abstract_state, state_sharding) -> float:
 
 def _leaves(tree):
   import jax
+
   return jax.tree.leaves(tree)
 
 
@@ -247,56 +303,83 @@ def _fit(config, devices, platform, global_batch, n, mem, hbm) -> dict[str, Any]
   slope = (m1 - m2) / (b1 - b2)
   fixed = m1 - slope * b1
   best = int((hbm - fixed) // slope) if slope > 0 else None
-  return {"method": f"linear fit of per-chip memory at per-chip batch {b2} and {b1}",
-          "bytes_per_pair": slope, "fixed_bytes": fixed, "per_chip_batch": best}
+  return {
+    "method": f"linear fit of per-chip memory at per-chip batch {b2} and {b1}",
+    "bytes_per_pair": slope,
+    "fixed_bytes": fixed,
+    "per_chip_batch": best,
+  }
 
 
 def format_report(r: dict[str, Any]) -> str:
   """The human-readable table `plan` prints."""
-  gib = lambda x: f"{x / 2 ** 30:.2f} GiB"  # noqa: E731
+  gib = lambda x: f"{x / 2**30:.2f} GiB"  # noqa: E731
   c = r["config"]
-  lines = [f"plan: {c['model']}-{c['size']} {c['method']} {c['dtype']} {c['strategy']}"
-           f"{' remat' if c['remat'] else ''}, window {c['window']}; {r['topology']} "
-           f"({r['chips']} x {r['device_kind']}), global batch {r['global_batch']} pairs = "
-           f"{r['per_chip_batch']} pairs / {r['signals_per_chip']} signals per chip",
-           f"compile: {r['compile_seconds']:.1f} s"]
+  lines = [
+    f"plan: {c['model']}-{c['size']} {c['method']} {c['dtype']} {c['strategy']}"
+    f"{' remat' if c['remat'] else ''}, window {c['window']}; {r['topology']} "
+    f"({r['chips']} x {r['device_kind']}), global batch {r['global_batch']} pairs = "
+    f"{r['per_chip_batch']} pairs / {r['signals_per_chip']} signals per chip",
+    f"compile: {r['compile_seconds']:.1f} s",
+  ]
   m = r["memory"]
-  hbm = f" of {gib(r['chip']['hbm_bytes'])} HBM: {'FITS' if r['fits'] else 'DOES NOT FIT'}" \
-      if "chip" in r else ""
-  lines.append(f"memory / chip: args {gib(m['argument'])}, temp {gib(m['temp'])}, output "
-               f"{gib(m['output'])} (aliased {gib(m['alias'])}), total {gib(m['total'])}{hbm}")
-  lines.append(f"state: {gib(r['state_bytes'])} whole, {gib(r['state_bytes_per_chip'])} per chip "
-               f"({r['config']['strategy']})")
-  lines.append(f"XLA / chip: {r['cost']['flops'] / 1e12:.3f} TFLOP, "
-               f"{r['cost']['bytes'] / 1e9:.2f} GB accessed, "
-               f"{r['bytes_per_signal'] / 1e6:.1f} MB per signal")
+  hbm = (
+    f" of {gib(r['chip']['hbm_bytes'])} HBM: {'FITS' if r['fits'] else 'DOES NOT FIT'}"
+    if "chip" in r
+    else ""
+  )
+  lines.append(
+    f"memory / chip: args {gib(m['argument'])}, temp {gib(m['temp'])}, output "
+    f"{gib(m['output'])} (aliased {gib(m['alias'])}), total {gib(m['total'])}{hbm}"
+  )
+  lines.append(
+    f"state: {gib(r['state_bytes'])} whole, {gib(r['state_bytes_per_chip'])} per chip "
+    f"({r['config']['strategy']})"
+  )
+  lines.append(
+    f"XLA / chip: {r['cost']['flops'] / 1e12:.3f} TFLOP, "
+    f"{r['cost']['bytes'] / 1e9:.2f} GB accessed, "
+    f"{r['bytes_per_signal'] / 1e6:.1f} MB per signal"
+  )
   coll = r["collectives"]
-  lines.append("collectives: " + (", ".join(
-      f"{k} x{v['count']} {v['bytes'] / 1e6:.2f} MB" for k, v in sorted(coll.items()))
-      or "none"))
+  lines.append(
+    "collectives: "
+    + (
+      ", ".join(f"{k} x{v['count']} {v['bytes'] / 1e6:.2f} MB" for k, v in sorted(coll.items()))
+      or "none"
+    )
+  )
   if "roofline" in r:
     f = r["roofline"]
-    lines.append(f"roofline ({r['chip']['name']}): compute {f['compute_s'] * 1e3:.2f} ms, HBM "
-                 f"{f['hbm_s'] * 1e3:.2f} ms, ICI {f['ici_s'] * 1e3:.2f} ms -> step >= "
-                 f"{f['step_s'] * 1e3:.2f} ms ({f['bound']}-bound), MFU ceiling "
-                 f"{100 * f['mfu_ceiling']:.1f} %, <= {f['signals_per_s_per_chip']:.0f} "
-                 "signals/s per chip")
+    lines.append(
+      f"roofline ({r['chip']['name']}): compute {f['compute_s'] * 1e3:.2f} ms, HBM "
+      f"{f['hbm_s'] * 1e3:.2f} ms, ICI {f['ici_s'] * 1e3:.2f} ms -> step >= "
+      f"{f['step_s'] * 1e3:.2f} ms ({f['bound']}-bound), MFU ceiling "
+      f"{100 * f['mfu_ceiling']:.1f} %, <= {f['signals_per_s_per_chip']:.0f} "
+      "signals/s per chip"
+    )
   if "max_per_chip_batch" in r:
     fit = r["max_per_chip_batch"]
-    lines.append(f"largest per-chip batch that fits: {fit['per_chip_batch']} pairs "
-                 f"({fit['method']}: {fit['bytes_per_pair'] / 2 ** 20:.2f} MiB per pair + "
-                 f"{gib(fit['fixed_bytes'])})")
+    lines.append(
+      f"largest per-chip batch that fits: {fit['per_chip_batch']} pairs "
+      f"({fit['method']}: {fit['bytes_per_pair'] / 2**20:.2f} MiB per pair + "
+      f"{gib(fit['fixed_bytes'])})"
+    )
   if "breakdown" in r:
     b = r["breakdown"]
-    lines.append(f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB): " +
-                 ", ".join(f"{k} {v / 1e9:.2f}" for k, v in list(b["by_opcode"].items())[:8]))
+    lines.append(
+      f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB): "
+      + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in list(b["by_opcode"].items())[:8])
+    )
     lines.append("bytes by op_name (all blocks together; GB, compiler-estimated cycles):")
     for k, v in b["by_op_name"].items():
       lines.append(f"  {v / 1e9:8.3f} GB {b['cycles']['by_op_name'].get(k, 0):>11} cyc  {k[-90:]}")
     lines.append(f"largest instructions (compiler's estimate, all: {b['cycles']['total']} cycles):")
     for row in b["top"]:
-      lines.append(f"  {row['bytes'] / 1e9:8.3f} GB  {row['opcode']:<14} {row['shape'][:48]:<48}"
-                   f"  {row['op_name'][-70:]}")
+      lines.append(
+        f"  {row['bytes'] / 1e9:8.3f} GB  {row['opcode']:<14} {row['shape'][:48]:<48}"
+        f"  {row['op_name'][-70:]}"
+      )
   return "\n".join(lines)
 
 
@@ -307,26 +390,40 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = _Parser(prog="python -m clef_jax.plan", description=__doc__.split("\n\n")[0],
-              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", required=True, help="config file[:options], e.g. "
-                 "configs/medium.py:bf16")
-  p.add_argument("--topology", default="local",
-                 help="a TPU topology (v5p:2x2x1, v5litepod-4 style names: v5e:2x2, v6e:2x2, "
-                 "v4:2x2x1) or 'local' (default)")
+  p = _Parser(
+    prog="python -m clef_jax.plan",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--config", required=True, help="config file[:options], e.g. configs/medium.py:bf16"
+  )
+  p.add_argument(
+    "--topology",
+    default="local",
+    help="a TPU topology (v5p:2x2x1, v5litepod-4 style names: v5e:2x2, v6e:2x2, "
+    "v4:2x2x1) or 'local' (default)",
+  )
   p.add_argument("--batch", type=int, default=None, help="global batch in pairs (default: config)")
-  p.add_argument("--json", default="", help="also write the report to this file (atomic; an "
-                 "existing file is kept unless --overwrite)")
+  p.add_argument(
+    "--json",
+    default="",
+    help="also write the report to this file (atomic; an existing file is kept unless --overwrite)",
+  )
   p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.add_argument("--breakdown", action="store_true", help="bytes per top-level instruction")
   p.add_argument("--hlo", default="", help="also write the compiled per-chip HLO text here")
-  p.add_argument("--no_fit", action="store_true",
-                 help="skip the second compile that finds the largest batch that fits")
+  p.add_argument(
+    "--no_fit",
+    action="store_true",
+    help="skip the second compile that finds the largest batch that fits",
+  )
   args = p.parse_args(argv)
   if args.batch is not None and args.batch <= 0:
     p.error(f"--batch must be positive; got {args.batch}")
   if args.json:  # Before the compile: the report must have somewhere to go.
     from clef_jax import cli
+
     try:
       cli.check_output_file(args.json, "--json", overwrite=args.overwrite)
     except cli.UsageError as e:
@@ -340,14 +437,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   try:
     config = load_config(args.config)
-    report = plan(config, topology=args.topology, batch=args.batch or None,
-                  fit=not args.no_fit, breakdown=args.breakdown, hlo_path=args.hlo)
+    report = plan(
+      config,
+      topology=args.topology,
+      batch=args.batch or None,
+      fit=not args.no_fit,
+      breakdown=args.breakdown,
+      hlo_path=args.hlo,
+    )
   except PlanError as e:
     print(f"plan: {e}", file=sys.stderr)
     return 2
   print(format_report(report), flush=True)
   if args.json:
     from clef_jax import files
+
     path = pathlib.Path(args.json).expanduser()
     files.atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     print(f"json: {path}")

@@ -45,7 +45,11 @@ NOISE_RMS = 0.1  # mV; each noise row is rescaled to this std before being added
 
 # Noise types in the official order: 0 identity, then the four `.mat` keys.
 NOISE_KEYS: tuple[str, ...] = (
-    "motion_artefacts", "electrode_movement", "baseline_wander", "mixture_of_noises")
+  "motion_artefacts",
+  "electrode_movement",
+  "baseline_wander",
+  "mixture_of_noises",
+)
 NOISE_TYPES: tuple[str, ...] = ("identity",) + NOISE_KEYS
 # `DATA_noises_real.mat` rows: I, II, III, AVR, AVL, AVF, V1-V6, X, Y, Z. Rows 0-11 are
 # `schema.LEAD_ORDER`, so a lead's index is its row.
@@ -56,8 +60,9 @@ NOISE_ROWS = 15
 # Lead sampling.
 
 
-def select_leads(lead_mask: np.ndarray, rng: np.random.Generator, p_same: float = 0.8
-                 ) -> tuple[int, int, int]:
+def select_leads(
+  lead_mask: np.ndarray, rng: np.random.Generator, p_same: float = 0.8
+) -> tuple[int, int, int]:
   """Picks the two views' leads as docs/method.md §D does, among the leads the record has.
 
   Two draws with replacement, then with probability `p_same` the second becomes the first, so
@@ -113,8 +118,9 @@ def interpolate_nan(x: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def butter_ba(fs: float, low: float = BAND_HZ[0], high: float = BAND_HZ[1],
-              order: int = FILTER_ORDER) -> tuple[np.ndarray, np.ndarray]:
+def butter_ba(
+  fs: float, low: float = BAND_HZ[0], high: float = BAND_HZ[1], order: int = FILTER_ORDER
+) -> tuple[np.ndarray, np.ndarray]:
   """Cached `(b, a)` of the Butterworth bandpass at sampling rate `fs` (transfer-function form,
   as the official `butter(5, [0.67/250, 40/250], 'band')`)."""
   nyquist = fs / 2.0
@@ -125,16 +131,15 @@ def butter_ba(fs: float, low: float = BAND_HZ[0], high: float = BAND_HZ[1],
 
 
 @functools.lru_cache(maxsize=32)
-def butter_sos(fs: float, low: float = BAND_HZ[0], high: float = BAND_HZ[1],
-               order: int = FILTER_ORDER) -> np.ndarray:
+def butter_sos(
+  fs: float, low: float = BAND_HZ[0], high: float = BAND_HZ[1], order: int = FILTER_ORDER
+) -> np.ndarray:
   """Cached second-order sections of the same Butterworth bandpass."""
   butter_ba(fs, low, high, order)  # Same range check.
-  return scipy.signal.butter(order, [low / (fs / 2), high / (fs / 2)], btype="band",
-                             output="sos")
+  return scipy.signal.butter(order, [low / (fs / 2), high / (fs / 2)], btype="band", output="sos")
 
 
-def bandpass(x: np.ndarray, fs: float, *, faithful: bool = False, form: str = "auto"
-             ) -> np.ndarray:
+def bandpass(x: np.ndarray, fs: float, *, faithful: bool = False, form: str = "auto") -> np.ndarray:
   """Zero-phase Butterworth bandpass 0.67-40 Hz along the last axis.
 
   At 500 Hz (and below) this is `scipy.signal.filtfilt(b, a, x)` with its defaults (padtype 'odd',
@@ -176,8 +181,9 @@ def zscore(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 # Zero masking.
 
 
-def draw_zero_mask(rng: np.random.Generator, length: int, p: float = 0.2,
-                   span: tuple[float, float] = (0.1, 0.3)) -> tuple[int, int]:
+def draw_zero_mask(
+  rng: np.random.Generator, length: int, p: float = 0.2, span: tuple[float, float] = (0.1, 0.3)
+) -> tuple[int, int]:
   """Draws the official zero-mask: with probability `p`, `int(length * U(span))` samples at a
   uniform start in `[0, length - mask_len]`. Returns `(start, mask_len)`, `(0, 0)` for no mask."""
   if not (p > 0 and rng.random() < p):
@@ -187,8 +193,9 @@ def draw_zero_mask(rng: np.random.Generator, length: int, p: float = 0.2,
   return start, mask_len
 
 
-def zero_mask(x: np.ndarray, rng: np.random.Generator, p: float = 0.2,
-              span: tuple[float, float] = (0.1, 0.3)) -> np.ndarray:
+def zero_mask(
+  x: np.ndarray, rng: np.random.Generator, p: float = 0.2, span: tuple[float, float] = (0.1, 0.3)
+) -> np.ndarray:
   """With probability `p`, zeroes a span of 10-30 % of the last axis (500-1499 of 5000 samples).
 
   Args:
@@ -204,7 +211,7 @@ def zero_mask(x: np.ndarray, rng: np.random.Generator, p: float = 0.2,
   if mask_len == 0:
     return x
   x = x.copy()
-  x[..., start:start + mask_len] = 0.0
+  x[..., start : start + mask_len] = 0.0
   return x
 
 
@@ -261,8 +268,9 @@ def _lowpass_noise(rng, shape, fs, cutoff, order=2):
 
 
 @functools.lru_cache(maxsize=4)
-def parametric_noise_bank(seed: int = 0, seconds: float = 120.0, fs: float = OFFICIAL_FS
-                          ) -> NoiseBank:
+def parametric_noise_bank(
+  seed: int = 0, seconds: float = 120.0, fs: float = OFFICIAL_FS
+) -> NoiseBank:
   """A `DATA_noises_real.mat` stand-in: the same four noise types, modelled parametrically.
 
   Each key holds `(15, seconds * fs)` float64 rows (independent per lead), scaled to unit std; the
@@ -301,9 +309,9 @@ def parametric_noise_bank(seed: int = 0, seconds: float = 120.0, fs: float = OFF
       tau = rng.uniform(0.2, 1.5) * fs
       size = rng.choice([-1.0, 1.0]) * rng.lognormal(0.0, 0.5)
       k = np.arange(min(n - start, int(8 * tau)))  # exp(-8) ~ 3e-4: the step has recovered.
-      em[row, start:start + k.size] += size * np.exp(-k / tau)
+      em[row, start : start + k.size] += size * np.exp(-k / tau)
       spike = min(int(0.04 * fs), n - start)
-      em[row, start:start + spike] += 2.0 * size * np.hanning(spike)
+      em[row, start : start + spike] += 2.0 * size * np.hanning(spike)
 
   sos = scipy.signal.butter(2, [1.0 / (fs / 2), 40.0 / (fs / 2)], btype="band", output="sos")
   emg = scipy.signal.sosfilt(sos, rng.standard_normal(shape), axis=-1)
@@ -347,8 +355,9 @@ def draw_noise(rng: np.random.Generator, bank: NoiseBank, length: int) -> tuple[
   return kind, start
 
 
-def noise_window(bank: NoiseBank, kind: int, row: int, start: int, length: int,
-                 noise_rms: float = NOISE_RMS) -> np.ndarray:
+def noise_window(
+  bank: NoiseBank, kind: int, row: int, start: int, length: int, noise_rms: float = NOISE_RMS
+) -> np.ndarray:
   """One lead's noise window `(length,)`, rescaled to std `noise_rms` (0 if the window is flat).
 
   Long banks give `[start, start + length)`; a bank not longer than `length` is tiled from its
@@ -358,7 +367,7 @@ def noise_window(bank: NoiseBank, kind: int, row: int, start: int, length: int,
     return np.zeros(length)
   data = bank.arrays[NOISE_KEYS[kind - 1]]
   if length < data.shape[1]:
-    w = data[row, start:start + length]
+    w = data[row, start : start + length]
   else:
     half = data.shape[1] // 2
     w = np.tile(data[row, :half], int(np.ceil(length / half)))[:length]
@@ -366,8 +375,15 @@ def noise_window(bank: NoiseBank, kind: int, row: int, start: int, length: int,
   return noise_rms * (w / std) if std > 0 else np.zeros(length)
 
 
-def add_noise(x: np.ndarray, lead: int, rng: np.random.Generator, bank: NoiseBank, *,
-              noise_rms: float = NOISE_RMS, faithful: bool = False) -> np.ndarray:
+def add_noise(
+  x: np.ndarray,
+  lead: int,
+  rng: np.random.Generator,
+  bank: NoiseBank,
+  *,
+  noise_rms: float = NOISE_RMS,
+  faithful: bool = False,
+) -> np.ndarray:
   """Official `ecg_positive_augmentation` noise step for one view (without the zero mask).
 
   Picks identity / motion / electrode / baseline / mixture uniformly, takes a random window of
@@ -385,12 +401,19 @@ def add_noise(x: np.ndarray, lead: int, rng: np.random.Generator, bank: NoiseBan
     `x + noise` as float64.
   """
   kind, start = draw_noise(rng, bank, x.shape[-1])
-  return x + noise_window(bank, kind, noise_row(lead, faithful=faithful), start, x.shape[-1],
-                          noise_rms)
+  return x + noise_window(
+    bank, kind, noise_row(lead, faithful=faithful), start, x.shape[-1], noise_rms
+  )
 
 
-def noise_windows(bank: NoiseBank, kinds: np.ndarray, rows: np.ndarray, starts: np.ndarray,
-                  length: int, noise_rms: float = NOISE_RMS) -> np.ndarray:
+def noise_windows(
+  bank: NoiseBank,
+  kinds: np.ndarray,
+  rows: np.ndarray,
+  starts: np.ndarray,
+  length: int,
+  noise_rms: float = NOISE_RMS,
+) -> np.ndarray:
   """Vectorised `noise_window` for N views: `(N,)` kinds/rows/starts -> `(N, length)` float64."""
   out = np.zeros((len(kinds), length))
   for kind in range(1, len(NOISE_TYPES)):
@@ -400,7 +423,7 @@ def noise_windows(bank: NoiseBank, kinds: np.ndarray, rows: np.ndarray, starts: 
     data = bank.arrays[NOISE_KEYS[kind - 1]]
     for i in sel:  # slices: cheaper than a fancy-index gather of N x length indices
       if length < data.shape[1]:
-        out[i] = data[rows[i], starts[i]:starts[i] + length]
+        out[i] = data[rows[i], starts[i] : starts[i] + length]
       else:
         out[i] = noise_window(bank, kind, rows[i], 0, length, 1.0)
   std = out.std(axis=-1, keepdims=True)  # identity rows: std 0 -> stay 0

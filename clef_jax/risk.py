@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,41 +26,101 @@ from clef_jax.data import parsing, schema
 # ------------------------------------------------------------------------------------------------
 # SCORE2 terms: cage=(age-60)/5, csbp=(sbp-120)/20, ctchol=tc-6, chdl=(hdl-1.3)/0.5.
 _SCORE2 = {
-    "male": dict(cage=0.3742, smoking=0.6012, csbp=0.2777, diabetes=0.6457, ctchol=0.1458,
-                 chdl=-0.2698, smoking_cage=-0.0755, csbp_cage=-0.0255, diabetes_cage=-0.0983,
-                 ctchol_cage=-0.0281, chdl_cage=0.0426, mean_lp=0.0, s0=0.9605),
-    "female": dict(cage=0.4648, smoking=0.7744, csbp=0.3131, diabetes=0.8096, ctchol=0.1002,
-                   chdl=-0.2606, smoking_cage=-0.1088, csbp_cage=-0.0277, diabetes_cage=-0.1272,
-                   ctchol_cage=-0.0226, chdl_cage=0.0613, mean_lp=0.0, s0=0.9776),
+  "male": dict(
+    cage=0.3742,
+    smoking=0.6012,
+    csbp=0.2777,
+    diabetes=0.6457,
+    ctchol=0.1458,
+    chdl=-0.2698,
+    smoking_cage=-0.0755,
+    csbp_cage=-0.0255,
+    diabetes_cage=-0.0983,
+    ctchol_cage=-0.0281,
+    chdl_cage=0.0426,
+    mean_lp=0.0,
+    s0=0.9605,
+  ),
+  "female": dict(
+    cage=0.4648,
+    smoking=0.7744,
+    csbp=0.3131,
+    diabetes=0.8096,
+    ctchol=0.1002,
+    chdl=-0.2606,
+    smoking_cage=-0.1088,
+    csbp_cage=-0.0277,
+    diabetes_cage=-0.1272,
+    ctchol_cage=-0.0226,
+    chdl_cage=0.0613,
+    mean_lp=0.0,
+    s0=0.9776,
+  ),
 }
 # SCORE2-OP terms (unscaled): cage=age-73, csbp=sbp-150, ctchol=tc-6, chdl=hdl-1.4.
 _SCORE2_OP = {
-    "male": dict(cage=0.0633767915, smoking=0.3523957899, csbp=0.0094362177,
-                 diabetes=0.4245248910, ctchol=0.0849594156, chdl=-0.3563571842,
-                 smoking_cage=-0.0247205945, csbp_cage=-0.0004794522,
-                 diabetes_cage=-0.0173654217, ctchol_cage=0.0073336663, chdl_cage=0.0091317857,
-                 mean_lp=0.09285225, s0=1.0 - 0.24235298),
-    "female": dict(cage=0.0789191229, smoking=0.4921147010, csbp=0.0101993091,
-                   diabetes=0.6009874438, ctchol=0.0604939598, chdl=-0.3040280248,
-                   smoking_cage=-0.0255496313, csbp_cage=-0.0004404728,
-                   diabetes_cage=-0.0106909701, ctchol_cage=-0.0009121461,
-                   chdl_cage=0.0153779923, mean_lp=0.2287676, s0=1.0 - 0.19178759),
+  "male": dict(
+    cage=0.0633767915,
+    smoking=0.3523957899,
+    csbp=0.0094362177,
+    diabetes=0.4245248910,
+    ctchol=0.0849594156,
+    chdl=-0.3563571842,
+    smoking_cage=-0.0247205945,
+    csbp_cage=-0.0004794522,
+    diabetes_cage=-0.0173654217,
+    ctchol_cage=0.0073336663,
+    chdl_cage=0.0091317857,
+    mean_lp=0.09285225,
+    s0=1.0 - 0.24235298,
+  ),
+  "female": dict(
+    cage=0.0789191229,
+    smoking=0.4921147010,
+    csbp=0.0101993091,
+    diabetes=0.6009874438,
+    ctchol=0.0604939598,
+    chdl=-0.3040280248,
+    smoking_cage=-0.0255496313,
+    csbp_cage=-0.0004404728,
+    diabetes_cage=-0.0106909701,
+    ctchol_cage=-0.0009121461,
+    chdl_cage=0.0153779923,
+    mean_lp=0.2287676,
+    s0=1.0 - 0.19178759,
+  ),
 }
 # Regional recalibration (scale1, scale2): risk = 1 - exp(-exp(s1 + s2 ln(-ln(1 - p0)))).
 REGIONS = ("low", "moderate", "high", "very high")
 _SCALES = {
-    "SCORE2": {
-        "male": {"low": (-0.569857, 0.747593), "moderate": (-0.156481, 0.800869),
-                 "high": (0.320717, 0.936004), "very high": (0.583578, 0.829368)},
-        "female": {"low": (-0.737966, 0.701868), "moderate": (-0.314269, 0.770149),
-                   "high": (0.570963, 0.936893), "very high": (0.941177, 0.832923)},
+  "SCORE2": {
+    "male": {
+      "low": (-0.569857, 0.747593),
+      "moderate": (-0.156481, 0.800869),
+      "high": (0.320717, 0.936004),
+      "very high": (0.583578, 0.829368),
     },
-    "SCORE2-OP": {
-        "male": {"low": (-0.343484, 1.193038), "moderate": (0.005320, 1.248514),
-                 "high": (0.084305, 1.151902), "very high": (0.045959, 0.703625)},
-        "female": {"low": (-0.516054, 1.007238), "moderate": (-0.101044, 1.099621),
-                   "high": (0.375720, 1.089031), "very high": (0.379293, 0.691530)},
+    "female": {
+      "low": (-0.737966, 0.701868),
+      "moderate": (-0.314269, 0.770149),
+      "high": (0.570963, 0.936893),
+      "very high": (0.941177, 0.832923),
     },
+  },
+  "SCORE2-OP": {
+    "male": {
+      "low": (-0.343484, 1.193038),
+      "moderate": (0.005320, 1.248514),
+      "high": (0.084305, 1.151902),
+      "very high": (0.045959, 0.703625),
+    },
+    "female": {
+      "low": (-0.516054, 1.007238),
+      "moderate": (-0.101044, 1.099621),
+      "high": (0.375720, 1.089031),
+      "very high": (0.379293, 0.691530),
+    },
+  },
 }
 
 MG_DL_TO_MMOL_L = 0.02586  # cholesterol, mg/dL -> mmol/L (docs/method.md §H.1)
@@ -69,10 +130,10 @@ MG_DL_TO_MMOL_L = 0.02586  # cholesterol, mg/dL -> mmol/L (docs/method.md §H.1)
 # physiological bounds, wider than the ESC charts (SBP 100-179, TC 3-6.9 mmol/L), meant to reject
 # unit mix-ups and typos, not to restrict the model.
 VALID_RANGES: dict[str, tuple[float, float]] = {
-    "age": (40.0, 90.0),             # years; the upper bound is exclusive
-    "sbp": (60.0, 260.0),            # mmHg
-    "total_chol": (1.0, 20.0),       # mmol/L
-    "hdl_chol": (0.2, 5.0),          # mmol/L
+  "age": (40.0, 90.0),  # years; the upper bound is exclusive
+  "sbp": (60.0, 260.0),  # mmHg
+  "total_chol": (1.0, 20.0),  # mmol/L
+  "hdl_chol": (0.2, 5.0),  # mmol/L
 }
 OP_MIN_AGE = 70.0  # SCORE2 below, SCORE2-OP from here on
 
@@ -171,16 +232,16 @@ def _as_binary_array(value: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score2_components(
-    *,
-    sex: Any,
-    age: Any,
-    smoking: Any,
-    sbp: Any,
-    total_chol: Any,
-    hdl_chol: Any,
-    diabetes: Any,
-    region: Any = "moderate",
-    chol_unit: str = "mmol/L",
+  *,
+  sex: Any,
+  age: Any,
+  smoking: Any,
+  sbp: Any,
+  total_chol: Any,
+  hdl_chol: Any,
+  diabetes: Any,
+  region: Any = "moderate",
+  chol_unit: str = "mmol/L",
 ) -> dict[str, np.ndarray]:
   """SCORE2 (40 <= age < 70) / SCORE2-OP (age >= 70) with intermediate values and reasons.
 
@@ -224,7 +285,8 @@ def score2_components(
   reg = np.asarray(region, dtype=object)
   reg = np.vectorize(lambda r: _region_key(r) or "", otypes=[object])(reg)
   (sex_a, age_a, smk, smk_bad, sbp_a, tc, hdl, dm, dm_bad, reg) = np.broadcast_arrays(
-      sex_a, age_a, smk, smk_bad, sbp_a, tc, hdl, dm, dm_bad, reg)
+    sex_a, age_a, smk, smk_bad, sbp_a, tc, hdl, dm, dm_bad, reg
+  )
   shape = sex_a.shape
 
   # Reasons, first failing check wins (missing inputs first, then invalid codes, then ranges).
@@ -235,11 +297,19 @@ def score2_components(
 
   flag(reg == "", "invalid region")
   raw_sex = np.broadcast_to(np.asarray(sex, dtype=object), shape)
-  sex_missing = np.vectorize(parsing.is_missing, otypes=[bool])(raw_sex) if raw_sex.size else raw_sex
+  sex_missing = (
+    np.vectorize(parsing.is_missing, otypes=[bool])(raw_sex) if raw_sex.size else raw_sex
+  )
   flag(sex_missing, "missing sex")
   flag(np.isnan(sex_a), "invalid sex")
-  for name, arr in (("age", age_a), ("smoking", smk), ("sbp", sbp_a), ("total_chol", tc),
-                    ("hdl_chol", hdl), ("diabetes", dm)):
+  for name, arr in (
+    ("age", age_a),
+    ("smoking", smk),
+    ("sbp", sbp_a),
+    ("total_chol", tc),
+    ("hdl_chol", hdl),
+    ("diabetes", dm),
+  ):
     if name == "smoking":
       flag(smk_bad, "invalid smoking (not 0/1)")
     if name == "diabetes":
@@ -271,18 +341,33 @@ def score2_components(
         if is_op:
           cage, csbp, ctc, chdl = age_a - 73.0, sbp_a - 150.0, tc - 6.0, hdl - 1.4
         else:
-          cage, csbp, ctc, chdl = (age_a - 60.0) / 5.0, (sbp_a - 120.0) / 20.0, tc - 6.0, (
-              hdl - 1.3) / 0.5
-        x = (c["cage"] * cage + c["smoking"] * smk + c["csbp"] * csbp + c["diabetes"] * dm
-             + c["ctchol"] * ctc + c["chdl"] * chdl
-             + cage * (c["smoking_cage"] * smk + c["csbp_cage"] * csbp
-                       + c["diabetes_cage"] * dm + c["ctchol_cage"] * ctc
-                       + c["chdl_cage"] * chdl)
-             - c["mean_lp"])
+          cage, csbp, ctc, chdl = (
+            (age_a - 60.0) / 5.0,
+            (sbp_a - 120.0) / 20.0,
+            tc - 6.0,
+            (hdl - 1.3) / 0.5,
+          )
+        x = (
+          c["cage"] * cage
+          + c["smoking"] * smk
+          + c["csbp"] * csbp
+          + c["diabetes"] * dm
+          + c["ctchol"] * ctc
+          + c["chdl"] * chdl
+          + cage
+          * (
+            c["smoking_cage"] * smk
+            + c["csbp_cage"] * csbp
+            + c["diabetes_cage"] * dm
+            + c["ctchol_cage"] * ctc
+            + c["chdl_cage"] * chdl
+          )
+          - c["mean_lp"]
+        )
         uncal = 1.0 - np.power(c["s0"], np.exp(x))
         scales = _SCALES["SCORE2-OP" if is_op else "SCORE2"][sex_name]
-        s1 = np.vectorize(lambda r: scales.get(r, (np.nan, np.nan))[0], otypes=[float])(reg)
-        s2 = np.vectorize(lambda r: scales.get(r, (np.nan, np.nan))[1], otypes=[float])(reg)
+        s1 = np.vectorize(lambda r, t=scales: t.get(r, (np.nan, np.nan))[0], otypes=[float])(reg)
+        s2 = np.vectorize(lambda r, t=scales: t.get(r, (np.nan, np.nan))[1], otypes=[float])(reg)
         cal = 1.0 - np.exp(-np.exp(s1 + s2 * np.log(-np.log1p(-uncal))))
         lp[sel], p0[sel], risk[sel] = x[sel], uncal[sel], cal[sel]
   return {"lp": lp, "uncalibrated": p0, "risk": risk, "model": model, "reason": reason}
@@ -305,16 +390,16 @@ def score2_with_reason(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score2(
-    *,
-    sex: Any,
-    age: Any,
-    smoking: Any,
-    sbp: Any,
-    total_chol: Any,
-    hdl_chol: Any,
-    diabetes: Any,
-    region: Any = "moderate",
-    chol_unit: str = "mmol/L",
+  *,
+  sex: Any,
+  age: Any,
+  smoking: Any,
+  sbp: Any,
+  total_chol: Any,
+  hdl_chol: Any,
+  diabetes: Any,
+  region: Any = "moderate",
+  chol_unit: str = "mmol/L",
 ) -> np.ndarray:
   """10-year CVD risk as a fraction: SCORE2 for ages 40-69, SCORE2-OP for ages >= 70.
 
@@ -336,8 +421,16 @@ def score2(
     float64 array of the broadcast shape (0-d for scalar inputs).
   """
   return score2_components(
-      sex=sex, age=age, smoking=smoking, sbp=sbp, total_chol=total_chol, hdl_chol=hdl_chol,
-      diabetes=diabetes, region=region, chol_unit=chol_unit)["risk"]
+    sex=sex,
+    age=age,
+    smoking=smoking,
+    sbp=sbp,
+    total_chol=total_chol,
+    hdl_chol=hdl_chol,
+    diabetes=diabetes,
+    region=region,
+    chol_unit=chol_unit,
+  )["risk"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -434,7 +527,8 @@ def metadata_from_mimic_frame(df) -> np.ndarray:
     missing = g.isna() | g.isin(list(parsing.MISSING_TOKENS))
     female = g.isin(list(parsing.FEMALE)).fillna(False)
     out[:, _column("sex")] = np.where(
-        missing.to_numpy(bool), np.nan, np.where(female.to_numpy(bool), 0.0, 1.0))
+      missing.to_numpy(bool), np.nan, np.where(female.to_numpy(bool), 0.0, 1.0)
+    )
   age = _numeric_series(df, "age_at_ecg")
   out[:, _column("age")] = np.where(np.isnan(age), _numeric_series(df, "anchor_age"), age)
   out[:, _column("bmi")] = _numeric_series(df, "BMI (kg/m2)")

@@ -40,10 +40,14 @@ class RunLock:
       os.close(self._fd)
       self._fd = None
       raise WorkdirLocked(
-          f"{self.path.parent} is in use by another trainer ({holder}; lock file {self.path}); "
-          "wait for it to finish, stop it, or use another --workdir.") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        f"{self.path.parent} is in use by another trainer ({holder}; lock file {self.path}); "
+        "wait for it to finish, stop it, or use another --workdir."
+      ) from None
+    info = {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     os.ftruncate(self._fd, 0)
     os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
 

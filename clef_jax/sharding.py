@@ -11,18 +11,21 @@ arrays and the compiler inserts the collectives (no `pmap`, no `shard_map`, no `
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 STRATEGIES = ("replicate", "fsdp")
 
 
-def make_mesh(num_devices: int | None = None, *,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+  num_devices: int | None = None, *, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """A 1-D mesh with axis `data` over the first `num_devices` global devices (default: all).
 
   `jax.sharding.Mesh` defaults to `AxisType.Auto` (plain jit-with-shardings semantics), unlike
@@ -60,7 +63,8 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   """
   sharding = batch_sharding(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def fsdp_spec(shape: tuple[int, ...], num_shards: int, *, min_size: int) -> P:
@@ -82,8 +86,9 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, *, min_size: int) -> P:
   return P(*spec)
 
 
-def state_sharding(abstract_state: Any, mesh: Mesh, *, strategy: str = "replicate",
-                   fsdp_min_size: int = 2 ** 18) -> Any:
+def state_sharding(
+  abstract_state: Any, mesh: Mesh, *, strategy: str = "replicate", fsdp_min_size: int = 2**18
+) -> Any:
   """Shardings for a train state (or any pytree of arrays / `ShapeDtypeStruct`s).
 
   Args:

@@ -74,12 +74,17 @@ def _base_lead_vectors() -> np.ndarray:
   lead_i = np.array([1.0, 0.0, 0.0])
   lead_ii = np.array([0.5, math.sqrt(3) / 2, 0.0])
   lead_iii = lead_ii - lead_i
-  limb = [lead_i, lead_ii, lead_iii, -(lead_i + lead_ii) / 2, (lead_i - lead_iii) / 2,
-          (lead_ii + lead_iii) / 2]
+  limb = [
+    lead_i,
+    lead_ii,
+    lead_iii,
+    -(lead_i + lead_ii) / 2,
+    (lead_i - lead_iii) / 2,
+    (lead_ii + lead_iii) / 2,
+  ]
   angles = np.deg2rad([120.0, 95.0, 75.0, 55.0, 30.0, 5.0])
   gains = np.array([1.1, 1.5, 1.5, 1.4, 1.2, 1.0])
-  chest = gains[:, None] * np.stack(
-      [np.cos(angles), np.full(6, 0.1), np.sin(angles)], axis=-1)
+  chest = gains[:, None] * np.stack([np.cos(angles), np.full(6, 0.1), np.sin(angles)], axis=-1)
   return np.concatenate([np.stack(limb), chest]).astype(np.float64)
 
 
@@ -105,9 +110,19 @@ def compute_risk(*, sex, age, smoking, sbp, total_chol, hdl_chol, diabetes) -> n
   """SCORE2 (< 70 y) / SCORE2-OP (>= 70 y) 10-year risk fraction, ESC moderate-risk region."""
   from clef_jax import risk  # Lazy: keeps this module importable on its own.
 
-  return np.asarray(risk.score2(sex=sex, age=age, smoking=smoking, sbp=sbp,
-                                total_chol=total_chol, hdl_chol=hdl_chol, diabetes=diabetes,
-                                region="moderate"), dtype=np.float64)
+  return np.asarray(
+    risk.score2(
+      sex=sex,
+      age=age,
+      smoking=smoking,
+      sbp=sbp,
+      total_chol=total_chol,
+      hdl_chol=hdl_chol,
+      diabetes=diabetes,
+      region="moderate",
+    ),
+    dtype=np.float64,
+  )
 
 
 def simulate_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -129,16 +144,28 @@ def simulate_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
   b27 = bmi - 27.0
   smoking = (rng.random(n) < _sigmoid(-1.1 + 0.4 * male - 0.035 * a40)).astype(np.float64)
   diabetes = (rng.random(n) < _sigmoid(-3.3 + 0.035 * a40 + 0.09 * b27)).astype(np.float64)
-  sbp = np.clip(112.0 + 0.55 * a40 + 0.9 * b27 + 4.0 * male + 5.0 * diabetes
-                + rng.normal(0.0, 14.0, n), 85.0, 220.0)
+  sbp = np.clip(
+    112.0 + 0.55 * a40 + 0.9 * b27 + 4.0 * male + 5.0 * diabetes + rng.normal(0.0, 14.0, n),
+    85.0,
+    220.0,
+  )
   dbp = 0.35 * sbp + 34.0 + 0.3 * b27 - 0.12 * (age - 60.0) + rng.normal(0.0, 7.0, n)
   dbp = np.clip(dbp, 45.0, np.minimum(130.0, sbp - 15.0))
-  total_chol = np.clip(5.4 - 0.25 * male + 0.008 * a40 * (1.0 - male)
-                       + rng.normal(0.0, 0.95, n), 2.6, 9.5)
-  hdl_chol = np.clip(1.55 - 0.28 * male - 0.025 * b27 - 0.08 * smoking
-                     + rng.normal(0.0, 0.3, n), 0.6, 3.0)
-  risk = compute_risk(sex=male, age=age, smoking=smoking, sbp=sbp, total_chol=total_chol,
-                      hdl_chol=hdl_chol, diabetes=diabetes)
+  total_chol = np.clip(
+    5.4 - 0.25 * male + 0.008 * a40 * (1.0 - male) + rng.normal(0.0, 0.95, n), 2.6, 9.5
+  )
+  hdl_chol = np.clip(
+    1.55 - 0.28 * male - 0.025 * b27 - 0.08 * smoking + rng.normal(0.0, 0.3, n), 0.6, 3.0
+  )
+  risk = compute_risk(
+    sex=male,
+    age=age,
+    smoking=smoking,
+    sbp=sbp,
+    total_chol=total_chol,
+    hdl_chol=hdl_chol,
+    diabetes=diabetes,
+  )
   r = np.nan_to_num(risk, nan=0.1)
 
   # Rhythm: AF rises steeply with age and risk; ectopy mildly with age.
@@ -157,10 +184,17 @@ def simulate_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
   bbb = rng.random(n) < _sigmoid(-4.2 + 0.04 * a40)
   qrs = np.clip(qrs + bbb * rng.uniform(0.03, 0.06, n), 0.07, 0.17)
   pr = np.clip(0.145 + 0.0009 * a40 + rng.normal(0.0, 0.015, n), 0.10, 0.28)
-  qtc = np.clip(0.400 + 0.014 * (1.0 - male) + 0.0004 * a40 + 0.12 * r
-                + rng.normal(0.0, 0.014, n), 0.34, 0.56)
-  r_amp = (1.35 * (1.0 + 0.18 * male) * (1.0 + 0.006 * (sbp - 130.0)) * (27.0 / bmi) ** 0.7
-           * (1.0 - 0.004 * a40) * np.exp(rng.normal(0.0, 0.2, n)))
+  qtc = np.clip(
+    0.400 + 0.014 * (1.0 - male) + 0.0004 * a40 + 0.12 * r + rng.normal(0.0, 0.014, n), 0.34, 0.56
+  )
+  r_amp = (
+    1.35
+    * (1.0 + 0.18 * male)
+    * (1.0 + 0.006 * (sbp - 130.0))
+    * (27.0 / bmi) ** 0.7
+    * (1.0 - 0.004 * a40)
+    * np.exp(rng.normal(0.0, 0.2, n))
+  )
   t_factor = 0.30 * (1.0 - 2.2 * r) + 0.02 * (1.0 - male) + rng.normal(0.0, 0.05, n)
   st = -0.35 * r * np.clip(r_amp, 0.5, 2.5)  # mV along the R direction: lateral ST depression.
   p_amp = np.clip(rng.normal(0.13, 0.03, n), 0.05, 0.25)
@@ -176,14 +210,42 @@ def simulate_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
   u_f = _unit(np.array([-0.3, 0.5, 0.8]) + rng.normal(0.0, 0.2, (n, 3)))
 
   return dict(
-      sex=male, age=age, height_in=height_in, bmi=bmi, weight_lb=weight_lb, sbp=sbp, dbp=dbp,
-      total_chol=total_chol, hdl_chol=hdl_chol, smoking=smoking, diabetes=diabetes, risk=risk,
-      rhythm=rhythm, hr=hr, rsa=rsa, qrs=qrs, pr=pr, qtc=qtc, r_amp=r_amp,
-      t_amp=t_factor * r_amp, st=st, p_amp=p_amp, u_r=u_r, u_t=u_t, u_p=u_p, u_q=u_q, u_s=u_s,
-      u_pvc=u_pvc, u_f=u_f, pvc_amp=r_amp * rng.uniform(1.4, 2.4, n),
-      pvc_width=rng.uniform(0.13, 0.17, n), f_amp=rng.uniform(0.03, 0.10, n),
-      f_freq=rng.uniform(4.5, 8.5, n), rotation=_rotations(rng, n, 7.0),
-      missing_propensity=rng.beta(1.2, 3.0, n))
+    sex=male,
+    age=age,
+    height_in=height_in,
+    bmi=bmi,
+    weight_lb=weight_lb,
+    sbp=sbp,
+    dbp=dbp,
+    total_chol=total_chol,
+    hdl_chol=hdl_chol,
+    smoking=smoking,
+    diabetes=diabetes,
+    risk=risk,
+    rhythm=rhythm,
+    hr=hr,
+    rsa=rsa,
+    qrs=qrs,
+    pr=pr,
+    qtc=qtc,
+    r_amp=r_amp,
+    t_amp=t_factor * r_amp,
+    st=st,
+    p_amp=p_amp,
+    u_r=u_r,
+    u_t=u_t,
+    u_p=u_p,
+    u_q=u_q,
+    u_s=u_s,
+    u_pvc=u_pvc,
+    u_f=u_f,
+    pvc_amp=r_amp * rng.uniform(1.4, 2.4, n),
+    pvc_width=rng.uniform(0.13, 0.17, n),
+    f_amp=rng.uniform(0.03, 0.10, n),
+    f_freq=rng.uniform(4.5, 8.5, n),
+    rotation=_rotations(rng, n, 7.0),
+    missing_propensity=rng.beta(1.2, 3.0, n),
+  )
 
 
 def _beat_times(subj, rng, duration_s):
@@ -194,9 +256,11 @@ def _beat_times(subj, rng, duration_s):
   resp_f = rng.uniform(0.18, 0.33, n)
   phase = rng.uniform(0.0, 2 * np.pi, n)
   sinus = rr0[:, None] * (
-      1.0 + subj["rsa"][:, None] * np.sin(2 * np.pi * resp_f[:, None] * idx * rr0[:, None]
-                                           + phase[:, None])
-      + rng.normal(0.0, 0.012, (n, k)))
+    1.0
+    + subj["rsa"][:, None]
+    * np.sin(2 * np.pi * resp_f[:, None] * idx * rr0[:, None] + phase[:, None])
+    + rng.normal(0.0, 0.012, (n, k))
+  )
   cv = rng.uniform(0.15, 0.3, n)[:, None]  # AF: gamma-distributed RR with this CV.
   af = rr0[:, None] * rng.gamma(1.0 / cv**2, cv**2, (n, k))
   rr = np.where((subj["rhythm"] == 1)[:, None], af, sinus)
@@ -226,25 +290,66 @@ def _waves(subj, t, rr, pvc):
   tpk = qt - qrs / 2 - 0.075  # T peak after the R peak.
   zeros = np.zeros((n, k))
   af = (subj["rhythm"] == 1)[:, None]
-  offsets = np.stack([-col("pr") + zeros, -0.32 * qrs + zeros, zeros, 0.30 * qrs + zeros,
-                      qrs / 2 + 0.07 + zeros, tpk - 0.02, tpk + 0.035], axis=-1)
-  sigmas = np.stack([0.022 + zeros, 0.09 * qrs + zeros, 0.11 * qrs + zeros,
-                     0.10 * qrs + zeros, 0.045 + zeros, 0.055 * np.sqrt(np.clip(rr, 0.4, 1.5)),
-                     0.030 + zeros], axis=-1)
-  amps = np.stack([np.where(af, 0.0, col("p_amp")) + zeros, 0.12 * col("r_amp") + zeros,
-                   col("r_amp") + zeros, 0.30 * col("r_amp") + zeros, col("st") + zeros,
-                   0.65 * col("t_amp") + zeros, 0.45 * col("t_amp") + zeros], axis=-1)
-  dirs = np.stack([subj["u_p"], subj["u_q"], subj["u_r"], subj["u_s"], subj["u_r"],
-                   subj["u_t"], subj["u_t"]], axis=1)  # (n, W, 3)
+  offsets = np.stack(
+    [
+      -col("pr") + zeros,
+      -0.32 * qrs + zeros,
+      zeros,
+      0.30 * qrs + zeros,
+      qrs / 2 + 0.07 + zeros,
+      tpk - 0.02,
+      tpk + 0.035,
+    ],
+    axis=-1,
+  )
+  sigmas = np.stack(
+    [
+      0.022 + zeros,
+      0.09 * qrs + zeros,
+      0.11 * qrs + zeros,
+      0.10 * qrs + zeros,
+      0.045 + zeros,
+      0.055 * np.sqrt(np.clip(rr, 0.4, 1.5)),
+      0.030 + zeros,
+    ],
+    axis=-1,
+  )
+  amps = np.stack(
+    [
+      np.where(af, 0.0, col("p_amp")) + zeros,
+      0.12 * col("r_amp") + zeros,
+      col("r_amp") + zeros,
+      0.30 * col("r_amp") + zeros,
+      col("st") + zeros,
+      0.65 * col("t_amp") + zeros,
+      0.45 * col("t_amp") + zeros,
+    ],
+    axis=-1,
+  )
+  dirs = np.stack(
+    [subj["u_p"], subj["u_q"], subj["u_r"], subj["u_s"], subj["u_r"], subj["u_t"], subj["u_t"]],
+    axis=1,
+  )  # (n, W, 3)
   dip = amps[..., None] * dirs[:, None]  # (n, K, W, 3)
 
   # Premature ventricular beats: no P/Q/ST, one wide QRS along a random focus, discordant T.
   w = col("pvc_width") + zeros
   pv_off = np.stack([zeros, zeros, zeros, 0.35 * w, zeros, 0.28 + zeros, 0.33 + zeros], -1)
-  pv_sig = np.stack([0.02 + zeros, 0.01 + zeros, 0.25 * w, 0.2 * w, 0.04 + zeros,
-                     0.06 + zeros, 0.035 + zeros], -1)
-  pv_amp = np.stack([zeros, zeros, col("pvc_amp") + zeros, -0.25 * col("pvc_amp") + zeros,
-                     zeros, -0.30 * col("pvc_amp") + zeros, -0.15 * col("pvc_amp") + zeros], -1)
+  pv_sig = np.stack(
+    [0.02 + zeros, 0.01 + zeros, 0.25 * w, 0.2 * w, 0.04 + zeros, 0.06 + zeros, 0.035 + zeros], -1
+  )
+  pv_amp = np.stack(
+    [
+      zeros,
+      zeros,
+      col("pvc_amp") + zeros,
+      -0.25 * col("pvc_amp") + zeros,
+      zeros,
+      -0.30 * col("pvc_amp") + zeros,
+      -0.15 * col("pvc_amp") + zeros,
+    ],
+    -1,
+  )
   pv_dip = pv_amp[..., None] * subj["u_pvc"][:, None, None, :]
   m = pvc[..., None]
   offsets = np.where(m, pv_off, offsets)
@@ -271,14 +376,17 @@ def _render_dipole(centres, sigmas, dip, valid, fs, num_samples):
     pos = np.clip(pos + pad, 0, width - 1) + (rows * width)[:, None]
     flat = pos.ravel()
     for axis in range(3):
-      out[axis] += np.bincount(flat, weights=(g * d[:, axis, None]).ravel(),
-                               minlength=n * width)
-  return out.reshape(3, n, width)[:, :, pad:pad + num_samples].transpose(1, 0, 2)
+      out[axis] += np.bincount(flat, weights=(g * d[:, axis, None]).ravel(), minlength=n * width)
+  return out.reshape(3, n, width)[:, :, pad : pad + num_samples].transpose(1, 0, 2)
 
 
-def simulate_records(subj: dict[str, np.ndarray], rng: np.random.Generator, *,
-                     sampling_rate: float = 500.0, duration_s: float = 10.0
-                     ) -> dict[str, np.ndarray]:
+def simulate_records(
+  subj: dict[str, np.ndarray],
+  rng: np.random.Generator,
+  *,
+  sampling_rate: float = 500.0,
+  duration_s: float = 10.0,
+) -> dict[str, np.ndarray]:
   """Simulates one record per subject of `subj` (see `simulate_subjects`).
 
   Args:
@@ -313,11 +421,22 @@ def simulate_records(subj: dict[str, np.ndarray], rng: np.random.Generator, *,
   mains = np.where(rng.random(n) < 0.5, 50.0, 60.0).astype(np.float32)[:, None]
   two_pi_t = np.float32(2 * np.pi) * time
   pl_phase = rng.uniform(0, 6.3, (n, 1)).astype(np.float32)
-  sources = np.concatenate([
+  sources = np.concatenate(
+    [
       dipole.astype(np.float32),
-      np.stack([np.sin(resp * two_pi_t), np.cos(resp * two_pi_t), np.sin(slow * two_pi_t),
-                np.cos(slow * two_pi_t), np.sin(mains * two_pi_t + pl_phase)], axis=1),
-  ], axis=1)  # (n, 8, T)
+      np.stack(
+        [
+          np.sin(resp * two_pi_t),
+          np.cos(resp * two_pi_t),
+          np.sin(slow * two_pi_t),
+          np.cos(slow * two_pi_t),
+          np.sin(mains * two_pi_t + pl_phase),
+        ],
+        axis=1,
+      ),
+    ],
+    axis=1,
+  )  # (n, 8, T)
   leads = _base_lead_vectors() @ subj["rotation"]  # (n, 12, 3)
   bw_coef = rng.normal(0.0, 1.0, (n, 4, 12)) * rng.uniform(0.01, 0.08, (n, 1, 1))
   pl_coef = rng.uniform(0.0, 0.012, (n, 1, 12))
@@ -347,7 +466,7 @@ def simulate_records(subj: dict[str, np.ndarray], rng: np.random.Generator, *,
   for i in np.flatnonzero(rng.random(n) < 0.03):
     length = int(rng.integers(10, max(11, num_samples // 20)))
     start = int(rng.integers(0, num_samples - length))
-    x[i, start:start + length, int(rng.integers(0, 12))] = np.nan
+    x[i, start : start + length, int(rng.integers(0, 12))] = np.nan
 
   # Measured rate and SDNN from R peaks inside the record (what an ECG machine would report).
   inside = valid & (t >= 0) & (t < duration_s)
@@ -355,19 +474,37 @@ def simulate_records(subj: dict[str, np.ndarray], rng: np.random.Generator, *,
   heart_rate = 60.0 / np.nanmean(rr_in, axis=1)
   sdnn_ms = 1000.0 * np.nanstd(rr_in, axis=1)
 
-  meta = np.stack([subj["sex"], subj["age"], subj["bmi"], subj["sbp"], subj["dbp"],
-                   subj["height_in"], subj["weight_lb"], heart_rate, sdnn_ms], axis=1)
+  meta = np.stack(
+    [
+      subj["sex"],
+      subj["age"],
+      subj["bmi"],
+      subj["sbp"],
+      subj["dbp"],
+      subj["height_in"],
+      subj["weight_lb"],
+      heart_rate,
+      sdnn_ms,
+    ],
+    axis=1,
+  )
   p_missing = np.clip(subj["missing_propensity"][:, None] * _MISSING_WEIGHT, 0.0, 0.95)
   missing = rng.random(meta.shape) < p_missing
   meta = np.where(missing, np.nan, meta)
   rate_meta = 1.0 - missing.mean(axis=1)
   # Risk needs sex, age, SBP and labs (not in the vector); labs miss with the same propensity.
   labs_missing = rng.random(n) < 0.5 * subj["missing_propensity"]
-  risk_obs = np.where(missing[:, 0] | missing[:, 1] | missing[:, 3] | labs_missing, np.nan,
-                      subj["risk"])
+  risk_obs = np.where(
+    missing[:, 0] | missing[:, 1] | missing[:, 3] | labs_missing, np.nan, subj["risk"]
+  )
   metadata = np.concatenate([meta, rate_meta[:, None], risk_obs[:, None]], axis=1)
-  return dict(signal=x, lead_mask=lead_mask, metadata=metadata.astype(np.float32),
-              heart_rate=heart_rate, sdnn_ms=sdnn_ms)
+  return dict(
+    signal=x,
+    lead_mask=lead_mask,
+    metadata=metadata.astype(np.float32),
+    heart_rate=heart_rate,
+    sdnn_ms=sdnn_ms,
+  )
 
 
 def risk_high(risk: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -388,13 +525,22 @@ def split_ranges(num_subjects: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, tupl
   """Subject-index ranges per split. Subjects are i.i.d. draws, so contiguous ranges are random."""
   n_train = int(round(fractions[0] * num_subjects))
   n_val = int(round(fractions[1] * num_subjects))
-  return {"train": (0, n_train), "validation": (n_train, n_train + n_val),
-          "test": (n_train + n_val, num_subjects)}
+  return {
+    "train": (0, n_train),
+    "validation": (n_train, n_train + n_val),
+    "test": (n_train + n_val, num_subjects),
+  }
 
 
-def generate_records(*, seed: int, start: int, stop: int, records_per_subject: int = 1,
-                     sampling_rate: float = 500.0, duration_s: float = 10.0
-                     ) -> Iterator[dict]:
+def generate_records(
+  *,
+  seed: int,
+  start: int,
+  stop: int,
+  records_per_subject: int = 1,
+  sampling_rate: float = 500.0,
+  duration_s: float = 10.0,
+) -> Iterator[dict]:
   """Yields builder-schema examples for subjects `[start, stop)`, record by record.
 
   Args:
@@ -418,16 +564,28 @@ def generate_records(*, seed: int, start: int, stop: int, records_per_subject: i
     age_band = np.clip((subj["age"] - 40) // 10, 0, len(AGE_BANDS) - 1).astype(np.int64)
     high = risk_high(subj["risk"], subj["age"])
     for r in range(records_per_subject):
-      rec = simulate_records(subj, np.random.default_rng([seed, block, 1 + r]),
-                             sampling_rate=sampling_rate, duration_s=duration_s)
+      rec = simulate_records(
+        subj,
+        np.random.default_rng([seed, block, 1 + r]),
+        sampling_rate=sampling_rate,
+        duration_s=duration_s,
+      )
       digital = to_digital(rec["signal"])
       for j in keep:
         subject = lo + int(j)
         yield dict(
-            record_id=f"s{subject:07d}_r{r}", patient_id=f"p{subject:07d}",
-            signal=digital[j], gain=np.full(12, DIGITAL_GAIN, np.float32),
-            baseline=np.zeros(12, np.float32), lead_mask=rec["lead_mask"][j],
-            sampling_rate=np.float32(sampling_rate), metadata=rec["metadata"][j],
-            sex=int(subj["sex"][j]), age=np.float32(subj["age"][j]), age_band=int(age_band[j]),
-            rhythm=int(subj["rhythm"][j]), risk=np.float32(subj["risk"][j]),
-            risk_high=int(high[j]))
+          record_id=f"s{subject:07d}_r{r}",
+          patient_id=f"p{subject:07d}",
+          signal=digital[j],
+          gain=np.full(12, DIGITAL_GAIN, np.float32),
+          baseline=np.zeros(12, np.float32),
+          lead_mask=rec["lead_mask"][j],
+          sampling_rate=np.float32(sampling_rate),
+          metadata=rec["metadata"][j],
+          sex=int(subj["sex"][j]),
+          age=np.float32(subj["age"][j]),
+          age_band=int(age_band[j]),
+          rhythm=int(subj["rhythm"][j]),
+          risk=np.float32(subj["risk"][j]),
+          risk_high=int(high[j]),
+        )

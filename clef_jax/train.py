@@ -14,7 +14,8 @@ stacked as `z = [view 1 of all B subjects; view 2 of all B subjects]`, shape `(2
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -23,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clef_jax import losses
-from clef_jax.models import init as models_init
-from clef_jax import methods
+from clef_jax import losses, methods
 from clef_jax import sharding as sharding_lib
 from clef_jax.methods import METHODS
+from clef_jax.models import init as models_init
 
 Array = jax.Array
 PyTree = Any
@@ -47,6 +47,7 @@ class TrainState:
     queue: MoCo negative keys `(D, K)`, else None.
     queue_ptr: MoCo int32 scalar write position into `queue`, else None.
   """
+
   step: Array
   params: PyTree
   opt_state: PyTree
@@ -64,11 +65,17 @@ def _check_method(method: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # State creation.
 # ------------------------------------------------------------------------------------------------
-def create_train_state(rng: Array, *, model: nn.Module, tx: optax.GradientTransformation,
-                       method: str, init_shape: tuple[int, ...],
-                       backbone_params: PyTree | None = None,
-                       predictor: nn.Module | None = None,
-                       moco_queue_size: int = methods.MOCO_QUEUE_SIZE) -> TrainState:
+def create_train_state(
+  rng: Array,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  method: str,
+  init_shape: tuple[int, ...],
+  backbone_params: PyTree | None = None,
+  predictor: nn.Module | None = None,
+  moco_queue_size: int = methods.MOCO_QUEUE_SIZE,
+) -> TrainState:
   """Initialises the train state; pure, so usable under `jax.eval_shape` and `jax.jit`.
 
   Args:
@@ -107,16 +114,27 @@ def create_train_state(rng: Array, *, model: nn.Module, tx: optax.GradientTransf
     params["predictor"] = pred_vars["params"]
     batch_stats = pred_vars["batch_stats"]
   if method == "moco":
-    queue = methods.init_queue(rng_queue, emb.shape[-1], moco_queue_size)     # (D, K)
+    queue = methods.init_queue(rng_queue, emb.shape[-1], moco_queue_size)  # (D, K)
     queue_ptr = jnp.zeros((), jnp.int32)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    batch_stats=batch_stats, ema_params=ema_params, queue=queue,
-                    queue_ptr=queue_ptr)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    batch_stats=batch_stats,
+    ema_params=ema_params,
+    queue=queue,
+    queue_ptr=queue_ptr,
+  )
 
 
-def create_sharded_train_state(rng: Array, *, mesh: jax.sharding.Mesh, strategy: str = "replicate",
-                               fsdp_min_size: int = 2 ** 18,
-                               **kwargs: Any) -> tuple[TrainState, PyTree]:
+def create_sharded_train_state(
+  rng: Array,
+  *,
+  mesh: jax.sharding.Mesh,
+  strategy: str = "replicate",
+  fsdp_min_size: int = 2**18,
+  **kwargs: Any,
+) -> tuple[TrainState, PyTree]:
   """Creates the state directly in its sharded layout.
 
   Args:
@@ -136,8 +154,9 @@ def create_sharded_train_state(rng: Array, *, mesh: jax.sharding.Mesh, strategy:
     return create_train_state(rng, backbone_params=backbone_params, **kwargs)
 
   abstract_state = jax.eval_shape(init, rng, backbone_params)
-  state_sharding = sharding_lib.state_sharding(abstract_state, mesh, strategy=strategy,
-                                               fsdp_min_size=fsdp_min_size)
+  state_sharding = sharding_lib.state_sharding(
+    abstract_state, mesh, strategy=strategy, fsdp_min_size=fsdp_min_size
+  )
   state = jax.jit(init, out_shardings=state_sharding)(rng, backbone_params)
   return state, state_sharding
 
@@ -207,8 +226,9 @@ def monitor_pairs(b: int, max_pairs: int = RISK_SPEARMAN_PAIRS) -> tuple[np.ndar
   return (np.concatenate(i_parts)[:max_pairs], np.concatenate(k_parts)[:max_pairs])
 
 
-def embedding_metrics(z1: Array, z2: Array, risk: Array | None = None, *,
-                      risk_pairs: int = RISK_SPEARMAN_PAIRS) -> Metrics:
+def embedding_metrics(
+  z1: Array, z2: Array, risk: Array | None = None, *, risk_pairs: int = RISK_SPEARMAN_PAIRS
+) -> Metrics:
   """Collapse / alignment monitors on one two-view batch.
 
   Args:
@@ -235,21 +255,21 @@ def embedding_metrics(z1: Array, z2: Array, risk: Array | None = None, *,
   v_i . v_k with v = (u1 + u2) / 2, on the sampled pairs only.
   """
   b = z1.shape[0]
-  u = losses.l2_normalize(jnp.concatenate([z1, z2], axis=0))                 # (2B, D)
+  u = losses.l2_normalize(jnp.concatenate([z1, z2], axis=0))  # (2B, D)
   u = u.astype(jnp.promote_types(u.dtype, jnp.float32))
   u1, u2 = u[:b], u[b:]
-  pos = jnp.sum(u1 * u2, axis=1)                                              # (B,)
+  pos = jnp.sum(u1 * u2, axis=1)  # (B,)
   everything = jnp.sum(jnp.square(jnp.sum(u, axis=0)))
   same = jnp.sum(jnp.square(u)) + 2.0 * jnp.sum(pos)
   metrics = {
-      "embedding_std": jnp.mean(jnp.std(u, axis=0)),
-      "pos_cos": jnp.mean(pos),
-      "neg_cos": (everything - same) / max(4 * b * b - 4 * b, 1),
+    "embedding_std": jnp.mean(jnp.std(u, axis=0)),
+    "pos_cos": jnp.mean(pos),
+    "neg_cos": (everything - same) / max(4 * b * b - 4 * b, 1),
   }
   if risk is not None:
     iu, ku = monitor_pairs(b, risk_pairs)
     v = (u1 + u2) / 2.0
-    sim = jnp.sum(v[iu] * v[ku], axis=1)                                      # (P,)
+    sim = jnp.sum(v[iu] * v[ku], axis=1)  # (P,)
     r = jnp.asarray(risk, jnp.float32)
     risk_sim = -jnp.abs(r[iu] - r[ku])
     valid = jnp.isfinite(r)[iu] & jnp.isfinite(r)[ku]
@@ -270,17 +290,20 @@ def _split_views(views: Array) -> tuple[Array, Array]:
   return views[:, 0], views[:, 1]
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    lr_fn: Callable[[Array], Array], *, method: str,
-                    loss_kwargs: dict[str, Any] | None = None,
-                    predictor: nn.Module | None = None,
-                    byol_tau: float = methods.BYOL_TAU,
-                    moco_momentum: float = methods.MOCO_MOMENTUM,
-                    moco_double_enqueue: bool = True,
-                    mesh: jax.sharding.Mesh | None = None,
-                    risk_spearman_pairs: int = RISK_SPEARMAN_PAIRS,
-                    ) -> Callable[[TrainState, dict[str, Array], Array],
-                                  tuple[TrainState, Metrics]]:
+def make_train_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  lr_fn: Callable[[Array], Array],
+  *,
+  method: str,
+  loss_kwargs: dict[str, Any] | None = None,
+  predictor: nn.Module | None = None,
+  byol_tau: float = methods.BYOL_TAU,
+  moco_momentum: float = methods.MOCO_MOMENTUM,
+  moco_double_enqueue: bool = True,
+  mesh: jax.sharding.Mesh | None = None,
+  risk_spearman_pairs: int = RISK_SPEARMAN_PAIRS,
+) -> Callable[[TrainState, dict[str, Array], Array], tuple[TrainState, Metrics]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)` for one pretraining method.
 
   Args:
@@ -325,33 +348,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     z, _ = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     return z
 
-  def train_step(state: TrainState, batch: dict[str, Array],
-                 rng: Array) -> tuple[TrainState, Metrics]:
+  def train_step(
+    state: TrainState, batch: dict[str, Array], rng: Array
+  ) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(rng, state.step)
-    x1, x2 = _split_views(batch["views"])                                    # (B, L, C) each
+    x1, x2 = _split_views(batch["views"])  # (B, L, C) each
     b = x1.shape[0]
     risk, rate_meta = batch.get("risk"), batch.get("rate_meta")
-    x = jnp.concatenate([x1, x2], axis=0)                                     # (2B, L, C), §C.1
+    x = jnp.concatenate([x1, x2], axis=0)  # (2B, L, C), §C.1
 
     # BYOL / MoCo: the EMA copy is updated from the pre-step online weights *before* it
     # produces targets / keys (docs/method.md §C.9). Targets carry no gradient.
     ema_params, targets = state.ema_params, None
     if method == "byol":
       ema_params = methods.ema_update(ema_params, state.params["backbone"], byol_tau)
-      targets = jax.lax.stop_gradient(backbone(ema_params, x, rng))          # (2B, D)
+      targets = jax.lax.stop_gradient(backbone(ema_params, x, rng))  # (2B, D)
     elif method == "moco":
       if state.queue.shape[1] % b:
-        raise ValueError(f"MoCo needs queue size K % batch size B == 0; got K = "
-                         f"{state.queue.shape[1]}, B = {b}.")
+        raise ValueError(
+          f"MoCo needs queue size K % batch size B == 0; got K = {state.queue.shape[1]}, B = {b}."
+        )
       ema_params = methods.ema_update(ema_params, state.params["backbone"], moco_momentum)
-      targets = jax.lax.stop_gradient(backbone(ema_params, x2, rng))         # keys, (B, D)
+      targets = jax.lax.stop_gradient(backbone(ema_params, x2, rng))  # keys, (B, D)
 
     def loss_fn(params):
       batch_stats, terms = state.batch_stats, {}
       if method == "clef":
         if risk is None:
           raise ValueError("method 'clef' needs batch['risk'].")
-        z = backbone(params["backbone"], x, rng)                              # (2B, D)
+        z = backbone(params["backbone"], x, rng)  # (2B, D)
         loss, terms = losses.clef_loss(z, risk, rate_meta=rate_meta, **loss_kwargs)
         z1, z2 = z[:b], z[b:]
       elif method == "simclr":
@@ -364,10 +389,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         # Two predictor calls as in the reference: BN statistics per view (over B rows, the
         # global batch), and the running averages are updated twice per step.
         pred_params = gather(params["predictor"])
-        p1, upd = predictor.apply({"params": pred_params, "batch_stats": batch_stats},
-                                  z1, train=True, mutable=["batch_stats"])
-        p2, upd = predictor.apply({"params": pred_params, **upd},
-                                  z2, train=True, mutable=["batch_stats"])
+        p1, upd = predictor.apply(
+          {"params": pred_params, "batch_stats": batch_stats},
+          z1,
+          train=True,
+          mutable=["batch_stats"],
+        )
+        p2, upd = predictor.apply(
+          {"params": pred_params, **upd}, z2, train=True, mutable=["batch_stats"]
+        )
         batch_stats = upd["batch_stats"]
         loss = losses.byol_loss(p1, targets[b:], p2, targets[:b])
       else:  # moco: view 1 -> query encoder, view 2 -> key encoder; not symmetrised.
@@ -375,34 +405,51 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         loss = losses.moco_loss(z1, z2, state.queue, **loss_kwargs)
       return loss, (terms, batch_stats, z1, z2)
 
-    (loss, (terms, batch_stats, z1, z2)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (loss, (terms, batch_stats, z1, z2)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     queue, queue_ptr = state.queue, state.queue_ptr
     if method == "moco":
-      queue, queue_ptr = methods.moco_update_queue(queue, queue_ptr, z2,
-                                                   double_enqueue=moco_double_enqueue)
+      queue, queue_ptr = methods.moco_update_queue(
+        queue, queue_ptr, z2, double_enqueue=moco_double_enqueue
+      )
 
-    metrics = {"loss": loss, **terms, "lr": lr_fn(state.step),
-               "l2_grads": optax.tree.norm(grads), "l2_params": optax.tree.norm(params),
-               "l2_updates": optax.tree.norm(updates)}
+    metrics = {
+      "loss": loss,
+      **terms,
+      "lr": lr_fn(state.step),
+      "l2_grads": optax.tree.norm(grads),
+      "l2_params": optax.tree.norm(params),
+      "l2_updates": optax.tree.norm(updates),
+    }
     if method != "byol":
       metrics["temperature"] = jnp.asarray(temperature)
-    metrics.update(embedding_metrics(jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2),
-                                     risk, risk_pairs=risk_spearman_pairs))
+    metrics.update(
+      embedding_metrics(
+        jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2), risk, risk_pairs=risk_spearman_pairs
+      )
+    )
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=batch_stats, ema_params=ema_params, queue=queue,
-                              queue_ptr=queue_ptr)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      batch_stats=batch_stats,
+      ema_params=ema_params,
+      queue=queue,
+      queue_ptr=queue_ptr,
+    )
     return new_state, metrics
 
   return train_step
 
 
-def jit_train_step(train_step: Callable[..., Any], *, mesh: jax.sharding.Mesh,
-                   state_sharding: PyTree) -> Callable[..., Any]:
+def jit_train_step(
+  train_step: Callable[..., Any], *, mesh: jax.sharding.Mesh, state_sharding: PyTree
+) -> Callable[..., Any]:
   """Jits `train_step` once: state donated, batch split over `data`, rng and metrics replicated.
 
   Args:
@@ -414,7 +461,9 @@ def jit_train_step(train_step: Callable[..., Any], *, mesh: jax.sharding.Mesh,
     The compiled-on-first-call step. The caller must not reuse a state it passed in (donated).
   """
   replicated = sharding_lib.replicated(mesh)
-  return jax.jit(train_step,
-                 in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh), replicated),
-                 out_shardings=(state_sharding, replicated),
-                 donate_argnums=0)
+  return jax.jit(
+    train_step,
+    in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh), replicated),
+    out_shardings=(state_sharding, replicated),
+    donate_argnums=0,
+  )

@@ -29,7 +29,7 @@ from clef_jax.export import torch_files
 
 PyTree = Any
 
-FORMATS = torch_files.FORMATS     # Formats of `save_backbone`; `SUFFIXES` names their files.
+FORMATS = torch_files.FORMATS  # Formats of `save_backbone`; `SUFFIXES` names their files.
 SUFFIXES = torch_files.SUFFIXES
 
 
@@ -48,6 +48,7 @@ class LoadedBackbone:
     config: the training config saved with an Orbax checkpoint (plain dict); None for PyTorch
       files and for checkpoints saved without one.
   """
+
   model: Any
   params: PyTree
   backbone: str
@@ -57,23 +58,32 @@ class LoadedBackbone:
   config: dict[str, Any] | None = None
 
 
-def _saved_model(step_dir: pathlib.Path, config: dict[str, Any] | None, backbone: str | None,
-                 size: str | None) -> tuple[str, str]:
+def _saved_model(
+  step_dir: pathlib.Path, config: dict[str, Any] | None, backbone: str | None, size: str | None
+) -> tuple[str, str]:
   """(name, size) of a checkpoint's backbone; ValueError if it is not the requested one."""
   saved = dict((config or {}).get("model") or {})
   name, sz = saved.get("name", backbone), saved.get("size", size)
   if name is None or sz is None:
-    raise ValueError(f"{step_dir} has no saved config naming its backbone; give the backbone "
-                     "and size.")
+    raise ValueError(
+      f"{step_dir} has no saved config naming its backbone; give the backbone and size."
+    )
   if (backbone is not None and backbone != name) or (size is not None and size != sz):
-    raise ValueError(f"{step_dir} holds a {name}-{sz} backbone, not the requested "
-                     f"{backbone or name}-{size or sz}.")
+    raise ValueError(
+      f"{step_dir} holds a {name}-{sz} backbone, not the requested {backbone or name}-{size or sz}."
+    )
   return name, sz
 
 
-def load_backbone(source: str | os.PathLike, *, backbone: str | None = None,
-                  size: str | None = None, in_channels: int = 1, num_classes: int | None = None,
-                  target: PyTree | None = None) -> LoadedBackbone:
+def load_backbone(
+  source: str | os.PathLike,
+  *,
+  backbone: str | None = None,
+  size: str | None = None,
+  in_channels: int = 1,
+  num_classes: int | None = None,
+  target: PyTree | None = None,
+) -> LoadedBackbone:
   """Loads a backbone's module and weights from a workdir, a step directory or a weight file.
 
   Args:
@@ -100,32 +110,52 @@ def load_backbone(source: str | os.PathLike, *, backbone: str | None = None,
   if path.is_dir():
     step_dir = checkpoint.resolve_step_dir(path)
     if in_channels != 1 or num_classes:
-      raise ValueError(f"{step_dir}: training checkpoints are single-lead and hold no "
-                       "classification head.")
+      raise ValueError(
+        f"{step_dir}: training checkpoints are single-lead and hold no classification head."
+      )
     config = checkpoint.read_config(step_dir) if (step_dir / "config").is_dir() else None
     name, sz = _saved_model(step_dir, config, backbone, size)
     params = checkpoint.restore_backbone(step_dir, target)
-    return LoadedBackbone(model=models.from_config({"name": name, "size": sz}), params=params,
-                          backbone=name, size=sz, in_channels=1, source=os.fspath(step_dir),
-                          config=config)
+    return LoadedBackbone(
+      model=models.from_config({"name": name, "size": sz}),
+      params=params,
+      backbone=name,
+      size=sz,
+      in_channels=1,
+      source=os.fspath(step_dir),
+      config=config,
+    )
   if not path.is_file():
     raise FileNotFoundError(f"No training workdir, checkpoint directory or weight file {path}.")
   name = backbone or "net1d"
   if size is None:
-    raise ValueError(f"{path}: the size of PyTorch weights must be given (small | medium | "
-                     "large).")
-  params = torch_files.load_torch(path, backbone=name, size=size, in_channels=in_channels,
-                                  num_classes=num_classes)
-  model = models.from_config({"name": name, "size": size}, in_channels=in_channels,
-                             num_classes=num_classes)
-  return LoadedBackbone(model=model, params=params, backbone=name, size=size,
-                        in_channels=in_channels, source=os.fspath(path.absolute()))
+    raise ValueError(f"{path}: the size of PyTorch weights must be given (small | medium | large).")
+  params = torch_files.load_torch(
+    path, backbone=name, size=size, in_channels=in_channels, num_classes=num_classes
+  )
+  model = models.from_config(
+    {"name": name, "size": size}, in_channels=in_channels, num_classes=num_classes
+  )
+  return LoadedBackbone(
+    model=model,
+    params=params,
+    backbone=name,
+    size=size,
+    in_channels=in_channels,
+    source=os.fspath(path.absolute()),
+  )
 
 
 # `format` shadows the builtin on purpose: it is the public keyword the API documents.
-def save_backbone(params: PyTree, path: str | os.PathLike, *, backbone: str, size: str,
-                  in_channels: int = 1,
-                  format: str = "lightning") -> pathlib.Path:  # pylint: disable=redefined-builtin
+def save_backbone(
+  params: PyTree,
+  path: str | os.PathLike,
+  *,
+  backbone: str,
+  size: str,
+  in_channels: int = 1,
+  format: str = "lightning",
+) -> pathlib.Path:  # pylint: disable=redefined-builtin
   """Writes backbone params as a PyTorch file, atomically; returns `path`.
 
   Net1D files load into the official CLEF code (`lightning` is the layout of the released
@@ -139,6 +169,7 @@ def save_backbone(params: PyTree, path: str | os.PathLike, *, backbone: str, siz
     in_channels: input leads the params were built for.
     format: one of `FORMATS`.
   """
-  torch_files.save_torch(params, path, backbone=backbone, size=size, in_channels=in_channels,
-                         format=format)
+  torch_files.save_torch(
+    params, path, backbone=backbone, size=size, in_channels=in_channels, format=format
+  )
   return pathlib.Path(path)

@@ -16,21 +16,29 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_imports_without_jax_flax_or_torch():
-  code = ("import sys\n"
-          "for m in ('jax', 'flax', 'torch'): sys.modules[m] = None\n"
-          "from clef_jax.arch import msformer, net1d\n"
-          "from clef_jax.export import msformer_interop, net1d_layout\n"
-          "assert len(net1d_layout.state_dict_table('small')) == 257\n"
-          "assert msformer_interop.param_table('small')[0].flax_shape == (10, 32)\n")
+  code = (
+    "import sys\n"
+    "for m in ('jax', 'flax', 'torch'): sys.modules[m] = None\n"
+    "from clef_jax.arch import msformer, net1d\n"
+    "from clef_jax.export import msformer_interop, net1d_layout\n"
+    "assert len(net1d_layout.state_dict_table('small')) == 257\n"
+    "assert msformer_interop.param_table('small')[0].flax_shape == (10, 32)\n"
+  )
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr
 
 
 def test_presets_cover_every_size():
   assert set(net1d_arch.VARIANTS) == set(msformer_arch.VARIANTS) == set(arch.SIZES)
-  for name in arch.SIZES:   # Both backbones give the same embedding width per size.
+  for name in arch.SIZES:  # Both backbones give the same embedding width per size.
     assert net1d_arch.VARIANTS[name].features == msformer_arch.VARIANTS[name].features
 
 

@@ -21,11 +21,14 @@ wfdb = pytest.importorskip("wfdb")
 
 def _build(name, data_dir, manual_dir, config=None, **kwargs):
   """Builds; returns `(report dict, {split: {example record_id: example}})`."""
-  report_path = build.build(name, data_dir=data_dir, config=config, manual_dir=manual_dir,
-                            builder_kwargs=kwargs or None)
+  report_path = build.build(
+    name, data_dir=data_dir, config=config, manual_dir=manual_dir, builder_kwargs=kwargs or None
+  )
   builder = build.builder_class(name)(data_dir=str(data_dir), config=config, **kwargs)
-  splits = {split: {ex["record_id"].decode(): ex for ex in builder.as_data_source(split=split)}
-            for split in builder.info.splits}
+  splits = {
+    split: {ex["record_id"].decode(): ex for ex in builder.as_data_source(split=split)}
+    for split in builder.info.splits
+  }
   return json.loads(report_path.read_text()), splits
 
 
@@ -55,10 +58,16 @@ def chapman(tmp_path_factory):
 def test_chapman_counts_and_skips(chapman):
   _, report, splits = chapman
   assert {s: sorted(v) for s, v in splits.items()} == {
-      "train": ["JS00001", "JS00002"], "validation": ["JS00003"],
-      "test": ["JS00004", "JS00005"]}
-  assert _skips(report) == {br.TOO_SHORT: ["JS00007"], br.DUPLICATE_RECORD: ["JS00001"],
-                            br.MISSING_HEADER: ["JS00099"], br.INVALID_ENTRY: ["JS00008"]}
+    "train": ["JS00001", "JS00002"],
+    "validation": ["JS00003"],
+    "test": ["JS00004", "JS00005"],
+  }
+  assert _skips(report) == {
+    br.TOO_SHORT: ["JS00007"],
+    br.DUPLICATE_RECORD: ["JS00001"],
+    br.MISSING_HEADER: ["JS00099"],
+    br.INVALID_ENTRY: ["JS00008"],
+  }
   assert report["filtered"] == {"not_in_split": 1}
   assert report["records"]["kept"] == 5
 
@@ -86,7 +95,7 @@ def test_chapman_values_and_labels_match_the_files(chapman):
       fields = dict(c.split(": ", 1) for c in ref.comments)
       assert list(ex["dx"]) == [int(c) for c in fields["Dx"].split(",")]
       assert ex["sex"].decode() == fields["Sex"][0]
-      assert (np.isnan(ex["age"]) if fields["Age"] == "NaN" else ex["age"] == float(fields["Age"]))
+      assert np.isnan(ex["age"]) if fields["Age"] == "NaN" else ex["age"] == float(fields["Age"])
       assert ex["patient_id"].decode() == record_id
   ex = splits["train"]["JS00001"]
   assert [labels[i] for i in np.flatnonzero(ex["labels"])] == ["RBBB", "AFIB"]
@@ -127,8 +136,9 @@ def test_chapman_reads_real_ningbo_records(shared_data, tmp_path):
   for name in names:
     ref = wfdb.rdrecord(str(folder / name))
     order = [schema.lead_index(n) for n in ref.sig_name]
-    np.testing.assert_array_equal(_physical(examples[name])[:, order],
-                                  ref.p_signal.astype(np.float32))
+    np.testing.assert_array_equal(
+      _physical(examples[name])[:, order], ref.p_signal.astype(np.float32)
+    )
     dx = dict(c.split(": ", 1) for c in ref.comments)["Dx"]
     assert list(examples[name]["dx"]) == [int(c) for c in dx.split(",")]
 
@@ -145,27 +155,50 @@ def icentia_root(tmp_path_factory):
 
 def _expected_split(root):
   """The split re-derived: random.seed(42) shuffle of the RECORDS list, 70/15/15."""
-  patients = [line.strip().strip("/").split("/")[-1] for line in
-              (root / "RECORDS").read_text().split()]
+  patients = [
+    line.strip().strip("/").split("/")[-1] for line in (root / "RECORDS").read_text().split()
+  ]
   random.seed(42)
   random.shuffle(patients)
   n_train, n_val = int(0.7 * len(patients)), int(0.15 * len(patients))
-  return {p: "train" if i < n_train else "validation" if i < n_train + n_val else "test"
-          for i, p in enumerate(patients)}
+  return {
+    p: "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+    for i, p in enumerate(patients)
+  }
 
 
-@pytest.mark.parametrize("config, classes, expected", [
-    ("beat", ("N", "S", "V"), {"p00000": {"N": "s00", "S": "s00", "V": "s01"},
-                               "p00001": {"N": "s00"}, "p00004": {"N": "s01"},
-                               "p00005": {"N": "s00"}, "p00006": {"N": "s00"},
-                               "p00007": {"N": "s00"}}),
-    ("rhythm", ("N", "AFIB", "AFL"), {"p00000": {"N": "s00", "AFIB": "s01"},
-                                      "p00001": {"N": "s00"}, "p00004": {"N": "s01"},
-                                      "p00005": {"N": "s00"}, "p00006": {"N": "s00"},
-                                      "p00007": {"N": "s00"}}),
-])
-def test_icentia_windows_labels_and_split(icentia_root, tmp_path, monkeypatch, config, classes,
-                                          expected):
+@pytest.mark.parametrize(
+  "config, classes, expected",
+  [
+    (
+      "beat",
+      ("N", "S", "V"),
+      {
+        "p00000": {"N": "s00", "S": "s00", "V": "s01"},
+        "p00001": {"N": "s00"},
+        "p00004": {"N": "s01"},
+        "p00005": {"N": "s00"},
+        "p00006": {"N": "s00"},
+        "p00007": {"N": "s00"},
+      },
+    ),
+    (
+      "rhythm",
+      ("N", "AFIB", "AFL"),
+      {
+        "p00000": {"N": "s00", "AFIB": "s01"},
+        "p00001": {"N": "s00"},
+        "p00004": {"N": "s01"},
+        "p00005": {"N": "s00"},
+        "p00006": {"N": "s00"},
+        "p00007": {"N": "s00"},
+      },
+    ),
+  ],
+)
+def test_icentia_windows_labels_and_split(
+  icentia_root, tmp_path, monkeypatch, config, classes, expected
+):
   reads = []
   rdrecord = wfdb.rdrecord
 
@@ -233,12 +266,12 @@ def test_icentia_worker_processes_give_the_same_dataset(icentia_root, tmp_path):
 
 # CSN -> (split, ed_dispo, dc_dispo, acuity, sbp, dbp, patient) written by the dummy generator.
 MC_MED_EXPECTED = {
-    "10000101": ("train", 0, 0, 2, 120.0, 80.0, "501"),
-    "10000102": ("train", 1, 1, 1, 150.0, 95.0, "502"),
-    "10000203": ("train", 3, 3, 0, np.nan, np.nan, "503"),
-    "10000204": ("validation", 2, 2, 3, 130.0, 70.0, "502"),
-    "10000305": ("test", 0, 4, 4, 110.0, 60.0, "504"),
-    "10000306": ("test", 0, 5, 2, 100.0, 65.0, "505"),
+  "10000101": ("train", 0, 0, 2, 120.0, 80.0, "501"),
+  "10000102": ("train", 1, 1, 1, 150.0, 95.0, "502"),
+  "10000203": ("train", 3, 3, 0, np.nan, np.nan, "503"),
+  "10000204": ("validation", 2, 2, 3, 130.0, 70.0, "502"),
+  "10000305": ("test", 0, 4, 4, 110.0, 60.0, "504"),
+  "10000306": ("test", 0, 5, 2, 100.0, 65.0, "505"),
 }
 
 
@@ -253,15 +286,26 @@ def test_mc_med_counts_labels_and_skips(mc_med):
   got = {}
   for split, examples in splits.items():
     for csn, ex in examples.items():
-      got[csn] = (split, int(ex["ed_dispo"]), int(ex["dc_dispo"]), int(ex["triage_acuity"]),
-                  float(ex["triage_sbp"]), float(ex["triage_dbp"]), ex["patient_id"].decode())
+      got[csn] = (
+        split,
+        int(ex["ed_dispo"]),
+        int(ex["dc_dispo"]),
+        int(ex["triage_acuity"]),
+        float(ex["triage_sbp"]),
+        float(ex["triage_dbp"]),
+        ex["patient_id"].decode(),
+      )
   assert got.keys() == MC_MED_EXPECTED.keys()
   for csn, want in MC_MED_EXPECTED.items():
     np.testing.assert_equal(got[csn], want)
   assert _skips(report) == {
-      br.MISSING_LEAD: ["10000407"], br.MISSING_HEADER: ["10000408"],
-      br.MISSING_LABEL: ["10000509"], br.ALL_LEADS_MISSING: ["10000510"],
-      br.INVALID_ENTRY: ["10000611"], br.DUPLICATE_RECORD: ["10000101"]}
+    br.MISSING_LEAD: ["10000407"],
+    br.MISSING_HEADER: ["10000408"],
+    br.MISSING_LABEL: ["10000509"],
+    br.ALL_LEADS_MISSING: ["10000510"],
+    br.INVALID_ENTRY: ["10000611"],
+    br.DUPLICATE_RECORD: ["10000101"],
+  }
   assert report["filtered"] == {"not_in_split": 1}
   flags = {k: [e["record_id"] for e in v["examples"]] for k, v in report["flags"].items()}
   assert flags[br.UNKNOWN_LABEL] == ["10000305"] and flags[br.ZERO_PADDED] == ["10000102"]

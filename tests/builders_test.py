@@ -23,8 +23,9 @@ wfdb = pytest.importorskip("wfdb")
 
 def _build(name, data_dir, manual_dir, config=None, **kwargs):
   """Builds and returns `(report dict, {split: data source})`."""
-  report_path = build.build(name, data_dir=data_dir, config=config, manual_dir=manual_dir,
-                            builder_kwargs=kwargs or None)
+  report_path = build.build(
+    name, data_dir=data_dir, config=config, manual_dir=manual_dir, builder_kwargs=kwargs or None
+  )
   builder = build.builder_class(name)(data_dir=str(data_dir), config=config, **kwargs)
   sources = {split: builder.as_data_source(split=split) for split in builder.info.splits}
   return json.loads(report_path.read_text()), sources
@@ -93,7 +94,7 @@ def test_challenge_real_ptb_windows(challenge_real, shared_data):
   for w in range(3):
     ex = examples[("s0010_re", w)]
     assert ex["window_index"] == w and ex["signal"].shape == (5000, 12)
-    np.testing.assert_allclose(_physical(ex), expected[w * 5000:(w + 1) * 5000], atol=5e-4 + 1e-6)
+    np.testing.assert_allclose(_physical(ex), expected[w * 5000 : (w + 1) * 5000], atol=5e-4 + 1e-6)
   assert ex["age"] == 81 and ex["sex"] == b"F" and len(ex["dx"]) == 0
   assert ex["metadata"][1] == 81
 
@@ -102,13 +103,16 @@ def test_challenge_real_ptb_windows(challenge_real, shared_data):
 def test_read_back_without_builder_code(challenge_real):
   """A fresh interpreter reads the dataset from `data_dir` alone (TFDS read-only builder)."""
   _, _, data_dir = challenge_real
-  code = ("import sys, tensorflow_datasets as tfds;"
-          f"ds = tfds.data_source('physionet_challenge/all_windows', data_dir={str(data_dir)!r},"
-          " split='train'); ex = ds[0];"
-          "assert 'physionet_challenge' not in sys.modules;"
-          "print(len(ds), ex['signal'].shape, ex['signal'].dtype)")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
-                       timeout=120)
+  code = (
+    "import sys, tensorflow_datasets as tfds;"
+    f"ds = tfds.data_source('physionet_challenge/all_windows', data_dir={str(data_dir)!r},"
+    " split='train'); ex = ds[0];"
+    "assert 'physionet_challenge' not in sys.modules;"
+    "print(len(ds), ex['signal'].shape, ex['signal'].dtype)"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split()[0] == "52"
 
@@ -145,8 +149,9 @@ def _craft_bad_records(root, make):
   write("T_someunknown", d[:, :4], names=["I", "II", "lead_x", "V1"])
   write("T_short", d[:4000])
   p = write("T_fs0")
-  p.with_suffix(".hea").write_text(p.with_suffix(".hea").read_text().replace(
-      "T_fs0 12 500 5000", "T_fs0 12 0 5000"))
+  p.with_suffix(".hea").write_text(
+    p.with_suffix(".hea").read_text().replace("T_fs0 12 500 5000", "T_fs0 12 0 5000")
+  )
   write("T_fs250", d, fs=250)  # 20 s at 250 Hz: resampled, kept.
   write("T_badmeta", header_comments=["Age: old", "Sex: robot", "Dx: 426783006,XYZ"])
   write("T_alldead", np.full_like(d, schema.INT16_NAN))
@@ -186,25 +191,31 @@ def test_challenge_dummy_good_records(challenge_dummy):
 
 def test_challenge_bad_records_are_counted(challenge_dummy):
   report, examples, _ = challenge_dummy
-  skipped = {reason: [e["record_id"] for e in b["examples"]]
-             for reason, b in report["skipped"].items()}
-  assert skipped == {
-      br.TRUNCATED_SIGNAL: ["T_truncated"],
-      br.MALFORMED_HEADER: ["T_malformed"],
-      br.MISSING_SIGNAL_FILE: ["T_missing"],
-      br.NO_STANDARD_LEADS: ["T_unknownleads"],
-      br.TOO_SHORT: ["T_short"],
-      br.UNSUPPORTED_SAMPLING_RATE: ["T_fs0"],
-      br.ALL_LEADS_MISSING: ["T_alldead"],
-      br.DUPLICATE_RECORD: ["E00001"],
+  skipped = {
+    reason: [e["record_id"] for e in b["examples"]] for reason, b in report["skipped"].items()
   }
-  flags = {flag: {e["record_id"]: e["detail"] for e in b["examples"]}
-           for flag, b in report["flags"].items()}
+  assert skipped == {
+    br.TRUNCATED_SIGNAL: ["T_truncated"],
+    br.MALFORMED_HEADER: ["T_malformed"],
+    br.MISSING_SIGNAL_FILE: ["T_missing"],
+    br.NO_STANDARD_LEADS: ["T_unknownleads"],
+    br.TOO_SHORT: ["T_short"],
+    br.UNSUPPORTED_SAMPLING_RATE: ["T_fs0"],
+    br.ALL_LEADS_MISSING: ["T_alldead"],
+    br.DUPLICATE_RECORD: ["E00001"],
+  }
+  flags = {
+    flag: {e["record_id"]: e["detail"] for e in b["examples"]}
+    for flag, b in report["flags"].items()
+  }
   assert flags[br.ALL_NAN_LEAD] == {"T_nanlead": "aVL"}
   assert flags[br.FLAT_LEAD] == {"T_flat": "V1"}
   assert flags[br.UNKNOWN_LEAD_NAME] == {"T_someunknown": "'lead_x'"}
-  assert flags[br.RESAMPLED] == {"I0001": "257 Hz -> 500 Hz", "S0001": "1000 Hz -> 500 Hz",
-                                 "T_fs250": "250 Hz -> 500 Hz"}
+  assert flags[br.RESAMPLED] == {
+    "I0001": "257 Hz -> 500 Hz",
+    "S0001": "1000 Hz -> 500 Hz",
+    "T_fs250": "250 Hz -> 500 Hz",
+  }
   assert flags[br.METADATA_UNPARSABLE] == {"T_badmeta": "age='old' sex='robot'"}
   assert flags[br.UNKNOWN_LABEL] == {"T_badmeta": "XYZ"}
   assert report["records"]["kept"] == 4 + 5  # 4 good + nanlead, flat, someunknown, fs250, badmeta
@@ -220,10 +231,18 @@ def test_challenge_bad_records_are_counted(challenge_dummy):
 def test_challenge_padded_config_keeps_short_records(tmp_path):
   make = build.dataset_module("physionet_challenge", "dummy_data_generation")
   digital = np.round(make.fake_ecg_mv(3000, 500, 12, seed=1) * 1000).astype(np.int16)
-  make.write_challenge_record(tmp_path / "src", "Q0001", digital, 500, list(schema.LEAD_ORDER),
-                              ["Age: 40", "Sex: F", "Dx: STD"], use_mat=True)
-  report, sources = _build("physionet_challenge", tmp_path / "tfds", tmp_path / "src",
-                           config="first_window_padded")
+  make.write_challenge_record(
+    tmp_path / "src",
+    "Q0001",
+    digital,
+    500,
+    list(schema.LEAD_ORDER),
+    ["Age: 40", "Sex: F", "Dx: STD"],
+    use_mat=True,
+  )
+  report, sources = _build(
+    "physionet_challenge", tmp_path / "tfds", tmp_path / "src", config="first_window_padded"
+  )
   (ex,) = list(sources["train"])
   assert ex["signal"].shape == (5000, 12) and ex["lead_mask"].all()
   np.testing.assert_array_equal(_physical(ex)[3000:], 0.0)
@@ -258,7 +277,9 @@ def test_cli_reuse_overwrite_and_atomic_failure(tmp_path, capsys, monkeypatch):
     build.main(argv + ["--overwrite"])
   assert json.loads((version_dir / br.REPORT_FILENAME).read_text())["started_at"] == first
   assert sorted(p.name for p in version_dir.parent.iterdir()) == [
-      "1.0.0", f"1.0.0.failed_{br.REPORT_FILENAME}"]
+    "1.0.0",
+    f"1.0.0.failed_{br.REPORT_FILENAME}",
+  ]
   monkeypatch.undo()
 
   # A first build that fails leaves no version directory at all.
@@ -270,8 +291,9 @@ def test_cli_reuse_overwrite_and_atomic_failure(tmp_path, capsys, monkeypatch):
   assert not [p for p in config_dir.iterdir() if not p.name.endswith(".json")]
 
   assert build.main(argv + ["--overwrite", "--config", "all_windows"]) == 0
-  report = json.loads((data_dir / "physionet_challenge" / "all_windows" / "1.0.0" /
-                       br.REPORT_FILENAME).read_text())
+  report = json.loads(
+    (data_dir / "physionet_challenge" / "all_windows" / "1.0.0" / br.REPORT_FILENAME).read_text()
+  )
   assert report["windows_per_record"] == {"1": 3, "2": 1}  # A0001 is 25 s long.
 
 
@@ -287,8 +309,10 @@ def test_build_report_counts_and_summary(tmp_path):
   assert d["records"] == {"seen": 5, "kept": 2, "skipped": 3, "filtered": 4}
   assert d["examples"] == {"test": 1, "train": 2} and d["examples_total"] == 3
   assert d["windows_per_record"] == {"1": 1, "2": 1}
-  assert d["skipped"][br.TOO_SHORT] == {"count": 3, "examples": [
-      {"record_id": "x", "detail": "3 s"}, {"record_id": "y", "detail": "3 s"}]}
+  assert d["skipped"][br.TOO_SHORT] == {
+    "count": 3,
+    "examples": [{"record_id": "x", "detail": "3 s"}, {"record_id": "y", "detail": "3 s"}],
+  }
   assert not list(tmp_path.glob("*.tmp"))
   text = br.summarize(d)
   assert "2 of 5 records kept, 3 skipped, 4 filtered" in text
@@ -339,8 +363,9 @@ def mimic_root(tmp_path_factory):
 
 def test_mimic_all(mimic_root, tmp_path):
   root, make = mimic_root
-  from clef_jax import risk
   import pandas as pd
+
+  from clef_jax import risk
 
   report, sources = _build("mimic_iv_ecg", tmp_path, root, config="all")
   assert set(sources) == {"train", "validation"}
@@ -373,8 +398,9 @@ def test_mimic_one_per_patient_and_bad_rows(mimic_root, tmp_path):
   shutil.copytree(root, src)
   lines = (src / "record_list.csv").read_text().splitlines()
   lines.append(lines[1])  # Duplicate study 40000002.
-  lines.append("10000999,40000999,40000999,2180-01-01 00:00:00,files/p1000/p10000999/s40000999/"
-               "40000999")  # Listed, not on disk.
+  lines.append(
+    "10000999,40000999,40000999,2180-01-01 00:00:00,files/p1000/p10000999/s40000999/40000999"
+  )  # Listed, not on disk.
   (src / "record_list.csv").write_text("\n".join(lines) + "\n")
   meta = (src / "mimiciv_metadata_with_score2.csv").read_text().splitlines()
   meta = [m.replace("22.1", "twenty-two") if "40000005" in m else m for m in meta]
@@ -403,7 +429,10 @@ def test_ptbxl(tmp_path, config, rate):
   module = build.dataset_module("ptbxl")
   report, sources = _build("ptbxl", tmp_path / "tfds", root, config=config)
   assert report["records"]["kept"] == 5 and report["examples"] == {
-      "train": 3, "validation": 1, "test": 1}
+    "train": 3,
+    "validation": 1,
+    "test": 1,
+  }
   ex = {k[0]: v for split in sources.values() for k, v in _by_id(split).items()}
   assert {k[0] for k in _by_id(sources["validation"])} == {"3"}
   assert {k[0] for k in _by_id(sources["test"])} == {"4"}
@@ -429,8 +458,7 @@ def test_ptbxl(tmp_path, config, rate):
     ref = wfdb.rdrecord(str(root / f"records{rate}" / "00000" / f"{int(ecg_id):05d}_{suffix}"))
     np.testing.assert_array_equal(_physical(e), ref.p_signal.astype(np.float32))
   # The vocabularies travel with the data (read-only builder, no code needed).
-  info = tfds.builder_from_directory(
-      str(tmp_path / "tfds" / "ptbxl" / config / "1.0.0")).info
+  info = tfds.builder_from_directory(str(tmp_path / "tfds" / "ptbxl" / config / "1.0.0")).info
   assert info.metadata["vocabularies"]["rhythm"] == list(vocab["rhythm"])
 
 
@@ -439,19 +467,24 @@ def test_ptbxl_bad_rows(tmp_path):
   db = root / "ptbxl_database.csv"
   header = db.read_text().splitlines()[0].split(",")
   rows = list(csv.DictReader(io.StringIO(db.read_text())))
-  extra = [dict(rows[0], ecg_id="6", strat_fold=""),                       # No fold.
-           dict(rows[0], ecg_id="7", filename_lr="records100/00000/00007_lr",
-                filename_hr="records500/00000/00007_hr"),                   # Not on disk.
-           dict(rows[0], ecg_id="8", scp_codes="{'NORM': 100.0, 'XYZ': 50.0}"),
-           dict(rows[0], ecg_id="1", strat_fold="10")]                      # Duplicate id.
+  extra = [
+    dict(rows[0], ecg_id="6", strat_fold=""),  # No fold.
+    dict(
+      rows[0],
+      ecg_id="7",
+      filename_lr="records100/00000/00007_lr",
+      filename_hr="records500/00000/00007_hr",
+    ),  # Not on disk.
+    dict(rows[0], ecg_id="8", scp_codes="{'NORM': 100.0, 'XYZ': 50.0}"),
+    dict(rows[0], ecg_id="1", strat_fold="10"),
+  ]  # Duplicate id.
   with db.open("w", newline="") as f:
     writer = csv.DictWriter(f, header)
     writer.writeheader()
     writer.writerows(rows + extra)
   report, sources = _build("ptbxl", tmp_path / "tfds", root, config="100hz")
   skipped = {k: [e["record_id"] for e in v["examples"]] for k, v in report["skipped"].items()}
-  assert skipped == {br.INVALID_ENTRY: ["6"], br.MISSING_HEADER: ["7"],
-                     br.DUPLICATE_RECORD: ["1"]}
+  assert skipped == {br.INVALID_ENTRY: ["6"], br.MISSING_HEADER: ["7"], br.DUPLICATE_RECORD: ["1"]}
   assert report["flags"][br.UNKNOWN_LABEL]["examples"] == [{"record_id": "8", "detail": "XYZ"}]
   assert report["records"]["kept"] == 6
 
@@ -461,8 +494,13 @@ def test_dummy_data_scripts_extra_records(tmp_path, name):
   script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
   # This checkout's clef_jax, whichever one is installed.
   env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
-  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}", "--extra=7"],
-                       capture_output=True, text=True, timeout=120, env=env)
+  out = subprocess.run(
+    [*script, f"--out_dir={tmp_path / 'cli'}", "--extra=7"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=env,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   module = build.dataset_module(name, "dummy_data_generation")
   module.write_dummy_data(tmp_path / "fn", extra=7)
@@ -472,24 +510,40 @@ def test_dummy_data_scripts_extra_records(tmp_path, name):
   assert cli == fn
   # The extra records are added; the plain tree's record files are unchanged.
   assert set(plain) < set(fn) and all(fn[k] == v for k, v in plain.items() if k.suffix != ".csv")
-  bad = subprocess.run([*script, f"--out_dir={tmp_path / 'x'}", "--extra=-1"],
-                       capture_output=True, text=True, timeout=120, env=env)
+  bad = subprocess.run(
+    [*script, f"--out_dir={tmp_path / 'x'}", "--extra=-1"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=env,
+  )
   assert bad.returncode == 2 and "--extra must be >= 0" in bad.stderr
 
 
 @pytest.mark.parametrize(
-    "name", ["aurora_bp", "chapman", "icentia11k", "mc_med", "mimic_iv_ecg", "mimic_iv_lvef",
-             "music_scd", "physionet_challenge", "ptbxl"])
+  "name",
+  [
+    "aurora_bp",
+    "chapman",
+    "icentia11k",
+    "mc_med",
+    "mimic_iv_ecg",
+    "mimic_iv_lvef",
+    "music_scd",
+    "physionet_challenge",
+    "ptbxl",
+  ],
+)
 def test_dummy_data_scripts_write_the_same_tree_as_the_function(tmp_path, name):
   script = [sys.executable, "-m", f"clef_jax.datasets.{name}.dummy_data_generation"]
-  out = subprocess.run([*script, f"--out_dir={tmp_path / 'cli'}"],
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [*script, f"--out_dir={tmp_path / 'cli'}"], capture_output=True, text=True, timeout=120
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == str(tmp_path / "cli")
   _dummy(name, tmp_path / "fn")
   tree = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
   cli, fn = tree(tmp_path / "cli"), tree(tmp_path / "fn")
   assert cli and cli == fn
-  missing = subprocess.run(script, capture_output=True, text=True,
-                           timeout=120)
+  missing = subprocess.run(script, capture_output=True, text=True, timeout=120)
   assert missing.returncode == 2 and "--out_dir" in missing.stderr

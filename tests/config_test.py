@@ -15,17 +15,17 @@ from ml_collections import config_flags
 from clef_jax import losses, models, options, train_setup
 
 SWITCHES = {
-    "loss.nan_rate_meta": "zero",
-    "loss.weight_normalization": "multiply",
-    "loss.missing_risk": "exclude",
-    "loss.minmax_include_diagonal": False,
-    "model.conv_impl": "xla",
-    "input.bandpass": False,
-    "input.zscore": False,
-    "input.mask_span": (0.2, 0.4),
-    "input.noise_rms": 0.05,
-    "input.target_fs": 250.0,
-    "input.lead": "II",
+  "loss.nan_rate_meta": "zero",
+  "loss.weight_normalization": "multiply",
+  "loss.missing_risk": "exclude",
+  "loss.minmax_include_diagonal": False,
+  "model.conv_impl": "xla",
+  "input.bandpass": False,
+  "input.zscore": False,
+  "input.mask_span": (0.2, 0.4),
+  "input.noise_rms": 0.05,
+  "input.target_fs": 250.0,
+  "input.lead": "II",
 }
 
 
@@ -55,8 +55,11 @@ def test_every_switch_arrives_where_it_is_used():
   config = parse(*(_arg(p, v) for p, v in SWITCHES.items()))
   for path, value in SWITCHES.items():
     section, key = path.split(".")
-    assert tuple(config[section][key]) == value if isinstance(value, tuple) \
-        else config[section][key] == value, path
+    assert (
+      tuple(config[section][key]) == value
+      if isinstance(value, tuple)
+      else config[section][key] == value
+    ), path
   # Loss: the trainer's keyword arguments are the switches, and clef_loss honours them.
   kwargs = train_setup.loss_kwargs("clef", config.loss)
   for key in ("nan_rate_meta", "weight_normalization", "missing_risk", "minmax_include_diagonal"):
@@ -67,22 +70,38 @@ def test_every_switch_arrives_where_it_is_used():
   rate = np.array([1.0, np.nan, 0.5, 1.0], np.float32)
   ours, _ = losses.clef_loss(z, risk, rate_meta=rate, **kwargs)
   explicit, _ = losses.clef_loss(
-      z, risk, rate_meta=rate, temperature=0.07, alpha=0.2, use_mask=False, combine="mean",
-      nan_rate_meta="zero", weight_normalization="multiply", missing_risk="exclude",
-      minmax_include_diagonal=False)
+    z,
+    risk,
+    rate_meta=rate,
+    temperature=0.07,
+    alpha=0.2,
+    use_mask=False,
+    combine="mean",
+    nan_rate_meta="zero",
+    weight_normalization="multiply",
+    missing_risk="exclude",
+    minmax_include_diagonal=False,
+  )
   default, _ = losses.clef_loss(z, risk, rate_meta=rate)
   assert float(ours) == float(explicit) and float(ours) != float(default)
   # Augmentation.
   aug = train_setup.augment_config(config.input, None)
   assert (aug.bandpass, aug.zscore, aug.mask_span, aug.noise_rms, aug.target_fs) == (
-      False, False, (0.2, 0.4), 0.05, 250.0)
+    False,
+    False,
+    (0.2, 0.4),
+    0.05,
+    250.0,
+  )
   # Backbone.
   assert models.from_config(config.model).conv_impl == "xla"
   # The end-of-run probe follows the pretraining lead unless its own lead is set.
   assert train_setup.probe_lead(config) == "II"
-  assert train_setup.probe_lead(parse("--config.input.lead=II",
-                                      "--config.evals.probe.data.lead=V1")) == "V1"
-  assert train_setup.probe_lead(parse()) == "I"                       # random views: lead I
+  assert (
+    train_setup.probe_lead(parse("--config.input.lead=II", "--config.evals.probe.data.lead=V1"))
+    == "V1"
+  )
+  assert train_setup.probe_lead(parse()) == "I"  # random views: lead I
 
 
 def test_defaults_are_the_modules_defaults():
@@ -105,16 +124,20 @@ def test_defaults_are_the_modules_defaults():
 
 def test_one_option_grammar():
   values = {"steps": int, "lr": float}
-  assert options.parse_options(options.split_items(" demo, simclr ,steps=3,lr=1e-3,,"),
-                               flags=("demo",), choices={"method": ("clef", "simclr")},
-                               values=values) == {"demo": True, "method": "simclr", "steps": 3,
-                                                  "lr": 1e-3}
-  assert options.parse_options(["method=clef"], choices={"method": ("clef",)},
-                               values={"method": str}) == {"method": "clef"}
-  for items, match in ((["nope"], "Unknown config option 'nope'"),
-                       (["x=1"], "Unknown config option x="),
-                       (["steps=x"], "Config option steps='x' is not a valid int"),
-                       (["method=sgd"], "Unknown method 'sgd'")):
+  assert options.parse_options(
+    options.split_items(" demo, simclr ,steps=3,lr=1e-3,,"),
+    flags=("demo",),
+    choices={"method": ("clef", "simclr")},
+    values=values,
+  ) == {"demo": True, "method": "simclr", "steps": 3, "lr": 1e-3}
+  assert options.parse_options(
+    ["method=clef"], choices={"method": ("clef",)}, values={"method": str}
+  ) == {"method": "clef"}
+  for items, match in (
+    (["nope"], "Unknown config option 'nope'"),
+    (["x=1"], "Unknown config option x="),
+    (["steps=x"], "Config option steps='x' is not a valid int"),
+    (["method=sgd"], "Unknown method 'sgd'"),
+  ):
     with pytest.raises(ValueError, match=match):
-      options.parse_options(items, choices={"method": ("clef",)},
-                            values={**values, "method": str})
+      options.parse_options(items, choices={"method": ("clef",)}, values={**values, "method": str})

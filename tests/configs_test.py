@@ -21,14 +21,27 @@ def test_configs_name_the_packaged_file_outside_a_checkout(tmp_path, monkeypatch
   monkeypatch.chdir(tmp_path)
   assert configs.DIR == PACKAGED
   assert configs.resolve("configs/small.py") == str(PACKAGED / "small.py")
-  assert configs.resolve("configs/medium.py:bf16,steps=3") == f"{PACKAGED / 'medium.py'}:bf16,steps=3"
+  assert (
+    configs.resolve("configs/medium.py:bf16,steps=3") == f"{PACKAGED / 'medium.py'}:bf16,steps=3"
+  )
   # Anything else is left as written (config_flags then names the missing file).
   for spec in ("configs/no_such.py", "my/configs/small.py", "small.py", "/abs/configs/small.py"):
     assert configs.resolve(spec) == spec
-  assert configs.resolve_argv(["prog", "--config=configs/eval.py:demo", "--config", "configs/small.py",
-                               "--workdir=configs/small.py"]) == [
-    "prog", f"--config={PACKAGED / 'eval.py'}:demo", "--config", str(PACKAGED / "small.py"),
-    "--workdir=configs/small.py"]
+  assert configs.resolve_argv(
+    [
+      "prog",
+      "--config=configs/eval.py:demo",
+      "--config",
+      "configs/small.py",
+      "--workdir=configs/small.py",
+    ]
+  ) == [
+    "prog",
+    f"--config={PACKAGED / 'eval.py'}:demo",
+    "--config",
+    str(PACKAGED / "small.py"),
+    "--workdir=configs/small.py",
+  ]
 
 
 def test_a_users_own_configs_file_wins(tmp_path, monkeypatch):
@@ -39,13 +52,15 @@ def test_a_users_own_configs_file_wins(tmp_path, monkeypatch):
     "def get_config(arg=None):\n"
     "  config = small.get_config(arg)\n"
     "  config.total_steps = 12345\n"
-    "  return config\n")
+    "  return config\n"
+  )
   assert configs.resolve("configs/small.py:tiny") == "configs/small.py:tiny"
   assert export_main.load_config("configs/small.py:tiny").total_steps == 12345
   (tmp_path / "configs" / "small.py").unlink()
   packaged = export_main.load_config("configs/small.py:tiny")
   from clef_jax import plan
   from clef_jax.configs import small
+
   assert packaged.total_steps == small.get_config("tiny").total_steps != 12345
   assert plan.load_config("configs/small.py:tiny").total_steps == packaged.total_steps
 
@@ -71,11 +86,19 @@ def test_builders_are_found_inside_the_package():
 
 
 def test_clis_read_packaged_configs_and_builders_from_another_directory(tmp_path):
-  run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=ENV,
-                                     capture_output=True, text=True, timeout=300)
+  run = lambda *args: subprocess.run(
+    [sys.executable, "-m", *args],
+    cwd=tmp_path,
+    env=ENV,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   out = run("clef_jax.configs")
   assert out.returncode == 0 and out.stdout.strip() == str(PACKAGED)
-  out = run("clef_jax.build", "synthetic_ecg", "--config", "tiny", "--data_dir", str(tmp_path / "tfds"))
+  out = run(
+    "clef_jax.build", "synthetic_ecg", "--config", "tiny", "--data_dir", str(tmp_path / "tfds")
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert (tmp_path / "tfds" / "synthetic_ecg" / "tiny" / "1.0.0" / "build_report.json").is_file()
   # A config the package does not have is one line naming it.

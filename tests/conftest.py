@@ -4,7 +4,7 @@ import os
 
 # Must be set before jax is imported anywhere.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -37,6 +37,7 @@ def _most_optimizations_disabled():
   """`jax_disable_most_optimizations` while the generator is suspended: XLA:CPU compile time
   dominates these small graphs' run time, and the numerics are unaffected."""
   import jax
+
   prev = jax.config.values["jax_disable_most_optimizations"]
   jax.config.update("jax_disable_most_optimizations", True)
   yield

@@ -38,8 +38,7 @@ def _assert_trees_close(actual, expected, tol, what):
 
 def _conv_value_and_grads(impl, x, *, features, kernel_size, stride, groups, dtype):
   """Output of a Conv1D layer and the gradients of a nonlinear loss wrt params and input."""
-  layer = net1d.Conv1D(features, kernel_size, stride=stride, groups=groups, dtype=dtype,
-                       impl=impl)
+  layer = net1d.Conv1D(features, kernel_size, stride=stride, groups=groups, dtype=dtype, impl=impl)
   params = layer.init(jax.random.key(0), x)["params"]
   params = jax.tree.map(lambda p: p.astype(dtype), params)
 
@@ -52,9 +51,13 @@ def _conv_value_and_grads(impl, x, *, features, kernel_size, stride, groups, dty
 
 
 CONV_CASES = [
-    # (length, channels, groups): odd and even lengths, one shorter than the kernel, groups in
-    # {1, 4, 64} with 1, 4 and 16 channels per group (8 and 4 polyphase phases).
-    (40, 16, 1), (37, 16, 4), (40, 64, 4), (33, 64, 64), (5, 16, 4),
+  # (length, channels, groups): odd and even lengths, one shorter than the kernel, groups in
+  # {1, 4, 64} with 1, 4 and 16 channels per group (8 and 4 polyphase phases).
+  (40, 16, 1),
+  (37, 16, 4),
+  (40, 64, 4),
+  (33, 64, 64),
+  (5, 16, 4),
 ]
 
 
@@ -88,14 +91,14 @@ def test_pointwise_conv_matches_xla(impl, dtype, cin, cout):
     _assert_trees_close(grads, grads_ref, TOL[dtype], "grads (params, input)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _net_value_and_grads(impl: str, dtype_name: str):
   """Embedding of Net1D-small and the gradients of a nonlinear loss (params, input); cached."""
   dtype = jnp.dtype(dtype_name)
   model = net1d.Net1D(size="small", dtype=dtype, conv_impl=impl)
   # L = 300 gives odd lengths (75, 19, 5, 3) in later stages.
   x = jax.random.normal(jax.random.key(3), (2, 300, 1), jnp.float32)
-  params = init.init_params(model, jax.random.key(0), (1, 300, 1))   # fused: compiles fast
+  params = init.init_params(model, jax.random.key(0), (1, 300, 1))  # fused: compiles fast
 
   def loss(p, x):
     z = model.apply({"params": p}, x)[0]
@@ -120,15 +123,15 @@ def test_net1d_small_matches_xla(impl, fast_compiles):
 def test_bfloat16_compute(impl, fast_compiles):
   z32, _ = _net_value_and_grads(impl, "float32")
   z16, grads16 = _net_value_and_grads(impl, "bfloat16")
-  assert z16.dtype == jnp.float32   # The pooled embedding is accumulated in float32.
+  assert z16.dtype == jnp.float32  # The pooled embedding is accumulated in float32.
   for g in jax.tree_util.tree_leaves(grads16):
-    assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))   # Params stay float32.
+    assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))  # Params stay float32.
   assert _rel_err(z16, z32) < 5e-2
 
 
 @pytest.mark.parametrize("channels,groups,expected", [(64, 4, "hybrid"), (64, 16, "polyphase")])
 def test_cpu_dispatches_per_layer(channels, groups, expected):
-  """"cpu" is exactly "hybrid" from 16 channels per group and "polyphase" below (values, grads)."""
+  """ "cpu" is exactly "hybrid" from 16 channels per group and "polyphase" below (values, grads)."""
   x = jax.random.normal(jax.random.key(4), (2, 29, channels), jnp.float32)
   kw = dict(features=channels, kernel_size=16, stride=2, groups=groups, dtype=jnp.float32)
   y, grads = _conv_value_and_grads("cpu", x, **kw)
@@ -155,7 +158,7 @@ def test_swish_gradient_matches_autodiff():
 
 
 def test_max_pool_gradient_splits_ties_like_max_reduce():
-  x = jnp.array([[[1.0], [1.0], [2.0], [0.5], [-1.0]]])   # a tie, a clear max, odd length.
+  x = jnp.array([[[1.0], [1.0], [2.0], [0.5], [-1.0]]])  # a tie, a clear max, odd length.
 
   def reduce_version(x):
     return jnp.max(jnp.pad(x, ((0, 0), (0, 1), (0, 0))).reshape(1, -1, 2, 1), axis=2)

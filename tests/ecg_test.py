@@ -14,9 +14,17 @@ MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V
 
 
 def _write(tmp_path, name, x, *, leads, fs=500, fmt="16", gain=1000.0, units="mV"):
-  wfdb.wrsamp(name, fs=fs, units=[units] * len(leads), sig_name=list(leads), p_signal=x,
-              fmt=[fmt] * len(leads), adc_gain=[gain] * len(leads), baseline=[0] * len(leads),
-              write_dir=str(tmp_path))
+  wfdb.wrsamp(
+    name,
+    fs=fs,
+    units=[units] * len(leads),
+    sig_name=list(leads),
+    p_signal=x,
+    fmt=[fmt] * len(leads),
+    adc_gain=[gain] * len(leads),
+    baseline=[0] * len(leads),
+    write_dir=str(tmp_path),
+  )
   return tmp_path / name
 
 
@@ -82,8 +90,9 @@ def test_leads_are_mapped_by_name_not_position(tmp_path):
   rec = wfdb_io.read_wfdb(path)
   ref = wfdb.rdrecord(str(path)).p_signal
   for j, name in enumerate(MIMIC_LEADS):
-    np.testing.assert_array_equal(rec.physical()[:, schema.lead_index(name)], ref[:, j].astype(
-        np.float32))
+    np.testing.assert_array_equal(
+      rec.physical()[:, schema.lead_index(name)], ref[:, j].astype(np.float32)
+    )
   assert not rec.flags
 
 
@@ -106,8 +115,9 @@ def test_microvolt_units_become_per_mv_gain(tmp_path):
   path = _write(tmp_path, "uv", x, leads=["I", "II"], gain=1.0, units="uV")
   rec = wfdb_io.read_wfdb(path)
   assert rec.gain[0] == 1000.0
-  np.testing.assert_allclose(rec.physical()[:, :2], wfdb.rdrecord(str(path)).p_signal / 1000,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    rec.physical()[:, :2], wfdb.rdrecord(str(path)).p_signal / 1000, atol=1e-6
+  )
 
 
 def test_resample_carries_nan_gaps():
@@ -129,9 +139,17 @@ def test_quantise_clips_and_counts():
 
 
 def _ecg(signal, fs=500.0):
-  return wfdb_io.Ecg(record_name="r", signal=signal, gain=np.full(12, 1000, np.float32),
-                 baseline=np.zeros(12, np.float32), lead_present=np.ones(12, bool),
-                 sampling_rate=fs, native_sampling_rate=fs, comments=[], flags={})
+  return wfdb_io.Ecg(
+    record_name="r",
+    signal=signal,
+    gain=np.full(12, 1000, np.float32),
+    baseline=np.zeros(12, np.float32),
+    lead_present=np.ones(12, bool),
+    sampling_rate=fs,
+    native_sampling_rate=fs,
+    comments=[],
+    flags={},
+  )
 
 
 def test_cut_windows_first_all_and_short():
@@ -151,10 +169,10 @@ def test_cut_windows_first_all_and_short():
 
 def test_cut_windows_masks_nan_and_flat_leads():
   sig = np.random.default_rng(0).integers(-500, 500, (10_000, 12)).astype(np.int16)
-  sig[:, 2] = schema.INT16_NAN    # All-NaN lead.
-  sig[:, 7] = 123              # Flat lead.
+  sig[:, 2] = schema.INT16_NAN  # All-NaN lead.
+  sig[:, 7] = 123  # Flat lead.
   sig[5000:, :] = schema.INT16_NAN
-  sig[5000:, 0] = 7            # Second window: only a flat lead left.
+  sig[5000:, 0] = 7  # Second window: only a flat lead left.
   rec = _ecg(sig)
   (window,) = windows.cut_windows(rec, windows="all")
   assert window.index == 0
@@ -179,7 +197,9 @@ def test_header_comment_parsing():
   assert parsing.parse_sex("x") == (None, False)
 
 
-@pytest.mark.parametrize("case, reason", [
+@pytest.mark.parametrize(
+  "case, reason",
+  [
     ("truncated", br.TRUNCATED_SIGNAL),
     ("no_dat", br.MISSING_SIGNAL_FILE),
     ("bad_header", br.MALFORMED_HEADER),
@@ -187,7 +207,8 @@ def test_header_comment_parsing():
     ("fs_zero", br.UNSUPPORTED_SAMPLING_RATE),
     ("unknown_leads", br.NO_STANDARD_LEADS),
     ("negative_gain", br.MALFORMED_HEADER),
-])
+  ],
+)
 def test_read_wfdb_raises_record_errors(tmp_path, case, reason):
   path = _write(tmp_path, "r", _ramp(5000, 3), leads=["I", "II", "V1"])
   hea, dat = path.with_suffix(".hea"), path.with_suffix(".dat")
@@ -213,23 +234,37 @@ def test_read_wfdb_raises_record_errors(tmp_path, case, reason):
   assert e.value.reason == reason, e.value
 
 
-_HEADER_FIELDS = ("record_name", "n_sig", "fs", "sig_len", "file_name", "fmt", "samps_per_frame",
-                  "skew", "byte_offset", "adc_gain", "baseline", "units", "sig_name", "comments")
+_HEADER_FIELDS = (
+  "record_name",
+  "n_sig",
+  "fs",
+  "sig_len",
+  "file_name",
+  "fmt",
+  "samps_per_frame",
+  "skew",
+  "byte_offset",
+  "adc_gain",
+  "baseline",
+  "units",
+  "sig_name",
+  "comments",
+)
 
 
 def test_fast_header_parser_equals_wfdb(shared_data, tmp_path):
   """`_parse_header_text` (the fast path) gives wfdb.rdheader's fields, or defers to it."""
   variants = {
-      "plain": "r 2 500 10\nr.dat 16 200(0)/mV 16 0 1 2 0 I\nr.dat 16 200(0)/mV 16 0 3 4 0 II\n",
-      "no_units_baseline": "r 1 1000 10\nr.dat 16 2000 16 5 0 0 0 v1\n",
-      "uv_spaces": "r 1 250.5 10 10:00:00\n# Age: 5\nr.dat 16 1.5(-3)/uV 12 0 0 0 0 lead II x\n#x\n",
-      "mat": "r 1 500 10\nr.mat 16x1+24 1000.0(0)/mV 16 0 -68 1250 0 aVR\n# Dx: 1,2\n",
+    "plain": "r 2 500 10\nr.dat 16 200(0)/mV 16 0 1 2 0 I\nr.dat 16 200(0)/mV 16 0 3 4 0 II\n",
+    "no_units_baseline": "r 1 1000 10\nr.dat 16 2000 16 5 0 0 0 v1\n",
+    "uv_spaces": "r 1 250.5 10 10:00:00\n# Age: 5\nr.dat 16 1.5(-3)/uV 12 0 0 0 0 lead II x\n#x\n",
+    "mat": "r 1 500 10\nr.mat 16x1+24 1000.0(0)/mV 16 0 -68 1250 0 aVR\n# Dx: 1,2\n",
   }
   deferred = {
-      "no_siglen": "r 1 500\nr.dat 16 200(0)/mV 16 0 0 0 0 I\n",
-      "short_line": "r 1 500 10\nr.dat 16 200\n",
-      "zero_gain": "r 1 500 10\nr.dat 16 0(0)/mV 16 0 0 0 0 I\n",
-      "multi_segment": "r/2 1 500 10\nseg1 5\nseg2 5\n",
+    "no_siglen": "r 1 500\nr.dat 16 200(0)/mV 16 0 0 0 0 I\n",
+    "short_line": "r 1 500 10\nr.dat 16 200\n",
+    "zero_gain": "r 1 500 10\nr.dat 16 0(0)/mV 16 0 0 0 0 I\n",
+    "multi_segment": "r/2 1 500 10\nseg1 5\nseg2 5\n",
   }
   paths = sorted(shared_data.glob("*/*.hea"))
   for name, text in variants.items():

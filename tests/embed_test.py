@@ -3,16 +3,19 @@
 import numpy as np
 import pytest
 
-from clef_jax.data import schema
 from clef_jax import embed
 from clef_jax import preprocess as pp
+from clef_jax.data import schema
 
 
 def test_input_contract_matches_the_pretraining_chain():
   rng = np.random.default_rng(0)
   t = np.arange(6000) / 500.0
-  x = (np.sin(2 * np.pi * 1.2 * t) + 0.3 * np.sin(2 * np.pi * 0.1 * t)
-       + 0.05 * rng.standard_normal(6000))
+  x = (
+    np.sin(2 * np.pi * 1.2 * t)
+    + 0.3 * np.sin(2 * np.pi * 0.1 * t)
+    + 0.05 * rng.standard_normal(6000)
+  )
   x[100:120] = np.nan
   out = embed.input_contract(x, 500.0)
   assert out.shape == (schema.WINDOW_SAMPLES,) and out.dtype == np.float32
@@ -22,18 +25,17 @@ def test_input_contract_matches_the_pretraining_chain():
 
 
 def test_input_contract_resamples_and_pads():
-  x = np.sin(2 * np.pi * 1.0 * np.arange(2000) / 250.0)   # 8 s at 250 Hz
+  x = np.sin(2 * np.pi * 1.0 * np.arange(2000) / 250.0)  # 8 s at 250 Hz
   out = embed.input_contract(x, 250.0)
   assert out.shape == (5000,)
-  np.testing.assert_array_equal(out[4000:], 0.0)           # 8 s -> 4000 samples, zero-padded
+  np.testing.assert_array_equal(out[4000:], 0.0)  # 8 s -> 4000 samples, zero-padded
   assert out[:4000].std() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_npy_input(tmp_path):
   a = np.random.default_rng(0).standard_normal((3, 2600, 12)).astype(np.float32)
   np.save(tmp_path / "x.npy", a)
-  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500,
-                                     unit="mV")
+  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500, unit="mV")
   assert x.shape == (3, 1000) and ids == ["0", "1", "2"] and not errors
   np.testing.assert_allclose(x[1], embed.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6)
 
@@ -48,7 +50,7 @@ def test_embed_array_pads_the_last_batch():
   x = np.arange(50, dtype=np.float32).reshape(5, 10)
   out = embed.embed_array(fake, 2.0, x, batch_size=2)
   np.testing.assert_array_equal(out, x[:, :4] * 2)
-  assert set(calls) == {(2, 10)}                           # one shape: one compilation
+  assert set(calls) == {(2, 10)}  # one shape: one compilation
 
 
 @pytest.mark.slow
@@ -69,8 +71,20 @@ def test_cli_on_real_records(shared_data, tmp_path, fast_compiles):
   weights_lib.save_backbone(params, weights, backbone="net1d", size="small")
   records = shared_data / "cinc2021"
   out = tmp_path / "emb.npy"
-  rc = embed.main(["--torch-weights", str(weights), "--size", "small", "--input", str(records),
-                   "--output", str(out), "--lead", "I"])
+  rc = embed.main(
+    [
+      "--torch-weights",
+      str(weights),
+      "--size",
+      "small",
+      "--input",
+      str(records),
+      "--output",
+      str(out),
+      "--lead",
+      "I",
+    ]
+  )
   assert rc == 0
   emb = np.load(out)
   ids = (tmp_path / "emb.ids.txt").read_text().split()

@@ -37,23 +37,38 @@ def _tasks(rng):
     y = rng.integers(0, 2, n)
     scores = {m: y * (0.5 + i) + rng.normal(size=n) for i, m in enumerate(models)}
     data[name] = (y, scores)
-    tasks.append(paper_summary.TaskScores(
-        name=name, group="G1", kind="classification", metric="auroc", n=n,
-        fn=lambda m, w, y=y, s=scores: metrics.auroc(y, s[m], w)))
+    tasks.append(
+      paper_summary.TaskScores(
+        name=name,
+        group="G1",
+        kind="classification",
+        metric="auroc",
+        n=n,
+        fn=lambda m, w, y=y, s=scores: metrics.auroc(y, s[m], w),
+      )
+    )
   for name, n in (("reg1", 25), ("reg2", 35)):
     y = rng.normal(120, 15, n)
     preds = {m: y + rng.normal(0, 5 + 3 * i, n) for i, m in enumerate(models)}
     data[name] = (y, preds)
-    tasks.append(paper_summary.TaskScores(
-        name=name, group="G2", kind="regression", metric="mae", n=n,
-        fn=lambda m, w, y=y, p=preds: metrics.mae(y, p[m], w)))
+    tasks.append(
+      paper_summary.TaskScores(
+        name=name,
+        group="G2",
+        kind="regression",
+        metric="mae",
+        n=n,
+        fn=lambda m, w, y=y, p=preds: metrics.mae(y, p[m], w),
+      )
+    )
   return models, data, tasks
 
 
 def _naive_draws(name, n, seed, num):
   """Index lists of each resample, from the same multiplicities the module draws."""
-  counts = np.concatenate(list(metrics.bootstrap_counts(
-      n, num_resamples=num, seed=paper_summary.task_seed(seed, name))))
+  counts = np.concatenate(
+    list(metrics.bootstrap_counts(n, num_resamples=num, seed=paper_summary.task_seed(seed, name)))
+  )
   return [np.repeat(np.arange(n), c) for c in counts]
 
 
@@ -61,17 +76,24 @@ def test_averages_match_explicit_resampling():
   rng = np.random.default_rng(0)
   models, data, tasks = _tasks(rng)
   num, seed = 200, 7
-  out = paper_summary.summarize(tasks, models=models, reference="ref", num_resamples=num,
-                                seed=seed)
+  out = paper_summary.summarize(tasks, models=models, reference="ref", num_resamples=num, seed=seed)
   idx = {t.name: _naive_draws(t.name, t.n, seed, num) for t in tasks}
 
   # Classification: per-resample mean of naive AUROCs over both tasks.
   def cls_means(m):
-    return np.array([np.mean([_naive_auroc(data[t][0][idx[t][r]], data[t][1][m][idx[t][r]])
-                              for t in ("cls1", "cls2")]) for r in range(num)])
+    return np.array(
+      [
+        np.mean(
+          [_naive_auroc(data[t][0][idx[t][r]], data[t][1][m][idx[t][r]]) for t in ("cls1", "cls2")]
+        )
+        for r in range(num)
+      ]
+    )
+
   means = {m: cls_means(m) for m in models}
-  point = {m: np.mean([_naive_auroc(data[t][0], data[t][1][m]) for t in ("cls1", "cls2")])
-           for m in models}
+  point = {
+    m: np.mean([_naive_auroc(data[t][0], data[t][1][m]) for t in ("cls1", "cls2")]) for m in models
+  }
   got = out["classification"]
   for m in models:
     assert got["mean"][m]["value"] == pytest.approx(point[m], abs=1e-12)
@@ -81,7 +103,8 @@ def test_averages_match_explicit_resampling():
   vs = got["versus_reference"]["a"]
   assert vs["auroc_points"]["value"] == pytest.approx(100 * (point["a"] - point["ref"]))
   assert (vs["auroc_points"]["low"], vs["auroc_points"]["high"]) == pytest.approx(
-      tuple(np.percentile(d, [2.5, 97.5])), abs=1e-9)
+    tuple(np.percentile(d, [2.5, 97.5])), abs=1e-9
+  )
   rel = 100 * (means["a"] - means["ref"]) / means["ref"]
   assert vs["auroc_relative_pct"]["low"] == pytest.approx(np.percentile(rel, 2.5), abs=1e-9)
   assert "ref" not in got["versus_reference"]
@@ -92,13 +115,19 @@ def test_averages_match_explicit_resampling():
     if r is not None:
       y, p = y[idx[t][r]], p[idx[t][r]]
     return np.mean(np.abs(y - p))
-  rel = np.array([np.mean([100 * (mae(t, "b", r) - mae(t, "ref", r)) / mae(t, "ref", r)
-                           for t in ("reg1", "reg2")]) for r in range(num)])
+
+  rel = np.array(
+    [
+      np.mean(
+        [100 * (mae(t, "b", r) - mae(t, "ref", r)) / mae(t, "ref", r) for t in ("reg1", "reg2")]
+      )
+      for r in range(num)
+    ]
+  )
   prel = np.mean([100 * (mae(t, "b") - mae(t, "ref")) / mae(t, "ref") for t in ("reg1", "reg2")])
   vs = out["regression"]["versus_reference"]["b"]["mae_relative_pct"]
   assert vs["value"] == pytest.approx(prel, abs=1e-9)
-  assert (vs["low"], vs["high"]) == pytest.approx(tuple(np.percentile(rel, [2.5, 97.5])),
-                                                  abs=1e-9)
+  assert (vs["low"], vs["high"]) == pytest.approx(tuple(np.percentile(rel, [2.5, 97.5])), abs=1e-9)
   # Prediction noise grows a < b < ref, so both beat the reference and a beats b.
   a_rel = out["regression"]["versus_reference"]["a"]["mae_relative_pct"]["value"]
   assert a_rel < vs["value"] < 0
@@ -108,11 +137,18 @@ def test_undefined_resamples_are_dropped_for_every_model():
   # Two positives in 12 records: some resamples draw no positive, where AUROC is undefined.
   y = np.array([1, 1] + [0] * 10)
   s = {"m": np.linspace(0, 1, 12)[::-1], "ref": np.linspace(0, 1, 12)}
-  task = paper_summary.TaskScores(name="t", group="G", kind="classification", metric="auroc",
-                                  n=12, fn=lambda m, w: metrics.auroc(y, s[m], w))
+  task = paper_summary.TaskScores(
+    name="t",
+    group="G",
+    kind="classification",
+    metric="auroc",
+    n=12,
+    fn=lambda m, w: metrics.auroc(y, s[m], w),
+  )
   out = paper_summary.summarize([task], models=["m", "ref"], reference="ref", num_resamples=300)
-  counts = np.concatenate(list(metrics.bootstrap_counts(
-      12, num_resamples=300, seed=paper_summary.task_seed(0, "t"))))
+  counts = np.concatenate(
+    list(metrics.bootstrap_counts(12, num_resamples=300, seed=paper_summary.task_seed(0, "t")))
+  )
   defined = int(np.sum((counts[:, :2].sum(1) > 0) & (counts[:, 2:].sum(1) > 0)))
   assert 0 < defined < 300
   assert out["classification"]["resamples"] == defined
@@ -132,26 +168,40 @@ def test_interval_is_that_of_the_same_statistic():
   and a binary one is re-derived with explicit index lists."""
   n, rare = 40, 9
   y = np.zeros((n, rare + 1), int)
-  y[np.arange(rare), np.arange(rare)] = 1               # record i < 9 is label i's positive
+  y[np.arange(rare), np.arange(rare)] = 1  # record i < 9 is label i's positive
   y[::2, rare] = 1
-  s = np.where(y == 1, -1.0, 0.0)                       # rare positives score lowest
-  s[:, rare] = y[:, rare]                               # the common label is separated
+  s = np.where(y == 1, -1.0, 0.0)  # rare positives score lowest
+  s[:, rare] = y[:, rare]  # the common label is separated
   s = {"m": s, "ref": s + np.random.default_rng(0).normal(0, 0.01, s.shape)}
   yb = np.array([0, 1] * 15)
-  sb = {"m": yb + np.random.default_rng(1).normal(0, 1, 30),
-        "ref": np.random.default_rng(2).normal(0, 1, 30)}
+  sb = {
+    "m": yb + np.random.default_rng(1).normal(0, 1, 30),
+    "ref": np.random.default_rng(2).normal(0, 1, 30),
+  }
   tasks = [
-      paper_summary.TaskScores(
-          name="rare", group="G", kind="classification", metric="macro_auroc", n=n,
-          fn=lambda m, w: metrics.macro_auroc(y, s[m], w),
-          valid=metrics.classes_present(y)),
-      paper_summary.TaskScores(
-          name="bin", group="G", kind="classification", metric="auroc", n=30,
-          fn=lambda m, w: metrics.auroc(yb, sb[m], w),
-          valid=metrics.classes_present(metrics.indicator(yb)))]
+    paper_summary.TaskScores(
+      name="rare",
+      group="G",
+      kind="classification",
+      metric="macro_auroc",
+      n=n,
+      fn=lambda m, w: metrics.macro_auroc(y, s[m], w),
+      valid=metrics.classes_present(y),
+    ),
+    paper_summary.TaskScores(
+      name="bin",
+      group="G",
+      kind="classification",
+      metric="auroc",
+      n=30,
+      fn=lambda m, w: metrics.auroc(yb, sb[m], w),
+      valid=metrics.classes_present(metrics.indicator(yb)),
+    ),
+  ]
   num, seed = 60, 3
-  out = paper_summary.summarize(tasks, models=["m", "ref"], reference="ref",
-                                num_resamples=num, seed=seed)
+  out = paper_summary.summarize(
+    tasks, models=["m", "ref"], reference="ref", num_resamples=num, seed=seed
+  )
   point = 1 / 10
   cell = out["cells"]["rare"]["m"]
   assert cell["value"] == pytest.approx(point)
@@ -159,8 +209,14 @@ def test_interval_is_that_of_the_same_statistic():
   assert cell["resamples"] == num
 
   # Every resample of the plain stream: the old interval, which excludes the point estimate.
-  plain = np.concatenate([metrics.macro_auroc(y, s["m"], c) for c in metrics.bootstrap_counts(
-      n, num_resamples=num, seed=paper_summary.task_seed(seed, "rare"))])
+  plain = np.concatenate(
+    [
+      metrics.macro_auroc(y, s["m"], c)
+      for c in metrics.bootstrap_counts(
+        n, num_resamples=num, seed=paper_summary.task_seed(seed, "rare")
+      )
+    ]
+  )
   assert metrics.percentile_interval(plain)[0] > point
 
   # Independent re-derivation: index lists from the same multinomial stream, kept when every
@@ -170,16 +226,24 @@ def test_interval_is_that_of_the_same_statistic():
     kept = []
     while len(kept) < num:
       idx = np.repeat(np.arange(n), rng.multinomial(n, np.full(n, 1 / n)))
-      if all(0 < labels[idx, k].sum() < n for k in range(labels.shape[1])
-             if 0 < labels[:, k].sum() < n):
+      if all(
+        0 < labels[idx, k].sum() < n for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < n
+      ):
         kept.append(idx)
     return kept
 
   yb2 = np.stack([yb == 0, yb == 1], axis=1).astype(int)
   idx = {"rare": kept_indices("rare", n, y), "bin": kept_indices("bin", 30, yb2)}
   cols = range(rare + 1)
-  draws = {m: np.array([(_naive_macro(y[i], s[m][i], cols) + _naive_auroc(yb[j], sb[m][j])) / 2
-                        for i, j in zip(idx["rare"], idx["bin"])]) for m in ("m", "ref")}
+  draws = {
+    m: np.array(
+      [
+        (_naive_macro(y[i], s[m][i], cols) + _naive_auroc(yb[j], sb[m][j])) / 2
+        for i, j in zip(idx["rare"], idx["bin"])
+      ]
+    )
+    for m in ("m", "ref")
+  }
   points = {m: (_naive_macro(y, s[m], cols) + _naive_auroc(yb, sb[m])) / 2 for m in ("m", "ref")}
   avg = out["classification"]
   assert avg["resamples"] == num and avg["left_out"] == []
@@ -187,17 +251,20 @@ def test_interval_is_that_of_the_same_statistic():
     got = avg["mean"][m]
     assert got["value"] == pytest.approx(points[m], abs=1e-12)
     assert (got["low"], got["high"]) == pytest.approx(
-        tuple(np.percentile(draws[m], [2.5, 97.5])), abs=1e-12)
+      tuple(np.percentile(draws[m], [2.5, 97.5])), abs=1e-12
+    )
     assert got["low"] <= got["value"] <= got["high"]
   vs = avg["versus_reference"]["m"]["auroc_points"]
   assert vs["value"] == pytest.approx(100 * (points["m"] - points["ref"]), abs=1e-9)
   assert (vs["low"], vs["high"]) == pytest.approx(
-      tuple(np.percentile(100 * (draws["m"] - draws["ref"]), [2.5, 97.5])), abs=1e-9)
+    tuple(np.percentile(100 * (draws["m"] - draws["ref"]), [2.5, 97.5])), abs=1e-9
+  )
 
 
 def test_bad_arguments_are_named():
-  task = paper_summary.TaskScores(name="t", group="G", kind="ranking", metric="x", n=1,
-                                  fn=lambda m, w: 0.0)
+  task = paper_summary.TaskScores(
+    name="t", group="G", kind="ranking", metric="x", n=1, fn=lambda m, w: 0.0
+  )
   with pytest.raises(ValueError, match="kind must be one of"):
     paper_summary.summarize([task], models=["a"], reference="a")
   with pytest.raises(ValueError, match="reference 'z'"):
@@ -220,17 +287,29 @@ def test_markdown_lists_every_task_and_both_averages():
 
 def test_tasks_undefined_for_a_model_are_left_out_of_the_average():
   y = np.array([0, 1, 0, 1, 1, 0])
-  ok = paper_summary.TaskScores(name="ok", group="G", kind="classification", metric="auroc",
-                                n=6, fn=lambda m, w: metrics.auroc(y, np.arange(6.0), w))
+  ok = paper_summary.TaskScores(
+    name="ok",
+    group="G",
+    kind="classification",
+    metric="auroc",
+    n=6,
+    fn=lambda m, w: metrics.auroc(y, np.arange(6.0), w),
+  )
   # All positives: no AUROC for anyone.
-  bad = paper_summary.TaskScores(name="bad", group="G", kind="classification", metric="auroc",
-                                 n=6, fn=lambda m, w: metrics.auroc(np.ones(6), np.arange(6.0), w))
-  out = paper_summary.summarize([ok, bad], models=["a", "ref"], reference="ref",
-                                num_resamples=50)
+  bad = paper_summary.TaskScores(
+    name="bad",
+    group="G",
+    kind="classification",
+    metric="auroc",
+    n=6,
+    fn=lambda m, w: metrics.auroc(np.ones(6), np.arange(6.0), w),
+  )
+  out = paper_summary.summarize([ok, bad], models=["a", "ref"], reference="ref", num_resamples=50)
   assert out["classification"]["tasks"] == ["ok"]
   assert out["classification"]["left_out"] == ["bad"]
-  assert out["classification"]["mean"]["a"]["value"] == pytest.approx(metrics.auroc(
-      y, np.arange(6.0)))
+  assert out["classification"]["mean"]["a"]["value"] == pytest.approx(
+    metrics.auroc(y, np.arange(6.0))
+  )
   assert "left out, undefined for some model: bad" in paper_summary.format_markdown(out)
 
 
@@ -284,9 +363,9 @@ def _primary(kind, y, s):
 def _secondary(metric, y, s):
   err = y - s
   if metric == "rmse":
-    return float(np.sqrt(np.mean(err ** 2)))
+    return float(np.sqrt(np.mean(err**2)))
   ss_tot = np.sum((y - y.mean()) ** 2)
-  return float(1 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else np.nan
+  return float(1 - np.sum(err**2) / ss_tot) if ss_tot > 0 else np.nan
 
 
 def _close(got, want):
@@ -326,10 +405,10 @@ def _recompute_everything(report, pred):
     n = len(y)
     seed = (boot["seed"] * 1_000_003 + zlib.crc32(name.encode())) % 2**32
     rng = np.random.default_rng(seed)
-    if kind == "regression":            # Every resample.
+    if kind == "regression":  # Every resample.
       counts = rng.multinomial(n, np.full(n, 1.0 / n), size=num)
       index = [np.repeat(np.arange(n), c) for c in counts]
-    else:                               # Those holding both classes of every defined class.
+    else:  # Those holding both classes of every defined class.
       onehot = y if kind == "multilabel" else (y[:, None] == np.unique(y)[None])
       defined = [k for k in range(onehot.shape[1]) if 0 < onehot[:, k].sum() < n]
       index = []
@@ -339,11 +418,17 @@ def _recompute_everything(report, pred):
           index.append(i)
           if len(index) == num:
             break
-    names = ["mae", "rmse", "r2"] if kind == "regression" else [
-        "auroc" if kind == "binary" else "macro_auroc"]
+    names = (
+      ["mae", "rmse", "r2"]
+      if kind == "regression"
+      else ["auroc" if kind == "binary" else "macro_auroc"]
+    )
     for metric in names:
-      fn = (lambda a, b: _primary(kind, a, b)) if metric in ("auroc", "macro_auroc", "mae") \
-          else (lambda a, b, metric=metric: _secondary(metric, a, b))
+      fn = (
+        (lambda a, b, kind=kind: _primary(kind, a, b))
+        if metric in ("auroc", "macro_auroc", "mae")
+        else (lambda a, b, metric=metric: _secondary(metric, a, b))
+      )
       value, sample = {}, {}
       for m in models:
         s = pred[f"{name}/scores/{m}"]
@@ -362,15 +447,16 @@ def _recompute_everything(report, pred):
           _check_interval(report["paper"]["cells"][name][m], value[m], sample[m], conf)
   ref = report["paper"]["reference"]
   for kind, summary_kind in (("classification", "classification"), ("regression", "regression")):
-    of_kind = [n for n, t in report["tasks"].items() if (t["kind"] == "regression") ==
-               (kind == "regression")]
+    of_kind = [
+      n for n, t in report["tasks"].items() if (t["kind"] == "regression") == (kind == "regression")
+    ]
     chosen = [n for n in of_kind if all(np.isfinite(points[n][m]) for m in models)]
     avg = report["paper"].get(summary_kind)
     if not chosen:
       assert avg is None
       continue
     assert avg["tasks"] == chosen and avg["left_out"] == [n for n in of_kind if n not in chosen]
-    k = min(len(draws[n][models[0]]) for n in chosen)     # The k-th kept resample of each.
+    k = min(len(draws[n][models[0]]) for n in chosen)  # The k-th kept resample of each.
     d = {m: np.array([draws[n][m][:k] for n in chosen]) for m in models}  # (tasks, resamples)
     keep = np.all([np.isfinite(d[m]).all(axis=0) for m in models], axis=0)
     assert avg["resamples"] == keep.sum()
@@ -383,17 +469,28 @@ def _recompute_everything(report, pred):
         continue
       vs = avg["versus_reference"][m]
       if kind == "classification":
-        _check_interval(vs["auroc_points"], 100 * (p[m].mean() - p[ref].mean()),
-                        100 * (d[m].mean(axis=0) - d[ref].mean(axis=0)), conf)
-        _check_interval(vs["auroc_relative_pct"],
-                        100 * (p[m].mean() - p[ref].mean()) / p[ref].mean(),
-                        100 * (d[m].mean(axis=0) - d[ref].mean(axis=0)) / d[ref].mean(axis=0),
-                        conf)
+        _check_interval(
+          vs["auroc_points"],
+          100 * (p[m].mean() - p[ref].mean()),
+          100 * (d[m].mean(axis=0) - d[ref].mean(axis=0)),
+          conf,
+        )
+        _check_interval(
+          vs["auroc_relative_pct"],
+          100 * (p[m].mean() - p[ref].mean()) / p[ref].mean(),
+          100 * (d[m].mean(axis=0) - d[ref].mean(axis=0)) / d[ref].mean(axis=0),
+          conf,
+        )
       else:
-        _check_interval(vs["mae_relative_pct"], np.mean(100 * (p[m] - p[ref]) / p[ref]),
-                        np.mean(100 * (d[m] - d[ref]) / d[ref], axis=0), conf)
-        _check_interval(vs["mae_absolute"], np.mean(p[m] - p[ref]),
-                        np.mean(d[m] - d[ref], axis=0), conf)
+        _check_interval(
+          vs["mae_relative_pct"],
+          np.mean(100 * (p[m] - p[ref]) / p[ref]),
+          np.mean(100 * (d[m] - d[ref]) / d[ref], axis=0),
+          conf,
+        )
+        _check_interval(
+          vs["mae_absolute"], np.mean(p[m] - p[ref]), np.mean(d[m] - d[ref], axis=0), conf
+        )
 
 
 @pytest.mark.slow
@@ -411,20 +508,40 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
     torch_files.save_torch(b.params, path, size="small")
     weights.append(f"seed{seed}={path}")
   out = tmp_path / "report"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             PYTHONPATH=os.fspath(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    PYTHONPATH=os.fspath(REPO),
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  )
   start = time.monotonic()
   proc = subprocess.run(
-      [sys.executable, "-m", "clef_jax.evaluate",
-       f"--config=configs/eval.py:paper,data_dir={paper_data / 'tfds'},epochs=2,resamples=100,"
-       "embed_batch=16",
-       f"--torch_weights={weights[0]}", f"--compare={weights[1]}", f"--output={out}"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      "-m",
+      "clef_jax.evaluate",
+      f"--config=configs/eval.py:paper,data_dir={paper_data / 'tfds'},epochs=2,resamples=100,"
+      "embed_batch=16",
+      f"--torch_weights={weights[0]}",
+      f"--compare={weights[1]}",
+      f"--output={out}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   seconds = time.monotonic() - start
   print(f"evaluate paper on the dummy data: {seconds:.0f} s")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "report.png",
-                                             "predictions.npz"}
+  assert {p.name for p in out.iterdir()} == {
+    "report.md",
+    "report.json",
+    "report.png",
+    "predictions.npz",
+  }
   report = json.loads((out / "report.json").read_text())
   assert list(report["models"]) == ["random init", "seed1", "seed2"]
   assert report["paper"]["reference"] == "random init"
@@ -447,16 +564,21 @@ def test_paper_config_end_to_end_on_every_dummy_dataset(paper_data, tmp_path):
   # The tables: one row per evaluated task grouped by dataset, then both averages.
   text = (out / "report.md").read_text()
   assert text.strip() in proc.stdout
-  rows = [line for line in text.split("## Every metric")[0].splitlines()
-          if line.startswith("| ") and line.split(" | ")[2] in ran]
+  rows = [
+    line
+    for line in text.split("## Every metric")[0].splitlines()
+    if line.startswith("| ") and line.split(" | ")[2] in ran
+  ]
   assert [r.split(" | ")[2] for r in rows] == [
-      n for g in tasks.PAPER_GROUPS for n in tasks.GROUPS[g] if n in ran]
+    n for g in tasks.PAPER_GROUPS for n in tasks.GROUPS[g] if n in ran
+  ]
   assert "**mean AUROC** over 13 tasks" in text
-  assert "**mean relative MAE change** over 5 tasks" in text and "n/a" not in text.split(
-      "## Every metric")[0]
+  assert (
+    "**mean relative MAE change** over 5 tasks" in text
+    and "n/a" not in text.split("## Every metric")[0]
+  )
   # Test targets of a regression task are the visit table's values (read with csv).
   with open(paper_data / "raw" / "mc_med" / "visits.csv", newline="") as f:
-    sbp = {row["CSN"]: float(row["Triage_SBP"]) for row in csv.DictReader(f)
-           if row["Triage_SBP"]}
+    sbp = {row["CSN"]: float(row["Triage_SBP"]) for row in csv.DictReader(f) if row["Triage_SBP"]}
   pred = np.load(out / "predictions.npz")
   assert [sbp[i] for i in pred["mc_med_sbp/ids"]] == list(pred["mc_med_sbp/y"])

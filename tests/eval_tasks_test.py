@@ -8,12 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from clef_jax.evaluation import tasks
 from clef_jax.configs import eval as eval_config
+from clef_jax.evaluation import tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DATASET_GROUPS = ("ptbxl", "chapman", "icentia11k", "mc_med", "mimic_iv_lvef", "music_scd",
-                  "aurora_bp")
+DATASET_GROUPS = (
+  "ptbxl",
+  "chapman",
+  "icentia11k",
+  "mc_med",
+  "mimic_iv_lvef",
+  "music_scd",
+  "aurora_bp",
+)
 
 
 def test_paper_has_18_tasks_13_auroc_and_5_mae():
@@ -28,33 +35,69 @@ def test_paper_has_18_tasks_13_auroc_and_5_mae():
     assert tasks.GROUPS[group] == tuple(t.name for t in paper if t.group == group)
   assert list(eval_config.get_config("paper").tasks.keys()) == list(tasks.PAPER_TASKS)
   by_group = {g: len(tasks.GROUPS[g]) for g in DATASET_GROUPS}
-  assert by_group == {"ptbxl": 5, "chapman": 1, "icentia11k": 2, "mc_med": 5,
-                      "mimic_iv_lvef": 2, "music_scd": 1, "aurora_bp": 2}
+  assert by_group == {
+    "ptbxl": 5,
+    "chapman": 1,
+    "icentia11k": 2,
+    "mc_med": 5,
+    "mimic_iv_lvef": 2,
+    "music_scd": 1,
+    "aurora_bp": 2,
+  }
 
 
 def test_protocol_details_of_the_paper_tasks():
   t = tasks.TASKS
   # The paper's class counts (docs/method.md §F.2).
-  sizes = {"ptbxl_diagnostic": 44, "ptbxl_subdiagnostic": 23, "ptbxl_superdiagnostic": 5,
-           "ptbxl_form": 19, "ptbxl_rhythm": 12, "chapman_labels": 38}
+  sizes = {
+    "ptbxl_diagnostic": 44,
+    "ptbxl_subdiagnostic": 23,
+    "ptbxl_superdiagnostic": 5,
+    "ptbxl_form": 19,
+    "ptbxl_rhythm": 12,
+    "chapman_labels": 38,
+  }
   assert {n: t[n].num_classes for n in sizes} == sizes
-  assert [len(t[n].classes) for n in ("icentia11k_beat", "icentia11k_rhythm", "mc_med_ed_dispo",
-                                      "mc_med_dc_dispo", "mc_med_acuity", "music_scd_outcome",
-                                      "mimic_iv_lvef_class")] == [3, 3, 4, 6, 5, 4, 2]
-  assert {n for n, x in t.items() if x.balanced} == {"icentia11k_beat", "icentia11k_rhythm",
-                                                     "music_scd_outcome"}
+  assert [
+    len(t[n].classes)
+    for n in (
+      "icentia11k_beat",
+      "icentia11k_rhythm",
+      "mc_med_ed_dispo",
+      "mc_med_dc_dispo",
+      "mc_med_acuity",
+      "music_scd_outcome",
+      "mimic_iv_lvef_class",
+    )
+  ] == [3, 3, 4, 6, 5, 4, 2]
+  assert {n for n, x in t.items() if x.balanced} == {
+    "icentia11k_beat",
+    "icentia11k_rhythm",
+    "music_scd_outcome",
+  }
   assert {n for n in tasks.PAPER_TASKS if not t[n].bandpass} == {
-      "mimic_iv_lvef_class", "mimic_iv_lvef", "music_scd_outcome", "aurora_bp_sbp",
-      "aurora_bp_dbp"}
+    "mimic_iv_lvef_class",
+    "mimic_iv_lvef",
+    "music_scd_outcome",
+    "aurora_bp_sbp",
+    "aurora_bp_dbp",
+  }
   assert [n for n in tasks.PAPER_TASKS if not t[n].normalize] == ["music_scd_outcome"]
-  assert [n for n in tasks.PAPER_TASKS if t[n].crop == "random"] == ["aurora_bp_sbp",
-                                                                      "aurora_bp_dbp"]
+  assert [n for n in tasks.PAPER_TASKS if t[n].crop == "random"] == [
+    "aurora_bp_sbp",
+    "aurora_bp_dbp",
+  ]
   # 12-lead datasets follow the config's lead (I by default); single-lead ones fix theirs.
   assert {n for n in tasks.PAPER_TASKS if not t[n].lead} == {
-      *tasks.GROUPS["ptbxl"], "chapman_labels", "mimic_iv_lvef_class", "mimic_iv_lvef"}
+    *tasks.GROUPS["ptbxl"],
+    "chapman_labels",
+    "mimic_iv_lvef_class",
+    "mimic_iv_lvef",
+  }
   assert {t[n].lead for n in tasks.GROUPS["mc_med"]} == {"II"}
-  assert {t[n].unit for n in ("mc_med_sbp", "mc_med_dbp", "aurora_bp_sbp",
-                              "aurora_bp_dbp")} == {"mmHg"}
+  assert {t[n].unit for n in ("mc_med_sbp", "mc_med_dbp", "aurora_bp_sbp", "aurora_bp_dbp")} == {
+    "mmHg"
+  }
   assert t["mimic_iv_lvef"].unit == "%"
   assert all(t[n].split == "predefined" for n in tasks.PAPER_TASKS)
   config = eval_config.get_config("paper")
@@ -85,8 +128,11 @@ def test_labels_are_the_builders_features(group):
 
   for name in tasks.GROUPS[group]:
     task = tasks.TASKS[name]
-    features, metadata = _features(task.dataset if "/" in task.dataset or group != "mimic_iv_lvef"
-                                   else task.dataset + "/csv_class")
+    features, metadata = _features(
+      task.dataset
+      if "/" in task.dataset or group != "mimic_iv_lvef"
+      else task.dataset + "/csv_class"
+    )
     assert task.label in features, (name, task.label, list(features))
     feature = features[task.label]
     if task.kind == "multilabel":
@@ -111,8 +157,14 @@ def test_labels_are_the_builders_features(group):
 
 def test_list_tasks_prints_every_task():
   env = dict(os.environ, PYTHONPATH=os.fspath(REPO))
-  proc = subprocess.run([sys.executable, "-m", "clef_jax.evaluate", "--list_tasks"], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "clef_jax.evaluate", "--list_tasks"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
   assert len(lines) == len(tasks.TASKS)

@@ -18,14 +18,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from clef_jax.export import from_torch_state_dict  # noqa: E402
-from clef_jax.export import load_torch  # noqa: E402
-from clef_jax.export import net1d_layout  # noqa: E402
-from clef_jax.export import save_torch  # noqa: E402
-from clef_jax.export import to_torch_state_dict  # noqa: E402
-from clef_jax.export import TorchNet1D  # noqa: E402
-from clef_jax.models import create_backbone  # noqa: E402
-from clef_jax.models import net1d  # noqa: E402
+from clef_jax.export import (  # noqa: E402
+  TorchNet1D,
+  from_torch_state_dict,
+  load_torch,
+  net1d_layout,
+  save_torch,
+  to_torch_state_dict,
+)
+from clef_jax.models import create_backbone, net1d  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPEC = REPO_ROOT.parent / "shared" / "spec" / "clef.md"
@@ -47,7 +48,7 @@ def _flat(tree, prefix=()):
   return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _param_shapes(size, in_channels=1, num_classes=None):
   model = create_backbone("net1d", size, in_channels=in_channels, num_classes=num_classes)
   x = jax.ShapeDtypeStruct((1, 64, in_channels), jnp.float32)
@@ -61,8 +62,13 @@ def _random_params(size, in_channels=1, num_classes=None, seed=0):
   only need the shapes to come from the Flax module.
   """
   rng = np.random.default_rng(seed)
-  shapes = _flat(jax.tree.map(lambda s: s.shape, _param_shapes(size, in_channels, num_classes),
-                              is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct)))
+  shapes = _flat(
+    jax.tree.map(
+      lambda s: s.shape,
+      _param_shapes(size, in_channels, num_classes),
+      is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct),
+    )
+  )
   params = {}
   for path, shape in shapes.items():
     fan_in = math.prod(shapes[path[:-1] + ("kernel",)][:-1])
@@ -101,16 +107,18 @@ def test_table_flax_side_matches_flax_param_tree(size):
 
 
 def test_small_layout_matches_spec_appendix1():
-  lines = [f"{e.torch_key} [{', '.join(map(str, e.torch_shape))}]"
-           for e in net1d_layout.state_dict_table("small")]
+  lines = [
+    f"{e.torch_key} [{', '.join(map(str, e.torch_shape))}]"
+    for e in net1d_layout.state_dict_table("small")
+  ]
   assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == APPENDIX1_SHA256
-  if SPEC.is_file():   # Compare line by line too, for a readable diff.
+  if SPEC.is_file():  # Compare line by line too, for a readable diff.
     appendix = SPEC.read_text().split("## Appendix 1.")[1].split("```")[1].strip().splitlines()
     assert lines == appendix
 
 
 def _twin(size, in_channels=1, num_classes=None, meta=False):
-  if meta:   # Shapes only, no memory (large: ~1.2 GB of float32 otherwise).
+  if meta:  # Shapes only, no memory (large: ~1.2 GB of float32 otherwise).
     with torch.device("meta"):
       return TorchNet1D(size, in_channels, num_classes)
   return TorchNet1D(size, in_channels, num_classes)
@@ -122,8 +130,9 @@ def test_twin_state_dict_is_official_layout(size):
   sd = twin.state_dict()
   assert len(sd) == KEY_COUNTS[size]
   table = net1d_layout.state_dict_table(size)
-  assert [(k, tuple(v.shape)) for k, v in sd.items()] == [(e.torch_key, e.torch_shape)
-                                                          for e in table]
+  assert [(k, tuple(v.shape)) for k, v in sd.items()] == [
+    (e.torch_key, e.torch_shape) for e in table
+  ]
   for e in table:
     t = sd[e.torch_key]
     if e.torch_key.endswith("num_batches_tracked"):
@@ -155,14 +164,22 @@ def test_twin_reproduces_spec_a6_vector():
       k = torch.arange(p.numel(), dtype=torch.float64)
       p.copy_((0.05 * torch.sin(1.37 * k + 0.71 * t + 0.3)).reshape(p.shape))
     n = torch.arange(5000, dtype=torch.float64)
-    x = (torch.sin(2 * math.pi * 1.3 * n / 500)
-         + 0.1 * torch.cos(2 * math.pi * 7 * n / 500)).reshape(1, 1, 5000)
+    x = (
+      torch.sin(2 * math.pi * 1.3 * n / 500) + 0.1 * torch.cos(2 * math.pi * 7 * n / 500)
+    ).reshape(1, 1, 5000)
     out = twin(x).numpy()
     out2500 = twin(x[..., :2500]).numpy()
   assert out.shape == (1, 256)
-  ref8 = [0.046071095321085456, 0.1199857271434754, 0.10567602184197063, 0.01759886367779922,
-          -0.042850763709694525, -0.03301738768006744, -0.025419549522536174,
-          -0.06807504843085822]
+  ref8 = [
+    0.046071095321085456,
+    0.1199857271434754,
+    0.10567602184197063,
+    0.01759886367779922,
+    -0.042850763709694525,
+    -0.03301738768006744,
+    -0.025419549522536174,
+    -0.06807504843085822,
+  ]
   assert _rel_err(out[0, :8], np.array(ref8)) <= 1e-9
   assert abs(out.sum() / 1.0677673744181218 - 1) <= 1e-9
   assert abs(np.linalg.norm(out) / 1.2226076034401208 - 1) <= 1e-9
@@ -176,13 +193,12 @@ def test_twin_reproduces_spec_a6_vector():
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)   # Cases are ordered so each (size, channels) is built once.
+@functools.lru_cache(maxsize=1)  # Cases are ordered so each (size, channels) is built once.
 def _jax_and_twin(size, in_channels, num_classes=None):
   params = _random_params(size, in_channels, num_classes, seed=in_channels)
   model = create_backbone("net1d", size, in_channels=in_channels, num_classes=num_classes)
   twin = TorchNet1D(size, in_channels, num_classes)
-  twin.load_state_dict(to_torch_state_dict(params, size=size, in_channels=in_channels),
-                       strict=True)
+  twin.load_state_dict(to_torch_state_dict(params, size=size, in_channels=in_channels), strict=True)
   return params, jax.jit(model.apply), twin.eval()
 
 
@@ -196,13 +212,21 @@ def _compare(size, in_channels, length, num_classes=None):
   return _rel_err(ours, ref)
 
 
-PARITY_CASES = [(size, c, length) for size in ("small", "medium") for c in (1, 12)
-                for length in (5000, 2500, 1001)]
+PARITY_CASES = [
+  (size, c, length)
+  for size in ("small", "medium")
+  for c in (1, 12)
+  for length in (5000, 2500, 1001)
+]
 
 
-@pytest.mark.parametrize("size,in_channels,length", [
-    pytest.param(*case, marks=pytest.mark.slow) if case[0] == "medium" and case[2] != 1001
-    else case for case in PARITY_CASES])
+@pytest.mark.parametrize(
+  "size,in_channels,length",
+  [
+    pytest.param(*case, marks=pytest.mark.slow) if case[0] == "medium" and case[2] != 1001 else case
+    for case in PARITY_CASES
+  ],
+)
 def test_jax_matches_torch_twin(size, in_channels, length):
   err = _compare(size, in_channels, length)
   print(f"parity {size} C={in_channels} L={length}: max|diff|/max|out| = {err:.2e}")
@@ -223,15 +247,20 @@ def _official_load(path, size, in_channels=1, num_classes=None):
   return twin
 
 
-@pytest.mark.parametrize("fmt,name", [("lightning", "clef_small.ckpt"),
-                                      ("state_dict", "net.pth"),
-                                      ("safetensors", "net.safetensors"),
-                                      ("safetensors", "net.bin")])   # detected by magic bytes
+@pytest.mark.parametrize(
+  "fmt,name",
+  [
+    ("lightning", "clef_small.ckpt"),
+    ("state_dict", "net.pth"),
+    ("safetensors", "net.safetensors"),
+    ("safetensors", "net.bin"),
+  ],
+)  # detected by magic bytes
 def test_round_trip_through_files_is_bit_identical(tmp_path, fmt, name):
   params = _random_params("small", seed=3)
   path = tmp_path / name
   save_torch(params, path, size="small", format=fmt)
-  assert os.listdir(tmp_path) == [name]     # no temp file left behind
+  assert os.listdir(tmp_path) == [name]  # no temp file left behind
   _assert_params_identical(params, load_torch(path, size="small"))
   if fmt == "lightning":
     raw = torch.load(path, weights_only=True)
@@ -242,6 +271,7 @@ def test_round_trip_through_files_is_bit_identical(tmp_path, fmt, name):
     twin = _official_load(path, "small")
   else:
     from safetensors.torch import load_file
+
     twin = TorchNet1D("small")
     twin.load_state_dict(load_file(path), strict=True)
   w = twin.state_dict()["stage_list.3.block_list.1.conv2.conv.weight"].numpy()
@@ -250,14 +280,19 @@ def test_round_trip_through_files_is_bit_identical(tmp_path, fmt, name):
 
 def test_to_torch_state_dict_matches_layout_rules():
   params = _random_params("small", seed=4)
-  sd = to_torch_state_dict({"params": params}, size="small")   # variables dict accepted too
+  sd = to_torch_state_dict({"params": params}, size="small")  # variables dict accepted too
   assert isinstance(sd, collections.OrderedDict) and len(sd) == 257
-  np.testing.assert_array_equal(sd["first_conv.conv.weight"].numpy(),
-                                np.transpose(params["stem_conv"]["kernel"], (2, 1, 0)))
-  np.testing.assert_array_equal(sd["stage_list.5.block_list.1.se_fc1.weight"].numpy(),
-                                params["stage5_block1"]["se_fc1"]["kernel"].T)
-  np.testing.assert_array_equal(sd["stage_list.0.block_list.0.conv3.conv.bias"].numpy(),
-                                params["stage0_block0"]["conv3"]["bias"])
+  np.testing.assert_array_equal(
+    sd["first_conv.conv.weight"].numpy(), np.transpose(params["stem_conv"]["kernel"], (2, 1, 0))
+  )
+  np.testing.assert_array_equal(
+    sd["stage_list.5.block_list.1.se_fc1.weight"].numpy(),
+    params["stage5_block1"]["se_fc1"]["kernel"].T,
+  )
+  np.testing.assert_array_equal(
+    sd["stage_list.0.block_list.0.conv3.conv.bias"].numpy(),
+    params["stage0_block0"]["conv3"]["bias"],
+  )
   assert all(t.is_contiguous() for t in sd.values())
 
 
@@ -300,12 +335,17 @@ def test_missing_extra_and_misshaped_keys_raise_with_names():
   assert "stage_list.4.block_list.0.se_fc2.weight (128, 63) != (128, 64)" in msg
 
 
-@pytest.mark.parametrize("tamper,expected", [
+@pytest.mark.parametrize(
+  "tamper,expected",
+  [
     (lambda sd: sd.pop("first_conv.conv.weight"), "missing (1): first_conv.conv.weight"),
     (lambda sd: sd.__setitem__("projector.weight", torch.zeros(2)), "unexpected (1): projector"),
-    (lambda sd: sd.__setitem__("first_bn.running_var", torch.ones(31)),
-     "first_bn.running_var (31,) != (32,)"),   # optional BN entries are still shape-checked
-])
+    (
+      lambda sd: sd.__setitem__("first_bn.running_var", torch.ones(31)),
+      "first_bn.running_var (31,) != (32,)",
+    ),  # optional BN entries are still shape-checked
+  ],
+)
 def test_single_tampering_raises(tamper, expected):
   sd = _small_sd()
   tamper(sd)
@@ -334,13 +374,17 @@ def test_lightning_checkpoint_with_byol_and_moco_extras_loads(caplog):
   params = _random_params("small", seed=7)
   sd = to_torch_state_dict(params, size="small")
   state = collections.OrderedDict((f"backbone.{k}", v) for k, v in sd.items())
-  state.update((f"backbone_target.{k}", v + 1) for k, v in sd.items())   # BYOL EMA target
+  state.update((f"backbone_target.{k}", v + 1) for k, v in sd.items())  # BYOL EMA target
   state["predictor.0.weight"] = torch.zeros(128, 256)
-  state.update((f"backbone_k.{k}", v) for k, v in sd.items())             # MoCo key encoder
+  state.update((f"backbone_k.{k}", v) for k, v in sd.items())  # MoCo key encoder
   state["queue"] = torch.zeros(256, 65536)
   state["queue_ptr"] = torch.zeros(1, dtype=torch.int64)
-  ckpt = {"state_dict": state, "epoch": 3, "global_step": 1234,
-          "pytorch-lightning_version": "2.5.0"}
+  ckpt = {
+    "state_dict": state,
+    "epoch": 3,
+    "global_step": 1234,
+    "pytorch-lightning_version": "2.5.0",
+  }
   with caplog.at_level(logging.INFO):
     loaded = from_torch_state_dict(ckpt, size="small")
   _assert_params_identical(params, loaded)
@@ -358,8 +402,10 @@ def test_bn_entries_optional_but_non_initial_values_warn(caplog):
   sd["stage_list.1.block_list.0.bn2.running_var"] = torch.full((32,), 2.0)
   with caplog.at_level(logging.WARNING):
     _assert_params_identical(params, from_torch_state_dict(sd, size="small"))
-  assert any("stage_list.1.block_list.0.bn2.running_var" in r.message
-             and r.levelno == logging.WARNING for r in caplog.records)
+  assert any(
+    "stage_list.1.block_list.0.bn2.running_var" in r.message and r.levelno == logging.WARNING
+    for r in caplog.records
+  )
 
 
 def test_other_dtypes_load_as_float32():
@@ -371,7 +417,7 @@ def test_other_dtypes_load_as_float32():
     for path, a in _flat(params).items():
       assert loaded[path].dtype == np.float32
       np.testing.assert_allclose(loaded[path], a, rtol=tol, atol=0)
-  numpy_sd = {k: v.numpy() for k, v in sd.items()}   # numpy values work without torch
+  numpy_sd = {k: v.numpy() for k, v in sd.items()}  # numpy values work without torch
   _assert_params_identical(params, from_torch_state_dict(numpy_sd, size="small"))
 
 
@@ -382,8 +428,13 @@ def test_ecgfounder_checkpoint_with_head(tmp_path, caplog):
   sd = to_torch_state_dict(params, size="medium", in_channels=12)
   assert list(sd)[-2:] == ["dense.weight", "dense.bias"]
   path = tmp_path / "12_lead_ECGFounder.pth"
-  torch.save({"state_dict": collections.OrderedDict((f"module.{k}", v) for k, v in sd.items()),
-              "optimizer": {}}, path)
+  torch.save(
+    {
+      "state_dict": collections.OrderedDict((f"module.{k}", v) for k, v in sd.items()),
+      "optimizer": {},
+    },
+    path,
+  )
   loaded = load_torch(path, size="medium", in_channels=12, num_classes=150)
   _assert_params_identical(params, loaded)
   err = _compare("medium", 12, 1000, num_classes=150)
@@ -407,30 +458,38 @@ def test_ecgfounder_checkpoint_with_head(tmp_path, caplog):
 
 def _run_isolated(code):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr
 
 
 def test_twin_imports_without_jax():
   _run_isolated(
-      "import sys; sys.modules['jax'] = None; sys.modules['flax'] = None\n"
-      "from clef_jax.export import TorchNet1D\n"
-      "import torch\n"
-      "assert TorchNet1D('small')(torch.zeros(1, 1, 100)).shape == (1, 256)\n")
+    "import sys; sys.modules['jax'] = None; sys.modules['flax'] = None\n"
+    "from clef_jax.export import TorchNet1D\n"
+    "import torch\n"
+    "assert TorchNet1D('small')(torch.zeros(1, 1, 100)).shape == (1, 256)\n"
+  )
 
 
 def test_jax_side_imports_without_torch():
   _run_isolated(
-      "import sys; sys.modules['torch'] = None\n"
-      "import numpy as np\n"
-      "import clef_jax.export as ex, clef_jax.models\n"
-      "sd = {e.torch_key: np.zeros(e.torch_shape, np.float32)\n"
-      "      for e in ex.state_dict_table('small') if e.rule != 'bn'}\n"
-      "p = ex.from_torch_state_dict(sd, size='small')\n"
-      "assert p['stem_conv']['kernel'].shape == (16, 1, 32)\n"
-      "try:\n"
-      "  ex.to_torch_state_dict(p, size='small')\n"
-      "  raise SystemExit('expected ImportError')\n"
-      "except ImportError as e:\n"
-      "  assert 'PyTorch' in str(e)\n")
+    "import sys; sys.modules['torch'] = None\n"
+    "import numpy as np\n"
+    "import clef_jax.export as ex, clef_jax.models\n"
+    "sd = {e.torch_key: np.zeros(e.torch_shape, np.float32)\n"
+    "      for e in ex.state_dict_table('small') if e.rule != 'bn'}\n"
+    "p = ex.from_torch_state_dict(sd, size='small')\n"
+    "assert p['stem_conv']['kernel'].shape == (16, 1, 32)\n"
+    "try:\n"
+    "  ex.to_torch_state_dict(p, size='small')\n"
+    "  raise SystemExit('expected ImportError')\n"
+    "except ImportError as e:\n"
+    "  assert 'PyTorch' in str(e)\n"
+  )

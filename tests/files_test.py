@@ -24,7 +24,8 @@ def test_a_failing_write_renames_nothing(tmp_path):
   with pytest.raises(OSError, match="disk full"):
     files.atomic_write_all({a: lambda tmp: tmp.write_text("new a"), b: fail})
   assert a.read_text() == "old a" and not b.exists()
-  assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]   # No temporary file left.
-  files.atomic_write_all({a: lambda tmp: tmp.write_text("new a"),
-                          b: lambda tmp: tmp.write_text("new b")})
+  assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # No temporary file left.
+  files.atomic_write_all(
+    {a: lambda tmp: tmp.write_text("new a"), b: lambda tmp: tmp.write_text("new b")}
+  )
   assert (a.read_text(), b.read_text()) == ("new a", "new b")

@@ -48,7 +48,7 @@ def test_breakdown_looks_operands_up_by_name():
   rows = {r["name"]: r for r in b["top"]}
   assert rows["f"]["bytes"] == 2 * tile and rows["f"]["cycles"] == 700
   assert rows["out"]["bytes"] == 2 * tile
-  assert rows["y"]["bytes"] == 2 * 256 * 4            # the loop body, once
+  assert rows["y"]["bytes"] == 2 * 256 * 4  # the loop body, once
   # Blocks of all stages add up under one layer-agnostic name.
   assert b["by_op_name"]["*/conv1/dot_general"] == 4 * tile
   assert b["cycles"]["by_op_name"]["*/conv1/dot_general"] == 1000

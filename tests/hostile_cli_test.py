@@ -22,9 +22,14 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-           JAX_DISABLE_MOST_OPTIMIZATIONS="1", OPENBLAS_NUM_THREADS="1")
-ENV.pop("XLA_FLAGS", None)   # One CPU device: the subprocesses need no simulated mesh.
+ENV = dict(
+  os.environ,
+  JAX_PLATFORMS="cpu",
+  PYTHONPATH=str(REPO),
+  JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+  OPENBLAS_NUM_THREADS="1",
+)
+ENV.pop("XLA_FLAGS", None)  # One CPU device: the subprocesses need no simulated mesh.
 slow = pytest.mark.slow
 
 
@@ -36,13 +41,20 @@ class Run:
 
   @property
   def errors(self) -> list[str]:
-    return [line for line in self.err.splitlines()
-            if "error: " in line or line.startswith("plan: ")]   # plan's own prefix
+    return [
+      line for line in self.err.splitlines() if "error: " in line or line.startswith("plan: ")
+    ]  # plan's own prefix
 
 
 def cli(module: str, *args, timeout: float = 180, env: dict | None = None) -> Run:
-  proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
-                        env=env or ENV, capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, "-m", module, *map(str, args)],
+    cwd=REPO,
+    env=env or ENV,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -58,8 +70,7 @@ def refused(run: Run, *says: str, code: int | None = None) -> str:
 
 
 def snapshot(root: pathlib.Path) -> dict[str, bytes]:
-  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-          if p.is_file()}
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,8 +95,7 @@ def state_dict() -> dict[str, np.ndarray]:
   model = models.create_backbone("net1d", "small")
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 1)))["params"]
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32),
-                        shapes)
+  params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
   return {k: v.numpy() for k, v in to_torch_state_dict(params, size="small").items()}
 
 
@@ -100,18 +110,36 @@ def good(weights) -> pathlib.Path:
 
 
 def embed(good_weights, *args, **kw) -> Run:
-  return cli("clef_jax.embed", "--torch_weights", good_weights, "--size", "small", "--quiet",
-             "--window_s", 2, *args, **kw)
+  return cli(
+    "clef_jax.embed",
+    "--torch_weights",
+    good_weights,
+    "--size",
+    "small",
+    "--quiet",
+    "--window_s",
+    2,
+    *args,
+    **kw,
+  )
 
 
 # ------------------------------------------------------------------------------------------------
 # embed: sampling rates, signals, files, arrays, outputs, weights.
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [
-    "fs_zero", "fs_nan", "cli_fs_negative",
-    pytest.param("fs_negative", marks=slow), pytest.param("fs_absurd", marks=slow),
-    pytest.param("cli_fs_zero", marks=slow), pytest.param("cli_fs_nan", marks=slow),
-    pytest.param("cli_fs_absurd", marks=slow)])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "fs_zero",
+    "fs_nan",
+    "cli_fs_negative",
+    pytest.param("fs_negative", marks=slow),
+    pytest.param("fs_absurd", marks=slow),
+    pytest.param("cli_fs_zero", marks=slow),
+    pytest.param("cli_fs_nan", marks=slow),
+    pytest.param("cli_fs_absurd", marks=slow),
+  ],
+)
 def test_embed_sampling_rate(name, files, good, tmp_path):
   root, cases = files
   case = cases[name]
@@ -136,48 +164,70 @@ def test_embed_directory_skips_unusable_signals_by_name(files, good, tmp_path):
   assert run.code == 0 and "Traceback" not in run.err, run.err[-3000:]
   assert set((tmp_path / "e.ids.txt").read_text().split()) == {"latin1_comments"}
   assert np.isfinite(np.load(out)).all()
-  skipped = {line.split()[1].rstrip(":"): line for line in run.err.splitlines()
-             if line.startswith("skipped ")}
-  for name, reason in (("short_record", "short"), ("all_zero", "flat"), ("constant", "flat"),
-                       ("nan_only", "missing")):
+  skipped = {
+    line.split()[1].rstrip(":"): line
+    for line in run.err.splitlines()
+    if line.startswith("skipped ")
+  }
+  for name, reason in (
+    ("short_record", "short"),
+    ("all_zero", "flat"),
+    ("constant", "flat"),
+    ("nan_only", "missing"),
+  ):
     (key,) = [k for k in skipped if k.endswith(name)]
     assert reason in skipped[key], skipped[key]
   assert "skipped records: 2 flat, 1 missing, 1 short" in run.out, run.out
 
 
-@pytest.mark.parametrize("name, says", [
+@pytest.mark.parametrize(
+  "name, says",
+  [
     ("all_zero", "flat"),
     pytest.param("short_record", "0.2 s", marks=slow),
     pytest.param("constant", "flat", marks=slow),
-    pytest.param("nan_only", "missing", marks=slow)])
+    pytest.param("nan_only", "missing", marks=slow),
+  ],
+)
 def test_embed_one_unusable_record(name, says, files, good, tmp_path):
   root, cases = files
   out = tmp_path / "out" / "e.npy"
-  line = refused(embed(good, *cases[name].args, "--output", out), name, says, "no window",
-                 code=1)
+  line = refused(embed(good, *cases[name].args, "--output", out), name, says, "no window", code=1)
   assert str(root) in line and not out.parent.exists()
 
 
-@pytest.mark.parametrize("name", ["truncated_dat", pytest.param("header_longer_than_file",
-                                                                marks=slow)])
+@pytest.mark.parametrize(
+  "name", ["truncated_dat", pytest.param("header_longer_than_file", marks=slow)]
+)
 def test_embed_signal_file_shorter_than_its_header(name, files, good, tmp_path):
   root, cases = files
   out = tmp_path / "out" / "e.npy"
-  refused(embed(good, *cases[name].args, "--output", out), f"{name}.dat",
-          "shorter than the header", code=1)
+  refused(
+    embed(good, *cases[name].args, "--output", out),
+    f"{name}.dat",
+    "shorter than the header",
+    code=1,
+  )
   assert not out.parent.exists()
 
 
-@pytest.mark.parametrize("name", ["npy_4d", pytest.param("npy_strings", marks=slow),
-                                  pytest.param("npy_complex", marks=slow),
-                                  pytest.param("npy_11_leads", marks=slow),
-                                  pytest.param("npy_garbage", marks=slow)])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "npy_4d",
+    pytest.param("npy_strings", marks=slow),
+    pytest.param("npy_complex", marks=slow),
+    pytest.param("npy_11_leads", marks=slow),
+    pytest.param("npy_garbage", marks=slow),
+  ],
+)
 def test_embed_npy_wrong_dtype_or_shape(name, files, good, tmp_path):
   root, cases = files
   case = cases[name]
   out = tmp_path / "out" / "e.npy"
-  line = refused(embed(good, *case.args, "--fs", 500, "--unit", "mV", "--output", out),
-                 case.says, code=case.code)
+  line = refused(
+    embed(good, *case.args, "--fs", 500, "--unit", "mV", "--output", out), case.says, code=case.code
+  )
   assert ".npy" in line and not out.parent.exists()
 
 
@@ -185,8 +235,12 @@ def test_embed_npy_object_array_is_never_unpickled(good, tmp_path):
   marker = tmp_path / "PICKLE_RAN"
   bomb = hostile.pickle_bomb_npy(tmp_path / "bomb.npy", marker)
   out = tmp_path / "out" / "e.npy"
-  refused(embed(good, "--input", bomb, "--fs", 500, "--unit", "mV", "--output", out),
-          str(bomb), "never unpickled", code=1)
+  refused(
+    embed(good, "--input", bomb, "--fs", 500, "--unit", "mV", "--output", out),
+    str(bomb),
+    "never unpickled",
+    code=1,
+  )
   assert not marker.exists() and not out.parent.exists()
 
 
@@ -206,8 +260,10 @@ def test_embed_output_under_a_file_or_existing_is_refused_and_kept(files, good, 
 
 def test_embed_output_in_a_read_only_directory(files, good, tmp_path):
   if os.geteuid() == 0:
-    pytest.skip("running as root: a read-only directory is still writable (the check is "
-                "tests/encoder_test.py::test_cli_read_only_output_directory, in-process)")
+    pytest.skip(
+      "running as root: a read-only directory is still writable (the check is "
+      "tests/encoder_test.py::test_cli_read_only_output_directory, in-process)"
+    )
   root, cases = files
   ro = tmp_path / "ro"
   ro.mkdir()
@@ -220,21 +276,43 @@ def test_embed_output_in_a_read_only_directory(files, good, tmp_path):
     ro.chmod(0o700)
 
 
-@pytest.mark.parametrize("name", [
-    "nan", "truncated_safetensors",
-    pytest.param("one_inf", marks=slow), pytest.param("int64", marks=slow),
-    pytest.param("bool", marks=slow), pytest.param("wrong_shape", marks=slow),
+@pytest.mark.parametrize(
+  "name",
+  [
+    "nan",
+    "truncated_safetensors",
+    pytest.param("one_inf", marks=slow),
+    pytest.param("int64", marks=slow),
+    pytest.param("bool", marks=slow),
+    pytest.param("wrong_shape", marks=slow),
     pytest.param("header_too_large_safetensors", marks=slow),
     pytest.param("header_not_json_safetensors", marks=slow),
-    pytest.param("empty_safetensors", marks=slow), pytest.param("truncated_ckpt", marks=slow),
-    pytest.param("empty_ckpt", marks=slow), pytest.param("text_ckpt", marks=slow),
-    pytest.param("code_ckpt", marks=slow)])
+    pytest.param("empty_safetensors", marks=slow),
+    pytest.param("truncated_ckpt", marks=slow),
+    pytest.param("empty_ckpt", marks=slow),
+    pytest.param("text_ckpt", marks=slow),
+    pytest.param("code_ckpt", marks=slow),
+  ],
+)
 def test_embed_bad_weights(name, weights, files, tmp_path):
   root, cases = files
   path, says = weights[name]
   out = tmp_path / "out" / "e.npy"
-  run = cli("clef_jax.embed", "--torch_weights", path, "--size", "small", "--quiet",
-            *cases["cli_fs_zero"].args[:2], "--fs", 500, "--unit", "mV", "--output", out)
+  run = cli(
+    "clef_jax.embed",
+    "--torch_weights",
+    path,
+    "--size",
+    "small",
+    "--quiet",
+    *cases["cli_fs_zero"].args[:2],
+    "--fs",
+    500,
+    "--unit",
+    "mV",
+    "--output",
+    out,
+  )
   refused(run, says, code=1)
   assert not out.parent.exists()
 
@@ -242,8 +320,21 @@ def test_embed_bad_weights(name, weights, files, tmp_path):
 def test_embed_weights_of_the_wrong_size_say_which_size(good, files, tmp_path):
   root, cases = files
   out = tmp_path / "out" / "e.npy"
-  run = cli("clef_jax.embed", "--torch_weights", good, "--size", "medium", "--quiet",
-            *cases["cli_fs_zero"].args[:2], "--fs", 500, "--unit", "mV", "--output", out)
+  run = cli(
+    "clef_jax.embed",
+    "--torch_weights",
+    good,
+    "--size",
+    "medium",
+    "--quiet",
+    *cases["cli_fs_zero"].args[:2],
+    "--fs",
+    500,
+    "--unit",
+    "mV",
+    "--output",
+    out,
+  )
   refused(run, str(good), "does not match", "Net1D-small", code=1)
   assert not out.parent.exists()
 
@@ -270,25 +361,36 @@ def test_every_generated_weight_file_is_refused_by_the_loader(weights):
 TINY = "--config=configs/small.py:tiny,steps=2"
 
 
-@pytest.mark.parametrize("override, field", [
+@pytest.mark.parametrize(
+  "override, field",
+  [
     ("--config.total_steps=-5", "total_steps=-5"),
     ("--config.input.batch_size=0", "input.batch_size=0"),
     pytest.param("--config.input.window=0", "input.window=0", marks=slow),
     pytest.param("--config.input.batch_size=-8", "input.batch_size=-8", marks=slow),
-    pytest.param("--config.input.window=-100", "input.window=-100", marks=slow)])
+    pytest.param("--config.input.window=-100", "input.window=-100", marks=slow),
+  ],
+)
 def test_main_zero_or_negative_steps_batch_window(override, field, tmp_path):
   workdir = tmp_path / "run"
-  line = refused(cli("clef_jax.main", TINY, f"--workdir={workdir}", override), field,
-                 f"set --config.{field.split('=')[0]}", code=1)
+  line = refused(
+    cli("clef_jax.main", TINY, f"--workdir={workdir}", override),
+    field,
+    f"set --config.{field.split('=')[0]}",
+    code=1,
+  )
   assert line.startswith("error: ")
-  assert not workdir.exists()                              # checked before it is created
+  assert not workdir.exists()  # checked before it is created
 
 
-@pytest.mark.parametrize("args, says", [
+@pytest.mark.parametrize(
+  "args, says",
+  [
     (("--config.totl_steps=5",), "did you mean total_steps"),
     (("--config.input.bach_size=4",), "did you mean batch_size"),
     (("--config.input.batch_size=four",), "--config.input.batch_size=four"),
-])
+  ],
+)
 def test_main_config_override_typos(args, says, tmp_path):
   workdir = tmp_path / "run"
   refused(cli("clef_jax.main", TINY, f"--workdir={workdir}", *args), says, code=1)
@@ -297,18 +399,30 @@ def test_main_config_override_typos(args, says, tmp_path):
 
 def test_main_config_option_typo_and_missing_file(tmp_path):
   workdir = tmp_path / "run"
-  refused(cli("clef_jax.main", "--config=configs/small.py:tiny,stpes=2", f"--workdir={workdir}"),
-          "stpes", "valid:", code=1)
-  refused(cli("clef_jax.main", "--config=configs/smal.py", f"--workdir={workdir}"),
-          "--config configs/smal.py", "no such file", code=1)
+  refused(
+    cli("clef_jax.main", "--config=configs/small.py:tiny,stpes=2", f"--workdir={workdir}"),
+    "stpes",
+    "valid:",
+    code=1,
+  )
+  refused(
+    cli("clef_jax.main", "--config=configs/smal.py", f"--workdir={workdir}"),
+    "--config configs/smal.py",
+    "no such file",
+    code=1,
+  )
   assert not workdir.exists()
 
 
 def test_main_workdir_under_a_regular_file(tmp_path):
   blocker = tmp_path / "f"
   blocker.write_text("mine")
-  refused(cli("clef_jax.main", TINY, f"--workdir={blocker / 'run'}"), "--workdir",
-          f"{blocker} is a file", code=1)
+  refused(
+    cli("clef_jax.main", TINY, f"--workdir={blocker / 'run'}"),
+    "--workdir",
+    f"{blocker} is a file",
+    code=1,
+  )
   assert blocker.read_text() == "mine"
 
 
@@ -316,13 +430,21 @@ def test_main_workdir_under_a_regular_file(tmp_path):
 def test_main_sigint_saves_like_sigterm(tmp_path):
   """Ctrl-C in the middle of training: a checkpoint of the step reached, exit 130, one line."""
   workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "clef_jax.main", "--config=configs/small.py:tiny,steps=100000",
-         f"--workdir={workdir}", f"--config.input.data_dir={tmp_path / 'data'}",
-         "--config.evals.probe.enabled=False", "--config.ckpt.export_format=",
-         "--config.log.plots=False"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "clef_jax.main",
+    "--config=configs/small.py:tiny,steps=100000",
+    f"--workdir={workdir}",
+    f"--config.input.data_dir={tmp_path / 'data'}",
+    "--config.evals.probe.enabled=False",
+    "--config.ckpt.export_format=",
+    "--config.log.plots=False",
+  ]
   env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
   metrics = workdir / "metrics.jsonl"
   end = time.monotonic() + 500
   while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -344,44 +466,84 @@ def test_export_refuses_to_overwrite_and_bad_output_paths(good, tmp_path):
   """The workdir is made from `good` by the reverse conversion; the forward one then meets an
   existing file (kept unless --overwrite) and a path under a regular file."""
   workdir = tmp_path / "wd"
-  run = cli("clef_jax.export", "--from_torch", good, "--config", "configs/small.py",
-            "--workdir", workdir)
+  run = cli(
+    "clef_jax.export", "--from_torch", good, "--config", "configs/small.py", "--workdir", workdir
+  )
   assert run.code == 0, run.err[-3000:]
   existing = tmp_path / "mine.ckpt"
   existing.write_bytes(b"user data")
-  refused(cli("clef_jax.export", "--workdir", workdir, "--output", existing), str(existing),
-          "--overwrite", code=2)
+  refused(
+    cli("clef_jax.export", "--workdir", workdir, "--output", existing),
+    str(existing),
+    "--overwrite",
+    code=2,
+  )
   assert existing.read_bytes() == b"user data"
-  refused(cli("clef_jax.export", "--workdir", workdir, "--output", existing / "x.ckpt"),
-          f"{existing} is a file", code=2)
+  refused(
+    cli("clef_jax.export", "--workdir", workdir, "--output", existing / "x.ckpt"),
+    f"{existing} is a file",
+    code=2,
+  )
   before = snapshot(workdir)
-  refused(cli("clef_jax.export", "--from_torch", good, "--config", "configs/small.py",
-              "--workdir", workdir), "already holds checkpoints", code=1)
+  refused(
+    cli(
+      "clef_jax.export", "--from_torch", good, "--config", "configs/small.py", "--workdir", workdir
+    ),
+    "already holds checkpoints",
+    code=1,
+  )
   assert snapshot(workdir) == before
   run = cli("clef_jax.export", "--workdir", workdir, "--output", existing, "--overwrite")
   assert run.code == 0, run.err[-3000:]
   from clef_jax.export import torch_files
+
   loaded = torch_files.load_torch(existing, size="small")
-  np.testing.assert_array_equal(loaded["stem_conv"]["kernel"],
-                                torch_files.load_torch(good, size="small")["stem_conv"]["kernel"])
+  np.testing.assert_array_equal(
+    loaded["stem_conv"]["kernel"], torch_files.load_torch(good, size="small")["stem_conv"]["kernel"]
+  )
 
 
-@pytest.mark.parametrize("name", ["bool", pytest.param("header_too_large_safetensors",
-                                                       marks=slow),
-                                  pytest.param("empty_ckpt", marks=slow)])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "bool",
+    pytest.param("header_too_large_safetensors", marks=slow),
+    pytest.param("empty_ckpt", marks=slow),
+  ],
+)
 def test_export_import_of_bad_weights_writes_no_workdir(name, weights, tmp_path):
   path, says = weights[name]
   workdir = tmp_path / "wd"
-  refused(cli("clef_jax.export", "--from_torch", path, "--config", "configs/small.py",
-              "--workdir", workdir), says, code=1)
+  refused(
+    cli(
+      "clef_jax.export", "--from_torch", path, "--config", "configs/small.py", "--workdir", workdir
+    ),
+    says,
+    code=1,
+  )
   assert not workdir.exists()
 
 
 def test_export_missing_workdir_and_config(good, tmp_path):
-  refused(cli("clef_jax.export", "--workdir", tmp_path / "nope", "--output", tmp_path / "o.ckpt"),
-          "no training workdir", str(tmp_path / "nope"), code=1)
-  refused(cli("clef_jax.export", "--from_torch", good, "--config", "configs/smal.py",
-              "--workdir", tmp_path / "wd"), "configs/smal.py", code=1)
+  refused(
+    cli("clef_jax.export", "--workdir", tmp_path / "nope", "--output", tmp_path / "o.ckpt"),
+    "no training workdir",
+    str(tmp_path / "nope"),
+    code=1,
+  )
+  refused(
+    cli(
+      "clef_jax.export",
+      "--from_torch",
+      good,
+      "--config",
+      "configs/smal.py",
+      "--workdir",
+      tmp_path / "wd",
+    ),
+    "configs/smal.py",
+    code=1,
+  )
   assert not (tmp_path / "o.ckpt").exists() and not (tmp_path / "wd").exists()
 
 
@@ -397,26 +559,46 @@ def test_evaluate_keeps_an_existing_report_and_checks_the_output(files, good, tm
   out = tmp_path / "report"
   out.mkdir()
   (out / "report.md").write_text("my report")
-  refused(cli("clef_jax.evaluate", _eval_config(files), f"--torch_weights={good}@small",
-              f"--output={out}"), "report.md", "--overwrite", code=1)
+  refused(
+    cli(
+      "clef_jax.evaluate", _eval_config(files), f"--torch_weights={good}@small", f"--output={out}"
+    ),
+    "report.md",
+    "--overwrite",
+    code=1,
+  )
   assert snapshot(out) == {"report.md": b"my report"}
   blocker = tmp_path / "f"
   blocker.write_text("mine")
-  refused(cli("clef_jax.evaluate", _eval_config(files), f"--torch_weights={good}@small",
-              f"--output={blocker / 'r'}"), f"{blocker} is a file", code=1)
+  refused(
+    cli(
+      "clef_jax.evaluate",
+      _eval_config(files),
+      f"--torch_weights={good}@small",
+      f"--output={blocker / 'r'}",
+    ),
+    f"{blocker} is a file",
+    code=1,
+  )
 
 
-@pytest.mark.parametrize("args, says", [
+@pytest.mark.parametrize(
+  "args, says",
+  [
     (("--config.sed=3",), "did you mean seed"),
     (("--config=configs/eval.py:sex,wfdbb=x",), "wfdbb"),
     pytest.param(("--config=configs/evl.py:sex",), "--config configs/evl.py", marks=slow),
-])
+  ],
+)
 def test_evaluate_config_typos(args, says, files, good, tmp_path):
   config = [a for a in args if a.startswith("--config=")] or [_eval_config(files)]
   rest = [a for a in args if not a.startswith("--config=")]
   out = tmp_path / "r"
-  refused(cli("clef_jax.evaluate", *config, *rest, f"--torch_weights={good}@small",
-              f"--output={out}"), says, code=1)
+  refused(
+    cli("clef_jax.evaluate", *config, *rest, f"--torch_weights={good}@small", f"--output={out}"),
+    says,
+    code=1,
+  )
   assert not out.exists()
 
 
@@ -424,8 +606,13 @@ def test_evaluate_config_typos(args, says, files, good, tmp_path):
 def test_evaluate_bad_weights_before_any_work(name, weights, files, tmp_path):
   path, says = weights[name]
   out = tmp_path / "r"
-  refused(cli("clef_jax.evaluate", _eval_config(files), f"--torch_weights={path}@small",
-              f"--output={out}"), says, code=1)
+  refused(
+    cli(
+      "clef_jax.evaluate", _eval_config(files), f"--torch_weights={path}@small", f"--output={out}"
+    ),
+    says,
+    code=1,
+  )
   assert not out.exists() or not any(out.iterdir())
 
 
@@ -435,17 +622,35 @@ def test_evaluate_bad_weights_before_any_work(name, weights, files, tmp_path):
 def test_build_bad_arguments(tmp_path):
   blocker = tmp_path / "f"
   blocker.write_text("mine")
-  refused(cli("clef_jax.build", "synthetic_ecg", "--config", "tiny", "--data_dir",
-              blocker / "tfds"), "--data_dir", f"{blocker} is a file", code=2)
+  refused(
+    cli("clef_jax.build", "synthetic_ecg", "--config", "tiny", "--data_dir", blocker / "tfds"),
+    "--data_dir",
+    f"{blocker} is a file",
+    code=2,
+  )
   data = tmp_path / "tfds"
-  refused(cli("clef_jax.build", "synthetic_ecg", "--config", "tinny", "--data_dir", data),
-          "--config tinny", "tiny", code=2)
-  refused(cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjectz=3", "--data_dir",
-              data), "num_subjectz", code=2)
-  refused(cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjects=-3", "--data_dir",
-              data), "--option num_subjects=-3", "at least 1", code=2)
-  refused(cli("clef_jax.build", "ptbxl", "--data_dir", data, "--manual_dir", tmp_path / "nope"),
-          "--manual_dir", code=2)
+  refused(
+    cli("clef_jax.build", "synthetic_ecg", "--config", "tinny", "--data_dir", data),
+    "--config tinny",
+    "tiny",
+    code=2,
+  )
+  refused(
+    cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjectz=3", "--data_dir", data),
+    "num_subjectz",
+    code=2,
+  )
+  refused(
+    cli("clef_jax.build", "synthetic_ecg", "--option", "num_subjects=-3", "--data_dir", data),
+    "--option num_subjects=-3",
+    "at least 1",
+    code=2,
+  )
+  refused(
+    cli("clef_jax.build", "ptbxl", "--data_dir", data, "--manual_dir", tmp_path / "nope"),
+    "--manual_dir",
+    code=2,
+  )
   refused(cli("clef_jax.build", "synthetic_eg", "--data_dir", data), "synthetic_eg", code=2)
   assert blocker.read_text() == "mine" and not data.exists()
 
@@ -466,9 +671,11 @@ def test_build_cleans_a_killed_builds_leftovers_and_refuses_a_concurrent_one(tmp
     assert not p.exists() and f"removed {p}" in run.out, run.out
   assert sorted(os.listdir(version.parent)) == ["1.0.0"] and snapshot(version) == built
   # Killed during --overwrite before the new version was complete: the old one is put back.
-  (moved,) = [p for p in hostile.killed_build_leftovers(version, replaced=True)
-              if ".replaced-" in p.name]
+  (moved,) = [
+    p for p in hostile.killed_build_leftovers(version, replaced=True) if ".replaced-" in p.name
+  ]
   import shutil
+
   shutil.rmtree(version)
   run = cli("clef_jax.build", *args)
   assert run.code == 0 and f"restored {version}" in run.out, run.out + run.err[-2000:]
@@ -492,8 +699,14 @@ def test_plan_bad_config_batch_and_json_path(tmp_path):
   refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", "--batch=0"), "--batch", code=2)
   blocker = tmp_path / "f"
   blocker.write_text("mine")
-  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker / 'p.json'}"),
-          f"{blocker} is a file", code=2)
-  refused(cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker}"),
-          "--overwrite", code=2)                           # before the compile, not after it
+  refused(
+    cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker / 'p.json'}"),
+    f"{blocker} is a file",
+    code=2,
+  )
+  refused(
+    cli("clef_jax.plan", "--config=configs/small.py:tiny", f"--json={blocker}"),
+    "--overwrite",
+    code=2,
+  )  # before the compile, not after it
   assert blocker.read_text() == "mine"

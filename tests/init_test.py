@@ -10,8 +10,9 @@ from clef_jax.models import init as models_init
 
 
 def _flat(tree):
-  return {jax.tree_util.keystr(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 @pytest.mark.parametrize("name", ["net1d", "msformer"])
@@ -29,9 +30,9 @@ def test_same_tree_and_distributions_as_module_init(name, fast_compiles):
       kernel = ref[key.replace("['bias']", "['kernel']")]
       bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))
       assert np.abs(got).max() <= bound * (1 + 1e-6), key
-    if np.all(value == value.flat[0]):            # zeros / ones initialisers: exactly equal
+    if np.all(value == value.flat[0]):  # zeros / ones initialisers: exactly equal
       np.testing.assert_array_equal(got, value, err_msg=key)
-    elif value.size >= 2000:                      # enough samples for a 10 % std comparison
+    elif value.size >= 2000:  # enough samples for a 10 % std comparison
       np.testing.assert_allclose(got.std(), value.std(), rtol=0.1, err_msg=key)
       assert abs(got.mean()) < 0.1 * value.std() + 1e-3, key
 

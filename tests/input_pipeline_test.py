@@ -3,12 +3,12 @@
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from clef_jax import build
-from clef_jax.data import schema
+from clef_jax import build, synthetic
 from clef_jax import input_pipeline as ip
-from clef_jax import synthetic
+from clef_jax.data import schema
 
 BATCH = 8
 WINDOW = 5000
@@ -65,8 +65,7 @@ def _assert_same(batches_a, batches_b):
 
 
 def test_batch_contract_and_no_nan(records):
-  it = ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=0,
-                                 num_epochs=4)
+  it = ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=0, num_epochs=4)
   n = 0
   for batch in it:
     n += 1
@@ -91,11 +90,11 @@ def test_batch_contract_and_no_nan(records):
 
 
 def test_epochs_cover_records_and_reshuffle(records):
-  ds = ip.make_pretrain_dataset(data_source=records, global_batch_size=BATCH, seed=1,
-                                num_epochs=2)
+  ds = ip.make_pretrain_dataset(data_source=records, global_batch_size=BATCH, seed=1, num_epochs=2)
   per_epoch = len(records) // BATCH
-  epochs = [np.concatenate([ds[e * per_epoch + i]["index"] for i in range(per_epoch)])
-            for e in range(2)]
+  epochs = [
+    np.concatenate([ds[e * per_epoch + i]["index"] for i in range(per_epoch)]) for e in range(2)
+  ]
   for order in epochs:
     assert sorted(order) == list(range(len(records)))
   assert not np.array_equal(epochs[0], epochs[1])
@@ -103,8 +102,12 @@ def test_epochs_cover_records_and_reshuffle(records):
 
 def test_same_pair_probability(records):
   # A long source: grain's index_shuffle is slow (ms per element) on very short datasets.
-  ds = ip.make_pretrain_dataset(data_source=records[7:] * 60, global_batch_size=16, seed=0,
-                                augment=ip.AugmentConfig(bandpass=False, noise=False))
+  ds = ip.make_pretrain_dataset(
+    data_source=records[7:] * 60,
+    global_batch_size=16,
+    seed=0,
+    augment=ip.AugmentConfig(bandpass=False, noise=False),
+  )
   leads = np.concatenate([ds[i]["leads"] for i in range(40)])  # 640 pairs, sd 0.015
   assert np.mean(leads[:, 0] == leads[:, 1]) == pytest.approx(0.8 + 0.2 / 12, abs=0.05)
 
@@ -117,8 +120,7 @@ def test_views_follow_the_official_chain(records):
   two = ip.TwoViews(augment=aug)
   rec = dict(records[10], index=10)
   drawn = two.random_map(dict(rec), np.random.default_rng(3))
-  out = ip.AugmentBatch(augment=aug).map(
-      {k: np.asarray(v)[None] for k, v in drawn.items()})
+  out = ip.AugmentBatch(augment=aug).map({k: np.asarray(v)[None] for k, v in drawn.items()})
   x = schema.to_physical(rec["signal"], rec["gain"], rec["baseline"])
   bank = ip.noise_bank(None)
   for v in range(2):
@@ -126,26 +128,28 @@ def test_views_follow_the_official_chain(records):
     y = pp.bandpass(pp.interpolate_nan(x[:WINDOW, lead]), 500)
     y = y + pp.noise_window(bank, drawn["kind"][v], drawn["row"][v], drawn["start"][v], WINDOW)
     s, n = drawn["mask_start"][v], drawn["mask_len"][v]
-    y[s:s + n] = 0.0
+    y[s : s + n] = 0.0
     np.testing.assert_allclose(out["views"][0, v], pp.zscore(y), atol=2e-5)
 
 
 def test_fixed_lead_and_faithful_rows(records):
   aug = ip.AugmentConfig(faithful=True)
-  ds = ip.make_pretrain_dataset(data_source=records[7:], global_batch_size=BATCH, seed=0,
-                                augment=aug, lead_policy="aVR")
+  ds = ip.make_pretrain_dataset(
+    data_source=records[7:], global_batch_size=BATCH, seed=0, augment=aug, lead_policy="aVR"
+  )
   assert (ds[0]["leads"] == schema.lead_index("aVR")).all()
   two = ip.TwoViews(augment=aug, lead_policy="aVF")
-  rows = [two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"]
-          for s in range(40)]
+  rows = [
+    two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"] for s in range(40)
+  ]
   assert not np.any(rows)  # aVF noise comes from lead I's row, as in the official code
   two = ip.TwoViews(lead_policy="aVF")
-  rows = np.array([two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"]
-                   for s in range(40)])
+  rows = np.array(
+    [two.random_map(dict(records[9], index=9), np.random.default_rng(s))["row"] for s in range(40)]
+  )
   assert set(np.unique(rows)) <= {0, schema.lead_index("aVF")}  # 0 only for identity draws
   with pytest.raises(KeyError):
-    ip.make_pretrain_dataset(data_source=records, global_batch_size=BATCH, seed=0,
-                             lead_policy="V7")
+    ip.make_pretrain_dataset(data_source=records, global_batch_size=BATCH, seed=0, lead_policy="V7")
 
 
 def test_state_round_trip(records):
@@ -164,11 +168,18 @@ def test_state_round_trip(records):
 def test_processes_split_the_stream(records):
   """Each process reads a disjoint share; together they give the one-process batches."""
   steps = 6
-  single = _take(ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH,
-                                           seed=7), steps)
-  shares = [_take(ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=7,
-                                            process_index=p, process_count=2), steps)
-            for p in range(2)]
+  single = _take(
+    ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=7), steps
+  )
+  shares = [
+    _take(
+      ip.make_pretrain_iterator(
+        data_source=records, global_batch_size=BATCH, seed=7, process_index=p, process_count=2
+      ),
+      steps,
+    )
+    for p in range(2)
+  ]
   for step in range(steps):
     parts = [shares[p][step] for p in range(2)]
     assert all(part["views"].shape[0] == BATCH // 2 for part in parts)
@@ -189,8 +200,9 @@ def test_processes_split_the_stream(records):
 def test_sharded_global_arrays(records):
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
   sharding = NamedSharding(mesh, P("data"))
-  it = ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=2,
-                                 sharding=sharding)
+  it = ip.make_pretrain_iterator(
+    data_source=records, global_batch_size=BATCH, seed=2, sharding=sharding
+  )
   host = ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=2)
   _take(it, 1), _take(host, 1)
   state = it.get_state()
@@ -198,8 +210,9 @@ def test_sharded_global_arrays(records):
   assert isinstance(batch["views"], jax.Array) and batch["views"].sharding == sharding
   assert len(batch["views"].addressable_shards) == len(jax.devices())
   _assert_same([batch], [next(host)])
-  again = ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=2,
-                                    sharding=sharding)
+  again = ip.make_pretrain_iterator(
+    data_source=records, global_batch_size=BATCH, seed=2, sharding=sharding
+  )
   again.set_state(state)
   _assert_same([next(again)], [batch])
 
@@ -222,8 +235,9 @@ def test_orbax_checkpoint_of_iterator(records, tmp_path):
 
 def test_built_shards_no_nan(built_source):
   assert len(built_source) == 32
-  it = ip.make_pretrain_iterator(data_source=built_source, global_batch_size=BATCH, seed=0,
-                                 num_epochs=3)
+  it = ip.make_pretrain_iterator(
+    data_source=built_source, global_batch_size=BATCH, seed=0, num_epochs=3
+  )
   batches = list(it)
   assert len(batches) == 3 * 32 // BATCH
   assert all(np.isfinite(b["views"]).all() for b in batches)
@@ -235,9 +249,11 @@ def test_workers_do_not_change_batches_and_state_restores(records):
 
   Slow only because each worker process imports jax and scipy (seconds each).
   """
+
   def make(workers):
-    return ip.make_pretrain_iterator(data_source=records, global_batch_size=BATCH, seed=11,
-                                     num_workers=workers)
+    return ip.make_pretrain_iterator(
+      data_source=records, global_batch_size=BATCH, seed=11, num_workers=workers
+    )
 
   reference = _take(make(0), 6)
   one = make(1)

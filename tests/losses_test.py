@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from clef_jax import losses
 
@@ -21,8 +22,14 @@ RTOL = 1e-5
 
 # Jitted entry points (one compile per shape/switch set keeps the suite fast; the spec vectors
 # below also run eagerly).
-_STATIC = ("use_mask", "nan_rate_meta", "missing_risk", "weight_normalization",
-           "minmax_include_diagonal", "combine")
+_STATIC = (
+  "use_mask",
+  "nan_rate_meta",
+  "missing_risk",
+  "weight_normalization",
+  "minmax_include_diagonal",
+  "combine",
+)
 clef = jax.jit(losses.clef_loss, static_argnames=_STATIC)
 nce = jax.jit(losses.info_nce, static_argnames=("reduction",))
 
@@ -120,8 +127,19 @@ def np_alignment(z, t_sub, diag=True, valid_sub=None):
   return float(np.mean((sh - t)[keep] ** 2))
 
 
-def np_clef(z, risk, q=None, *, alpha=0.2, tau=0.07, missing="zero", nan_q="propagate",
-            norm="row_softmax", diag=True, combine="mean"):
+def np_clef(
+  z,
+  risk,
+  q=None,
+  *,
+  alpha=0.2,
+  tau=0.07,
+  missing="zero",
+  nan_q="propagate",
+  norm="row_softmax",
+  diag=True,
+  combine="mean",
+):
   w, t, valid = np_dissimilarity(risk, q, alpha, missing, nan_q)
   lw = np_weighted_nce(z, w, tau, norm)
   ld = np_alignment(z, t, diag, valid if missing == "exclude" else None)
@@ -215,16 +233,22 @@ def rel(a, b):
 # ------------------------------------------------------------------------------------------------
 # docs/method.md §C.8.
 # ------------------------------------------------------------------------------------------------
-SPEC_T_NOMASK = np.array([
+SPEC_T_NOMASK = np.array(
+  [
     [1, 0.70200000098, 0.28800000512, 0.76800000032],
     [0.70200000098, 1, 0.63800000162, 0.55800000242],
     [0.28800000512, 0.63800000162, 1, 8.0e-09],
-    [0.76800000032, 0.55800000242, 8.0e-09, 1]])
-SPEC_T_MASK = np.array([
+    [0.76800000032, 0.55800000242, 8.0e-09, 1],
+  ]
+)
+SPEC_T_MASK = np.array(
+  [
     [1, 0.8660999691, 0.5681501734, 0.768],
     [0.8660999691, 1, 0.7573441444, 0.558],
     [0.5681501734, 0.7573441444, 1, 8e-09],
-    [0.768, 0.558, 8e-09, 1]])
+    [0.768, 0.558, 8e-09, 1],
+  ]
+)
 
 
 def test_spec_info_nce():
@@ -241,10 +265,13 @@ def test_spec_meta_similarity(mask):
   np.testing.assert_allclose(np.asarray(extras["meta_similarity"]), expected, rtol=2e-5, atol=0)
 
 
-@pytest.mark.parametrize("mask,lw,ld,total", [
+@pytest.mark.parametrize(
+  "mask,lw,ld,total",
+  [
     (False, 23.4880313873291, 0.2699684500694275, 11.878999710083008),
     (True, 23.473800659179688, 0.2807515859603882, 11.877276420593262),
-])
+  ],
+)
 def test_spec_clef_loss(mask, lw, ld, total):
   z, risk, q = spec_inputs()
   tot, ex = losses.clef_loss(jnp.asarray(z), risk, rate_meta=q, use_mask=mask)
@@ -259,8 +286,7 @@ def test_spec_clef_loss(mask, lw, ld, total):
 @pytest.mark.parametrize("bsz", [1, 2, 8, 64])
 def test_info_nce_matches_numpy(bsz):
   z, _, _ = random_inputs(bsz)
-  np.testing.assert_allclose(float(nce(jnp.asarray(z))), np_info_nce(z),
-                             rtol=RTOL, atol=1e-6)
+  np.testing.assert_allclose(float(nce(jnp.asarray(z))), np_info_nce(z), rtol=RTOL, atol=1e-6)
 
 
 @needs_torch
@@ -318,10 +344,10 @@ def test_spec_vector_matches_torch_twin():
 # Switches: each changes the result exactly as documented (checked against numpy).
 # ------------------------------------------------------------------------------------------------
 SWITCHES = {
-    "combine": ("sum", {"combine": "sum"}),
-    "weight_normalization": ("multiply", {"norm": "multiply"}),
-    "missing_risk": ("exclude", {"missing": "exclude"}),
-    "minmax_include_diagonal": (False, {"diag": False}),
+  "combine": ("sum", {"combine": "sum"}),
+  "weight_normalization": ("multiply", {"norm": "multiply"}),
+  "missing_risk": ("exclude", {"missing": "exclude"}),
+  "minmax_include_diagonal": (False, {"diag": False}),
 }
 
 
@@ -350,11 +376,22 @@ def test_all_switches_jointly_match_numpy():
   z, risk, q = random_inputs(8, missing=0.3)
   q[1] = np.nan
   # A pairwise-covering half of the 2^3 grid (every pair of settings appears once).
-  for norm, missing, diag in (("row_softmax", "zero", True), ("row_softmax", "exclude", False),
-                              ("multiply", "zero", False), ("multiply", "exclude", True)):
+  for norm, missing, diag in (
+    ("row_softmax", "zero", True),
+    ("row_softmax", "exclude", False),
+    ("multiply", "zero", False),
+    ("multiply", "exclude", True),
+  ):
     tot, _ = clef(
-        jnp.asarray(z), risk, rate_meta=q, use_mask=True, nan_rate_meta="zero",
-        weight_normalization=norm, missing_risk=missing, minmax_include_diagonal=diag)
+      jnp.asarray(z),
+      risk,
+      rate_meta=q,
+      use_mask=True,
+      nan_rate_meta="zero",
+      weight_normalization=norm,
+      missing_risk=missing,
+      minmax_include_diagonal=diag,
+    )
     ref = np_clef(z, risk, q, nan_q="zero", norm=norm, missing=missing, diag=diag)[0]
     np.testing.assert_allclose(float(tot), ref, rtol=RTOL)
 
@@ -365,8 +402,7 @@ def test_nan_rate_meta():
   q[2] = np.nan
   tot, _ = clef(jnp.asarray(z), risk, rate_meta=q, use_mask=True)
   assert np.isnan(float(tot))
-  fixed, _ = clef(
-      jnp.asarray(z), risk, rate_meta=q, use_mask=True, nan_rate_meta="zero")
+  fixed, _ = clef(jnp.asarray(z), risk, rate_meta=q, use_mask=True, nan_rate_meta="zero")
   q0 = np.nan_to_num(q)
   same, _ = clef(jnp.asarray(z), risk, rate_meta=q0, use_mask=True)
   assert np.isfinite(float(fixed)) and float(fixed) == pytest.approx(float(same), rel=1e-7)
@@ -422,26 +458,35 @@ def _degenerate_cases():
   z = rng.normal(size=(16, 8)).astype(np.float32)
   dup = np.tile(rng.normal(size=(1, 8)), (16, 1)).astype(np.float32)
   return {
-      "equal_risks": (z, np.full(8, 3.0)),
-      "all_missing": (z, np.full(8, np.nan)),
-      "duplicates": (dup, np.full(8, 4.2)),
-      "zero_embeddings": (np.zeros((16, 8), np.float32), rng.uniform(1, 9, 8)),
-      "zero_rows_mixed": (np.concatenate([z[:4] * 0, z[4:]]), rng.uniform(1, 9, 8)),
+    "equal_risks": (z, np.full(8, 3.0)),
+    "all_missing": (z, np.full(8, np.nan)),
+    "duplicates": (dup, np.full(8, 4.2)),
+    "zero_embeddings": (np.zeros((16, 8), np.float32), rng.uniform(1, 9, 8)),
+    "zero_rows_mixed": (np.concatenate([z[:4] * 0, z[4:]]), rng.uniform(1, 9, 8)),
   }
 
 
 @pytest.mark.parametrize("case", sorted(_degenerate_cases()))
-@pytest.mark.parametrize("kw", [{}, {"missing_risk": "exclude"},
-                                {"weight_normalization": "multiply",
-                                 "minmax_include_diagonal": False}])
+@pytest.mark.parametrize(
+  "kw",
+  [
+    {},
+    {"missing_risk": "exclude"},
+    {"weight_normalization": "multiply", "minmax_include_diagonal": False},
+  ],
+)
 def test_degenerate_inputs_finite(case, kw):
   z, risk = _degenerate_cases()[case]
   (tot, ex), g = clef_vg(jnp.asarray(z), risk, **kw)
   assert np.isfinite(float(tot)), (case, kw)
   assert np.all(np.isfinite(np.asarray(g))), (case, kw)
-  ref = np_clef(z, risk, missing=kw.get("missing_risk", "zero"),
-                norm=kw.get("weight_normalization", "row_softmax"),
-                diag=kw.get("minmax_include_diagonal", True))[0]
+  ref = np_clef(
+    z,
+    risk,
+    missing=kw.get("missing_risk", "zero"),
+    norm=kw.get("weight_normalization", "row_softmax"),
+    diag=kw.get("minmax_include_diagonal", True),
+  )[0]
   np.testing.assert_allclose(float(tot), ref, rtol=RTOL)
   g_nce = jax.jit(jax.grad(losses.info_nce))(jnp.asarray(z))
   assert np.all(np.isfinite(np.asarray(g_nce)))
@@ -473,8 +518,10 @@ def test_grad_matches_finite_differences():
   h = 1e-4
   for idx in [(0, 0), (3, 2), (7, 5)]:
     zp, zm = z.astype(np.float64), z.astype(np.float64)
-    zp = zp.copy(); zp[idx] += h
-    zm = zm.copy(); zm[idx] -= h
+    zp = zp.copy()
+    zp[idx] += h
+    zm = zm.copy()
+    zm[idx] -= h
     np.testing.assert_allclose(g[idx], (f64(zp) - f64(zm)) / (2 * h), rtol=2e-3, atol=2e-4)
 
 
@@ -517,9 +564,11 @@ def test_reduction_none():
   np.testing.assert_allclose(float(per_row.mean()), np_info_nce(z), rtol=RTOL)
   w, _ = jax.jit(losses.risk_dissimilarity)(risk)
   rows = jax.jit(losses.weighted_info_nce, static_argnames="reduction")(
-      jnp.asarray(z), w, reduction="none")
-  np.testing.assert_allclose(float(rows.mean()), np_weighted_nce(z, np_dissimilarity(risk)[0]),
-                             rtol=RTOL)
+    jnp.asarray(z), w, reduction="none"
+  )
+  np.testing.assert_allclose(
+    float(rows.mean()), np_weighted_nce(z, np_dissimilarity(risk)[0]), rtol=RTOL
+  )
 
 
 def test_building_blocks_accept_row_level_matrices():
@@ -544,8 +593,12 @@ def test_moco_loss_matches_numpy():
   queue = rng.normal(size=(8, 32))
   queue /= np.linalg.norm(queue, axis=0, keepdims=True)
   moco = jax.jit(losses.moco_loss, static_argnames="temperature")
-  out = moco(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32),
-             jnp.asarray(queue, jnp.float32), temperature=0.2)
+  out = moco(
+    jnp.asarray(q, jnp.float32),
+    jnp.asarray(k, jnp.float32),
+    jnp.asarray(queue, jnp.float32),
+    temperature=0.2,
+  )
   qn = q / np.linalg.norm(q, axis=1, keepdims=True)
   kn = k / np.linalg.norm(k, axis=1, keepdims=True)
   ref = []
@@ -554,7 +607,8 @@ def test_moco_loss_matches_numpy():
     ref.append(np.log(np.sum(np.exp(logits))) - logits[0])
   np.testing.assert_allclose(float(out), np.mean(ref), rtol=RTOL)
   gk = jax.jit(jax.grad(lambda kk: losses.moco_loss(jnp.asarray(q), kk, jnp.asarray(queue))))(
-      jnp.asarray(k, jnp.float32))
+    jnp.asarray(k, jnp.float32)
+  )
   np.testing.assert_array_equal(np.asarray(gk), 0.0)  # keys carry no gradient
 
 
@@ -573,9 +627,12 @@ def test_byol_loss_matches_numpy():
 
 def test_loss_benchmark_smoke(capsys):
   from clef_jax.bench import loss as bench_loss
+
   rows = bench_loss.run(["--max-batch", "64", "--repeats", "1", "--dim", "8"])
   assert [(r["loss"], r["batch"], r["n"]) for r in rows] == [
-      ("info_nce", 64, 128), ("clef_loss", 64, 128)]
+    ("info_nce", 64, 128),
+    ("clef_loss", 64, 128),
+  ]
   assert all(r["time_ms"] > 0 for r in rows)
   assert "clef_loss" in capsys.readouterr().out
   # 4 buffers of (2B)^2 float32 at B = 16384: 4 * 4 * 32768^2 = 16 GiB exactly.

@@ -26,21 +26,36 @@ from clef_jax import monitoring
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
 TINY = f"configs/small.py:tiny,steps={STEPS}"
-TRAIN_ONLY = ("--config.evals.probe.enabled=False", "--config.ckpt.export_format=",
-              "--config.log.plots=False")
+TRAIN_ONLY = (
+  "--config.evals.probe.enabled=False",
+  "--config.ckpt.export_format=",
+  "--config.log.plots=False",
+)
 
 
 def run_main(workdir, *flags, shared, config=TINY, devices=8, background=False):
   """Runs the trainer in a subprocess: 8 simulated devices, fast compiles, and a compilation
   cache and demo archive shared by every run of the session."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  cmd = [sys.executable, "-m", "clef_jax.main", f"--config={config}", f"--workdir={workdir}",
-         f"--compilation_cache={shared / 'jax_cache'}",
-         f"--config.input.data_dir={shared / 'data'}", *flags]
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "clef_jax.main",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    f"--compilation_cache={shared / 'jax_cache'}",
+    f"--config.input.data_dir={shared / 'data'}",
+    *flags,
+  ]
   if background:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -86,7 +101,7 @@ def reference(shared):
   """One uninterrupted tiny run with everything on: (workdir, its stdout)."""
   workdir, done = shared / "reference", shared / "reference_stdout.txt"
   with open(shared / "reference.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)                        # another worker may be making it
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be making it
     if not done.exists():
       proc = run_main(workdir, shared=shared)
       assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,12 +113,15 @@ def reference(shared):
 def test_demo_run_outputs(reference):
   workdir, out = reference
   assert "eval: linear probe" in out and "| demo_sex | AUROC ↑ |" in out
-  assert "Difference to random init" in out                 # the evaluate CLI's table
+  assert "Difference to random init" in out  # the evaluate CLI's table
   assert len(losses(workdir)) == STEPS
-  assert checkpoint_steps(workdir) == [4, 6, 8]            # every 2 steps, 3 kept
+  assert checkpoint_steps(workdir) == [4, 6, 8]  # every 2 steps, 3 kept
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
-  assert {p.name for p in (workdir / "plots").glob("*.png")} == {"loss.png", "lr.png",
-                                                                 "alignment.png"}
+  assert {p.name for p in (workdir / "plots").glob("*.png")} == {
+    "loss.png",
+    "lr.png",
+    "alignment.png",
+  }
   manifest = json.loads((workdir / "manifest.json").read_text())
   assert manifest["config"]["model"]["size"] == "small" and manifest["seeds"]["seed"] == 42
   start = manifest["starts"][0]
@@ -112,13 +130,17 @@ def test_demo_run_outputs(reference):
   assert manifest["datasets"]["train"]["build_report"]["records"]["kept"] == 40
   probe = json.loads((workdir / "eval" / "report.json").read_text())
   assert list(probe["models"]) == ["random init", "pretrained"] and set(probe["tasks"]) == {
-      "demo_sex", "demo_risk_high"}
+    "demo_sex",
+    "demo_risk_high",
+  }
   assert probe["protocol"]["lead"] == "I" and (workdir / "eval" / "predictions.npz").is_file()
   # The export is a CLEF-style Lightning checkpoint holding the final weights.
   pytest.importorskip("torch")
   from clef_jax import weights
-  exported = weights.load_backbone(workdir / "export" / "clef_small.ckpt", backbone="net1d",
-                                   size="small").params
+
+  exported = weights.load_backbone(
+    workdir / "export" / "clef_small.ckpt", backbone="net1d", size="small"
+  ).params
   final = weights.load_backbone(workdir).params
   np.testing.assert_array_equal(exported["stem_conv"]["kernel"], final["stem_conv"]["kernel"])
 
@@ -135,11 +157,25 @@ def imported(reference, tmp_path_factory):
 
   tmp = tmp_path_factory.mktemp("imported")
   torch_file = tmp / "w.pt"
-  assert export_cli.main(["--workdir", str(reference[0]), "--output", str(torch_file),
-                          "--format", "state_dict"]) == 0
-  assert export_cli.main(["--from-torch", str(torch_file), "--config",
-                          str(REPO / "configs" / "small.py") + ":tiny", "--workdir",
-                          str(tmp / "run")]) == 0
+  assert (
+    export_cli.main(
+      ["--workdir", str(reference[0]), "--output", str(torch_file), "--format", "state_dict"]
+    )
+    == 0
+  )
+  assert (
+    export_cli.main(
+      [
+        "--from-torch",
+        str(torch_file),
+        "--config",
+        str(REPO / "configs" / "small.py") + ":tiny",
+        "--workdir",
+        str(tmp / "run"),
+      ]
+    )
+    == 0
+  )
   return tmp / "run"
 
 
@@ -147,7 +183,7 @@ def imported(reference, tmp_path_factory):
 def test_kill_9_and_resume_is_bit_identical(reference, imported, shared, tmp_path):
   proc = run_main(tmp_path, *TRAIN_ONLY, shared=shared, background=True)
   wait_for_step(proc, tmp_path, 4)
-  proc.kill()                                              # SIGKILL: no chance to clean up
+  proc.kill()  # SIGKILL: no chance to clean up
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
   killed_at = max(r["step"] for r in monitoring.read_metrics(tmp_path))
@@ -167,11 +203,16 @@ def test_export_import_and_init_from(reference, imported, shared, tmp_path):
   if imported is None:
     pytest.skip("needs torch")
   final = weights.load_backbone(reference[0]).params
-  back = weights.load_backbone(imported).params            # checkpoints/0 of the import
+  back = weights.load_backbone(imported).params  # checkpoints/0 of the import
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(final)):
     np.testing.assert_array_equal(a, b)
-  run = run_main(tmp_path, *TRAIN_ONLY, f"--config.init_from={imported}", shared=shared,
-                 config=TINY.replace(f"steps={STEPS}", "steps=2"))
+  run = run_main(
+    tmp_path,
+    *TRAIN_ONLY,
+    f"--config.init_from={imported}",
+    shared=shared,
+    config=TINY.replace(f"steps={STEPS}", "steps=2"),
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   assert f"restore: backbone weights from {imported}" in run.stdout
   assert len(losses(tmp_path)) == 2
@@ -180,10 +221,12 @@ def test_export_import_and_init_from(reference, imported, shared, tmp_path):
 def _nan_noise_file(path):
   """A noise bank (DATA_noises_real.mat layout) full of NaN: every noised view becomes NaN."""
   import scipy.io
+
   from clef_jax import preprocess
 
-  scipy.io.savemat(path, {k: np.full((preprocess.NOISE_ROWS, 3000), np.nan)
-                          for k in preprocess.NOISE_KEYS})
+  scipy.io.savemat(
+    path, {k: np.full((preprocess.NOISE_ROWS, 3000), np.nan) for k in preprocess.NOISE_KEYS}
+  )
   return path
 
 
@@ -196,18 +239,17 @@ def test_sigterm_saves_and_a_non_finite_loss_keeps_that_checkpoint(reference, sh
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
   assert "Preempted (SIGTERM): saved" in stderr and "Traceback" not in stderr
   saved = checkpoint_steps(tmp_path)[-1]
-  assert saved == len(losses(tmp_path)) < STEPS            # saved exactly where it stopped
+  assert saved == len(losses(tmp_path)) < STEPS  # saved exactly where it stopped
   np.testing.assert_array_equal(losses(tmp_path), losses(reference[0])[:saved])
 
   # Resume on poisoned input (same program, no recompilation): the first step is non-finite.
   nan_mat = _nan_noise_file(tmp_path / "nan.mat")
-  bad = run_main(tmp_path, *TRAIN_ONLY, f"--config.input.noise_mat={nan_mat}",
-                 shared=shared)
+  bad = run_main(tmp_path, *TRAIN_ONLY, f"--config.input.noise_mat={nan_mat}", shared=shared)
   assert bad.returncode == 1, bad.stderr[-2000:]
   last = bad.stderr.strip().splitlines()[-1]
   assert last.startswith("error: Non-finite loss") and f"at step {saved}" in last
   assert f"checkpoints/{saved}" in last and "Traceback" not in bad.stderr
-  assert checkpoint_steps(tmp_path)[-1] == saved           # nothing written after it
+  assert checkpoint_steps(tmp_path)[-1] == saved  # nothing written after it
   assert len(losses(tmp_path)) == saved
 
 
@@ -216,18 +258,21 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(reference, s
   shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
   shutil.copy(reference[0] / "metrics.jsonl", tmp_path / "metrics.jsonl")
   state_dir = tmp_path / "checkpoints" / str(STEPS) / "state"
-  damaged = max((p for p in state_dir.rglob("*") if p.parent.name == "d"),
-                key=lambda p: p.stat().st_size)          # The largest array data file ...
-  damaged.write_bytes(damaged.read_bytes()[:100])          # ... cut short, as by a full disk.
+  damaged = max(
+    (p for p in state_dir.rglob("*") if p.parent.name == "d"), key=lambda p: p.stat().st_size
+  )  # The largest array data file ...
+  damaged.write_bytes(damaged.read_bytes()[:100])  # ... cut short, as by a full disk.
   run = run_main(tmp_path, *TRAIN_ONLY, shared=shared)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "Traceback" not in run.stderr
   (line,) = [l for l in run.stdout.splitlines() if "unreadable" in l]
-  previous = STEPS - 2                                     # Saved every 2 steps.
+  previous = STEPS - 2  # Saved every 2 steps.
   assert line.startswith(f"restore: checkpoint step {STEPS} is unreadable: {state_dir}")
   assert "size 100" in line and f"using step {previous} instead" in line
-  assert f"restore: resumed from {tmp_path / 'checkpoints' / str(previous)} (step {previous})" \
-      in run.stdout
+  assert (
+    f"restore: resumed from {tmp_path / 'checkpoints' / str(previous)} (step {previous})"
+    in run.stdout
+  )
   np.testing.assert_array_equal(losses(tmp_path), losses(reference[0]))  # Steps 6, 7 redone.
   assert checkpoint_steps(tmp_path) == [4, 6, 8]
   # Kept, never deleted: the damaged step with its cut file.
@@ -243,24 +288,30 @@ def test_sigint_saves_and_a_second_trainer_on_the_workdir_is_refused(reference, 
   wait_for_step(proc, tmp_path, 1)
   second = run_main(tmp_path, *TRAIN_ONLY, shared=shared)
   assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
-  assert second.stderr.strip().splitlines()[-1].startswith(
-      f"error: {tmp_path} is in use by another trainer (pid {proc.pid} on ")
+  assert (
+    second.stderr.strip()
+    .splitlines()[-1]
+    .startswith(f"error: {tmp_path} is in use by another trainer (pid {proc.pid} on ")
+  )
   assert proc.poll() is None, "the second trainer disturbed the first"
-  proc.send_signal(signal.SIGINT)                          # Ctrl-C
+  proc.send_signal(signal.SIGINT)  # Ctrl-C
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
   assert "Interrupted (SIGINT): saved" in stderr and "Traceback" not in stderr
   saved = checkpoint_steps(tmp_path)[-1]
-  assert saved == len(losses(tmp_path))                    # Saved exactly where it stopped.
+  assert saved == len(losses(tmp_path))  # Saved exactly where it stopped.
   n = min(saved, STEPS)
   np.testing.assert_array_equal(losses(tmp_path)[:n], losses(reference[0])[:n])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config, expected", [
+@pytest.mark.parametrize(
+  "config, expected",
+  [
     (f"{TINY},batch=12", "error: input.batch_size=12 must be divisible by the 8 devices"),
     (f"{TINY},foo", "error: Unknown config option 'foo'"),
-])
+  ],
+)
 def test_misconfiguration_is_one_clear_line(config, expected, tmp_path, shared):
   proc = run_main(tmp_path, shared=shared, config=config)
   assert proc.returncode == 1
@@ -290,15 +341,29 @@ def test_config_options():
   from clef_jax.configs import base, large, small
 
   config = small.get_config("demo,simclr,lead=II,bf16,remat,fsdp,steps=7,batch=16,lr=0.01")
-  assert (config.method, config.input.lead, config.model.dtype, config.model.remat,
-          config.mesh.strategy, config.total_steps, config.input.batch_size,
-          config.optim.learning_rate) == ("simclr", "II", "bfloat16", True, "fsdp", 7, 16, 0.01)
+  assert (
+    config.method,
+    config.input.lead,
+    config.model.dtype,
+    config.model.remat,
+    config.mesh.strategy,
+    config.total_steps,
+    config.input.batch_size,
+    config.optim.learning_rate,
+  ) == ("simclr", "II", "bfloat16", True, "fsdp", 7, 16, 0.01)
   assert config.input.window == small.DEMO["input.window"] and config.input.auto_build
-  paper = base.get_config()                                # docs/method.md §E.1
-  assert (paper.optim.learning_rate, paper.optim.weight_decay, paper.input.batch_size,
-          paper.loss.temperature, paper.loss.alpha, paper.num_epochs, paper.method,
-          paper.input.lead, paper.input.dataset) == (
-              1e-4, 5e-4, 64, 0.07, 0.2, 100, "clef", "random", "mimic_iv_ecg/one_per_patient")
+  paper = base.get_config()  # docs/method.md §E.1
+  assert (
+    paper.optim.learning_rate,
+    paper.optim.weight_decay,
+    paper.input.batch_size,
+    paper.loss.temperature,
+    paper.loss.alpha,
+    paper.num_epochs,
+    paper.method,
+    paper.input.lead,
+    paper.input.dataset,
+  ) == (1e-4, 5e-4, 64, 0.07, 0.2, 100, "clef", "random", "mimic_iv_ecg/one_per_patient")
   assert base.get_config("physionet_challenge,msformer").model.name == "msformer"
   assert large.get_config().mesh.strategy == "fsdp"
   for bad in ("foo", "steps=x", "method=dino", "lead"):
@@ -322,10 +387,20 @@ def test_two_processes_match_one(reference, shared, tmp_path):
   to float32 rounding, not bit for bit.
   """
   port = _free_port()
-  procs = [run_main(tmp_path, *TRAIN_ONLY, "--distributed=on",
-                    f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                    f"--process_id={i}", shared=shared, devices=4, background=True)
-           for i in range(2)]
+  procs = [
+    run_main(
+      tmp_path,
+      *TRAIN_ONLY,
+      "--distributed=on",
+      f"--coordinator_address=localhost:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      shared=shared,
+      devices=4,
+      background=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
@@ -334,12 +409,15 @@ def test_two_processes_match_one(reference, shared, tmp_path):
   # processes' stdout, from several threads, so its lines can arrive split; instead of parsing
   # those, check that none of process 0's own lines shows up in process 1's output.
   gloo = ("Gloo", "Rank", "connected", "peer ranks")
-  own = [l for l in outs[0][0].splitlines()
-         if len(l.strip()) >= 12 and not any(w in l for w in gloo)]
+  own = [
+    l for l in outs[0][0].splitlines() if len(l.strip()) >= 12 and not any(w in l for w in gloo)
+  ]
   assert len(own) >= 3, outs[0][0]
   assert not [l for l in own if l in outs[1][0]], outs[1][0][-3000:]
   assert "mesh:" not in outs[1][0] and "done in" not in outs[1][0]
   np.testing.assert_allclose(losses(tmp_path), losses(reference[0]), rtol=2e-5)
   data = tmp_path / "checkpoints" / str(STEPS) / "data"
   assert sorted(p.name for p in data.glob("process_*.json")) == [
-      "process_0-of-2.json", "process_1-of-2.json"]
+    "process_0-of-2.json",
+    "process_1-of-2.json",
+  ]

@@ -13,14 +13,17 @@ def pair_count_auroc(y, s):
   return np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
 
 
-@pytest.mark.parametrize("y, s, expected", [
-    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),            # one misordered pair of four
-    ([0, 1, 0, 1], [1, 1, 2, 2], 0.5),                      # ties: 0.5 + 0 + 1 + 0.5 over 4
-    ([1, 0, 1, 0, 1], [3, 1, 2, 2, 1], 4 / 6),              # 1 + 1 + 1 + 0.5 + 0.5 + 0 over 6
+@pytest.mark.parametrize(
+  "y, s, expected",
+  [
+    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),  # one misordered pair of four
+    ([0, 1, 0, 1], [1, 1, 2, 2], 0.5),  # ties: 0.5 + 0 + 1 + 0.5 over 4
+    ([1, 0, 1, 0, 1], [3, 1, 2, 2, 1], 4 / 6),  # 1 + 1 + 1 + 0.5 + 0.5 + 0 over 6
     ([1, 1, 0], [0.9, 0.8, 0.1], 1.0),
     ([1, 1, 0], [0.1, 0.2, 0.9], 0.0),
-    ([0, 1, 0, 1], [5, 5, 5, 5], 0.5),                      # all tied
-])
+    ([0, 1, 0, 1], [5, 5, 5, 5], 0.5),  # all tied
+  ],
+)
 def test_auroc_hand_checked(y, s, expected):
   assert metrics.auroc(np.array(y), np.array(s, float)) == pytest.approx(expected, abs=1e-12)
   assert pair_count_auroc(y, s) == pytest.approx(expected, abs=1e-12)
@@ -29,7 +32,7 @@ def test_auroc_hand_checked(y, s, expected):
 def test_auroc_matches_pair_counting_with_ties():
   rng = np.random.default_rng(0)
   for n in (2, 7, 50, 301):
-    s = np.round(rng.standard_normal(n), 1)                 # many ties
+    s = np.round(rng.standard_normal(n), 1)  # many ties
     y = rng.random(n) < 0.35
     y[:2] = [True, False]
     assert metrics.auroc(y, s) == pytest.approx(pair_count_auroc(y, s), abs=1e-12)
@@ -50,33 +53,33 @@ def test_weights_equal_repeating_the_records():
   s = np.round(rng.standard_normal(n), 1)
   target = rng.normal(50, 10, n)
   pred = target + rng.normal(0, 5, n)
-  counts = next(metrics.bootstrap_counts(n, num_resamples=5, seed=3))    # (5, n)
+  counts = next(metrics.bootstrap_counts(n, num_resamples=5, seed=3))  # (5, n)
   assert counts.shape == (5, n) and np.all(counts.sum(axis=1) == n)
   batched = metrics.auroc(y, s, counts)
   assert batched.shape == (5,)
   for b, c in enumerate(counts):
     yr, sr = np.repeat(y, c), np.repeat(s, c)
     assert batched[b] == pytest.approx(pair_count_auroc(yr, sr), abs=1e-12)
-    assert metrics.auroc(y, s, c) == pytest.approx(batched[b], abs=1e-12)   # (N,) weights
+    assert metrics.auroc(y, s, c) == pytest.approx(batched[b], abs=1e-12)  # (N,) weights
     tr, pr = np.repeat(target, c), np.repeat(pred, c)
     assert metrics.mae(target, pred, counts)[b] == pytest.approx(np.mean(np.abs(tr - pr)))
-    assert metrics.rmse(target, pred, counts)[b] == pytest.approx(
-        np.sqrt(np.mean((tr - pr) ** 2)))
+    assert metrics.rmse(target, pred, counts)[b] == pytest.approx(np.sqrt(np.mean((tr - pr) ** 2)))
     assert metrics.r2(target, pred, counts)[b] == pytest.approx(
-        1 - np.sum((tr - pr) ** 2) / np.sum((tr - tr.mean()) ** 2))
+      1 - np.sum((tr - pr) ** 2) / np.sum((tr - tr.mean()) ** 2)
+    )
 
 
 def test_regression_metrics_match_numpy():
   y = np.array([50.0, 60.0, 70.0, 80.0, 45.0])
   p = np.array([55.0, 58.0, 75.0, 70.0, 45.0])
   err = y - p
-  assert metrics.mae(y, p) == pytest.approx(np.mean(np.abs(err)))          # 22 / 5
+  assert metrics.mae(y, p) == pytest.approx(np.mean(np.abs(err)))  # 22 / 5
   assert metrics.mae(y, p) == pytest.approx(4.4)
-  assert metrics.rmse(y, p) == pytest.approx(np.sqrt(np.mean(err ** 2)))
-  assert metrics.r2(y, p) == pytest.approx(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2))
+  assert metrics.rmse(y, p) == pytest.approx(np.sqrt(np.mean(err**2)))
+  assert metrics.r2(y, p) == pytest.approx(1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2))
   assert metrics.r2(y, y) == 1.0
   assert metrics.r2(y, np.full(5, y.mean())) == pytest.approx(0.0)
-  assert np.isnan(metrics.r2(np.ones(3), np.zeros(3)))                     # constant target
+  assert np.isnan(metrics.r2(np.ones(3), np.zeros(3)))  # constant target
 
 
 def test_macro_auroc_skips_absent_classes():
@@ -85,7 +88,7 @@ def test_macro_auroc_skips_absent_classes():
   y = np.zeros((n, 4), np.uint8)
   y[:, 0] = rng.random(n) < 0.5
   y[:, 1] = rng.random(n) < 0.2
-  y[:, 3] = 1                                               # class 2: no positives; 3: all
+  y[:, 3] = 1  # class 2: no positives; 3: all
   s = rng.standard_normal((n, 4)) + y
   expected = np.mean([pair_count_auroc(y[:, k], s[:, k]) for k in (0, 1)])
   assert metrics.macro_auroc(y, s) == pytest.approx(expected, abs=1e-12)
@@ -97,7 +100,7 @@ def test_macro_auroc_skips_absent_classes():
 
 def test_ovr_macro_auroc_with_absent_class_is_not_nan():
   rng = np.random.default_rng(3)
-  y = rng.integers(0, 3, 90)                                # class 3 of 4 never occurs
+  y = rng.integers(0, 3, 90)  # class 3 of 4 never occurs
   logits = rng.standard_normal((90, 4)) + 2 * np.eye(4)[y]
   probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
   expected = np.mean([pair_count_auroc(y == k, probs[:, k]) for k in range(3)])
@@ -110,7 +113,7 @@ def test_bootstrap_is_deterministic_and_covers_the_estimate():
   rng = np.random.default_rng(4)
   n = 200
   y = rng.random(n) < 0.3
-  good = 2 * y + rng.standard_normal(n)                   # AUROC ~ Phi(sqrt 2) = 0.92
+  good = 2 * y + rng.standard_normal(n)  # AUROC ~ Phi(sqrt 2) = 0.92
   bad = rng.standard_normal(n)
   fns = {"bad": lambda w: metrics.auroc(y, bad, w), "good": lambda w: metrics.auroc(y, good, w)}
   a = metrics.bootstrap(fns, n, num_resamples=1000, seed=7, paired_with="bad")
@@ -135,10 +138,10 @@ def test_bootstrap_is_deterministic_and_covers_the_estimate():
 
 
 def test_bootstrap_drops_undefined_resamples():
-  y = np.array([1] + [0] * 9, bool)                         # one positive: often drawn 0 times
+  y = np.array([1] + [0] * 9, bool)  # one positive: often drawn 0 times
   s = np.arange(10.0)
   r = metrics.bootstrap({"m": lambda w: metrics.auroc(y, s, w)}, 10, num_resamples=1000, seed=0)
-  assert 580 < r["m"]["resamples"] < 720     # defined iff drawn: 1 - 0.9^10 = 0.65 of them
+  assert 580 < r["m"]["resamples"] < 720  # defined iff drawn: 1 - 0.9^10 = 0.65 of them
   assert np.isfinite(r["m"]["low"]) and np.isfinite(r["m"]["high"])
 
 

@@ -96,7 +96,7 @@ stage3_norm (96,) (96,)
 pytestmark = pytest.mark.usefixtures("fast_compiles_module")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _abstract(size, in_channels=1, num_classes=None, length=5000):
   """((out, aux), params) as ShapeDtypeStructs: no allocation, no compile (works for `large`)."""
   model = msformer.MSFormer(size=size, in_channels=in_channels, num_classes=num_classes)
@@ -110,8 +110,10 @@ def _abstract_params(size, in_channels=1, num_classes=None):
 
 
 def _flat(tree):
-  return {"/".join(k.key for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    "/".join(k.key for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _random_params(size, in_channels=1, num_classes=None, seed=0):
@@ -152,16 +154,20 @@ def test_param_count_within_10_percent_of_net1d(size):
   assert 0.9 <= n / NET1D_PARAMS[size] <= 1.1
 
 
-@pytest.mark.parametrize("size,in_channels,num_classes",
-                         [("small", 1, None), ("small", 12, 5), ("medium", 1, None),
-                          ("large", 1, None)])
+@pytest.mark.parametrize(
+  "size,in_channels,num_classes",
+  [("small", 1, None), ("small", 12, 5), ("medium", 1, None), ("large", 1, None)],
+)
 def test_interop_table_matches_flax_params(size, in_channels, num_classes):
   flat = _flat(_abstract_params(size, in_channels, num_classes))
-  table = {"/".join(e.flax_path): e.flax_shape
-           for e in msformer_interop.param_table(size, in_channels, num_classes)}
+  table = {
+    "/".join(e.flax_path): e.flax_shape
+    for e in msformer_interop.param_table(size, in_channels, num_classes)
+  }
   assert {k: tuple(a.shape) for k, a in flat.items()} == table
   assert msformer.param_count(size, in_channels, num_classes) == sum(
-      int(np.prod(s)) for s in table.values())
+    int(np.prod(s)) for s in table.values()
+  )
 
 
 def test_param_paths_small_are_pinned():
@@ -191,9 +197,12 @@ def test_stage_token_counts():
 
 def _twin(size, params, in_channels=1, num_classes=None, **kwargs):
   from clef_jax.export.torch_msformer import TorchMSFormer  # pylint: disable=g-import-not-at-top
+
   twin = TorchMSFormer(size, in_channels=in_channels, num_classes=num_classes, **kwargs)
-  twin.load_state_dict(msformer_interop.msformer_to_torch_state_dict(
-      params, size=size, in_channels=in_channels), strict=True)
+  twin.load_state_dict(
+    msformer_interop.msformer_to_torch_state_dict(params, size=size, in_channels=in_channels),
+    strict=True,
+  )
   return twin
 
 
@@ -209,7 +218,7 @@ def _assert_close(got, want, tol=1e-5):
   got, want = np.asarray(got), np.asarray(want)
   assert got.shape == want.shape
   scale = np.abs(want).max()
-  if scale == 0:     # E.g. q/k gradients of a one-token stage: softmax over one key is constant.
+  if scale == 0:  # E.g. q/k gradients of a one-token stage: softmax over one key is constant.
     assert np.abs(got).max() == 0
     return
   err = np.abs(got - want).max() / scale
@@ -238,20 +247,30 @@ def test_rejects_bad_input():
 
 
 @needs_torch
-@pytest.mark.parametrize("size,length,in_channels,num_classes,kwargs", [
+@pytest.mark.parametrize(
+  "size,length,in_channels,num_classes,kwargs",
+  [
     ("small", 2500, 1, None, {}),
-    ("small", 6001, 1, None, {}),    # Odd; 601 stage-0 tokens -> 5 windows, the last one padded.
-    ("small", 97, 12, 3, {}),        # Short and odd (10 -> 5 -> 3 -> 2 tokens); 12 leads + head.
+    ("small", 6001, 1, None, {}),  # Odd; 601 stage-0 tokens -> 5 windows, the last one padded.
+    ("small", 97, 12, 3, {}),  # Short and odd (10 -> 5 -> 3 -> 2 tokens); 12 leads + head.
     ("medium", 2500, 1, None, {}),
     # 500 stage-0 tokens in 4 windows (last: 116 real + 12 masked); stage 1 (250) global.
-    ("medium", 5000, 1, None, dict(max_global_tokens=256, window_size=128))])
+    ("medium", 5000, 1, None, dict(max_global_tokens=256, window_size=128)),
+  ],
+)
 def test_torch_twin_parity(size, length, in_channels, num_classes, kwargs):
   params = _random_params(size, in_channels, num_classes, seed=length)
   batch = 1 if size == "medium" else 2
   x = _signal(batch, length, in_channels, seed=length + 1)
   # create_backbone's keyword set.
-  model = msformer.MSFormer(size=size, in_channels=in_channels, dtype=jnp.float32, remat=False,
-                            num_classes=num_classes, **kwargs)
+  model = msformer.MSFormer(
+    size=size,
+    in_channels=in_channels,
+    dtype=jnp.float32,
+    remat=False,
+    num_classes=num_classes,
+    **kwargs,
+  )
   out, aux = jax.jit(model.apply)({"params": params}, x)
   tout, taux = _twin_forward(_twin(size, params, in_channels, num_classes, **kwargs), x)
   assert out.shape == (batch, num_classes or msformer.VARIANTS[size].features)
@@ -265,9 +284,10 @@ def test_torch_twin_parity(size, length, in_channels, num_classes, kwargs):
 def test_bf16_compute_close_to_fp32():
   params = _random_params("small")
   x = _signal(2, 2500)
-  ref, _ = _twin_forward(_twin("small", params), x)                  # float32 reference.
+  ref, _ = _twin_forward(_twin("small", params), x)  # float32 reference.
   out, aux = jax.jit(msformer.MSFormer(size="small", dtype=jnp.bfloat16).apply)(
-      {"params": params}, x)
+    {"params": params}, x
+  )
   # The embedding, pooled features and the fusion layer stay float32.
   assert out.dtype == jnp.float32 and aux["stage0_pooled"].dtype == jnp.float32
   _assert_close(out, ref, tol=0.05)
@@ -284,8 +304,9 @@ def test_single_padded_window_equals_global_attention():
   x = jnp.asarray(_signal(2, 25 * 64).reshape(2, 25, 64))
   cos, sin = msformer.rope_tables(25, 1, 32)
   block = lambda **kw: msformer.Block(2, 4, **kw)
-  params = jax.jit(block(max_global_tokens=25, window_size=40).init)(jax.random.PRNGKey(0), x,
-                                                                      cos, sin)
+  params = jax.jit(block(max_global_tokens=25, window_size=40).init)(
+    jax.random.PRNGKey(0), x, cos, sin
+  )
   glob = jax.jit(block(max_global_tokens=25, window_size=40).apply)(params, x, cos, sin)
   win = jax.jit(block(max_global_tokens=24, window_size=40).apply)(params, x, cos, sin)
   _assert_close(win, glob)
@@ -304,15 +325,18 @@ def test_gradients_finite_and_match_torch_with_remat():
 
   def loss(p):
     out, _ = msformer.MSFormer(size="small", remat=True, **kwargs).apply({"params": p}, x)
-    return jnp.sum(out ** 2)
+    return jnp.sum(out**2)
 
   grads = _flat(jax.jit(jax.grad(loss))(params))
   assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
 
   twin = _twin("small", params, **kwargs)
   (twin(torch.from_numpy(x.transpose(0, 2, 1).copy())) ** 2).sum().backward()
-  tgrads = _flat(msformer_interop.msformer_from_torch_state_dict(
-      {k: p.grad for k, p in twin.named_parameters()}, size="small"))
+  tgrads = _flat(
+    msformer_interop.msformer_from_torch_state_dict(
+      {k: p.grad for k, p in twin.named_parameters()}, size="small"
+    )
+  )
   assert set(grads) == set(tgrads)
   for k, g in grads.items():
     _assert_close(g, tgrads[k], tol=1e-4)
@@ -322,8 +346,9 @@ def test_block_init():
   """Dense: truncated normal(0.02) kernels (std 0.02 * 0.88), zero biases; LN ones/zeros."""
   x = jnp.zeros((1, 6, 64))
   cos, sin = msformer.rope_tables(6, 0, 32)
-  flat = _flat(jax.jit(msformer.Block(2, 4, 512, 128).init)(jax.random.PRNGKey(0), x, cos,
-                                                             sin)["params"])
+  flat = _flat(
+    jax.jit(msformer.Block(2, 4, 512, 128).init)(jax.random.PRNGKey(0), x, cos, sin)["params"]
+  )
   assert len(flat) == 16
   for k, a in flat.items():
     a = np.asarray(a)
@@ -342,11 +367,12 @@ def _np_attention(q, k, v):
 
 def test_windowed_attention_matches_per_window_reference():
   """Windows are independent, and the padded last window attends to its real keys only."""
-  b, n, h, d, w = 2, 45, 2, 8, 16     # 3 windows; the last holds 13 real tokens + 3 pad.
+  b, n, h, d, w = 2, 45, 2, 8, 16  # 3 windows; the last holds 13 real tokens + 3 pad.
   rng = np.random.default_rng(0)
   q, k, v = (rng.normal(size=(b, n, h, d)).astype(np.float32) for _ in range(3))
-  attend = jax.jit(msformer.multi_head_attention,
-                   static_argnames=("max_global_tokens", "window_size"))
+  attend = jax.jit(
+    msformer.multi_head_attention, static_argnames=("max_global_tokens", "window_size")
+  )
   out = np.asarray(attend(q, k, v, max_global_tokens=8, window_size=w))
   ref = np.zeros(out.shape)
   for bi in range(b):
@@ -358,16 +384,18 @@ def test_windowed_attention_matches_per_window_reference():
   # Global path (n <= max_global_tokens) equals the reference over all tokens.
   out = np.asarray(attend(q, k, v, max_global_tokens=n, window_size=w))
   np.testing.assert_allclose(
-      out[0, :, 0], _np_attention(*(t[0, :, 0].astype(np.float64) for t in (q, k, v))),
-      rtol=1e-5, atol=1e-6)
+    out[0, :, 0],
+    _np_attention(*(t[0, :, 0].astype(np.float64) for t in (q, k, v))),
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
 def test_rope_positions_nest_and_are_relative():
   # A stage-(s+1) token sits at the mean of its two children's centres.
   for s in range(3):
     child = msformer.token_positions(20, s)
-    np.testing.assert_array_equal(msformer.token_positions(10, s + 1),
-                                  child.reshape(10, 2).mean(1))
+    np.testing.assert_array_equal(msformer.token_positions(10, s + 1), child.reshape(10, 2).mean(1))
   # Rotated dot products depend only on position differences: stage-1 tokens 0..7 (positions
   # 2i + 0.5) and stage-0 tokens 1, 3, .., 15 (positions 2i + 1) are offset by the same constant.
   rng = np.random.default_rng(0)
@@ -383,7 +411,7 @@ def test_rope_positions_nest_and_are_relative():
   s1 = np.asarray(scores(*msformer.rope_tables(8, 1, 16)))
   s0 = np.asarray(scores(*msformer.rope_tables(16, 0, 16)))[1::2, 1::2]
   np.testing.assert_allclose(s1, s0, rtol=1e-4, atol=1e-4)
-  assert np.abs(s1 - s1[0, 0]).max() > 0.1        # ... and they do depend on the offset.
+  assert np.abs(s1 - s1[0, 0]).max() > 0.1  # ... and they do depend on the offset.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,25 +422,31 @@ def test_rope_positions_nest_and_are_relative():
 @needs_torch
 def test_round_trip_bit_identical_and_twin_keys():
   from clef_jax.export.torch_msformer import TorchMSFormer  # pylint: disable=g-import-not-at-top
+
   params = _random_params("small", 12, 7)
-  sd = msformer_interop.msformer_to_torch_state_dict({"params": params}, size="small",
-                                                     in_channels=12)
+  sd = msformer_interop.msformer_to_torch_state_dict(
+    {"params": params}, size="small", in_channels=12
+  )
   twin_sd = TorchMSFormer("small", in_channels=12, num_classes=7).state_dict()
   assert list(sd) == list(twin_sd)
   assert all(sd[k].shape == twin_sd[k].shape and sd[k].dtype == torch.float32 for k in sd)
   assert sd["patch_embed.weight"].shape == (32, 120) and sd["dense.weight"].shape == (7, 256)
-  back = msformer_interop.msformer_from_torch_state_dict(sd, size="small", in_channels=12,
-                                                          num_classes=7)
+  back = msformer_interop.msformer_from_torch_state_dict(
+    sd, size="small", in_channels=12, num_classes=7
+  )
   flat, flat_back = _flat(params), _flat(back)
   assert set(flat) == set(flat_back)
   for k in flat:
     assert flat_back[k].dtype == np.float32 and np.array_equal(flat[k], flat_back[k]), k
   # Numpy state dicts are accepted too, and jax-array params export identically.
   np_sd = {k: v.numpy() for k, v in sd.items()}
-  back2 = msformer_interop.msformer_from_torch_state_dict(np_sd, size="small", in_channels=12,
-                                                           num_classes=7)
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(back),
-                                                  jax.tree_util.tree_leaves(back2)))
+  back2 = msformer_interop.msformer_from_torch_state_dict(
+    np_sd, size="small", in_channels=12, num_classes=7
+  )
+  assert all(
+    np.array_equal(a, b)
+    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(back2))
+  )
 
 
 @needs_torch

@@ -8,26 +8,36 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clef_jax.models import create_backbone
-from clef_jax.models import conv_cpu, net1d
+from clef_jax.models import conv_cpu, create_backbone, net1d
 
 # docs/method.md §A.6 [RUN, float64 in the official PyTorch code].
-A6_OUT8 = [0.046071095321085456, 0.1199857271434754, 0.10567602184197063, 0.01759886367779922,
-           -0.042850763709694525, -0.03301738768006744, -0.025419549522536174,
-           -0.06807504843085822]
+A6_OUT8 = [
+  0.046071095321085456,
+  0.1199857271434754,
+  0.10567602184197063,
+  0.01759886367779922,
+  -0.042850763709694525,
+  -0.03301738768006744,
+  -0.025419549522536174,
+  -0.06807504843085822,
+]
 A6_SUM, A6_NORM = 1.0677673744181218, 1.2226076034401208
-A6_OUT4_L2500 = [0.046071610838644826, 0.11998690623408197, 0.10567742803629576,
-                 0.017600159519609353]
+A6_OUT4_L2500 = [
+  0.046071610838644826,
+  0.11998690623408197,
+  0.10567742803629576,
+  0.017600159519609353,
+]
 A6_SUM_L2500 = 1.1019307456513916
 # point -> (shape in torch layout (1, C, L), sum, mean |.|).
 A6_INTERMEDIATES = {
-    "stem": ((1, 32, 2500), 43.87583257583056, None),
-    0: ((1, 32, 1250), 25.1113206739, 0.0206244280),
-    1: ((1, 64, 625), 84.8111097086, 0.0158509274),
-    2: ((1, 64, 313), 110.7517677408, 0.0364487991),
-    3: ((1, 128, 157), 55.1803935537, 0.0404133103),
-    4: ((1, 128, 79), 35.2174238541, 0.0559153904),
-    5: ((1, 256, 40), 42.7106949767, 0.0625194976),
+  "stem": ((1, 32, 2500), 43.87583257583056, None),
+  0: ((1, 32, 1250), 25.1113206739, 0.0206244280),
+  1: ((1, 64, 625), 84.8111097086, 0.0158509274),
+  2: ((1, 64, 313), 110.7517677408, 0.0364487991),
+  3: ((1, 128, 157), 55.1803935537, 0.0404133103),
+  4: ((1, 128, 79), 35.2174238541, 0.0559153904),
+  5: ((1, 256, 40), 42.7106949767, 0.0625194976),
 }
 
 # The full param tree of `small` (1 lead): "module kernel_shape bias_shape". Parameter paths are a
@@ -98,8 +108,10 @@ def _param_shapes(size, in_channels=1, num_classes=None, length=64):
 
 
 def _flat(tree):
-  return {"/".join(k.key for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    "/".join(k.key for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _a6_params(dtype):
@@ -109,15 +121,17 @@ def _a6_params(dtype):
   layout, with 0.05 * sin(1.37 k + 0.71 t + 0.3); then moved to Flax layout.
   """
   v = net1d.VARIANTS["small"]
-  modules = [("stem_conv", "conv", (v.base_filters, 1, v.kernel_size))]   # torch weight shapes
+  modules = [("stem_conv", "conv", (v.base_filters, 1, v.kernel_size))]  # torch weight shapes
   for s in net1d.block_specs(v):
     i, o, m, g = s["in_ch"], s["out_ch"], s["mid_ch"], s["groups"]
     block = f"stage{s['stage']}_block{s['block']}"
-    modules += [(f"{block}/conv1", "conv", (m, i, 1)),
-                (f"{block}/conv2", "conv", (m, m // g, v.kernel_size)),
-                (f"{block}/conv3", "conv", (o, m, 1)),
-                (f"{block}/se_fc1", "linear", (o // 2, o)),
-                (f"{block}/se_fc2", "linear", (o, o // 2))]
+    modules += [
+      (f"{block}/conv1", "conv", (m, i, 1)),
+      (f"{block}/conv2", "conv", (m, m // g, v.kernel_size)),
+      (f"{block}/conv3", "conv", (o, m, 1)),
+      (f"{block}/se_fc1", "linear", (o // 2, o)),
+      (f"{block}/se_fc2", "linear", (o, o // 2)),
+    ]
   params, t = {}, 0
   for path, kind, weight_shape in modules:
     node = params
@@ -131,14 +145,14 @@ def _a6_params(dtype):
         # torch conv (O, I/g, K) -> Flax (K, I/g, O); torch linear (O, I) -> Flax (I, O).
         value = value.transpose(2, 1, 0) if kind == "conv" else value.T
       node[name] = value.astype(dtype)
-  assert t == 102   # spec: 102 tensors.
+  assert t == 102  # spec: 102 tensors.
   return params
 
 
 def _a6_input(length=5000):
   n = np.arange(5000, dtype=np.float64)
   x = np.sin(2 * np.pi * 1.3 * n / 500) + 0.1 * np.cos(2 * np.pi * 7 * n / 500)
-  return x[:length].reshape(1, length, 1)   # (B, L, C)
+  return x[:length].reshape(1, length, 1)  # (B, L, C)
 
 
 def _assert_rel(actual, expected, rtol, what):
@@ -168,7 +182,7 @@ def test_spec_a6_vector_float64():
     for s, n_blocks in enumerate(v.m_blocks_list):
       points[s] = np.asarray(inter[f"stage{s}_block{n_blocks - 1}"]["__call__"][0])
     for point, (shape, total, mean_abs) in A6_INTERMEDIATES.items():
-      h = points[point]                        # (1, L, C) channels-last
+      h = points[point]  # (1, L, C) channels-last
       assert h.shape == (shape[0], shape[2], shape[1]), point
       _assert_rel(h.sum(), total, 1e-8, f"sum after {point}")
       if mean_abs is not None:
@@ -198,7 +212,7 @@ def test_same_pads_match_spec():
 
 
 def test_max_pool_pads_with_zero_not_minus_inf():
-  x = -np.arange(1.0, 6.0, dtype=np.float32).reshape(1, 5, 1)   # all negative, odd length
+  x = -np.arange(1.0, 6.0, dtype=np.float32).reshape(1, 5, 1)  # all negative, odd length
   y = np.asarray(net1d.max_pool2_same(jnp.asarray(x)))
   np.testing.assert_array_equal(y[0, :, 0], [-1.0, -3.0, 0.0])  # last: max(x[4], 0) = 0
 
@@ -255,11 +269,14 @@ def test_head_adds_dense():
   assert flat["stem_conv/kernel"].shape == (16, 12, 64)
 
 
-@pytest.mark.parametrize("size,used,paper", [
+@pytest.mark.parametrize(
+  "size,used,paper",
+  [
     ("small", 443_184, 447_792),
     ("medium", 30_587_632, 30_654_000),
     ("large", 296_301_312, 296_623_360),
-])
+  ],
+)
 def test_param_counts(size, used, paper):
   # docs/method.md §A.4: "used" = the Flax tree; "paper" adds the never-used BN weight/bias.
   assert net1d.num_params(_param_shapes(size)) == used
@@ -271,15 +288,13 @@ def test_init_matches_torch_default_bounds():
   # PyTorch default init: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). One block
   # (small's stage5_block0: grouped k16 conv, 1x1 convs, SE linears) exercises both Conv1D and
   # Dense initialisers at several fan-ins, at a fraction of the compile cost of the whole net.
-  block = net1d.BasicBlock(in_ch=128, out_ch=256, mid_ch=128, groups=32, stride=2,
-                           is_first=False)
+  block = net1d.BasicBlock(in_ch=128, out_ch=256, mid_ch=128, groups=32, stride=2, is_first=False)
   params = jax.jit(block.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4, 128)))["params"]
   flat = _flat(params)
-  assert sorted({p.split("/")[0] for p in flat}) == ["conv1", "conv2", "conv3", "se_fc1",
-                                                      "se_fc2"]
+  assert sorted({p.split("/")[0] for p in flat}) == ["conv1", "conv2", "conv3", "se_fc1", "se_fc2"]
   for path, leaf in flat.items():
     kernel = np.asarray(flat[path.rsplit("/", 1)[0] + "/kernel"])
-    fan_in = math.prod(kernel.shape[:-1])       # conv (K, I/g, O): K * I/g; dense (I, O): I
+    fan_in = math.prod(kernel.shape[:-1])  # conv (K, I/g, O): K * I/g; dense (I, O): I
     bound = 1 / math.sqrt(fan_in)
     a = np.asarray(leaf)
     assert a.dtype == np.float32
@@ -291,8 +306,9 @@ def test_init_matches_torch_default_bounds():
 
 def test_custom_variant():
   """A Net1DVariant as `size`: a two-stage net with the named sizes' block semantics."""
-  v = net1d.Net1DVariant(base_filters=32, ratio=0.5, filter_list=(32, 64), m_blocks_list=(1, 2),
-                         groups_width=8)
+  v = net1d.Net1DVariant(
+    base_filters=32, ratio=0.5, filter_list=(32, 64), m_blocks_list=(1, 2), groups_width=8
+  )
   model = net1d.Net1D(size=v)
   x = jax.ShapeDtypeStruct((2, 300, 1), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]

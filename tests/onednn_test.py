@@ -136,8 +136,10 @@ def test_missing_compiler_is_reported_by_the_build_command(monkeypatch, tmp_path
 
 def test_a_failing_compiler_is_one_line_and_leaves_no_file(monkeypatch, tmp_path):
   fake = tmp_path / "fake-cxx"
-  fake.write_text("#!/bin/sh\necho 'conv1d.cc:1:1: error: something broke' >&2\n"
-                  "echo 'compilation terminated.' >&2\nexit 1\n")
+  fake.write_text(
+    "#!/bin/sh\necho 'conv1d.cc:1:1: error: something broke' >&2\n"
+    "echo 'compilation terminated.' >&2\nexit 1\n"
+  )
   fake.chmod(0o755)
   monkeypatch.setattr(onednn, "_cache_dir", lambda: str(tmp_path / "cache"))
   monkeypatch.setenv("CXX", str(fake))
@@ -167,14 +169,26 @@ def test_concurrent_first_use_compiles_once(tmp_path):
   log = tmp_path / "compiles.log"
   wrapper = tmp_path / "cxx"
   cxx = shutil.which("g++") or "c++"
-  wrapper.write_text(f"#!/bin/sh\necho run >> {log}\nsleep 1\nexec {cxx} \"$@\"\n")
+  wrapper.write_text(f'#!/bin/sh\necho run >> {log}\nsleep 1\nexec {cxx} "$@"\n')
   wrapper.chmod(0o755)
-  env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "CXX": str(wrapper),
-         "JAX_PLATFORMS": "cpu"}
+  env = {
+    **os.environ,
+    "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    "CXX": str(wrapper),
+    "JAX_PLATFORMS": "cpu",
+  }
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # This checkout's clef_jax.
-  procs = [subprocess.Popen([sys.executable, "-m", "clef_jax.models.onednn"], env=env, cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for _ in range(3)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", "clef_jax.models.onednn"],
+      env=env,
+      cwd=root,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for _ in range(3)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0, 0], outs
   paths = {out.splitlines()[0].split(": ", 1)[1] for out, _ in outs}

@@ -16,15 +16,16 @@ torch = pytest.importorskip("torch")
 def _torch_scheduler(base_lr=1e-4, t0=10, t_mult=2, eta_min=1e-6):
   opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
   sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-      opt, T_0=t0, T_mult=t_mult, eta_min=eta_min)
+    opt, T_0=t0, T_mult=t_mult, eta_min=eta_min
+  )
   return opt, sched
 
 
 def test_per_epoch_schedule_matches_torch():
-  spe, epochs = 3, 160          # past the restarts at 10, 30, 70 and 150
+  spe, epochs = 3, 160  # past the restarts at 10, 30, 70 and 150
   opt, sched = _torch_scheduler()
   want = []
-  for _ in range(epochs):       # Lightning's interval="epoch": one sched.step() per epoch
+  for _ in range(epochs):  # Lightning's interval="epoch": one sched.step() per epoch
     want.append(opt.param_groups[0]["lr"])
     opt.step()
     sched.step()
@@ -33,7 +34,7 @@ def test_per_epoch_schedule_matches_torch():
   np.testing.assert_allclose(got, np.repeat(want, spe), rtol=2e-6)
   # lr is constant within an epoch, restarts to the base lr at epochs 10, 30, 70, 150.
   for e in (0, 10, 30, 70, 150):
-    np.testing.assert_allclose(got[e * spe:(e + 1) * spe], 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(got[e * spe : (e + 1) * spe], 1e-4, rtol=1e-6)
   assert got[9 * spe] < 4e-6 and got[29 * spe] < 2e-6
 
 
@@ -44,7 +45,7 @@ def test_per_step_schedule_matches_torch_fractional_epochs(t0, t_mult):
   want = []
   for step in range(epochs * spe):
     epoch, i = divmod(step, spe)
-    sched.step(epoch + i / spe)          # torch docs' per-iteration recipe
+    sched.step(epoch + i / spe)  # torch docs' per-iteration recipe
     want.append(opt.param_groups[0]["lr"])
   _, lr_fn = optim.make_optimizer(steps_per_epoch=spe, interval="step", t0=t0, t_mult=t_mult)
   got = np.asarray(jax.jit(jax.vmap(lr_fn))(jnp.arange(epochs * spe)))
@@ -73,20 +74,28 @@ def test_adamw_matches_torch_with_changing_lr(dtype):
   of size lr agrees to ~1e-5 of lr.
   """
   rng = np.random.default_rng(0)
-  params = {"w": rng.standard_normal((5, 3)).astype(dtype),
-            "b": rng.standard_normal((3,)).astype(dtype)}
-  grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
-           for _ in range(8)]
+  params = {
+    "w": rng.standard_normal((5, 3)).astype(dtype),
+    "b": rng.standard_normal((3,)).astype(dtype),
+  }
+  grads = [
+    {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()} for _ in range(8)
+  ]
   hp = dict(learning_rate=1e-2, weight_decay=5e-2, b1=0.9, b2=0.999, eps=1e-8)
   sched = dict(t0=2, t_mult=2, eta_min=1e-4)
 
   # torch: AdamW on all params (biases included), scheduler stepped once per "epoch" = step.
   tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-  opt = torch.optim.AdamW(list(tp.values()), lr=hp["learning_rate"],
-                          weight_decay=hp["weight_decay"], betas=(hp["b1"], hp["b2"]),
-                          eps=hp["eps"])
+  opt = torch.optim.AdamW(
+    list(tp.values()),
+    lr=hp["learning_rate"],
+    weight_decay=hp["weight_decay"],
+    betas=(hp["b1"], hp["b2"]),
+    eps=hp["eps"],
+  )
   ts = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-      opt, T_0=sched["t0"], T_mult=sched["t_mult"], eta_min=sched["eta_min"])
+    opt, T_0=sched["t0"], T_mult=sched["t_mult"], eta_min=sched["eta_min"]
+  )
   for g in grads:
     for k, p in tp.items():
       p.grad = torch.tensor(g[k])
@@ -95,7 +104,7 @@ def test_adamw_matches_torch_with_changing_lr(dtype):
 
   with jax.enable_x64(dtype == "float64"):
     tx, lr_fn = optim.make_optimizer(steps_per_epoch=1, **hp, **sched)
-    assert len({float(lr_fn(s)) for s in range(len(grads))}) > 3     # the lr really changes
+    assert len({float(lr_fn(s)) for s in range(len(grads))}) > 3  # the lr really changes
     p, state = jax.tree.map(jnp.asarray, params), tx.init(params)
 
     @jax.jit

@@ -26,11 +26,17 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOPOLOGY = "v5p:2x2x1"
 CHIPS = 4
 WINDOW = 512
-GLOBAL_BATCH = 16                         # Pairs; 4 per chip.
+GLOBAL_BATCH = 16  # Pairs; 4 per chip.
 # Channels are multiples of the TPU's 128-lane tile, so the chip's padded layout adds little
 # to the arguments' bytes.
-VARIANT = dict(base_filters=128, ratio=1.0, filter_list=(128, 256), m_blocks_list=(1, 1),
-               groups_width=128, kernel_size=16)
+VARIANT = dict(
+  base_filters=128,
+  ratio=1.0,
+  filter_list=(128, 256),
+  m_blocks_list=(1, 1),
+  groups_width=128,
+  kernel_size=16,
+)
 FSDP_MIN_SIZE = 4096
 
 _CHILD = r"""
@@ -59,8 +65,13 @@ def _libtpu_or_skip():
 
 def libtpu_env() -> dict[str, str]:
   """The environment of a deviceless libtpu compile on a CPU host."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TPU_ACCELERATOR_TYPE="v5litepod-4",
-             TPU_SKIP_MDS_QUERY="1", TPU_WORKER_HOSTNAMES="localhost")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    TPU_ACCELERATOR_TYPE="v5litepod-4",
+    TPU_SKIP_MDS_QUERY="1",
+    TPU_WORKER_HOSTNAMES="localhost",
+  )
   env.pop("XLA_FLAGS", None)
   return env
 
@@ -71,8 +82,14 @@ def run_libtpu(args: list[str], timeout: float = 900) -> subprocess.CompletedPro
   with open(lock, "a") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
-      return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=libtpu_env(),
-                            capture_output=True, text=True, timeout=timeout)
+      return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=libtpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+      )
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -81,8 +98,10 @@ def run_libtpu(args: list[str], timeout: float = 900) -> subprocess.CompletedPro
 def reports():
   """The plan of the small variant on 4 v5p chips, replicated and fsdp, from one child."""
   _libtpu_or_skip()
-  code = (f"VARIANT = {VARIANT!r}\nWINDOW = {WINDOW}\nTOPOLOGY = {TOPOLOGY!r}\n"
-          f"GLOBAL_BATCH = {GLOBAL_BATCH}\nFSDP_MIN_SIZE = {FSDP_MIN_SIZE}\n" + _CHILD)
+  code = (
+    f"VARIANT = {VARIANT!r}\nWINDOW = {WINDOW}\nTOPOLOGY = {TOPOLOGY!r}\n"
+    f"GLOBAL_BATCH = {GLOBAL_BATCH}\nFSDP_MIN_SIZE = {FSDP_MIN_SIZE}\n" + _CHILD
+  )
   proc = run_libtpu(["-c", code])
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout)
@@ -101,12 +120,12 @@ def conv_macs(variant: net1d.Net1DVariant, window: int) -> tuple[int, int]:
       block_in = in_ch if b == 0 else out_ch
       mid = int(out_ch * variant.ratio)
       groups = out_ch // variant.groups_width
-      total += length * block_in * mid                   # conv1, 1x1, before the stride.
+      total += length * block_in * mid  # conv1, 1x1, before the stride.
       if b == 0:
         length = -(-length // 2)
-      total += length * mid * (mid // groups) * k        # conv2, grouped, strided.
-      total += length * mid * out_ch                     # conv3, 1x1.
-      total += out_ch * (out_ch // 2) * 2                # SE: two dense layers on the mean.
+      total += length * mid * (mid // groups) * k  # conv2, grouped, strided.
+      total += length * mid * out_ch  # conv3, 1x1.
+      total += out_ch * (out_ch // 2) * 2  # SE: two dense layers on the mean.
     in_ch = out_ch
   return total, stem
 
@@ -148,15 +167,23 @@ def test_report_fields(reports):
     assert f["step_s"] == max(f["compute_s"], f["hbm_s"], f["ici_s"]) > 0
     assert 0 < f["mfu_ceiling"] <= 1
     assert f["signals_per_s_per_chip"] == pytest.approx(r["signals_per_chip"] / f["step_s"])
-    assert "all-reduce" in r["collectives"]    # Gradients are averaged over the chips.
+    assert "all-reduce" in r["collectives"]  # Gradients are averaged over the chips.
 
 
 @pytest.mark.slow
 def test_cli_topology_prints_fit_and_writes_json(tmp_path):
   _libtpu_or_skip()
   out = tmp_path / "plan.json"
-  proc = run_libtpu(["-m", "clef_jax.plan", "--config=configs/small.py:tiny",
-                     f"--topology={TOPOLOGY}", "--batch=8", f"--json={out}"])
+  proc = run_libtpu(
+    [
+      "-m",
+      "clef_jax.plan",
+      "--config=configs/small.py:tiny",
+      f"--topology={TOPOLOGY}",
+      "--batch=8",
+      f"--json={out}",
+    ]
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "FITS" in proc.stdout and "largest per-chip batch that fits" in proc.stdout
   r = json.loads(out.read_text())
@@ -179,8 +206,9 @@ def plan_env(monkeypatch):
 
 def test_local_topology(capsys, tmp_path):
   out = tmp_path / "plan.json"
-  rc = plan.main(["--config=configs/small.py:tiny", "--topology=local", "--batch=8", "--no_fit",
-                  f"--json={out}"])
+  rc = plan.main(
+    ["--config=configs/small.py:tiny", "--topology=local", "--batch=8", "--no_fit", f"--json={out}"]
+  )
   assert rc == 0
   text = capsys.readouterr().out
   assert "XLA / chip" in text and "roofline" not in text
@@ -191,24 +219,28 @@ def test_local_topology(capsys, tmp_path):
 
 def test_missing_libtpu_is_one_line(monkeypatch, capsys, plan_env):
   real = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec",
-                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a)
+  )
   rc = plan.main(["--config=configs/small.py:tiny", f"--topology={TOPOLOGY}"])
   err = capsys.readouterr().err
   assert rc == 2
   assert err.count("\n") == 1 and "pip install '.[tpu]'" in err
 
 
-@pytest.mark.parametrize("argv, needle", [
+@pytest.mark.parametrize(
+  "argv, needle",
+  [
     (["--config=configs/nope.py"], "no such file: configs/nope.py"),
     (["--config=configs/small.py:tiny", "--topology=v9z:2x2"], "unknown TPU generation"),
     (["--config=configs/small.py:tiny", "--batch=0"], "--batch must be positive"),
     (["--config=configs/small.py:tiny", "--topology=local", "--batch=7"], "not divisible"),
-])
+  ],
+)
 def test_bad_input_is_one_line(argv, needle, capsys, plan_env):
   try:
     rc = plan.main(argv)
-  except SystemExit as e:     # argparse's own checks.
+  except SystemExit as e:  # argparse's own checks.
     rc = e.code
   assert rc == 2
   err = capsys.readouterr().err

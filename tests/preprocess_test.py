@@ -5,8 +5,8 @@ import pytest
 import scipy.io
 import scipy.signal
 
-from clef_jax.data import schema
 from clef_jax import preprocess as pp
+from clef_jax.data import schema
 
 FS = 500.0
 
@@ -22,7 +22,7 @@ def _official_add_noise(x, ch_name, noise_mat, kind, start, noise_rms=0.1):
   data = noise_mat[pp.NOISE_KEYS[kind - 1]]
   length, t_noise = x.shape[-1], data.shape[1]
   if length < t_noise:
-    window = data[:, start:start + length]  # a view: the rescaling below mutates `data`
+    window = data[:, start : start + length]  # a view: the rescaling below mutates `data`
   else:
     half = t_noise // 2
     window = np.tile(data[:, :half], (1, int(np.ceil(length / half))))[:, :length]
@@ -30,16 +30,33 @@ def _official_add_noise(x, ch_name, noise_mat, kind, start, noise_rms=0.1):
     std = np.std(window[i])
     window[i] = noise_rms * window[i] / std if std > 0 else 0
   # The official CHANNEL_MAPPING has upper-case AVR/AVL/AVF; MIMIC's aVR/aVL/aVF fall back to 0.
-  mapping = {"I": 0, "II": 1, "III": 2, "AVR": 3, "AVL": 4, "AVF": 5, "V1": 6, "V2": 7, "V3": 8,
-             "V4": 9, "V5": 10, "V6": 11, "X": 12, "Y": 13, "Z": 14}
+  mapping = {
+    "I": 0,
+    "II": 1,
+    "III": 2,
+    "AVR": 3,
+    "AVL": 4,
+    "AVF": 5,
+    "V1": 6,
+    "V2": 7,
+    "V3": 8,
+    "V4": 9,
+    "V5": 10,
+    "V6": 11,
+    "X": 12,
+    "Y": 13,
+    "Z": 14,
+  }
   return x + window[mapping.get(ch_name, 0)]
 
 
 @pytest.fixture
 def fake_mat(tmp_path):
   rng = np.random.default_rng(7)
-  arrays = {key: rng.normal(size=(pp.NOISE_ROWS, 900)) * (1 + np.arange(pp.NOISE_ROWS))[:, None]
-            for key in pp.NOISE_KEYS}
+  arrays = {
+    key: rng.normal(size=(pp.NOISE_ROWS, 900)) * (1 + np.arange(pp.NOISE_ROWS))[:, None]
+    for key in pp.NOISE_KEYS
+  }
   path = tmp_path / "DATA_noises_real.mat"
   scipy.io.savemat(path, arrays)
   return path
@@ -54,8 +71,9 @@ def test_faithful_noise_matches_official(fake_mat, lead_name, length):
     kind, start = pp.draw_noise(np.random.default_rng(seed), bank, length)
     official_mat = {k: scipy.io.loadmat(fake_mat)[k] for k in pp.NOISE_KEYS}
     want = _official_add_noise(x, lead_name, official_mat, kind, start)
-    got = pp.add_noise(x, schema.lead_index(lead_name), np.random.default_rng(seed), bank,
-                       faithful=True)
+    got = pp.add_noise(
+      x, schema.lead_index(lead_name), np.random.default_rng(seed), bank, faithful=True
+    )
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     if length < 900 and 1 <= kind:  # the start draw follows randint(0, T - L - 1)
       assert 0 <= start <= 900 - length - 1
@@ -87,8 +105,11 @@ def test_noise_kind_distribution_and_scale(fake_mat):
 
 def test_noise_windows_matches_single(fake_mat):
   bank = pp.load_noise_mat(fake_mat)
-  kinds, rows, starts = np.array([0, 1, 2, 3, 4, 2]), np.array([0, 3, 5, 11, 14, 0]), np.array(
-      [0, 5, 100, 599, 0, 7])
+  kinds, rows, starts = (
+    np.array([0, 1, 2, 3, 4, 2]),
+    np.array([0, 3, 5, 11, 14, 0]),
+    np.array([0, 5, 100, 599, 0, 7]),
+  )
   got = pp.noise_windows(bank, kinds, rows, starts, 300)
   for i in range(len(kinds)):
     np.testing.assert_allclose(got[i], pp.noise_window(bank, kinds[i], rows[i], starts[i], 300))
@@ -126,8 +147,9 @@ def test_select_leads_policy():
   draws = np.array([pp.select_leads(mask, rng, p_same=0.0) for _ in range(2000)])
   assert set(np.unique(draws)) == {1, 7}
   assert np.mean(draws[:, 0] == draws[:, 1]) == pytest.approx(0.5, abs=0.05)
-  assert set(np.unique([pp.select_leads(np.zeros(12, bool), rng)[:2] for _ in range(300)])) == \
-      set(range(12))  # no lead available: fall back to all 12
+  assert set(np.unique([pp.select_leads(np.zeros(12, bool), rng)[:2] for _ in range(300)])) == set(
+    range(12)
+  )  # no lead available: fall back to all 12
 
 
 def test_interpolate_nan():
@@ -156,7 +178,8 @@ def test_bandpass_is_official_filtfilt_at_500():
   # Above 500 Hz the transfer-function form is unstable; "auto" uses second-order sections.
   assert np.abs(pp.bandpass(x, 1000, form="ba")).max() > 100  # input std is 1
   np.testing.assert_array_equal(
-      pp.bandpass(x, 1000), scipy.signal.sosfiltfilt(pp.butter_sos(1000.0), x))
+    pp.bandpass(x, 1000), scipy.signal.sosfiltfilt(pp.butter_sos(1000.0), x)
+  )
 
 
 @pytest.mark.parametrize("fs", [250.0, 500.0, 1000.0])

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from clef_jax import build
-from clef_jax.data import schema
+from clef_jax import build, synthetic
 from clef_jax import preprocess as pp
-from clef_jax import synthetic
+from clef_jax.data import schema
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +67,10 @@ def test_metadata_is_plausible_and_correlated(sample):
   both = np.isfinite(meta[:, 3])
   assert np.corrcoef(age[both], meta[both, 3])[0, 1] > 0.2  # SBP rises with age
   assert np.corrcoef(age, np.log(risk))[0, 1] > 0.5
-  assert meta[sex == 1, 5][np.isfinite(meta[sex == 1, 5])].mean() > \
-      meta[sex == 0, 5][np.isfinite(meta[sex == 0, 5])].mean() + 3  # men are taller
+  assert (
+    meta[sex == 1, 5][np.isfinite(meta[sex == 1, 5])].mean()
+    > meta[sex == 0, 5][np.isfinite(meta[sex == 0, 5])].mean() + 3
+  )  # men are taller
   high = _stack(sample, "risk_high")
   np.testing.assert_array_equal(high, synthetic.risk_high(risk, age))
   np.testing.assert_array_equal(_stack(sample, "age_band"), (age - 40) // 10)
@@ -85,8 +86,10 @@ def test_limb_leads_obey_einthoven(sample):
       continue
     checked += 1
     lead_i, lead_ii = x[ok, 0], x[ok, 1]
-    derived = np.stack([lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2,
-                        lead_ii - lead_i / 2], axis=1)
+    derived = np.stack(
+      [lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2],
+      axis=1,
+    )
     step = 1 / synthetic.DIGITAL_GAIN
     assert np.abs(x[ok, 2:6] - derived).max() <= 2 * step  # int16 rounding only
   assert checked >= 40
@@ -115,15 +118,21 @@ def test_rhythm_and_heart_rate_are_in_the_signal(sample):
 
 def test_labels_are_learnable_from_one_lead(sample):
   """A linear model on crude lead-I features beats chance clearly (held-out subjects)."""
+
   def features(r):
     x = schema.to_physical(r["signal"], r["gain"], r["baseline"])[:, 0]
     x = pp.bandpass(pp.interpolate_nan(x), 500)
     s = np.abs(x)
     peaks, _ = scipy.signal.find_peaks(s, distance=150, height=0.4 * np.percentile(s, 99.5))
     rr = np.diff(peaks) / 500 if len(peaks) > 2 else np.ones(2)
-    t_wave = [x[p + 100:p + 175].mean() for p in peaks if p + 175 < len(x)] or [0.0]
-    f = [60 / rr.mean(), rr.std() / rr.mean(), np.median(x[peaks]) if len(peaks) else 0.0,
-         np.median(t_wave), x.std()]
+    t_wave = [x[p + 100 : p + 175].mean() for p in peaks if p + 175 < len(x)] or [0.0]
+    f = [
+      60 / rr.mean(),
+      rr.std() / rr.mean(),
+      np.median(x[peaks]) if len(peaks) else 0.0,
+      np.median(t_wave),
+      x.std(),
+    ]
     return f + [v * v for v in f]
 
   X = np.array([features(r) for r in sample])
@@ -152,7 +161,10 @@ def test_labels_are_learnable_from_one_lead(sample):
 
 def test_split_ranges():
   assert synthetic.split_ranges(2000) == {
-      "train": (0, 1600), "validation": (1600, 1800), "test": (1800, 2000)}
+    "train": (0, 1600),
+    "validation": (1600, 1800),
+    "test": (1800, 2000),
+  }
   assert synthetic.split_ranges(40) == {"train": (0, 32), "validation": (32, 36), "test": (36, 40)}
 
 
@@ -164,7 +176,8 @@ def test_builder_tiny(tmp_path):
   assert {k: len(v) for k, v in splits.items()} == {"train": 32, "validation": 4, "test": 4}
   patients = {k: {ex["patient_id"] for ex in v} for k, v in splits.items()}
   assert not (patients["train"] & patients["validation"]) and not (
-      patients["train"] & patients["test"])
+    patients["train"] & patients["test"]
+  )
   ex = splits["test"][0]
   want = {r["record_id"]: r for r in synthetic.generate_records(seed=0, start=36, stop=40)}
   ref = want[ex["record_id"].decode()]

@@ -5,10 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clef_jax import checkpoint
-from clef_jax import models
-from clef_jax import train
-from clef_jax import weights
+from clef_jax import checkpoint, models, train, weights
 
 
 def _random_params(name, seed=1):
@@ -35,11 +32,15 @@ def test_torch_file_round_trip(tmp_path, name):
     loaded = weights.load_backbone(path, backbone=name, size="small")
     _assert_same(loaded.params, params)
     assert (loaded.backbone, loaded.size, loaded.in_channels, loaded.config) == (
-        name, "small", 1, None)
+      name,
+      "small",
+      1,
+      None,
+    )
     assert loaded.source == str(path.absolute())
     out, _ = loaded.model.apply({"params": loaded.params}, jnp.zeros((1, 64, 1)))
     assert out.shape == (1, 256)
-  assert not list(tmp_path.glob(".*tmp*"))                  # No temp files left behind.
+  assert not list(tmp_path.glob(".*tmp*"))  # No temp files left behind.
 
 
 def test_save_rejects_unknown_format_and_backbone(tmp_path):
@@ -52,8 +53,7 @@ def test_save_rejects_unknown_format_and_backbone(tmp_path):
 
 
 def _orbax_run(directory, params, config):
-  state = train.TrainState(step=jnp.int32(3), params={"backbone": params},
-                           opt_state=(jnp.ones(4),))
+  state = train.TrainState(step=jnp.int32(3), params={"backbone": params}, opt_state=(jnp.ones(4),))
   ckpt = checkpoint.Checkpointer(directory / "checkpoints", async_save=False)
   ckpt.save(3, state, config=config, force=True)
   ckpt.close()
@@ -72,8 +72,9 @@ def test_workdir_and_step_directory(tmp_path):
     # The inference module: float32, whatever the run computed in.
     assert loaded.model == models.create_backbone("net1d", "small")
   assert weights.load_backbone(step_dir, backbone="net1d", size="small").size == "small"
-  with pytest.raises(ValueError, match="holds a net1d-small backbone, not the requested "
-                     "net1d-medium"):
+  with pytest.raises(
+    ValueError, match="holds a net1d-small backbone, not the requested net1d-medium"
+  ):
     weights.load_backbone(step_dir, size="medium")
   with pytest.raises(ValueError, match="single-lead"):
     weights.load_backbone(step_dir, in_channels=12)

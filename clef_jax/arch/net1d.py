@@ -8,12 +8,13 @@ parameter counts share.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @dataclasses.dataclass(frozen=True)
 class Net1DVariant:
   """One size preset of `create_net1d_by_size`."""
+
   base_filters: int
   ratio: float
   filter_list: tuple[int, ...]
@@ -27,18 +28,27 @@ class Net1DVariant:
 
 
 VARIANTS: dict[str, Net1DVariant] = {
-    "small": Net1DVariant(
-        base_filters=32, ratio=0.5,
-        filter_list=(32, 64, 64, 128, 128, 256),
-        m_blocks_list=(1, 1, 2, 2, 2, 2), groups_width=8),
-    "medium": Net1DVariant(
-        base_filters=64, ratio=1.0,
-        filter_list=(64, 160, 160, 400, 400, 1024, 1024),
-        m_blocks_list=(2, 2, 2, 3, 3, 4, 4), groups_width=16),
-    "large": Net1DVariant(
-        base_filters=128, ratio=1.5,
-        filter_list=(128, 256, 256, 512, 512, 1024, 1024, 2048, 2048),
-        m_blocks_list=(2, 3, 3, 4, 4, 5, 5, 6, 6), groups_width=32),
+  "small": Net1DVariant(
+    base_filters=32,
+    ratio=0.5,
+    filter_list=(32, 64, 64, 128, 128, 256),
+    m_blocks_list=(1, 1, 2, 2, 2, 2),
+    groups_width=8,
+  ),
+  "medium": Net1DVariant(
+    base_filters=64,
+    ratio=1.0,
+    filter_list=(64, 160, 160, 400, 400, 1024, 1024),
+    m_blocks_list=(2, 2, 2, 3, 3, 4, 4),
+    groups_width=16,
+  ),
+  "large": Net1DVariant(
+    base_filters=128,
+    ratio=1.5,
+    filter_list=(128, 256, 256, 512, 512, 1024, 1024, 2048, 2048),
+    m_blocks_list=(2, 3, 3, 4, 4, 5, 5, 6, 6),
+    groups_width=32,
+  ),
 }
 
 
@@ -53,8 +63,9 @@ def as_variant(size: str | Net1DVariant) -> Net1DVariant:
   if isinstance(size, Net1DVariant):
     return size
   if size not in VARIANTS:
-    raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(VARIANTS)} "
-                     "or pass a Net1DVariant.")
+    raise ValueError(
+      f"Unknown Net1D size {size!r}; choose one of {sorted(VARIANTS)} or pass a Net1DVariant."
+    )
   return VARIANTS[size]
 
 
@@ -72,9 +83,15 @@ def block_specs(size: str | Net1DVariant) -> Iterator[dict[str, int | bool]]:
   for s, (out_ch, m_blocks) in enumerate(zip(v.filter_list, v.m_blocks_list)):
     for b in range(m_blocks):
       yield dict(
-          stage=s, block=b, in_ch=in_ch if b == 0 else out_ch, out_ch=out_ch,
-          mid_ch=int(out_ch * v.ratio), groups=out_ch // v.groups_width,
-          stride=2 if b == 0 else 1, is_first=(s == 0 and b == 0))
+        stage=s,
+        block=b,
+        in_ch=in_ch if b == 0 else out_ch,
+        out_ch=out_ch,
+        mid_ch=int(out_ch * v.ratio),
+        groups=out_ch // v.groups_width,
+        stride=2 if b == 0 else 1,
+        is_first=(s == 0 and b == 0),
+      )
     in_ch = out_ch
 
 
@@ -85,11 +102,11 @@ def used_param_count(size: str | Net1DVariant, in_channels: int = 1) -> int:
   n = v.base_filters * in_channels * k + v.base_filters
   for s in block_specs(v):
     i, o, m, g = s["in_ch"], s["out_ch"], s["mid_ch"], s["groups"]
-    n += i * m + m                      # conv1
-    n += m * (m // g) * k + m           # conv2 (grouped)
-    n += m * o + o                      # conv3
-    n += o * (o // 2) + o // 2          # se_fc1
-    n += (o // 2) * o + o               # se_fc2
+    n += i * m + m  # conv1
+    n += m * (m // g) * k + m  # conv2 (grouped)
+    n += m * o + o  # conv3
+    n += o * (o // 2) + o // 2  # se_fc1
+    n += (o // 2) * o + o  # se_fc2
   return n
 
 

@@ -4,8 +4,9 @@ import importlib
 import sys
 
 BENCHMARKS = ("model", "loss", "input", "device")
-USAGE = (f"usage: python -m clef_jax.bench {{{','.join(BENCHMARKS)}}} [flags]  "
-         "(--help per benchmark)")
+USAGE = (
+  f"usage: python -m clef_jax.bench {{{','.join(BENCHMARKS)}}} [flags]  (--help per benchmark)"
+)
 
 
 def main() -> None:
@@ -16,7 +17,7 @@ def main() -> None:
       print(USAGE)
       sys.exit(0)
     given = f"unknown benchmark {sys.argv[1]!r}; " if len(sys.argv) > 1 else ""
-    print(f"error: {given}{USAGE[len('usage: '):]}", file=sys.stderr)
+    print(f"error: {given}{USAGE[len('usage: ') :]}", file=sys.stderr)
     sys.exit(2)
   name = sys.argv.pop(1)
   sys.argv[0] = f"clef_jax.bench {name}"

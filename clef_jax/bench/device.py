@@ -50,18 +50,18 @@ from clef_jax import cli
 # `device_kind` in this order (first substring match wins, so "H100 PCIe" precedes "H100").
 # NVIDIA's datasheets quote the sparse figure ("with sparsity"); dense is half of it.
 GPU_PEAKS: tuple[tuple[str, float, str], ...] = (
-    ("H200 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h200/ (1,671 sparse)"),
-    ("H200", 989.5, "https://www.nvidia.com/en-us/data-center/h200/ (SXM, 1,979 sparse)"),
-    ("H100 PCIe", 756.0, "https://www.nvidia.com/en-us/data-center/h100/ (1,513 sparse)"),
-    ("H100 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h100/ (1,671 sparse)"),
-    ("H100", 989.5, "https://www.nvidia.com/en-us/data-center/h100/ (SXM, 1,979 sparse)"),
-    ("GH200", 989.5, "https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/"),
-    ("B200", 2250.0, "https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, 4.5 PF sparse)"),
-    ("A100", 312.0, "https://www.nvidia.com/en-us/data-center/a100/ (624 sparse)"),
-    ("L40S", 362.05, "https://www.nvidia.com/en-us/data-center/l40s/ (733 sparse)"),
-    ("L40", 181.05, "https://www.nvidia.com/en-us/data-center/l40/ (362.1 sparse)"),
-    ("L4", 121.0, "https://www.nvidia.com/en-us/data-center/l4/ (242 sparse)"),
-    ("A10", 125.0, "https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (250 sparse)"),
+  ("H200 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h200/ (1,671 sparse)"),
+  ("H200", 989.5, "https://www.nvidia.com/en-us/data-center/h200/ (SXM, 1,979 sparse)"),
+  ("H100 PCIe", 756.0, "https://www.nvidia.com/en-us/data-center/h100/ (1,513 sparse)"),
+  ("H100 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h100/ (1,671 sparse)"),
+  ("H100", 989.5, "https://www.nvidia.com/en-us/data-center/h100/ (SXM, 1,979 sparse)"),
+  ("GH200", 989.5, "https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/"),
+  ("B200", 2250.0, "https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, 4.5 PF sparse)"),
+  ("A100", 312.0, "https://www.nvidia.com/en-us/data-center/a100/ (624 sparse)"),
+  ("L40S", 362.05, "https://www.nvidia.com/en-us/data-center/l40s/ (733 sparse)"),
+  ("L40", 181.05, "https://www.nvidia.com/en-us/data-center/l40/ (362.1 sparse)"),
+  ("L4", 121.0, "https://www.nvidia.com/en-us/data-center/l4/ (242 sparse)"),
+  ("A10", 125.0, "https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (250 sparse)"),
 )
 # Samples per second of the archive the pipeline reads (the model's 10-s windows are 5000).
 ARCHIVE_FS = 500.0
@@ -73,8 +73,10 @@ STEP_KEYS = ("views", "risk", "rate_meta")
 def tiny_variant():
   """Two stages, 8 and 16 channels: a Net1D that compiles in seconds on a CPU."""
   from clef_jax.models import net1d
-  return net1d.Net1DVariant(base_filters=8, ratio=1.0, filter_list=(8, 16), m_blocks_list=(1, 1),
-                            groups_width=4)
+
+  return net1d.Net1DVariant(
+    base_filters=8, ratio=1.0, filter_list=(8, 16), m_blocks_list=(1, 1), groups_width=4
+  )
 
 
 def gpu_peak(device_kind: str) -> tuple[float, str] | None:
@@ -86,25 +88,45 @@ def gpu_peak(device_kind: str) -> tuple[float, str] | None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = cli.ArgumentParser(prog="python -m clef_jax.bench device", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(
+    prog="python -m clef_jax.bench device",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--sizes", default="small,medium", help="comma list of tiny,small,medium,large")
-  p.add_argument("--batches", default="",
-                 help="comma list of global batches (pairs), one per size; default per size "
-                      f"{DEFAULT_BATCHES}")
+  p.add_argument(
+    "--batches",
+    default="",
+    help=f"comma list of global batches (pairs), one per size; default per size {DEFAULT_BATCHES}",
+  )
   p.add_argument("--length", type=int, default=5000, help="samples per view (10 s at 500 Hz)")
   p.add_argument("--steps", type=int, default=30, help="timed steps per mode")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed mode")
-  p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
-                 help="compute dtype (params and loss stay float32)")
+  p.add_argument(
+    "--dtype",
+    default="bfloat16",
+    choices=("bfloat16", "float32"),
+    help="compute dtype (params and loss stay float32)",
+  )
   p.add_argument("--num_records", type=int, default=1024, help="subjects in the built archive")
-  p.add_argument("--workers", type=int, default=-1,
-                 help="grain worker processes (-1: CPUs - 2, at most 12; 0: in-process)")
+  p.add_argument(
+    "--workers",
+    type=int,
+    default=-1,
+    help="grain worker processes (-1: CPUs - 2, at most 12; 0: in-process)",
+  )
   p.add_argument("--read_threads", type=int, default=2)
-  p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "clef_bench_device"),
-                 help="where the synthetic archive is built (reused when already there)")
-  p.add_argument("--peak_tflops", type=float, default=0.0,
-                 help="peak bf16 TFLOP/s per device for MFU (0: from the device table)")
+  p.add_argument(
+    "--data_dir",
+    default=os.path.join(tempfile.gettempdir(), "clef_bench_device"),
+    help="where the synthetic archive is built (reused when already there)",
+  )
+  p.add_argument(
+    "--peak_tflops",
+    type=float,
+    default=0.0,
+    help="peak bf16 TFLOP/s per device for MFU (0: from the device table)",
+  )
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
   args = p.parse_args(argv)
   args.sizes = [s for s in args.sizes.split(",") if s]
@@ -128,21 +150,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   return args
 
 
-def make_config(size: str, *, batch: int, length: int, dtype: str, workers: int,
-                read_threads: int, num_records: int, data_dir: str):
+def make_config(
+  size: str,
+  *,
+  batch: int,
+  length: int,
+  dtype: str,
+  workers: int,
+  read_threads: int,
+  num_records: int,
+  data_dir: str,
+):
   """The size's training config (`configs/<size>.py`), on a synthetic archive of `length`."""
   from clef_jax.configs import base
 
-  config = base.get_config("bf16" if dtype == "bfloat16" else None,
-                           size="small" if size == "tiny" else size)
+  config = base.get_config(
+    "bf16" if dtype == "bfloat16" else None, size="small" if size == "tiny" else size
+  )
   if size == "tiny":
-    with config.ignore_type():        # A Net1DVariant where the config holds a size name.
+    with config.ignore_type():  # A Net1DVariant where the config holds a size name.
       config.model.size = tiny_variant()
   config.input.dataset = "synthetic_ecg"
   config.input.auto_build = True
   config.input.data_dir = data_dir
-  config.input.build = {"num_subjects": num_records, "seed": 0,
-                        "duration_s": max(1.0, math.ceil(length / ARCHIVE_FS * 10) / 10)}
+  config.input.build = {
+    "num_subjects": num_records,
+    "seed": 0,
+    "duration_s": max(1.0, math.ceil(length / ARCHIVE_FS * 10) / 10),
+  }
   config.input.window = length
   config.input.batch_size = batch
   config.input.num_workers = workers
@@ -187,24 +222,38 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
   from clef_jax import sharding as sharding_lib
   from clef_jax import train_setup as setup
 
-  config = make_config(size, batch=batch, length=args.length, dtype=args.dtype,
-                       workers=args.workers, read_threads=args.read_threads,
-                       num_records=args.num_records, data_dir=args.data_dir)
+  config = make_config(
+    size,
+    batch=batch,
+    length=args.length,
+    dtype=args.dtype,
+    workers=args.workers,
+    read_threads=args.read_threads,
+    num_records=args.num_records,
+    data_dir=args.data_dir,
+  )
   num_devices = jax.device_count()
   if batch % num_devices:
-    raise ValueError(f"--batches: {batch} pairs for {size} is not divisible by the "
-                     f"{num_devices} devices.")
+    raise ValueError(
+      f"--batches: {batch} pairs for {size} is not divisible by the {num_devices} devices."
+    )
   mesh = sharding_lib.make_mesh(num_devices)
   dataset_dir = setup.resolve_train_dataset(config.input, pathlib.Path(args.data_dir))
   source = input_pipeline.load_data_source(os.fspath(dataset_dir), split=config.input.split)
   if len(source) < batch:
-    raise ValueError(f"--num_records: the archive's train split has {len(source)} records, fewer "
-                     f"than one batch of {batch}.")
+    raise ValueError(
+      f"--num_records: the archive's train split has {len(source)} records, fewer "
+      f"than one batch of {batch}."
+    )
   model, tx, step_fn = setup.make_step(config, mesh, len(source) // batch)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, state_sharding = train.create_sharded_train_state(
-      init_rng, mesh=mesh, strategy=config.mesh.strategy,
-      fsdp_min_size=config.mesh.fsdp_min_size, **setup.state_kwargs(config, model, tx))
+    init_rng,
+    mesh=mesh,
+    strategy=config.mesh.strategy,
+    fsdp_min_size=config.mesh.fsdp_min_size,
+    **setup.state_kwargs(config, model, tx),
+  )
   jitted = train.jit_train_step(step_fn, mesh=mesh, state_sharding=state_sharding)
   it = setup.make_train_iterator(config, source, mesh)
   first = next(it)
@@ -237,13 +286,21 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
 
   signals = 2 * batch
   row: dict[str, Any] = {
-      "size": size, "batch_pairs": batch, "signals_per_step": signals, "length": args.length,
-      "dtype": args.dtype, "devices": num_devices, "workers": args.workers,
-      "compile_s": compile_s, "flops_per_step_per_device": flops, "memory": memory,
-      "resident": _rates(resident_s, args.steps, signals),
-      "fed": _rates(fed_s, args.steps, signals),
-      "pipeline_alone": _rates(pipeline_s, args.steps, signals),
-      "final_loss": loss, "loss_finite": math.isfinite(loss),
+    "size": size,
+    "batch_pairs": batch,
+    "signals_per_step": signals,
+    "length": args.length,
+    "dtype": args.dtype,
+    "devices": num_devices,
+    "workers": args.workers,
+    "compile_s": compile_s,
+    "flops_per_step_per_device": flops,
+    "memory": memory,
+    "resident": _rates(resident_s, args.steps, signals),
+    "fed": _rates(fed_s, args.steps, signals),
+    "pipeline_alone": _rates(pipeline_s, args.steps, signals),
+    "final_loss": loss,
+    "loss_finite": math.isfinite(loss),
   }
   row["input_share"] = max(0.0, 1.0 - row["fed"]["steps_per_s"] / row["resident"]["steps_per_s"])
   stats = jax.local_devices()[0].memory_stats() or {}
@@ -253,8 +310,12 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _rates(seconds: float, steps: int, signals: int) -> dict[str, float]:
-  return {"seconds": seconds, "steps": steps, "steps_per_s": steps / seconds,
-          "signals_per_s": steps * signals / seconds}
+  return {
+    "seconds": seconds,
+    "steps": steps,
+    "steps_per_s": steps / seconds,
+    "signals_per_s": steps * signals / seconds,
+  }
 
 
 def _cost(compiled, key: str) -> float | None:
@@ -281,25 +342,45 @@ def add_mfu(row: dict[str, Any], peak_tflops: float | None) -> None:
   flops = row["flops_per_step_per_device"]
   if not (flops and peak_tflops):
     return
-  row["mfu"] = {mode: flops * row[mode]["steps_per_s"] / (peak_tflops * 1e12)
-                for mode in ("resident", "fed")}
+  row["mfu"] = {
+    mode: flops * row[mode]["steps_per_s"] / (peak_tflops * 1e12) for mode in ("resident", "fed")
+  }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-  head = ("size", "batch (pairs)", "compile s", "resident steps/s", "resident sig/s",
-          "fed steps/s", "fed sig/s", "pipeline alone sig/s", "input share", "GFLOP/step",
-          "MFU resident", "MFU fed")
+  head = (
+    "size",
+    "batch (pairs)",
+    "compile s",
+    "resident steps/s",
+    "resident sig/s",
+    "fed steps/s",
+    "fed sig/s",
+    "pipeline alone sig/s",
+    "input share",
+    "GFLOP/step",
+    "MFU resident",
+    "MFU fed",
+  )
   lines = [head]
   for r in rows:
     mfu = r.get("mfu")
-    lines.append((
-        r["size"], str(r["batch_pairs"]), f"{r['compile_s']:.1f}",
-        f"{r['resident']['steps_per_s']:.2f}", f"{r['resident']['signals_per_s']:.0f}",
-        f"{r['fed']['steps_per_s']:.2f}", f"{r['fed']['signals_per_s']:.0f}",
-        f"{r['pipeline_alone']['signals_per_s']:.0f}", f"{100 * r['input_share']:.0f} %",
+    lines.append(
+      (
+        r["size"],
+        str(r["batch_pairs"]),
+        f"{r['compile_s']:.1f}",
+        f"{r['resident']['steps_per_s']:.2f}",
+        f"{r['resident']['signals_per_s']:.0f}",
+        f"{r['fed']['steps_per_s']:.2f}",
+        f"{r['fed']['signals_per_s']:.0f}",
+        f"{r['pipeline_alone']['signals_per_s']:.0f}",
+        f"{100 * r['input_share']:.0f} %",
         f"{r['flops_per_step_per_device'] / 1e9:.3g}" if r["flops_per_step_per_device"] else "-",
         f"{100 * mfu['resident']:.1f} %" if mfu else "-",
-        f"{100 * mfu['fed']:.1f} %" if mfu else "-"))
+        f"{100 * mfu['fed']:.1f} %" if mfu else "-",
+      )
+    )
   widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
   out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
   out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -313,37 +394,56 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
   load = quiet.MachineLoad()
   from absl import flags
+
   if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()       # grain worker processes read absl flags
+    flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
   import jax
 
   dev = jax.devices()[0]
   peak = (args.peak_tflops, "--peak_tflops") if args.peak_tflops else gpu_peak(dev.device_kind)
   if dev.platform == "cpu" and not args.peak_tflops:
     peak = None
-  env = {"device_kind": dev.device_kind, "platform": dev.platform,
-         "device_count": jax.device_count(), "jax": jax.__version__,
-         "cpus": os.cpu_count(), "python": sys.version.split()[0],
-         "peak_tflops_per_device": peak[0] if peak else None,
-         "peak_source": peak[1] if peak else None}
-  print(f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); jax "
-        f"{jax.__version__}; peak bf16 "
-        f"{f'{peak[0]:g} TFLOP/s ({peak[1]})' if peak else 'unknown (no MFU)'}", flush=True)
+  env = {
+    "device_kind": dev.device_kind,
+    "platform": dev.platform,
+    "device_count": jax.device_count(),
+    "jax": jax.__version__,
+    "cpus": os.cpu_count(),
+    "python": sys.version.split()[0],
+    "peak_tflops_per_device": peak[0] if peak else None,
+    "peak_source": peak[1] if peak else None,
+  }
+  print(
+    f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); jax "
+    f"{jax.__version__}; peak bf16 "
+    f"{f'{peak[0]:g} TFLOP/s ({peak[1]})' if peak else 'unknown (no MFU)'}",
+    flush=True,
+  )
   rows = []
   for size, batch in zip(args.sizes, args.batches):
-    print(f"{size}: batch {batch} pairs, L={args.length}, {args.dtype}, {args.workers} workers",
-          flush=True)
+    print(
+      f"{size}: batch {batch} pairs, L={args.length}, {args.dtype}, {args.workers} workers",
+      flush=True,
+    )
     row = measure(size, batch, args)
     add_mfu(row, peak[0] if peak else None)
     rows.append(row)
-    print(f"{size}: compiled in {row['compile_s']:.1f} s; resident "
-          f"{row['resident']['steps_per_s']:.2f} steps/s, fed {row['fed']['steps_per_s']:.2f} "
-          f"steps/s", flush=True)
-  results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "env": env,
-             "rows": rows}
+    print(
+      f"{size}: compiled in {row['compile_s']:.1f} s; resident "
+      f"{row['resident']['steps_per_s']:.2f} steps/s, fed {row['fed']['steps_per_s']:.2f} "
+      f"steps/s",
+      flush=True,
+    )
+  results = {
+    "config": {k: v for k, v in vars(args).items() if k != "json"},
+    "env": env,
+    "rows": rows,
+  }
   print(format_table(rows))
-  print(f"signals/s count both views of every pair (2B per step); {args.steps} timed steps per "
-        f"mode after {args.warmup} warm-up steps; input share = 1 - fed / resident steps/s.")
+  print(
+    f"signals/s count both views of every pair (2B per step); {args.steps} timed steps per "
+    f"mode after {args.warmup} warm-up steps; input share = 1 - fed / resident steps/s."
+  )
   if env["platform"] == "gpu":
     print("GFLOP/step and MFU are lower bounds on GPU: XLA's count leaves out cuDNN convolutions.")
   results["load"] = load.finish()

@@ -57,8 +57,9 @@ def _cpu_seconds(children: bool = True) -> float:
   return total
 
 
-def build_archive(num_records: int, data_dir: str, signal_encoding: str = "bytes"
-                  ) -> tuple[str, tuple[float, float] | None, float]:
+def build_archive(
+  num_records: int, data_dir: str, signal_encoding: str = "bytes"
+) -> tuple[str, tuple[float, float] | None, float]:
   """Builds (or reuses) `synthetic_ecg` with `num_records` subjects and that signal encoding.
 
   Returns:
@@ -67,7 +68,8 @@ def build_archive(num_records: int, data_dir: str, signal_encoding: str = "bytes
   from clef_jax import build
 
   builder = build.builder_class("synthetic_ecg")(
-      data_dir=data_dir, num_subjects=num_records, signal_encoding=signal_encoding)
+    data_dir=data_dir, num_subjects=num_records, signal_encoding=signal_encoding
+  )
   seconds = None
   if not os.path.isdir(builder.data_path):
     start, cpu = time.perf_counter(), time.process_time()
@@ -92,16 +94,24 @@ def write_wfdb_records(records, directory: str) -> list[str]:
   paths = []
   for i, rec in enumerate(records):
     name = f"rec{i:03d}"
-    wfdb.wrsamp(name, fs=float(rec["sampling_rate"]), units=["mV"] * 12, sig_name=list(MIMIC_LEADS),
-                d_signal=rec["signal"][:, order].astype(np.int32), fmt=["16"] * 12,
-                adc_gain=[float(g) for g in rec["gain"][order]],
-                baseline=[int(b) for b in rec["baseline"][order]], write_dir=directory)
+    wfdb.wrsamp(
+      name,
+      fs=float(rec["sampling_rate"]),
+      units=["mV"] * 12,
+      sig_name=list(MIMIC_LEADS),
+      d_signal=rec["signal"][:, order].astype(np.int32),
+      fmt=["16"] * 12,
+      adc_gain=[float(g) for g in rec["gain"][order]],
+      baseline=[int(b) for b in rec["baseline"][order]],
+      write_dir=directory,
+    )
     paths.append(os.path.join(directory, name))
   return paths
 
 
-def official_item(path: str, noise_mat: dict, pyrng: random.Random,
-                  nprng: np.random.RandomState) -> np.ndarray:
+def official_item(
+  path: str, noise_mat: dict, pyrng: random.Random, nprng: np.random.RandomState
+) -> np.ndarray:
   """One official `__getitem__`: `(2, 5000)` float z-scored views, all work per sample."""
   import scipy.signal
   import wfdb
@@ -112,8 +122,20 @@ def official_item(path: str, noise_mat: dict, pyrng: random.Random,
   if nprng.rand() < 0.8:
     ch2 = ch1
   seg2 = wfdb.rdrecord(path, sampfrom=0, sampto=5000).p_signal[:, ch2]
-  mapping = {"I": 0, "II": 1, "III": 2, "AVR": 3, "AVL": 4, "AVF": 5, "V1": 6, "V2": 7, "V3": 8,
-             "V4": 9, "V5": 10, "V6": 11}
+  mapping = {
+    "I": 0,
+    "II": 1,
+    "III": 2,
+    "AVR": 3,
+    "AVL": 4,
+    "AVF": 5,
+    "V1": 6,
+    "V2": 7,
+    "V3": 8,
+    "V4": 9,
+    "V5": 10,
+    "V6": 11,
+  }
   keys = ("motion_artefacts", "electrode_movement", "baseline_wander", "mixture_of_noises")
   out = []
   for seg, name in zip((seg1, seg2), names):
@@ -130,7 +152,7 @@ def official_item(path: str, noise_mat: dict, pyrng: random.Random,
     if kind:
       data = noise_mat[keys[kind - 1]]
       start = pyrng.randint(0, data.shape[1] - 5000 - 1)
-      window = data[:, start:start + 5000].copy()  # (the official mutates in place; we copy)
+      window = data[:, start : start + 5000].copy()  # (the official mutates in place; we copy)
       for i in range(window.shape[0]):
         std = np.std(window[i])
         window[i] = 0.1 * (window[i] / std) if std > 0 else 0
@@ -139,7 +161,7 @@ def official_item(path: str, noise_mat: dict, pyrng: random.Random,
       mask_len = int(5000 * pyrng.uniform(0.1, 0.3))
       start = pyrng.randint(0, 5000 - mask_len)
       seg = seg.copy()
-      seg[start:start + mask_len] = 0
+      seg[start : start + mask_len] = 0
     out.append((seg - seg.mean()) / (seg.std() + 1e-8))
   return np.stack(out)
 
@@ -165,8 +187,9 @@ def time_official(paths: list[str], items: int) -> dict:
 def time_ours(source, batch: int, steps: int, workers: int) -> dict:
   from clef_jax import input_pipeline as ip
 
-  it = ip.make_pretrain_iterator(data_source=source, global_batch_size=batch, seed=0,
-                                 num_workers=workers, read_threads=1)
+  it = ip.make_pretrain_iterator(
+    data_source=source, global_batch_size=batch, seed=0, num_workers=workers, read_threads=1
+  )
   next(it)  # warm-up: worker start-up, noise bank, first batches in flight
   cpu, wall = _cpu_seconds(), time.perf_counter()
   for _ in range(steps):
@@ -175,8 +198,13 @@ def time_ours(source, batch: int, steps: int, workers: int) -> dict:
   cpu = _cpu_seconds() - cpu
   it.close()
   assert np.isfinite(batch_out["views"]).all()
-  return dict(path="ours (grain, built shards)", workers=workers, records=steps * batch,
-              wall_s=wall, cpu_s=cpu)
+  return dict(
+    path="ours (grain, built shards)",
+    workers=workers,
+    records=steps * batch,
+    wall_s=wall,
+    cpu_s=cpu,
+  )
 
 
 def stage_breakdown(source, batch: int, records: int) -> dict:
@@ -194,15 +222,21 @@ def stage_breakdown(source, batch: int, records: int) -> dict:
   c = time.process_time()
   drawn = [two.random_map(r, rng) for r in decoded]
   views = time.process_time() - c
-  batches = [{k: np.stack([d[k] for d in drawn[j:j + batch]]) for k in drawn[0]}
-             for j in range(0, records, batch)]
+  batches = [
+    {k: np.stack([d[k] for d in drawn[j : j + batch]]) for k in drawn[0]}
+    for j in range(0, records, batch)
+  ]
   c = time.process_time()
   for b in batches:
     aug.map(b)
   augment = time.process_time() - c
   per = lambda s: round(1e3 * s / records, 3)  # noqa: E731
-  return {"decode_ms": per(decode), "two_views_ms": per(views), "augment_batch_ms": per(augment),
-          "total_ms": per(decode + views + augment)}
+  return {
+    "decode_ms": per(decode),
+    "two_views_ms": per(views),
+    "augment_batch_ms": per(augment),
+    "total_ms": per(decode + views + augment),
+  }
 
 
 def _row(r: dict) -> dict:
@@ -216,17 +250,23 @@ def _row(r: dict) -> dict:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
   """The flags of `python -m clef_jax.bench input`."""
-  parser = cli.ArgumentParser(prog="python -m clef_jax.bench input", description=__doc__,
-                              renamed={"batch": "batch_size"},
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(
+    prog="python -m clef_jax.bench input",
+    description=__doc__,
+    renamed={"batch": "batch_size"},
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--num_records", type=int, default=2000)
   parser.add_argument("--batch_size", dest="batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=20, help="timed batches per worker setting")
   parser.add_argument("--workers", default="0,1,2")
   parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "clef_bench_input"))
   parser.add_argument("--official_items", type=int, default=192)
-  parser.add_argument("--encodings", default="zlib,bytes",
-                      help="signal encodings to build and time: bytes (shared schema), zlib")
+  parser.add_argument(
+    "--encodings",
+    default="zlib,bytes",
+    help="signal encodings to build and time: bytes (shared schema), zlib",
+  )
   parser.add_argument("--json", default=None, help="also write the results here")
   return parser.parse_args(argv)
 
@@ -236,6 +276,7 @@ def run(argv=None) -> None:
   load = quiet.MachineLoad()
 
   from absl import flags
+
   flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
 
   from clef_jax import input_pipeline as ip
@@ -243,9 +284,11 @@ def run(argv=None) -> None:
   rows, archives, stages = [], {}, {}
   for encoding in [e for e in args.encodings.split(",") if e]:
     path, build_s, bytes_per_record = build_archive(args.num_records, args.data_dir, encoding)
-    built = "built in %.1f s wall, %.1f s CPU" % build_s if build_s else "reused"
-    print(f"archive ({encoding}): {path}  ({built}, "
-          f"{bytes_per_record / 1024:.1f} KiB/record on disk)", flush=True)
+    built = "built in {:.1f} s wall, {:.1f} s CPU".format(*build_s) if build_s else "reused"
+    print(
+      f"archive ({encoding}): {path}  ({built}, {bytes_per_record / 1024:.1f} KiB/record on disk)",
+      flush=True,
+    )
     archives[encoding] = dict(path=path, build_s=build_s, bytes_per_record=bytes_per_record)
     source = ip.load_data_source(path, split="train")
     if not rows:  # the official path once, from WFDB files of the first archive's records
@@ -257,29 +300,42 @@ def run(argv=None) -> None:
       row = _row(time_ours(source, args.batch, args.steps, workers))
       row["path"] = f"ours, signal {encoding}"
       rows.append(row)
-      print(f"ours ({encoding}), {workers} workers: {row['signals_per_core_s']:.0f} signals/s "
-            "per core", flush=True)
+      print(
+        f"ours ({encoding}), {workers} workers: {row['signals_per_core_s']:.0f} signals/s per core",
+        flush=True,
+      )
     stages[encoding] = stage_breakdown(source, args.batch, 8 * args.batch)
 
   base = rows[0]["signals_per_core_s"]
-  print("\n| path | workers | records/s | signals/s | cores used | signals/s per core | "
-        f"x official |\n|---|---|---|---|---|---|---|")
+  print(
+    "\n| path | workers | records/s | signals/s | cores used | signals/s per core | "
+    "x official |\n|---|---|---|---|---|---|---|"
+  )
   for r in rows:
-    print(f"| {r['path']} | {r['workers']} | {r['records_per_s']:.0f} | {r['signals_per_s']:.0f} "
-          f"| {r['cores_used']:.2f} | {r['signals_per_core_s']:.0f} | "
-          f"{r['signals_per_core_s'] / base:.1f} |")
-  print("\n| signal encoding | bytes/record | build wall s | build CPU s | decode | TwoViews | "
-        "AugmentBatch | total (CPU ms/record) |\n|---|---|---|---|---|---|---|---|")
+    print(
+      f"| {r['path']} | {r['workers']} | {r['records_per_s']:.0f} | {r['signals_per_s']:.0f} "
+      f"| {r['cores_used']:.2f} | {r['signals_per_core_s']:.0f} | "
+      f"{r['signals_per_core_s'] / base:.1f} |"
+    )
+  print(
+    "\n| signal encoding | bytes/record | build wall s | build CPU s | decode | TwoViews | "
+    "AugmentBatch | total (CPU ms/record) |\n|---|---|---|---|---|---|---|---|"
+  )
   for encoding, a in archives.items():
     st, b = stages[encoding], a["build_s"] or (float("nan"), float("nan"))
-    print(f"| {encoding} | {a['bytes_per_record']:.0f} | {b[0]:.1f} | {b[1]:.1f} | "
-          f"{st['decode_ms']:.2f} | {st['two_views_ms']:.2f} | {st['augment_batch_ms']:.2f} | "
-          f"{st['total_ms']:.2f} |")
+    print(
+      f"| {encoding} | {a['bytes_per_record']:.0f} | {b[0]:.1f} | {b[1]:.1f} | "
+      f"{st['decode_ms']:.2f} | {st['two_views_ms']:.2f} | {st['augment_batch_ms']:.2f} | "
+      f"{st['total_ms']:.2f} |"
+    )
   print(f"\nbatch {args.batch}; {os.cpu_count()} cores visible")
   load_record = load.finish()
   if args.json:
-    quiet.write_json(args.json, dict(rows=rows, stages=stages, archives=archives,
-                                     batch=args.batch, load=load_record))
+    quiet.write_json(
+      args.json,
+      dict(rows=rows, stages=stages, archives=archives, batch=args.batch, load=load_record),
+    )
+
 
 if __name__ == "__main__":
   run()

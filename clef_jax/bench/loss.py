@@ -79,9 +79,14 @@ def measure(name: str, batch: int, dim: int, repeats: int, seed: int = 0) -> dic
     times.append(time.perf_counter() - t0)
   temp = _temp_bytes(compiled)
   return {
-      "loss": name, "batch": batch, "n": n, "dim": dim, "compile_s": compile_s,
-      "time_ms": 1e3 * statistics.median(times), "temp_bytes": temp,
-      "nxn_buffers": None if temp is None else temp / (4.0 * n * n),
+    "loss": name,
+    "batch": batch,
+    "n": n,
+    "dim": dim,
+    "compile_s": compile_s,
+    "time_ms": 1e3 * statistics.median(times),
+    "temp_bytes": temp,
+    "nxn_buffers": None if temp is None else temp / (4.0 * n * n),
   }
 
 
@@ -92,8 +97,11 @@ def largest_batch(buffers: float, budget: int = BUDGET_BYTES) -> int:
 
 def run(argv: list[str] | None = None) -> list[dict]:
   """CLI entry (`python -m clef_jax.bench loss`); prints a table and returns the rows."""
-  p = cli.ArgumentParser(prog="python -m clef_jax.bench loss", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(
+    prog="python -m clef_jax.bench loss",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--dim", type=int, default=256, help="embedding size D")
   p.add_argument("--max_batch", type=int, default=BATCHES[-1], help="largest B (pairs)")
   p.add_argument("--repeats", type=int, default=3, help="timed calls per point (median)")
@@ -103,10 +111,14 @@ def run(argv: list[str] | None = None) -> list[dict]:
   load = quiet.MachineLoad()
 
   names = [s.strip() for s in args.losses.split(",") if s.strip()]
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), D = {args.dim}, "
-        f"value + grad w.r.t. z, median of {args.repeats}")
-  header = (f"{'loss':<10} {'B':>5} {'N':>5} {'time ms':>9} {'ms/(N^2 D) x1e6':>16} "
-            f"{'temp MiB':>9} {'NxN bufs':>8}")
+  print(
+    f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), D = {args.dim}, "
+    f"value + grad w.r.t. z, median of {args.repeats}"
+  )
+  header = (
+    f"{'loss':<10} {'B':>5} {'N':>5} {'time ms':>9} {'ms/(N^2 D) x1e6':>16} "
+    f"{'temp MiB':>9} {'NxN bufs':>8}"
+  )
   print(header)
   print("-" * len(header))
   rows = []
@@ -117,8 +129,10 @@ def run(argv: list[str] | None = None) -> list[dict]:
       per = r["time_ms"] / (r["n"] ** 2 * r["dim"]) * 1e6
       temp = "n/a" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
       bufs = "n/a" if r["nxn_buffers"] is None else f"{r['nxn_buffers']:.2f}"
-      print(f"{name:<10} {b:>5} {r['n']:>5} {r['time_ms']:>9.2f} {per:>16.4f} {temp:>9} "
-            f"{bufs:>8}", flush=True)
+      print(
+        f"{name:<10} {b:>5} {r['n']:>5} {r['time_ms']:>9.2f} {per:>16.4f} {temp:>9} {bufs:>8}",
+        flush=True,
+      )
   print()
   for name in names:
     mine = [r for r in rows if r["loss"] == name]
@@ -129,8 +143,10 @@ def run(argv: list[str] | None = None) -> list[dict]:
       if a["temp_bytes"] and z["temp_bytes"]:
         m_exp = math.log(z["temp_bytes"] / a["temp_bytes"]) / math.log(z["n"] / a["n"])
         k = z["nxn_buffers"]  # at the largest N the O(N D) terms are negligible
-        line += (f"; memory ~ N^{m_exp:.2f}; with k = {k:.2f} N x N buffers the largest B in "
-                 f"16 GiB is {largest_batch(k)} (N = {2 * largest_batch(k)})")
+        line += (
+          f"; memory ~ N^{m_exp:.2f}; with k = {k:.2f} N x N buffers the largest B in "
+          f"16 GiB is {largest_batch(k)} (N = {2 * largest_batch(k)})"
+        )
       print(line)
   load_record = load.finish()
   if args.json:

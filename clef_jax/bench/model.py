@@ -36,7 +36,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,16 +51,28 @@ TEMPERATURE = 0.07
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = cli.ArgumentParser(prog="python -m clef_jax.bench model", description=__doc__,
-                        renamed={"batch": "batch_size"},
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(
+    prog="python -m clef_jax.bench model",
+    description=__doc__,
+    renamed={"batch": "batch_size"},
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--size", default="small", choices=("small", "medium", "large"))
   p.add_argument("--backbone", default="net1d", choices=("net1d", "msformer"))
-  p.add_argument("--versus", default=None, choices=("net1d", "msformer"),
-                 help="also time this other JAX backbone of the same size, interleaved in the "
-                      "same run (default for msformer: net1d)")
-  p.add_argument("--batch_size", dest="batch", type=int, default=64,
-                 help="signals per inference step; pairs (2B signals) per training step")
+  p.add_argument(
+    "--versus",
+    default=None,
+    choices=("net1d", "msformer"),
+    help="also time this other JAX backbone of the same size, interleaved in the "
+    "same run (default for msformer: net1d)",
+  )
+  p.add_argument(
+    "--batch_size",
+    dest="batch",
+    type=int,
+    default=64,
+    help="signals per inference step; pairs (2B signals) per training step",
+  )
   p.add_argument("--length", type=int, default=5000, help="samples per signal (10 s at 500 Hz)")
   p.add_argument("--in_channels", type=int, default=1)
   p.add_argument("--steps", type=int, default=10, help="timed steps per framework and mode")
@@ -67,10 +80,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--threads", type=int, default=2, help="torch threads; pins the process to N CPUs")
   p.add_argument("--modes", default="infer,train", help="comma list of infer,train")
   p.add_argument("--frameworks", default="jax,torch", help="comma list of jax,torch")
-  p.add_argument("--conv_impl", default="auto",
-                 help="Net1D grouped-conv implementation (see conv_cpu.GROUPED_CONV_IMPLS)")
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                 help="JAX compute dtype (params stay float32); torch always runs float32")
+  p.add_argument(
+    "--conv_impl",
+    default="auto",
+    help="Net1D grouped-conv implementation (see conv_cpu.GROUPED_CONV_IMPLS)",
+  )
+  p.add_argument(
+    "--dtype",
+    default="float32",
+    choices=("float32", "bfloat16"),
+    help="JAX compute dtype (params stay float32); torch always runs float32",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
   args = p.parse_args(argv)
@@ -119,7 +139,9 @@ def forward_gflop(args: argparse.Namespace) -> float:
   """
   import jax
   import jax.numpy as jnp
+
   from clef_jax import models
+
   kwargs = {"conv_impl": "xla"} if args.backbone == "net1d" else {}
   model = models.create_backbone(args.backbone, args.size, in_channels=args.in_channels, **kwargs)
   x = jax.ShapeDtypeStruct((1, args.length, args.in_channels), jnp.float32)
@@ -137,12 +159,13 @@ def build_jax(args: argparse.Namespace) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
   import optax
-  from clef_jax import losses
-  from clef_jax import models
+
+  from clef_jax import losses, models
 
   kwargs = {"conv_impl": args.conv_impl} if args.backbone == "net1d" else {}
-  model = models.create_backbone(args.backbone, args.size, in_channels=args.in_channels,
-                                 dtype=jnp.dtype(args.dtype), **kwargs)
+  model = models.create_backbone(
+    args.backbone, args.size, in_channels=args.in_channels, dtype=jnp.dtype(args.dtype), **kwargs
+  )
   dummy = jnp.zeros((1, args.length, args.in_channels), jnp.float32)
   params = jax.jit(model.init)(jax.random.key(args.seed), dummy)["params"]
   tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -158,8 +181,12 @@ def build_jax(args: argparse.Namespace) -> dict[str, Any]:
     updates, opt_state = tx.update(grads, opt_state, p)
     return optax.apply_updates(p, updates), opt_state, loss
 
-  out = {"model": model, "params": params, "compile_s": {},
-         "forward_gflop_per_signal": forward_gflop(args)}
+  out = {
+    "model": model,
+    "params": params,
+    "compile_s": {},
+    "forward_gflop_per_signal": forward_gflop(args),
+  }
   rng = np.random.default_rng(args.seed)
   if "infer" in args.modes:
     x = jnp.asarray(rng.standard_normal((args.batch, args.length, args.in_channels), np.float32))
@@ -168,8 +195,9 @@ def build_jax(args: argparse.Namespace) -> dict[str, Any]:
     out["compile_s"]["infer"] = time.perf_counter() - t0
     out["infer"] = lambda: fwd(params, x).block_until_ready()
   if "train" in args.modes:
-    x2 = jnp.asarray(rng.standard_normal((2 * args.batch, args.length, args.in_channels),
-                                         np.float32))
+    x2 = jnp.asarray(
+      rng.standard_normal((2 * args.batch, args.length, args.in_channels), np.float32)
+    )
     # Own copies: the step donates its parameter and optimiser buffers.
     state = {"p": jax.tree.map(jnp.copy, params)}
     state["o"] = tx.init(state["p"])
@@ -194,17 +222,19 @@ def torch_info_nce(z, temperature: float = TEMPERATURE):
   """Plain InfoNCE (NT-Xent), the twin of `clef_jax.losses.info_nce`: z is (2B, D), mean."""
   import torch
   import torch.nn.functional as F
+
   n = z.shape[0]
   u = F.normalize(z, dim=-1)
   logits = (u @ u.T) / temperature
   logits = logits.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))  # Drop self.
-  targets = (torch.arange(n) + n // 2) % n                                      # Partner row.
+  targets = (torch.arange(n) + n // 2) % n  # Partner row.
   return F.cross_entropy(logits, targets)
 
 
 def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
   """The PyTorch twin with the JAX model's weights, and the two step closures."""
   import torch
+
   from clef_jax import export
 
   torch.set_num_threads(args.threads)
@@ -213,14 +243,16 @@ def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
     state = export.to_torch_state_dict(jax_params, size=args.size, in_channels=args.in_channels)
   else:
     net = export.TorchMSFormer(args.size, in_channels=args.in_channels)
-    state = export.msformer_to_torch_state_dict(jax_params, size=args.size,
-                                                in_channels=args.in_channels)
+    state = export.msformer_to_torch_state_dict(
+      jax_params, size=args.size, in_channels=args.in_channels
+    )
   net.load_state_dict(state, strict=True)
   out = {"net": net}
   rng = np.random.default_rng(args.seed)
   if "infer" in args.modes:
-    x = torch.from_numpy(rng.standard_normal((args.batch, args.in_channels, args.length),
-                                             np.float32))
+    x = torch.from_numpy(
+      rng.standard_normal((args.batch, args.in_channels, args.length), np.float32)
+    )
 
     def run_infer():
       with torch.inference_mode():
@@ -231,8 +263,9 @@ def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
     train_net = type(net)(args.size, in_channels=args.in_channels)
     train_net.load_state_dict(state, strict=True)
     opt = torch.optim.AdamW(train_net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    x2 = torch.from_numpy(rng.standard_normal((2 * args.batch, args.in_channels, args.length),
-                                              np.float32))
+    x2 = torch.from_numpy(
+      rng.standard_normal((2 * args.batch, args.in_channels, args.length), np.float32)
+    )
 
     def run_train():
       opt.zero_grad(set_to_none=True)
@@ -245,13 +278,16 @@ def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
   return out
 
 
-def parity(args: argparse.Namespace, jax_side: dict[str, Any], torch_side: dict[str, Any]
-           ) -> float:
+def parity(args: argparse.Namespace, jax_side: dict[str, Any], torch_side: dict[str, Any]) -> float:
   """Max |JAX - torch| of the embeddings of 2 random signals (same weights): a sanity check."""
   import jax.numpy as jnp
   import torch
-  x = np.random.default_rng(args.seed + 1).standard_normal(
-      (2, args.length, args.in_channels)).astype(np.float32)
+
+  x = (
+    np.random.default_rng(args.seed + 1)
+    .standard_normal((2, args.length, args.in_channels))
+    .astype(np.float32)
+  )
   zj = np.asarray(jax_side["model"].apply({"params": jax_side["params"]}, jnp.asarray(x))[0])
   with torch.inference_mode():
     zt = torch_side["net"](torch.from_numpy(x.transpose(0, 2, 1).copy())).numpy()
@@ -263,8 +299,9 @@ def parity(args: argparse.Namespace, jax_side: dict[str, Any], torch_side: dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], steps: int, warmup: int
-                     ) -> dict[str, list[float]]:
+def time_interleaved(
+  fns: dict[str, Callable[[], Any]], steps: int, warmup: int
+) -> dict[str, list[float]]:
   """Runs the callables in turn, `warmup` untimed rounds then `steps` timed ones."""
   times: dict[str, list[float]] = {k: [] for k in fns}
   for i in range(warmup + steps):
@@ -279,24 +316,42 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], steps: int, warmup: int
 
 def summarize(times: list[float], signals: int) -> dict[str, float]:
   med = statistics.median(times)
-  return {"median_step_s": med, "signals_per_s": signals / med,
-          "min_step_s": min(times), "max_step_s": max(times), "steps": len(times)}
+  return {
+    "median_step_s": med,
+    "signals_per_s": signals / med,
+    "min_step_s": min(times),
+    "max_step_s": max(times),
+    "steps": len(times),
+  }
 
 
 def format_table(results: dict[str, Any]) -> str:
-  rows = [("mode", "signals/step", "JAX sig/s", "torch sig/s", "JAX/torch", "JAX compile s",
-           "JAX step s [min-max]", "torch step s [min-max]")]
+  rows = [
+    (
+      "mode",
+      "signals/step",
+      "JAX sig/s",
+      "torch sig/s",
+      "JAX/torch",
+      "JAX compile s",
+      "JAX step s [min-max]",
+      "torch step s [min-max]",
+    )
+  ]
   for mode, r in results["modes"].items():
     j, t = r.get("jax"), r.get("torch")
-    rows.append((
-        mode, str(r["signals_per_step"]),
+    rows.append(
+      (
+        mode,
+        str(r["signals_per_step"]),
         f"{j['signals_per_s']:.1f}" if j else "-",
         f"{t['signals_per_s']:.1f}" if t else "-",
         f"{r['ratio']:.2f}x" if r.get("ratio") else "-",
         f"{j['compile_s']:.1f}" if j else "-",
         f"{j['median_step_s']:.3f} [{j['min_step_s']:.3f}-{j['max_step_s']:.3f}]" if j else "-",
         f"{t['median_step_s']:.3f} [{t['min_step_s']:.3f}-{t['max_step_s']:.3f}]" if t else "-",
-    ))
+      )
+    )
   widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
@@ -305,15 +360,30 @@ def format_table(results: dict[str, Any]) -> str:
 
 def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> str:
   """JAX backbone vs JAX `versus` backbone (same size, same run): rate and FLOPs per signal."""
-  rows = [("mode", f"{backbone} sig/s", f"{versus} sig/s", f"{backbone}/{versus}",
-           f"{backbone} fwd GFLOP/signal", f"{versus} fwd GFLOP/signal")]
+  rows = [
+    (
+      "mode",
+      f"{backbone} sig/s",
+      f"{versus} sig/s",
+      f"{backbone}/{versus}",
+      f"{backbone} fwd GFLOP/signal",
+      f"{versus} fwd GFLOP/signal",
+    )
+  ]
   for mode, r in results["modes"].items():
     j, v = r.get("jax"), r.get("versus")
     if not (j and v):
       continue
-    rows.append((mode, f"{j['signals_per_s']:.1f}", f"{v['signals_per_s']:.1f}",
-                 f"{r['versus_ratio']:.2f}x", f"{j['forward_gflop_per_signal']:.3f}",
-                 f"{v['forward_gflop_per_signal']:.3f}"))
+    rows.append(
+      (
+        mode,
+        f"{j['signals_per_s']:.1f}",
+        f"{v['signals_per_s']:.1f}",
+        f"{r['versus_ratio']:.2f}x",
+        f"{j['forward_gflop_per_signal']:.3f}",
+        f"{v['forward_gflop_per_signal']:.3f}",
+      )
+    )
   widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
@@ -328,9 +398,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   import jax
 
   env = {
-      "cpu": cpu_name(), "cpus_visible": len(cpus) or os.cpu_count(), "threads": args.threads,
-      "jax": jax.__version__, "jax_backend": jax.default_backend(),
-      "python": sys.version.split()[0],
+    "cpu": cpu_name(),
+    "cpus_visible": len(cpus) or os.cpu_count(),
+    "threads": args.threads,
+    "jax": jax.__version__,
+    "jax_backend": jax.default_backend(),
+    "python": sys.version.split()[0],
   }
   jax_side = build_jax(args) if "jax" in args.frameworks or "torch" in args.frameworks else {}
   versus_side = {}
@@ -339,21 +412,27 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     versus_side = build_jax(versus_args)
   if args.backbone == "net1d":
     from clef_jax.models import conv_cpu
+
     env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)  # Logs a fallback once.
     if env["conv_impl"] == "onednn":
       from clef_jax.models import onednn
+
       if not onednn.available():  # The run then measures "cpu": the results say so.
         env["conv_impl"] = "onednn->cpu"
   torch_side = {}
   if "torch" in args.frameworks:
     import torch
+
     env["torch"] = torch.__version__
     env["torch_threads"] = torch.get_num_threads()
     torch_side = build_torch(args, jax_side["params"])
     env["parity_max_abs_diff"] = parity(args, jax_side, torch_side)
 
-  results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"},
-                             "env": env, "modes": {}}
+  results: dict[str, Any] = {
+    "config": {k: v for k, v in vars(args).items() if k != "json"},
+    "env": env,
+    "modes": {},
+  }
   for mode in args.modes:
     fns = {}
     if "jax" in args.frameworks:
@@ -381,18 +460,24 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       r["ratio"] = r["jax"]["signals_per_s"] / r["torch"]["signals_per_s"]
     results["modes"][mode] = r
 
-  print(f"{args.backbone}-{args.size}  L={args.length}  batch={args.batch} "
-        f"(train: {args.batch} pairs = {2 * args.batch} signals)  dtype={args.dtype}  "
-        f"conv_impl={env.get('conv_impl', '-')}")
-  print(f"{env['cpu']}, {env['cpus_visible']} CPUs, threads={args.threads}; jax {env['jax']} "
-        f"({env['jax_backend']}), torch {env.get('torch', '-')}; "
-        f"parity max|dz|={env.get('parity_max_abs_diff', float('nan')):.1e}")
+  print(
+    f"{args.backbone}-{args.size}  L={args.length}  batch={args.batch} "
+    f"(train: {args.batch} pairs = {2 * args.batch} signals)  dtype={args.dtype}  "
+    f"conv_impl={env.get('conv_impl', '-')}"
+  )
+  print(
+    f"{env['cpu']}, {env['cpus_visible']} CPUs, threads={args.threads}; jax {env['jax']} "
+    f"({env['jax_backend']}), torch {env.get('torch', '-')}; "
+    f"parity max|dz|={env.get('parity_max_abs_diff', float('nan')):.1e}"
+  )
   print(format_table(results))
   if args.versus:
     print(format_versus_table(results, args.backbone, args.versus))
-  print("signals/s: every signal through the network per wall second (train: forward + backward "
-        f"+ AdamW on 2B signals); medians of {args.steps} interleaved steps after {args.warmup} "
-        "warm-up steps.")
+  print(
+    "signals/s: every signal through the network per wall second (train: forward + backward "
+    f"+ AdamW on 2B signals); medians of {args.steps} interleaved steps after {args.warmup} "
+    "warm-up steps."
+  )
   results["load"] = load.finish()
   if args.json:
     quiet.write_json(args.json, results)

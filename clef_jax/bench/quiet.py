@@ -21,7 +21,7 @@ QUIET_LOAD = 0.5
 def _loadavg() -> tuple[float, float, float]:
   try:
     return tuple(float(x) for x in os.getloadavg())  # type: ignore[return-value]
-  except OSError:                                     # Not available on this platform.
+  except OSError:  # Not available on this platform.
     return (float("nan"),) * 3
 
 
@@ -51,10 +51,18 @@ class MachineLoad:
     """Prints the end load and the label; returns the JSON record of both."""
     end = _loadavg()
     if self.verbose:
-      print(f"load average at end: {_format(end)}; run: {self.label} (quiet means a 1-min load "
-            f"<= {QUIET_LOAD} at the start)", flush=True)
-    return {"load_start": list(self.start), "load_end": list(end), "quiet": self.quiet,
-            "label": self.label, "quiet_threshold": QUIET_LOAD}
+      print(
+        f"load average at end: {_format(end)}; run: {self.label} (quiet means a 1-min load "
+        f"<= {QUIET_LOAD} at the start)",
+        flush=True,
+      )
+    return {
+      "load_start": list(self.start),
+      "load_end": list(end),
+      "quiet": self.quiet,
+      "label": self.label,
+      "quiet_threshold": QUIET_LOAD,
+    }
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -23,8 +23,12 @@ def resolve(spec: str) -> str:
   """
   path, sep, options = spec.partition(":")
   parts = pathlib.PurePath(path).parts
-  if (len(parts) == 2 and parts[0] == "configs" and not os.path.exists(path)
-      and (DIR / parts[1]).is_file()):
+  if (
+    len(parts) == 2
+    and parts[0] == "configs"
+    and not os.path.exists(path)
+    and (DIR / parts[1]).is_file()
+  ):
     return f"{DIR / parts[1]}{sep}{options}"
   return spec
 

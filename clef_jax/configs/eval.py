@@ -49,11 +49,29 @@ from clef_jax import options
 from clef_jax.evaluation import tasks
 
 MODES = ("probe", "finetune")
-VALUE_OPTIONS = {"mode": str, "data_dir": str, "wfdb": str, "lead": str, "window": int,
-                 "windows": str, "split": str, "epochs": int, "batch": int, "lr": float,
-                 "patience": int, "seed": int, "resamples": int, "max_records": int,
-                 "min_positives": int, "head_init": str, "head": str, "labels": float,
-                 "reference": str, "lvef": str, "embed_batch": int}
+VALUE_OPTIONS = {
+  "mode": str,
+  "data_dir": str,
+  "wfdb": str,
+  "lead": str,
+  "window": int,
+  "windows": str,
+  "split": str,
+  "epochs": int,
+  "batch": int,
+  "lr": float,
+  "patience": int,
+  "seed": int,
+  "resamples": int,
+  "max_records": int,
+  "min_positives": int,
+  "head_init": str,
+  "head": str,
+  "labels": float,
+  "reference": str,
+  "lvef": str,
+  "embed_batch": int,
+}
 LVEF_CONFIGS = ("csv_class", "lvef_lt_50", "lvef_lt_40")
 
 
@@ -65,10 +83,13 @@ def parse_arg(arg: str | None) -> tuple[list[str], dict[str, object]]:
   """
   items = options.split_items(arg)
   if not items or "=" in items[0]:
-    raise ValueError("configs/eval.py needs a task: configs/eval.py:TASK[+TASK...][,OPTIONS]; "
-                     f"tasks: {', '.join(tasks.TASKS)}; groups: {', '.join(tasks.GROUPS)}.")
-  opts = options.parse_options(items[1:], choices={"mode": MODES}, values=VALUE_OPTIONS,
-                               what="eval")
+    raise ValueError(
+      "configs/eval.py needs a task: configs/eval.py:TASK[+TASK...][,OPTIONS]; "
+      f"tasks: {', '.join(tasks.TASKS)}; groups: {', '.join(tasks.GROUPS)}."
+    )
+  opts = options.parse_options(
+    items[1:], choices={"mode": MODES}, values=VALUE_OPTIONS, what="eval"
+  )
   if opts.get("windows", "first") not in ("first", "all"):
     raise ValueError(f"windows must be 'first' or 'all'; got {opts['windows']!r}.")
   return tasks.task_names(items[0]), opts
@@ -78,34 +99,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The evaluation of `arg`'s tasks with `arg`'s options (module docstring)."""
   names, opts = parse_arg(arg)
   config = ml_collections.ConfigDict()
-  config.seed = 0                       # Head init, shuffling, random-init baseline.
-  config.mode = "probe"                 # "probe" (frozen backbone) | "finetune".
+  config.seed = 0  # Head init, shuffling, random-init baseline.
+  config.mode = "probe"  # "probe" (frozen backbone) | "finetune".
 
-  config.tasks = ml_collections.ConfigDict(sort_keys=False)   # In the order asked for.
+  config.tasks = ml_collections.ConfigDict(sort_keys=False)  # In the order asked for.
   for name in names:
     config.tasks[name] = ml_collections.ConfigDict(tasks.TASKS[name].as_config())
 
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = "~/tensorflow_datasets"
-  config.data.wfdb_dir = ""             # Challenge-format WFDB records instead of TFDS.
-  config.data.lead = "I"                # Paper: lead I. Released code: lead II (docs/method.md §0.6).
-  config.data.window = 5000             # Samples per input at 500 Hz (10 s, the contract).
-  config.data.windows = "first"         # "all": every 10-s window, embeddings averaged.
-  config.data.split_fractions = (0.7, 0.15, 0.15)   # train/validation/test, "patient" tasks.
+  config.data.wfdb_dir = ""  # Challenge-format WFDB records instead of TFDS.
+  config.data.lead = "I"  # Paper: lead I. Released code: lead II (docs/method.md §0.6).
+  config.data.window = 5000  # Samples per input at 500 Hz (10 s, the contract).
+  config.data.windows = "first"  # "all": every 10-s window, embeddings averaged.
+  config.data.split_fractions = (0.7, 0.15, 0.15)  # train/validation/test, "patient" tasks.
   config.data.split_seed = 0
-  config.data.max_records = 0           # Per TFDS split (or WFDB directory); 0 = all.
-  config.data.crop_seed = 0             # Tasks with crop="random": the per-record crop start.
+  config.data.max_records = 0  # Per TFDS split (or WFDB directory); 0 = all.
+  config.data.crop_seed = 0  # Tasks with crop="random": the per-record crop start.
 
   # The head (and in fine-tuning the backbone): docs/method.md §E.2 without its schedulers' bugs.
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64
   config.train.learning_rate = 1e-3
-  config.train.weight_decay = 1e-5      # AdamW (decoupled).
+  config.train.weight_decay = 1e-5  # AdamW (decoupled).
   config.train.max_epochs = 100
-  config.train.patience = 5             # Early stopping on validation loss.
+  config.train.patience = 5  # Early stopping on validation loss.
   config.train.min_delta = 1e-3
-  config.train.regression_loss = "l1"   # On standardised targets, as the released code.
-  config.train.standardize_embeddings = True   # Probe: z-score frozen features (train stats).
+  config.train.regression_loss = "l1"  # On standardised targets, as the released code.
+  config.train.standardize_embeddings = True  # Probe: z-score frozen features (train stats).
   # "torch": nn.Linear's default init, as the released code; "zeros": start from the constant
   # prediction (helps when a small train set gives the head only a few steps).
   config.train.head_init = "torch"
@@ -117,8 +138,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.label_fraction = 1.0
   config.train.label_seed = 0
 
-  config.bootstrap = ml_collections.ConfigDict({"resamples": 1000, "seed": 0,
-                                                "confidence": 0.95})
+  config.bootstrap = ml_collections.ConfigDict({"resamples": 1000, "seed": 0, "confidence": 0.95})
   # Architecture of the random-init baseline when no --workdir/--compare names one.
   config.model = ml_collections.ConfigDict({"name": "net1d", "size": "small"})
   config.embed_batch_size = 64
@@ -129,9 +149,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if "mode" in opts:
     config.mode = opts["mode"]
-  for key, path in (("data_dir", "data_dir"), ("wfdb", "wfdb_dir"), ("lead", "lead"),
-                    ("window", "window"), ("windows", "windows"),
-                    ("max_records", "max_records")):
+  for key, path in (
+    ("data_dir", "data_dir"),
+    ("wfdb", "wfdb_dir"),
+    ("lead", "lead"),
+    ("window", "window"),
+    ("windows", "windows"),
+    ("max_records", "max_records"),
+  ):
     if key in opts:
       config.data[path] = opts[key]
   if "split" in opts:
@@ -140,15 +165,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     except ValueError:
       fractions = ()
     if len(fractions) != 3 or min(fractions) <= 0:
-      raise ValueError(f"split must be three positive fractions like 0.7/0.15/0.15; "
-                       f"got {opts['split']!r}.")
+      raise ValueError(
+        f"split must be three positive fractions like 0.7/0.15/0.15; got {opts['split']!r}."
+      )
     config.data.split_fractions = fractions
-  for key, path in (("epochs", "max_epochs"), ("batch", "batch_size"), ("lr", "learning_rate"),
-                    ("patience", "patience")):
+  for key, path in (
+    ("epochs", "max_epochs"),
+    ("batch", "batch_size"),
+    ("lr", "learning_rate"),
+    ("patience", "patience"),
+  ):
     if key in opts:
       config.train[path] = opts[key]
   if "seed" in opts:
-    config.seed = opts["seed"]          # The split stays: seeds are compared on one test set.
+    config.seed = opts["seed"]  # The split stays: seeds are compared on one test set.
   if "head_init" in opts:
     config.train.head_init = opts["head_init"]
   if "head" in opts:

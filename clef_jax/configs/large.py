@@ -20,13 +20,13 @@ the pipeline):
 from clef_jax.configs import base
 
 DEMO = {
-    "input.build.num_subjects": 400,
-    "input.build.duration_s": 2.0,
-    "input.window": 1000,
-    "input.batch_size": 8,
-    "total_steps": 20,
-    "optim.learning_rate": 3e-4,
-    "evals.probe.data.max_records": 200,
+  "input.build.num_subjects": 400,
+  "input.build.duration_s": 2.0,
+  "input.window": 1000,
+  "input.batch_size": 8,
+  "total_steps": 20,
+  "optim.learning_rate": 3e-4,
+  "evals.probe.data.max_records": 200,
 }
 
 

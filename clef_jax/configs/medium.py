@@ -23,14 +23,14 @@ from clef_jax.configs import base
 # Demo: medium costs ~36x small per view (XLA cost analysis), so 2-s windows, batch 16 and
 # lr 1e-3 for 120 steps; the probe reads 400 records of each split.
 DEMO = {
-    "input.build.num_subjects": 2000,
-    "input.build.duration_s": 2.0,
-    "input.window": 1000,
-    "input.batch_size": 16,
-    "total_steps": 120,
-    "optim.learning_rate": 1e-3,
-    "evals.probe.data.max_records": 400,
-    "evals.probe.embed_batch_size": 50,
+  "input.build.num_subjects": 2000,
+  "input.build.duration_s": 2.0,
+  "input.window": 1000,
+  "input.batch_size": 16,
+  "total_steps": 120,
+  "optim.learning_rate": 1e-3,
+  "evals.probe.data.max_records": 400,
+  "evals.probe.embed_batch_size": 50,
 }
 
 

@@ -26,13 +26,13 @@ from clef_jax.configs import base
 # pretraining lifts rhythm's AUROC over the same network's random init by ~0.08 (the one paired
 # interval that excludes 0).
 DEMO = {
-    "input.build.num_subjects": 2000,
-    "input.build.duration_s": 2.5,
-    "input.window": 1250,
-    "input.batch_size": 32,
-    "total_steps": 120,
-    "optim.learning_rate": 3e-3,
-    "evals.probe.data.max_records": 400,
+  "input.build.num_subjects": 2000,
+  "input.build.duration_s": 2.5,
+  "input.window": 1250,
+  "input.batch_size": 32,
+  "total_steps": 120,
+  "optim.learning_rate": 3e-3,
+  "evals.probe.data.max_records": 400,
 }
 
 

@@ -20,8 +20,9 @@ def version_key(name: str) -> tuple[int, ...]:
 
 
 def _versions(config_dir: pathlib.Path) -> list[pathlib.Path]:
-  found = [v for v in config_dir.glob("*") if (v / INFO_FILE).is_file()] \
-      if config_dir.is_dir() else []
+  found = (
+    [v for v in config_dir.glob("*") if (v / INFO_FILE).is_file()] if config_dir.is_dir() else []
+  )
   return sorted(found, key=lambda v: version_key(v.name))
 
 
@@ -49,20 +50,25 @@ def resolve_dataset(dataset: str, data_dir: str | os.PathLike, *, hint: str = ""
   elif _versions(root / name):
     candidates = {root / name: _versions(root / name)}
   else:
-    configs = sorted(p for p in (root / name).glob("*") if p.is_dir()) \
-        if (root / name).is_dir() else []
+    configs = (
+      sorted(p for p in (root / name).glob("*") if p.is_dir()) if (root / name).is_dir() else []
+    )
     candidates = {c: _versions(c) for c in configs}
   candidates = {c: v for c, v in candidates.items() if v}
   if not candidates:
-    hint = hint or (f"Build it with `python -m clef_jax.build {name} ...` (docs/datasets.md) or "
-                    "set data_dir=.")
+    hint = hint or (
+      f"Build it with `python -m clef_jax.build {name} ...` (docs/datasets.md) or set data_dir=."
+    )
     raise FileNotFoundError(
-        f"Dataset {dataset} is not built in {root} (no {root / name}/"
-        f"{config_name or '<config>'}/<version>/{INFO_FILE}). {hint}")
+      f"Dataset {dataset} is not built in {root} (no {root / name}/"
+      f"{config_name or '<config>'}/<version>/{INFO_FILE}). {hint}"
+    )
   if len(candidates) > 1:
-    raise FileNotFoundError(f"Several builds of {dataset} in {root}: "
-                            f"{', '.join(c.name for c in candidates)}; point data_dir at one "
-                            "version directory.")
+    raise FileNotFoundError(
+      f"Several builds of {dataset} in {root}: "
+      f"{', '.join(c.name for c in candidates)}; point data_dir at one "
+      "version directory."
+    )
   return next(iter(candidates.values()))[-1]
 
 
@@ -74,8 +80,9 @@ def dataset_facts(version_dir: pathlib.Path) -> dict[str, Any]:
     if path.is_file():
       data = json.loads(path.read_text())
       if name == INFO_FILE:
-        facts["splits"] = {s["name"]: sum(int(n) for n in s.get("shardLengths", []))
-                           for s in data.get("splits", [])}
+        facts["splits"] = {
+          s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in data.get("splits", [])
+        }
         facts["version"] = data.get("version")
       else:
         facts["build_report"] = data

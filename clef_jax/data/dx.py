@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import functools
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from clef_jax import build_report as br
 from clef_jax.data import parsing
@@ -23,8 +23,8 @@ DX_TABLE = pathlib.Path(__file__).with_name("snomed_dx_map.csv")
 # CPSC-2018 labels that differ from the abbreviations in `snomed_dx_map.csv`; the rest (AF, LBBB,
 # PAC, PVC, RBBB, STD, STE, ...) are looked up there, case-insensitively.
 DX_ALIASES = {
-    "I-AVB": 270492004,   # 1st degree AV block (IAVB)
-    "NORMAL": 426783006,  # sinus rhythm (NSR)
+  "I-AVB": 270492004,  # 1st degree AV block (IAVB)
+  "NORMAL": 426783006,  # sinus rhythm (NSR)
 }
 
 
@@ -51,8 +51,9 @@ def dx_names() -> dict[int, str]:
   return {int(row["snomed_code"]): row["abbreviation"] for row in _rows()}
 
 
-def parse_dx(text: str | None, abbreviations: dict[str, int] | None = None
-             ) -> tuple[list[int], list[str]]:
+def parse_dx(
+  text: str | None, abbreviations: dict[str, int] | None = None
+) -> tuple[list[int], list[str]]:
   """`"164889003,AF, X"` -> `([164889003, 164889003], ["X"])`: codes and unmappable entries.
 
   Args:
@@ -81,9 +82,12 @@ def dx_codes(text: str | None) -> list[int]:
   return parse_dx(text)[0]
 
 
-def header_fields(comments: Sequence[str], record_id: str, report: br.BuildReport,
-                  abbreviations: dict[str, int] | None = None
-                  ) -> tuple[float, str | None, list[int]]:
+def header_fields(
+  comments: Sequence[str],
+  record_id: str,
+  report: br.BuildReport,
+  abbreviations: dict[str, int] | None = None,
+) -> tuple[float, str | None, list[int]]:
   """`(age or NaN, "F"/"M"/None, SNOMED codes)` from `# Age:`, `# Sex:`, `# Dx:` comments.
 
   What the Challenge-format builders store. Unparsable age/sex are flagged `metadata_unparsable`
@@ -99,10 +103,10 @@ def header_fields(comments: Sequence[str], record_id: str, report: br.BuildRepor
   age, age_ok = parsing.parse_age(fields.get("age"))
   sex, sex_ok = parsing.parse_sex(fields.get("sex"))
   if not (age_ok and sex_ok):
-    report.flagged(br.METADATA_UNPARSABLE, record_id,
-                   f"age={fields.get('age')!r} sex={fields.get('sex')!r}")
+    report.flagged(
+      br.METADATA_UNPARSABLE, record_id, f"age={fields.get('age')!r} sex={fields.get('sex')!r}"
+    )
   dx, unknown = parse_dx(fields.get("dx"), abbreviations)
   if unknown:
     report.flagged(br.UNKNOWN_LABEL, record_id, ",".join(unknown))
   return age, sex, dx
-

@@ -18,7 +18,19 @@ import numpy as np
 
 # Canonical 12-lead order used by every built dataset and by the models' 12-channel input.
 LEAD_ORDER: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+  "I",
+  "II",
+  "III",
+  "aVR",
+  "aVL",
+  "aVF",
+  "V1",
+  "V2",
+  "V3",
+  "V4",
+  "V5",
+  "V6",
+)
 NUM_LEADS = len(LEAD_ORDER)
 LEAD_INDEX: dict[str, int] = {name.upper(): i for i, name in enumerate(LEAD_ORDER)}
 
@@ -33,17 +45,17 @@ INT16_NAN = -32768
 
 # The 11-vector of per-record metadata (docs/method.md §D); NaN marks a missing value.
 METADATA_FIELDS: tuple[str, ...] = (
-    "sex",             # 0: F -> 0, otherwise 1
-    "age",             # 1: years
-    "bmi",             # 2: kg/m2
-    "sbp",             # 3: systolic BP, mmHg
-    "dbp",             # 4: diastolic BP, mmHg
-    "height_in",       # 5: inches
-    "weight_lb",       # 6: pounds
-    "heart_rate",      # 7: bpm
-    "heart_rate_var",  # 8
-    "rate_meta",       # 9: fraction of metadata attributes available
-    "score2_risk",     # 10: SCORE2 / SCORE2-OP 10-year risk
+  "sex",  # 0: F -> 0, otherwise 1
+  "age",  # 1: years
+  "bmi",  # 2: kg/m2
+  "sbp",  # 3: systolic BP, mmHg
+  "dbp",  # 4: diastolic BP, mmHg
+  "height_in",  # 5: inches
+  "weight_lb",  # 6: pounds
+  "heart_rate",  # 7: bpm
+  "heart_rate_var",  # 8
+  "rate_meta",  # 9: fraction of metadata attributes available
+  "score2_risk",  # 10: SCORE2 / SCORE2-OP 10-year risk
 )
 NUM_METADATA = len(METADATA_FIELDS)
 RATE_META_INDEX = METADATA_FIELDS.index("rate_meta")
@@ -83,18 +95,21 @@ def record_features(*, signal_encoding: str = "bytes", **extra):
 
   encodings = {"bytes": tfds.features.Encoding.BYTES, "zlib": tfds.features.Encoding.ZLIB}
   if signal_encoding not in encodings:
-    raise ValueError(f"signal_encoding must be one of {sorted(encodings)}; got {signal_encoding!r}.")
+    raise ValueError(
+      f"signal_encoding must be one of {sorted(encodings)}; got {signal_encoding!r}."
+    )
 
   features = {
-      "record_id": tfds.features.Text(),
-      "patient_id": tfds.features.Text(),
-      "signal": tfds.features.Tensor(
-          shape=(None, NUM_LEADS), dtype=np.int16, encoding=encodings[signal_encoding]),
-      "gain": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
-      "baseline": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
-      "lead_mask": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.bool_),
-      "sampling_rate": tfds.features.Tensor(shape=(), dtype=np.float32),
-      "metadata": tfds.features.Tensor(shape=(NUM_METADATA,), dtype=np.float32),
+    "record_id": tfds.features.Text(),
+    "patient_id": tfds.features.Text(),
+    "signal": tfds.features.Tensor(
+      shape=(None, NUM_LEADS), dtype=np.int16, encoding=encodings[signal_encoding]
+    ),
+    "gain": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
+    "baseline": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.float32),
+    "lead_mask": tfds.features.Tensor(shape=(NUM_LEADS,), dtype=np.bool_),
+    "sampling_rate": tfds.features.Tensor(shape=(), dtype=np.float32),
+    "metadata": tfds.features.Tensor(shape=(NUM_METADATA,), dtype=np.float32),
   }
   features.update(extra)
   return tfds.features.FeaturesDict(features)

@@ -11,12 +11,20 @@ import numpy as np
 def resample_ratio(fs: float, target: float) -> tuple[int, int]:
   """`(up, down)` integers with `fs * up / down == target` (for `resample_poly`)."""
   ratio = fractions.Fraction(target).limit_denominator(10_000) / fractions.Fraction(
-      fs).limit_denominator(10_000)
+    fs
+  ).limit_denominator(10_000)
   return ratio.numerator, ratio.denominator
 
 
-def resample(x: np.ndarray, fs: float, target: float, *, axis: int = -1,
-             padtype: str = "constant", bridge_nan: bool = False) -> np.ndarray:
+def resample(
+  x: np.ndarray,
+  fs: float,
+  target: float,
+  *,
+  axis: int = -1,
+  padtype: str = "constant",
+  bridge_nan: bool = False,
+) -> np.ndarray:
   """Polyphase resampling (`scipy.signal.resample_poly`, Kaiser window) from `fs` to `target` Hz.
 
   Args:

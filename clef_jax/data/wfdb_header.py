@@ -15,11 +15,14 @@ from clef_jax import build_report as br
 
 # The common single-segment header syntax (WFDB header spec); anything else goes to wfdb.
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_RECORD_LINE = re.compile(rf"^([^\s/]+)\s+(\d+)\s+({_NUM})(?:/{_NUM})?(?:\({_NUM}\))?"
-                          r"(?:\s+(\d+))?(?:\s+\S+)*\s*$")
+_RECORD_LINE = re.compile(
+  rf"^([^\s/]+)\s+(\d+)\s+({_NUM})(?:/{_NUM})?(?:\({_NUM}\))?"
+  r"(?:\s+(\d+))?(?:\s+\S+)*\s*$"
+)
 _SIGNAL_LINE = re.compile(
-    rf"^(\S+)\s+(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?\s+({_NUM})(?:\((-?\d+)\))?"
-    r"(?:/(\S+))?\s+(\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(\d+)\s+(\S.*?)\s*$")
+  rf"^(\S+)\s+(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?\s+({_NUM})(?:\((-?\d+)\))?"
+  r"(?:/(\S+))?\s+(\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(\d+)\s+(\S.*?)\s*$"
+)
 
 
 def _parse_header_text(text: str) -> types.SimpleNamespace | None:
@@ -42,9 +45,21 @@ def _parse_header_text(text: str) -> types.SimpleNamespace | None:
   if m.group(4) is None or n_sig == 0 or len(lines) != n_sig + 1:
     return None
   h = types.SimpleNamespace(
-      record_name=m.group(1), n_sig=n_sig, fs=fs, sig_len=int(m.group(4)), comments=comments,
-      file_name=[], fmt=[], samps_per_frame=[], skew=[], byte_offset=[], adc_gain=[],
-      baseline=[], units=[], sig_name=[])
+    record_name=m.group(1),
+    n_sig=n_sig,
+    fs=fs,
+    sig_len=int(m.group(4)),
+    comments=comments,
+    file_name=[],
+    fmt=[],
+    samps_per_frame=[],
+    skew=[],
+    byte_offset=[],
+    adc_gain=[],
+    baseline=[],
+    units=[],
+    sig_name=[],
+  )
   for line in lines[1:]:
     m = _SIGNAL_LINE.match(line)
     if not m or float(m.group(6)) == 0:  # Gain 0 means "uncalibrated": wfdb's default applies.

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,15 +44,33 @@ EXTRA_LEAD_NAMES = frozenset({"VX", "VY", "VZ", "X", "Y", "Z"})
 
 # WFDB's "invalid sample" digital value per storage format (WFDB signal-file spec).
 _WFDB_INVALID = {
-    "8": None, "16": -2**15, "61": -2**15, "80": -2**7, "160": -2**15, "212": -2**11,
-    "310": -2**9, "311": -2**9, "24": -2**23, "32": -2**31,
-    "508": -2**7, "516": -2**15, "524": -2**23,
+  "8": None,
+  "16": -(2**15),
+  "61": -(2**15),
+  "80": -(2**7),
+  "160": -(2**15),
+  "212": -(2**11),
+  "310": -(2**9),
+  "311": -(2**9),
+  "24": -(2**23),
+  "32": -(2**31),
+  "508": -(2**7),
+  "516": -(2**15),
+  "524": -(2**23),
 }
 # Bytes per sample per format, to detect truncated files before reading them. The FLAC formats
 # (5xx) are compressed and cannot be size-checked.
 _WFDB_BYTES_PER_SAMPLE = {
-    "8": 1, "16": 2, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3, "311": 4 / 3,
-    "24": 3, "32": 4,
+  "8": 1,
+  "16": 2,
+  "61": 2,
+  "80": 1,
+  "160": 2,
+  "212": 1.5,
+  "310": 4 / 3,
+  "311": 4 / 3,
+  "24": 3,
+  "32": 4,
 }
 # Physical unit -> factor turning a gain in digital units per that unit into units per mV
 # (e.g. 1 unit/uV = 1000 units/mV).
@@ -95,19 +113,19 @@ class Window:
   """One stored example's signal fields (the `record_features` minus ids and metadata)."""
 
   index: int
-  signal: np.ndarray      # (W, 12) int16
-  gain: np.ndarray        # (12,) float32
-  baseline: np.ndarray    # (12,) float32
-  lead_mask: np.ndarray   # (12,) bool
+  signal: np.ndarray  # (W, 12) int16
+  gain: np.ndarray  # (12,) float32
+  baseline: np.ndarray  # (12,) float32
+  lead_mask: np.ndarray  # (12,) bool
   sampling_rate: float
 
   def features(self) -> dict[str, np.ndarray]:
     return {
-        "signal": self.signal,
-        "gain": self.gain,
-        "baseline": self.baseline,
-        "lead_mask": self.lead_mask,
-        "sampling_rate": np.float32(self.sampling_rate),
+      "signal": self.signal,
+      "gain": self.gain,
+      "baseline": self.baseline,
+      "lead_mask": self.lead_mask,
+      "sampling_rate": np.float32(self.sampling_rate),
     }
 
 
@@ -178,14 +196,20 @@ def _read_format16(header, record_dir: pathlib.Path, channels: list[int]) -> np.
   skew = header.skew or [0] * n
   offsets = header.byte_offset or [0] * n
   if header.sig_len is None or any(
-      str(header.fmt[ch]) != "16" or (spf[ch] or 1) != 1 or (skew[ch] or 0) != 0
-      for ch in range(n) if header.file_name[ch] in {header.file_name[c] for c in channels}):
+    str(header.fmt[ch]) != "16" or (spf[ch] or 1) != 1 or (skew[ch] or 0) != 0
+    for ch in range(n)
+    if header.file_name[ch] in {header.file_name[c] for c in channels}
+  ):
     return None
   out = np.empty((header.sig_len, len(channels)), np.int16)
   for file_name in {header.file_name[ch] for ch in channels}:
     in_file = [ch for ch in range(n) if header.file_name[ch] == file_name]
-    data = np.fromfile(record_dir / file_name, dtype="<i2", count=header.sig_len * len(in_file),
-                       offset=offsets[in_file[0]] or 0).reshape(header.sig_len, len(in_file))
+    data = np.fromfile(
+      record_dir / file_name,
+      dtype="<i2",
+      count=header.sig_len * len(in_file),
+      offset=offsets[in_file[0]] or 0,
+    ).reshape(header.sig_len, len(in_file))
     for j, ch in enumerate(channels):
       if ch in in_file:
         out[:, j] = data[:, in_file.index(ch)]
@@ -241,9 +265,17 @@ def _rdrecord_digital(path: pathlib.Path, channels: list[int], **kwargs) -> np.n
     raise br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}") from None
 
 
-def _to_schema(header, digital, channels: list[int], leads: list[int], gains: np.ndarray,
-               baselines: np.ndarray, fs: float, sampling_rate: float,
-               flags: dict[str, str]) -> Ecg:
+def _to_schema(
+  header,
+  digital,
+  channels: list[int],
+  leads: list[int],
+  gains: np.ndarray,
+  baselines: np.ndarray,
+  fs: float,
+  sampling_rate: float,
+  flags: dict[str, str],
+) -> Ecg:
   """Digital `(T, len(channels))` samples of `channels` -> an `Ecg` with them at `leads`.
 
   At the target rate, digital values that fit int16 are kept bit-exactly with their gain and
@@ -260,7 +292,8 @@ def _to_schema(header, digital, channels: list[int], leads: list[int], gains: np
 
   n = digital.shape[0]
   fits = bool(np.all(np.abs(digital[~invalid]) <= INT16_MAX)) and np.all(
-      np.abs(baselines) <= 2**24)  # float32 holds integer baselines exactly up to 2**24.
+    np.abs(baselines) <= 2**24
+  )  # float32 holds integer baselines exactly up to 2**24.
   if fs == sampling_rate and fits:
     signal = np.full((n, NUM_LEADS), INT16_NAN, np.int16)
     signal[:, leads] = np.where(invalid, INT16_NAN, digital).astype(np.int16)
@@ -288,15 +321,16 @@ def _to_schema(header, digital, channels: list[int], leads: list[int], gains: np
   present = np.zeros(NUM_LEADS, bool)
   present[leads] = True
   return Ecg(
-      record_name=header.record_name,
-      signal=signal,
-      gain=gain,
-      baseline=baseline,
-      lead_present=present,
-      sampling_rate=float(sampling_rate),
-      native_sampling_rate=fs,
-      comments=list(header.comments or []),
-      flags=flags)
+    record_name=header.record_name,
+    signal=signal,
+    gain=gain,
+    baseline=baseline,
+    lead_present=present,
+    sampling_rate=float(sampling_rate),
+    native_sampling_rate=fs,
+    comments=list(header.comments or []),
+    flags=flags,
+  )
 
 
 def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) -> Ecg:
@@ -334,9 +368,16 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
   return _to_schema(header, digital, channels, leads, gains, baselines, fs, sampling_rate, flags)
 
 
-def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
-                     sampto: int | None = None, sampling_rate: float | None = None,
-                     header=None, channel: int | None = None) -> Ecg:
+def read_single_lead(
+  path: str | os.PathLike,
+  *,
+  lead: str,
+  sampfrom: int = 0,
+  sampto: int | None = None,
+  sampling_rate: float | None = None,
+  header=None,
+  channel: int | None = None,
+) -> Ecg:
   """Reads samples `[sampfrom, sampto)` of one channel into `lead`'s column of the schema.
 
   For single-lead archives (Holter, patch and bedside-monitor recordings, often hours long): only
@@ -383,5 +424,14 @@ def read_single_lead(path: str | os.PathLike, *, lead: str, sampfrom: int = 0,
   gains, baselines = _calibration(header, [channel], flags)
   _check_signal_files(header, path.parent, [channel])
   digital = _rdrecord_digital(path, [channel], sampfrom=int(sampfrom), sampto=int(stop))
-  return _to_schema(header, digital, [channel], [lead_index(lead)], gains, baselines, fs,
-                    fs if sampling_rate is None else float(sampling_rate), flags)
+  return _to_schema(
+    header,
+    digital,
+    [channel],
+    [lead_index(lead)],
+    gains,
+    baselines,
+    fs,
+    fs if sampling_rate is None else float(sampling_rate),
+    flags,
+  )

@@ -13,7 +13,8 @@ import math
 import multiprocessing
 import os
 import pathlib
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,9 @@ from clef_jax.data.wfdb_header import checked_fs, read_header
 from clef_jax.data.wfdb_io import FLAT_STD_MV, Ecg, Window, add_flag, read_single_lead, read_wfdb
 
 
-def usable_leads(signal: np.ndarray, gain: np.ndarray, baseline: np.ndarray,
-                 present: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+def usable_leads(
+  signal: np.ndarray, gain: np.ndarray, baseline: np.ndarray, present: np.ndarray
+) -> tuple[np.ndarray, dict[str, str]]:
   """The `lead_mask` of a window: present, not all NaN, not flat (std < `FLAT_STD_MV`).
 
   Returns:
@@ -52,8 +54,13 @@ def usable_leads(signal: np.ndarray, gain: np.ndarray, baseline: np.ndarray,
   return present & ~all_nan & ~flat, flags
 
 
-def cut_windows(ecg: Ecg, *, windows: str = "first", short_records: str = "skip",
-                window_seconds: float = WINDOW_SECONDS) -> list[Window]:
+def cut_windows(
+  ecg: Ecg,
+  *,
+  windows: str = "first",
+  short_records: str = "skip",
+  window_seconds: float = WINDOW_SECONDS,
+) -> list[Window]:
   """Cuts a record into non-overlapping windows of `window_seconds` and masks unusable leads.
 
   Args:
@@ -86,15 +93,23 @@ def cut_windows(ecg: Ecg, *, windows: str = "first", short_records: str = "skip"
   count = 1 if windows == "first" else n // size
   out = []
   for index in range(count):
-    seg = signal[index * size:(index + 1) * size]
+    seg = signal[index * size : (index + 1) * size]
     mask, flags = usable_leads(seg, ecg.gain, ecg.baseline, ecg.lead_present)
     for flag, detail in flags.items():
       add_flag(ecg.flags, flag, f"w{index}:{detail}" if count > 1 else detail)
     if not mask.any():
       add_flag(ecg.flags, br.WINDOW_DROPPED, f"w{index}")
       continue
-    out.append(Window(index=index, signal=np.ascontiguousarray(seg), gain=ecg.gain,
-                      baseline=ecg.baseline, lead_mask=mask, sampling_rate=ecg.sampling_rate))
+    out.append(
+      Window(
+        index=index,
+        signal=np.ascontiguousarray(seg),
+        gain=ecg.gain,
+        baseline=ecg.baseline,
+        lead_mask=mask,
+        sampling_rate=ecg.sampling_rate,
+      )
+    )
   if not out:
     raise br.RecordError(br.ALL_LEADS_MISSING, "no usable lead in any window")
   return out
@@ -119,9 +134,14 @@ class Loaded:
   errors: list[tuple[int, br.RecordError]]
 
 
-def load_first_readable(paths: Sequence[str | os.PathLike], *,
-                        sampling_rate: float = SAMPLING_RATE, windows: str = "first",
-                        short_records: str = "skip", lead: str | None = None) -> Loaded:
+def load_first_readable(
+  paths: Sequence[str | os.PathLike],
+  *,
+  sampling_rate: float = SAMPLING_RATE,
+  windows: str = "first",
+  short_records: str = "skip",
+  lead: str | None = None,
+) -> Loaded:
   """`read_wfdb` + `cut_windows` on `paths` in order until one succeeds; never raises.
 
   One path is the plain case; several are one patient's records when only the first readable one
@@ -137,8 +157,9 @@ def load_first_readable(paths: Sequence[str | os.PathLike], *,
       else:
         header = read_header(pathlib.Path(path))
         stop = math.ceil(WINDOW_SECONDS * checked_fs(header)) if windows == "first" else None
-        rec = read_single_lead(path, lead=lead, sampto=stop, sampling_rate=sampling_rate,
-                               header=header)
+        rec = read_single_lead(
+          path, lead=lead, sampto=stop, sampling_rate=sampling_rate, header=header
+        )
       wins = cut_windows(rec, windows=windows, short_records=short_records)
       return Loaded(index=i, windows=wins, flags=rec.flags, comments=rec.comments, errors=errors)
     except br.RecordError as e:
@@ -148,8 +169,9 @@ def load_first_readable(paths: Sequence[str | os.PathLike], *,
   return Loaded(index=None, windows=[], flags={}, comments=[], errors=errors)
 
 
-def imap_ordered(fn: Callable[[Any], Any], items: Iterable[Any], *, num_workers: int = 0,
-                 chunksize: int = 8) -> Iterator[Any]:
+def imap_ordered(
+  fn: Callable[[Any], Any], items: Iterable[Any], *, num_workers: int = 0, chunksize: int = 8
+) -> Iterator[Any]:
   """`map(fn, items)`, in order, optionally in `num_workers` spawned processes.
 
   Spawned (not forked) workers: the parent may hold TFDS/absl threads and locks that a fork would
@@ -194,10 +216,17 @@ class AnnotatedWindow:
   flags: dict[str, str]
 
 
-def annotated_windows(paths: Sequence[str | os.PathLike], *, classes: Sequence[str],
-                      field: str = "symbol", anchor: str = "center", window: int, lead: str,
-                      seed: Sequence[int], annotator: str = "atr"
-                      ) -> tuple[list[AnnotatedWindow], list[tuple[int, br.RecordError]]]:
+def annotated_windows(
+  paths: Sequence[str | os.PathLike],
+  *,
+  classes: Sequence[str],
+  field: str = "symbol",
+  anchor: str = "center",
+  window: int,
+  lead: str,
+  seed: Sequence[int],
+  annotator: str = "atr",
+) -> tuple[list[AnnotatedWindow], list[tuple[int, br.RecordError]]]:
   """At most one window per annotation class, at a random annotation of that class; never raises.
 
   The records (one patient's segments) are visited in order; for each class not found yet, the
@@ -254,14 +283,16 @@ def annotated_windows(paths: Sequence[str | os.PathLike], *, classes: Sequence[s
         i = int(candidates[rng.integers(candidates.size)])
         start = int(starts[i])
         try:
-          rec = read_single_lead(path, lead=lead, sampfrom=start, sampto=start + window,
-                                 header=header)
+          rec = read_single_lead(
+            path, lead=lead, sampfrom=start, sampto=start + window, header=header
+          )
           (win,) = cut_windows(rec, window_seconds=window / rec.native_sampling_rate)
         except br.RecordError as e:
           errors.append((r, e))
           continue
-        found[label] = AnnotatedWindow(label=label, record=r, sample=int(samples[i]),
-                                       start=start, window=win, flags=rec.flags)
+        found[label] = AnnotatedWindow(
+          label=label, record=r, sample=int(samples[i]), start=start, window=win, flags=rec.flags
+        )
     except br.RecordError as e:
       errors.append((r, e))
     except Exception as e:  # Never let one record stop a build.

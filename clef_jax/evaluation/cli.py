@@ -33,8 +33,9 @@ LIST_FLAG = "--list_tasks"
 DEPRECATED = {"workdir": "model_workdir"}
 
 
-def model_entries(model_workdir: str | None, torch_weights: list[str],
-                  compare: list[str]) -> tuple[str | None, list[str]]:
+def model_entries(
+  model_workdir: str | None, torch_weights: list[str], compare: list[str]
+) -> tuple[str | None, list[str]]:
   """The CLI's model flags -> `(main model entry or None, further entries)`, in flag order."""
   entries = ([model_workdir] if model_workdir else []) + list(torch_weights) + list(compare)
   return (entries[0] if entries else None), entries[1:]
@@ -51,28 +52,44 @@ def main(argv: list[str] | None = None) -> None:
   from clef_jax.evaluation import report as report_lib
 
   config_flag = config_flags.DEFINE_config_file(
-      "config", None, "configs/eval.py:TASKS[,OPTIONS], e.g. configs/eval.py:sex+age,wfdb=DIR.",
-      lock_config=True)
+    "config",
+    None,
+    "configs/eval.py:TASKS[,OPTIONS], e.g. configs/eval.py:sex+age,wfdb=DIR.",
+    lock_config=True,
+  )
   model_flag = flags.DEFINE_string(
-      "model_workdir", None, "Model to evaluate: a training run directory (its latest "
-      "checkpoint) or a checkpoint / step directory, optionally [LABEL=]PATH.")
+    "model_workdir",
+    None,
+    "Model to evaluate: a training run directory (its latest "
+    "checkpoint) or a checkpoint / step directory, optionally [LABEL=]PATH.",
+  )
   torch_flag = flags.DEFINE_multi_string(
-      "torch_weights", [], "PyTorch Net1D weight files, [LABEL=]PATH[@SIZE] (CLEF .ckpt, "
-      "state_dict, safetensors; size from @SIZE or the file name).")
+    "torch_weights",
+    [],
+    "PyTorch Net1D weight files, [LABEL=]PATH[@SIZE] (CLEF .ckpt, "
+    "state_dict, safetensors; size from @SIZE or the file name).",
+  )
   compare_flag = flags.DEFINE_multi_string(
-      "compare", [], "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch "
-      "weight files.")
+    "compare",
+    [],
+    "More models, [LABEL=]PATH[@SIZE]: run / checkpoint directories or PyTorch weight files.",
+  )
   output_flag = flags.DEFINE_string("output", None, "Report directory.")
   overwrite_flag = flags.DEFINE_boolean(
-      "overwrite", False, "Replace a report already in --output (kept otherwise).")
-  flags.DEFINE_boolean("list_tasks", False, "Print every task (name, group, dataset, kind, "
-                       "metric), one per line, and exit.")
+    "overwrite", False, "Replace a report already in --output (kept otherwise)."
+  )
+  flags.DEFINE_boolean(
+    "list_tasks",
+    False,
+    "Print every task (name, group, dataset, kind, metric), one per line, and exit.",
+  )
   flags.mark_flags_as_required(["config", "output"])
   argv = list(sys.argv if argv is None else argv)
 
   def parse(args):
     if LIST_FLAG in args[1:]:
       from clef_jax.evaluation import tasks
+
       print("\n".join(tasks.list_tasks()), flush=True)
       sys.exit(0)
     return cli.absl_parse(args, doc=__doc__, renamed=DEPRECATED)
@@ -80,20 +97,22 @@ def main(argv: list[str] | None = None) -> None:
   def run(args):
     if len(args) > 1:
       raise app.UsageError(f"Unexpected arguments: {' '.join(args[1:])}")
-    absl_logging.set_verbosity(absl_logging.ERROR)   # Orbax/TFDS notes off the console.
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax/TFDS notes off the console.
     main_model, others = model_entries(model_flag.value, torch_flag.value, compare_flag.value)
     try:  # Before any model is loaded: the report must have somewhere to go.
       output = cli.check_output_dir(output_flag.value, "--output")
       taken = [n for n in report_lib.REPORT_FILES if (output / n).exists()]
       if taken and not overwrite_flag.value:
-        raise cli.UsageError(f"--output {output}: already holds {', '.join(taken)}; pass "
-                             "--overwrite to replace that report, or choose another --output.")
+        raise cli.UsageError(
+          f"--output {output}: already holds {', '.join(taken)}; pass "
+          "--overwrite to replace that report, or choose another --output."
+        )
     except cli.UsageError as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(1)
     try:
       config = config_flag.value
-      config.get("mode")            # A config file that failed to load raises when first used.
+      config.get("mode")  # A config file that failed to load raises when first used.
     except OSError as e:
       print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
@@ -103,8 +122,11 @@ def main(argv: list[str] | None = None) -> None:
       print(f"error: {cli.error_text(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
     except KeyboardInterrupt:
-      print("error: interrupted; no report written (an earlier one in --output is kept).",
-            file=sys.stderr, flush=True)
+      print(
+        "error: interrupted; no report written (an earlier one in --output is kept).",
+        file=sys.stderr,
+        flush=True,
+      )
       sys.exit(130)
 
   app.run(run, argv=argv, flags_parser=parse)

@@ -11,7 +11,8 @@ Two ways to fit it on frozen embeddings (`probe`), one with the backbone trained
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def make_loss(kind: str, regression_loss: str = "l1") -> Callable[..., Any]:
       return optax.softmax_cross_entropy_with_integer_labels(logits, y.astype(jnp.int32))
     if kind == "regression":
       err = logits[:, 0] - y.astype(jnp.float32)
-      return jnp.abs(err) if regression_loss == "l1" else err ** 2
+      return jnp.abs(err) if regression_loss == "l1" else err**2
     raise ValueError(f"Unknown task kind {kind!r}.")
 
   def loss(logits, y, mask):
@@ -59,8 +60,7 @@ def make_loss(kind: str, regression_loss: str = "l1") -> Callable[..., Any]:
   return loss
 
 
-def init_head(dim: int, outputs: int, seed: int, *, init: str = "torch"
-              ) -> dict[str, np.ndarray]:
+def init_head(dim: int, outputs: int, seed: int, *, init: str = "torch") -> dict[str, np.ndarray]:
   """`nn.Linear(dim, outputs)` params: "torch" = PyTorch's default U(+-1/sqrt(dim)) (the
   released code's head), "zeros" = start from the constant prediction (the train mean for
   standardised regression targets, ties for AUROC)."""
@@ -70,8 +70,10 @@ def init_head(dim: int, outputs: int, seed: int, *, init: str = "torch"
     raise ValueError(f"head_init must be 'torch' or 'zeros'; got {init!r}.")
   rng = np.random.default_rng(seed)
   bound = 1.0 / np.sqrt(dim)
-  return {"kernel": rng.uniform(-bound, bound, (dim, outputs)).astype(np.float32),
-          "bias": rng.uniform(-bound, bound, (outputs,)).astype(np.float32)}
+  return {
+    "kernel": rng.uniform(-bound, bound, (dim, outputs)).astype(np.float32),
+    "bias": rng.uniform(-bound, bound, (outputs,)).astype(np.float32),
+  }
 
 
 @dataclasses.dataclass
@@ -84,8 +86,13 @@ class HeadFns:
   tx: Any
 
 
-def make_head_fns(logits_fn: Callable[[Any, Any], Any], loss_fn: Callable[..., Any], *,
-                  learning_rate: float, weight_decay: float) -> HeadFns:
+def make_head_fns(
+  logits_fn: Callable[[Any, Any], Any],
+  loss_fn: Callable[..., Any],
+  *,
+  learning_rate: float,
+  weight_decay: float,
+) -> HeadFns:
   """Jits the train step and the forward pass of `logits_fn(params, x) -> (B, K)`."""
   import jax
   import optax
@@ -122,10 +129,20 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
   return 1.0 / counts[inverse]
 
 
-def fit(fns: HeadFns, params: Any, x: np.ndarray, y: np.ndarray, *,
-        val_loss: Callable[[Any], float], batch_size: int, max_epochs: int, patience: int,
-        min_delta: float, seed: int, sample_weights: np.ndarray | None = None
-        ) -> tuple[Any, dict[str, Any]]:
+def fit(
+  fns: HeadFns,
+  params: Any,
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  val_loss: Callable[[Any], float],
+  batch_size: int,
+  max_epochs: int,
+  patience: int,
+  min_delta: float,
+  seed: int,
+  sample_weights: np.ndarray | None = None,
+) -> tuple[Any, dict[str, Any]]:
   """Trains `params` on `(x, y)` with early stopping; returns the best-validation params.
 
   Every epoch visits the train rows in a fresh seeded order (`default_rng([seed, epoch])`), in
@@ -157,9 +174,10 @@ def fit(fns: HeadFns, params: Any, x: np.ndarray, y: np.ndarray, *,
     mask = (np.arange(steps * bs) < n).astype(np.float32)
     losses = []
     for s in range(steps):
-      idx = order[s * bs:(s + 1) * bs]
-      params, opt_state, loss = fns.step(params, opt_state, x[idx], y[idx],
-                                         mask[s * bs:(s + 1) * bs])
+      idx = order[s * bs : (s + 1) * bs]
+      params, opt_state, loss = fns.step(
+        params, opt_state, x[idx], y[idx], mask[s * bs : (s + 1) * bs]
+      )
       losses.append(loss)
     train_loss = float(np.mean(jax.device_get(losses)))
     current = float(val_loss(params))
@@ -174,18 +192,33 @@ def fit(fns: HeadFns, params: Any, x: np.ndarray, y: np.ndarray, *,
       bad += 1
       if bad >= patience:
         break
-  return best_params, {"epochs": len(history), "best_epoch": best_epoch,
-                       "best_val_loss": best_loss, "history": history}
+  return best_params, {
+    "epochs": len(history),
+    "best_epoch": best_epoch,
+    "best_val_loss": best_loss,
+    "history": history,
+  }
 
 
 def _val_loss(loss_fn: Callable[..., Any], logits: np.ndarray, y: np.ndarray) -> float:
   import jax.numpy as jnp
+
   return float(loss_fn(jnp.asarray(logits), jnp.asarray(y), jnp.ones(len(logits))))
 
 
-def probe_head(fns: HeadFns, loss_fn: Callable[..., Any], z: np.ndarray, y: np.ndarray,
-               rows: Mapping[str, np.ndarray], *, outputs: int, seed: int, head_init: str,
-               balanced: bool = False, **fit_kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+def probe_head(
+  fns: HeadFns,
+  loss_fn: Callable[..., Any],
+  z: np.ndarray,
+  y: np.ndarray,
+  rows: Mapping[str, np.ndarray],
+  *,
+  outputs: int,
+  seed: int,
+  head_init: str,
+  balanced: bool = False,
+  **fit_kwargs: Any,
+) -> tuple[np.ndarray, dict[str, Any]]:
   """Linear probing: a head on frozen record embeddings `z` `(R, D)`.
 
   Args:
@@ -205,10 +238,15 @@ def probe_head(fns: HeadFns, loss_fn: Callable[..., Any], z: np.ndarray, y: np.n
   """
   val = rows["validation"]
   params, summary = fit(
-      fns, init_head(z.shape[1], outputs, seed, init=head_init), z[rows["train"]],
-      y[rows["train"]], val_loss=lambda p: _val_loss(
-          loss_fn, predict_batched(fns, p, z[val], 4096), y[val]), seed=seed,
-      sample_weights=balanced_weights(y[rows["train"]]) if balanced else None, **fit_kwargs)
+    fns,
+    init_head(z.shape[1], outputs, seed, init=head_init),
+    z[rows["train"]],
+    y[rows["train"]],
+    val_loss=lambda p: _val_loss(loss_fn, predict_batched(fns, p, z[val], 4096), y[val]),
+    seed=seed,
+    sample_weights=balanced_weights(y[rows["train"]]) if balanced else None,
+    **fit_kwargs,
+  )
   return predict_batched(fns, params, z[rows["test"]], 4096), summary
 
 
@@ -223,10 +261,20 @@ def backbone_logits_fn(model) -> Callable[[Any, Any], Any]:
   return logits
 
 
-def finetune(fns: HeadFns, loss_fn: Callable[..., Any], backbone: Backbone, records: Records,
-             y: np.ndarray, rows: Mapping[str, np.ndarray], *, outputs: int, seed: int,
-             head_init: str, balanced: bool = False, **fit_kwargs: Any
-             ) -> tuple[np.ndarray, dict[str, Any]]:
+def finetune(
+  fns: HeadFns,
+  loss_fn: Callable[..., Any],
+  backbone: Backbone,
+  records: Records,
+  y: np.ndarray,
+  rows: Mapping[str, np.ndarray],
+  *,
+  outputs: int,
+  seed: int,
+  head_init: str,
+  balanced: bool = False,
+  **fit_kwargs: Any,
+) -> tuple[np.ndarray, dict[str, Any]]:
   """Full fine-tuning of `backbone` + a linear head on `records`' windows.
 
   The windows of the train records are the training examples, each with its record's target.
@@ -244,13 +292,21 @@ def finetune(fns: HeadFns, loss_fn: Callable[..., Any], backbone: Backbone, reco
     out = predict_batched(fns, params, records.x[win[split]], fit_kwargs["batch_size"])
     return record_mean(out, records.owner[win[split]], num_records)[rows[split]]
 
-  params = {"backbone": backbone.params,
-            "head": init_head(backbone.model.features, outputs, seed, init=head_init)}
+  params = {
+    "backbone": backbone.params,
+    "head": init_head(backbone.model.features, outputs, seed, init=head_init),
+  }
   y_train = y[records.owner[win["train"]]]
   params, summary = fit(
-      fns, params, records.x[win["train"]], y_train,
-      val_loss=lambda p: _val_loss(loss_fn, split_logits(p, "validation"), y[rows["validation"]]),
-      seed=seed, sample_weights=balanced_weights(y_train) if balanced else None, **fit_kwargs)
+    fns,
+    params,
+    records.x[win["train"]],
+    y_train,
+    val_loss=lambda p: _val_loss(loss_fn, split_logits(p, "validation"), y[rows["validation"]]),
+    seed=seed,
+    sample_weights=balanced_weights(y_train) if balanced else None,
+    **fit_kwargs,
+  )
   return split_logits(params, "test"), summary
 
 
@@ -284,16 +340,22 @@ def fit_ridge(x: np.ndarray, targets: np.ndarray, l2: float) -> tuple[np.ndarray
     `(w (D, K), b (K,))`.
   """
   n, d = x.shape
-  x1 = np.concatenate([x, np.ones((n, 1))], axis=1)               # (N, D + 1)
+  x1 = np.concatenate([x, np.ones((n, 1))], axis=1)  # (N, D + 1)
   reg = l2 * n * np.eye(d + 1)
   reg[d, d] = 0.0
-  theta = np.linalg.solve(x1.T @ x1 + reg, x1.T @ targets)        # (D + 1, K)
+  theta = np.linalg.solve(x1.T @ x1 + reg, x1.T @ targets)  # (D + 1, K)
   return theta[:d], theta[d]
 
 
-def ridge_head(z: np.ndarray, y: np.ndarray, rows: Mapping[str, np.ndarray], *, kind: str,
-               outputs: int, l2_grid: Sequence[float] = L2_GRID) -> tuple[np.ndarray,
-                                                                        dict[str, Any]]:
+def ridge_head(
+  z: np.ndarray,
+  y: np.ndarray,
+  rows: Mapping[str, np.ndarray],
+  *,
+  kind: str,
+  outputs: int,
+  l2_grid: Sequence[float] = L2_GRID,
+) -> tuple[np.ndarray, dict[str, Any]]:
   """Linear probing in closed form: ridge on the train rows, L2 by validation squared error.
 
   Args:

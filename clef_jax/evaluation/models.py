@@ -27,6 +27,7 @@ class Backbone:
 
   def describe(self) -> dict[str, Any]:
     import jax
+
     n = int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(self.params)))
     return {"source": self.source, "backbone": self.name, "size": self.size, "params": n}
 
@@ -69,8 +70,14 @@ def load_backbone(entry: str, *, backbone: str = "net1d") -> Backbone:
     label = label or p.stem
   else:
     raise FileNotFoundError(f"No workdir or weight file {p}.")
-  return Backbone(label=label, name=loaded.backbone, size=loaded.size,
-                  source=os.fspath(p.absolute()), model=loaded.model, params=loaded.params)
+  return Backbone(
+    label=label,
+    name=loaded.backbone,
+    size=loaded.size,
+    source=os.fspath(p.absolute()),
+    model=loaded.model,
+    params=loaded.params,
+  )
 
 
 def random_backbone(name: str, size: str, *, seed: int, window: int) -> Backbone:
@@ -82,5 +89,11 @@ def random_backbone(name: str, size: str, *, seed: int, window: int) -> Backbone
 
   model = models.from_config({"name": name, "size": size})
   params = jax.device_get(models_init.init_params(model, jax.random.key(seed), (1, window, 1)))
-  return Backbone(label=RANDOM_INIT, name=name, size=size, source=f"random init (seed {seed})",
-                  model=model, params=params)
+  return Backbone(
+    label=RANDOM_INIT,
+    name=name,
+    size=size,
+    source=f"random init (seed {seed})",
+    model=model,
+    params=params,
+  )

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,12 +69,13 @@ class TaskScores:
     valid: `valid(counts)` -> `(B,)` bool, the resamples the task keeps (module docstring;
       `metrics.classes_present`); None keeps every resample.
   """
+
   name: str
   group: str
   kind: str
   metric: str
   n: int
-  fn: Callable[[str, np.ndarray | None], "float | np.ndarray"]
+  fn: Callable[[str, np.ndarray | None], float | np.ndarray]
   number: int = 0
   unit: str = ""
   valid: Callable[[np.ndarray], np.ndarray] | None = None
@@ -88,13 +89,23 @@ def task_seed(base: int, task: str) -> int:
 
 def _interval(values: np.ndarray, point: float, confidence: float) -> dict[str, float | int]:
   low, high = metrics.percentile_interval(values, confidence)
-  return {"value": float(point), "low": low, "high": high,
-          "resamples": int(np.isfinite(values).sum())}
+  return {
+    "value": float(point),
+    "low": low,
+    "high": high,
+    "resamples": int(np.isfinite(values).sum()),
+  }
 
 
-def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: str,
-              num_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
-              ) -> dict[str, object]:
+def summarize(
+  tasks: Sequence[TaskScores],
+  *,
+  models: Sequence[str],
+  reference: str,
+  num_resamples: int = 1000,
+  seed: int = 0,
+  confidence: float = 0.95,
+) -> dict[str, object]:
   """Per-task cells and the cross-task averages with paired bootstrap intervals.
 
   Args:
@@ -122,24 +133,38 @@ def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: 
       raise ValueError(f"task {t.name}: kind must be one of {KINDS}; got {t.kind!r}.")
 
   points: dict[str, dict[str, float]] = {}
-  draws: dict[str, dict[str, np.ndarray]] = {}       # task -> model -> (num_resamples,)
+  draws: dict[str, dict[str, np.ndarray]] = {}  # task -> model -> (num_resamples,)
   cells: dict[str, dict[str, dict[str, float | int]]] = {}
   for t in tasks:
     points[t.name] = {m: float(t.fn(m, None)) for m in models}
     chunks: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for counts in metrics.valid_bootstrap_counts(t.n, num_resamples=num_resamples,
-                                                 seed=task_seed(seed, t.name), valid=t.valid):
+    for counts in metrics.valid_bootstrap_counts(
+      t.n, num_resamples=num_resamples, seed=task_seed(seed, t.name), valid=t.valid
+    ):
       for m in models:
         chunks[m].append(np.asarray(t.fn(m, counts), np.float64))
     draws[t.name] = {m: np.concatenate(chunks[m]) for m in models}
-    cells[t.name] = {m: _interval(draws[t.name][m], points[t.name][m], confidence)
-                     for m in models}
+    cells[t.name] = {m: _interval(draws[t.name][m], points[t.name][m], confidence) for m in models}
 
   out: dict[str, object] = {
-      "models": models, "reference": reference, "confidence": confidence,
-      "num_resamples": num_resamples, "cells": cells,
-      "tasks": [{"name": t.name, "group": t.group, "kind": t.kind, "metric": t.metric,
-                 "n": t.n, "number": t.number, "unit": t.unit} for t in tasks]}
+    "models": models,
+    "reference": reference,
+    "confidence": confidence,
+    "num_resamples": num_resamples,
+    "cells": cells,
+    "tasks": [
+      {
+        "name": t.name,
+        "group": t.group,
+        "kind": t.kind,
+        "metric": t.metric,
+        "n": t.n,
+        "number": t.number,
+        "unit": t.unit,
+      }
+      for t in tasks
+    ],
+  }
   for kind in KINDS:
     of_kind = [t.name for t in tasks if t.kind == kind]
     chosen = [n for n in of_kind if all(np.isfinite(points[n][m]) for m in models)]
@@ -149,10 +174,15 @@ def summarize(tasks: Sequence[TaskScores], *, models: Sequence[str], reference: 
   return out
 
 
-def _average(kind: str, chosen: list[str], models: list[str], reference: str,
-             points: Mapping[str, Mapping[str, float]],
-             draws: Mapping[str, Mapping[str, np.ndarray]], confidence: float
-             ) -> dict[str, object]:
+def _average(
+  kind: str,
+  chosen: list[str],
+  models: list[str],
+  reference: str,
+  points: Mapping[str, Mapping[str, float]],
+  draws: Mapping[str, Mapping[str, np.ndarray]],
+  confidence: float,
+) -> dict[str, object]:
   """One cross-task average (mean over `chosen`) and its differences against `reference`."""
   # (tasks, models) point estimates and (tasks, models, resamples) draws: resample k combines
   # the k-th kept resample of every task (as many as the task with the fewest kept).
@@ -164,9 +194,12 @@ def _average(kind: str, chosen: list[str], models: list[str], reference: str,
   d = d[:, :, ok]
   ref = models.index(reference)
   result: dict[str, object] = {
-      "tasks": list(chosen), "resamples": int(ok.sum()),
-      "mean": {m: _interval(d[:, i].mean(axis=0), p[:, i].mean(), confidence)
-               for i, m in enumerate(models)}}
+    "tasks": list(chosen),
+    "resamples": int(ok.sum()),
+    "mean": {
+      m: _interval(d[:, i].mean(axis=0), p[:, i].mean(), confidence) for i, m in enumerate(models)
+    },
+  }
   diffs: dict[str, dict[str, object]] = {}
   for i, m in enumerate(models):
     if i == ref:
@@ -175,16 +208,20 @@ def _average(kind: str, chosen: list[str], models: list[str], reference: str,
       mean_m, mean_r = d[:, i].mean(axis=0), d[:, ref].mean(axis=0)
       pm, pr = p[:, i].mean(), p[:, ref].mean()
       diffs[m] = {
-          "auroc_points": _interval(100.0 * (mean_m - mean_r), 100.0 * (pm - pr), confidence),
-          "auroc_relative_pct": _interval(100.0 * (mean_m - mean_r) / mean_r,
-                                          100.0 * (pm - pr) / pr, confidence)}
+        "auroc_points": _interval(100.0 * (mean_m - mean_r), 100.0 * (pm - pr), confidence),
+        "auroc_relative_pct": _interval(
+          100.0 * (mean_m - mean_r) / mean_r, 100.0 * (pm - pr) / pr, confidence
+        ),
+      }
     else:
-      rel = 100.0 * (d[:, i] - d[:, ref]) / d[:, ref]                   # (tasks, resamples)
+      rel = 100.0 * (d[:, i] - d[:, ref]) / d[:, ref]  # (tasks, resamples)
       prel = 100.0 * (p[:, i] - p[:, ref]) / p[:, ref]
       diffs[m] = {
-          "mae_relative_pct": _interval(rel.mean(axis=0), prel.mean(), confidence),
-          "mae_absolute": _interval((d[:, i] - d[:, ref]).mean(axis=0),
-                                    (p[:, i] - p[:, ref]).mean(), confidence)}
+        "mae_relative_pct": _interval(rel.mean(axis=0), prel.mean(), confidence),
+        "mae_absolute": _interval(
+          (d[:, i] - d[:, ref]).mean(axis=0), (p[:, i] - p[:, ref]).mean(), confidence
+        ),
+      }
   result["versus_reference"] = diffs
   return result
 
@@ -198,19 +235,26 @@ def _cell(c: Mapping[str, float], digits: int, sign: str = "") -> str:
   return f"{text} [{c['low']:{sign}.{digits}f}, {c['high']:{sign}.{digits}f}]"
 
 
-def ordered_tasks(summary: Mapping[str, object], group_order: Sequence[str] = ()
-                  ) -> list[Mapping[str, object]]:
+def ordered_tasks(
+  summary: Mapping[str, object], group_order: Sequence[str] = ()
+) -> list[Mapping[str, object]]:
   """The summary's tasks grouped by dataset: the groups of `group_order` first, then the others
   in order of appearance; within a group, the order given."""
   tasks = list(summary["tasks"])
-  groups = list(dict.fromkeys([g for g in group_order if any(t["group"] == g for t in tasks)]
-                              + [t["group"] for t in tasks]))
+  groups = list(
+    dict.fromkeys(
+      [g for g in group_order if any(t["group"] == g for t in tasks)] + [t["group"] for t in tasks]
+    )
+  )
   return [t for g in groups for t in tasks if t["group"] == g]
 
 
-def format_markdown(summary: Mapping[str, object], *,
-                    group_titles: Mapping[str, str] | None = None,
-                    group_order: Sequence[str] = ()) -> str:
+def format_markdown(
+  summary: Mapping[str, object],
+  *,
+  group_titles: Mapping[str, str] | None = None,
+  group_order: Sequence[str] = (),
+) -> str:
   """The paper-format table and the two averages, in markdown.
 
   Rows = tasks grouped by dataset (`ordered_tasks`), columns = models, each cell the point
@@ -222,36 +266,49 @@ def format_markdown(summary: Mapping[str, object], *,
   models = list(summary["models"])
   reference = summary["reference"]
   conf = int(round(100 * float(summary["confidence"])))
-  lines = [f"Cells: point estimate [{conf} % bootstrap interval, {summary['num_resamples']} "
-           "resamples of each task's test records, the same for every model].", "",
-           "| dataset | # | task | metric | n test | " + " | ".join(models) + " |",
-           "|---|---|---|---|---|" + "---|" * len(models)]
+  lines = [
+    f"Cells: point estimate [{conf} % bootstrap interval, {summary['num_resamples']} "
+    "resamples of each task's test records, the same for every model].",
+    "",
+    "| dataset | # | task | metric | n test | " + " | ".join(models) + " |",
+    "|---|---|---|---|---|" + "---|" * len(models),
+  ]
   for t in ordered_tasks(summary, group_order):
     digits = 3 if t["kind"] == "classification" else 2
     arrow = "↑" if t["kind"] == "classification" else "↓"
     metric = f"{t['metric']}{' (' + t['unit'] + ')' if t.get('unit') else ''} {arrow}"
     row = [_cell(summary["cells"][t["name"]][m], digits) for m in models]
-    lines.append(f"| {group_titles.get(t['group'], t['group'])} | {t.get('number') or ''} | "
-                 f"{t['name']} | {metric} | {t.get('n', '')} | " + " | ".join(row) + " |")
+    lines.append(
+      f"| {group_titles.get(t['group'], t['group'])} | {t.get('number') or ''} | "
+      f"{t['name']} | {metric} | {t.get('n', '')} | " + " | ".join(row) + " |"
+    )
   for kind in KINDS:
     avg = summary.get(kind)
     if not avg:
       continue
     left_out = avg.get("left_out") or []
-    skipped = (f"; left out, undefined for some model: {', '.join(left_out)}" if left_out
-               else "")
+    skipped = f"; left out, undefined for some model: {', '.join(left_out)}" if left_out else ""
     if kind == "classification":
-      lines += ["", f"**mean AUROC** over {len(avg['tasks'])} tasks ({avg['resamples']} "
-                f"resamples with every task defined{skipped}), against {reference} (paired "
-                "bootstrap):", "",
-                f"| model | mean AUROC ↑ | vs {reference}: AUROC points | vs {reference}: "
-                "relative % |", "|---|---|---|---|"]
+      lines += [
+        "",
+        f"**mean AUROC** over {len(avg['tasks'])} tasks ({avg['resamples']} "
+        f"resamples with every task defined{skipped}), against {reference} (paired "
+        "bootstrap):",
+        "",
+        f"| model | mean AUROC ↑ | vs {reference}: AUROC points | vs {reference}: relative % |",
+        "|---|---|---|---|",
+      ]
     else:
-      lines += ["", f"**mean relative MAE change** over {len(avg['tasks'])} tasks "
-                f"({avg['resamples']} resamples with every task defined{skipped}), against "
-                f"{reference} (paired bootstrap; negative = lower error):", "",
-                f"| model | mean MAE ↓ | vs {reference}: relative MAE change % | vs "
-                f"{reference}: absolute MAE change |", "|---|---|---|---|"]
+      lines += [
+        "",
+        f"**mean relative MAE change** over {len(avg['tasks'])} tasks "
+        f"({avg['resamples']} resamples with every task defined{skipped}), against "
+        f"{reference} (paired bootstrap; negative = lower error):",
+        "",
+        f"| model | mean MAE ↓ | vs {reference}: relative MAE change % | vs "
+        f"{reference}: absolute MAE change |",
+        "|---|---|---|---|",
+      ]
     for m in models:
       vs = avg["versus_reference"].get(m)
       digits = 3 if kind == "classification" else 2

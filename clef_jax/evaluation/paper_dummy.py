@@ -21,22 +21,35 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from clef_jax import build, cli
 
 # (builder, the configs the paper's tasks read); `None` = the builder's default config.
 BUILDS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    ("ptbxl", ("100hz",)), ("chapman", (None,)), ("icentia11k", ("beat", "rhythm")),
-    ("mc_med", (None,)), ("mimic_iv_lvef", ("csv_class",)), ("music_scd", (None,)),
-    ("aurora_bp", ("auscultatory",)))
+  ("ptbxl", ("100hz",)),
+  ("chapman", (None,)),
+  ("icentia11k", ("beat", "rhythm")),
+  ("mc_med", (None,)),
+  ("mimic_iv_lvef", ("csv_class",)),
+  ("music_scd", (None,)),
+  ("aurora_bp", ("auscultatory",)),
+)
 # Records (patients for Icentia11k, MUSIC and Aurora-BP) added to each dummy tree.
-EXTRA: Mapping[str, int] = {"ptbxl": 40, "chapman": 40, "icentia11k": 12, "mc_med": 40,
-                            "mimic_iv_lvef": 30, "music_scd": 32, "aurora_bp": 20}
+EXTRA: Mapping[str, int] = {
+  "ptbxl": 40,
+  "chapman": 40,
+  "icentia11k": 12,
+  "mc_med": 40,
+  "mimic_iv_lvef": 30,
+  "music_scd": 32,
+  "aurora_bp": 20,
+}
 
 
-def write_and_build(out_dir: str | os.PathLike, *, extra: Mapping[str, int] = EXTRA,
-                    overwrite: bool = False) -> pathlib.Path:
+def write_and_build(
+  out_dir: str | os.PathLike, *, extra: Mapping[str, int] = EXTRA, overwrite: bool = False
+) -> pathlib.Path:
   """Writes the seven dummy trees under `out_dir/raw/` and builds them into `out_dir/tfds/`.
 
   Args:
@@ -55,11 +68,14 @@ def write_and_build(out_dir: str | os.PathLike, *, extra: Mapping[str, int] = EX
   if not overwrite:
     there = [name for name, _ in BUILDS if (raw_root / name).exists()]
     if there:
-      raise FileExistsError(f"{raw_root}: {', '.join(there)} already written; pass overwrite "
-                            "(--overwrite) to rewrite them, or choose another folder.")
+      raise FileExistsError(
+        f"{raw_root}: {', '.join(there)} already written; pass overwrite "
+        "(--overwrite) to rewrite them, or choose another folder."
+      )
   for name, configs in BUILDS:
     raw = build.dataset_module(name, "dummy_data_generation").write_dummy_data(
-        raw_root / name, extra=int(extra.get(name, 0)))
+      raw_root / name, extra=int(extra.get(name, 0))
+    )
     for config in configs:
       build.build(name, data_dir=tfds_dir, config=config, manual_dir=raw, overwrite=overwrite)
   return tfds_dir
@@ -67,8 +83,10 @@ def write_and_build(out_dir: str | os.PathLike, *, extra: Mapping[str, int] = EX
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = cli.ArgumentParser(
-      prog="python -m clef_jax.evaluation.paper_dummy", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog="python -m clef_jax.evaluation.paper_dummy",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--out_dir", required=True, help="folder for raw/ and tfds/")
   parser.add_argument("--overwrite", action="store_true", help="rewrite and rebuild")
   args = parser.parse_args(argv)
@@ -77,8 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except FileExistsError as e:
     parser.error(str(e))
   print(f"data_dir: {tfds_dir}")
-  print(f"python -m clef_jax.evaluate --config=configs/eval.py:paper,data_dir={tfds_dir},"
-        f"epochs=2,embed_batch=16 --output={pathlib.Path(args.out_dir).expanduser() / 'report'}")
+  print(
+    f"python -m clef_jax.evaluate --config=configs/eval.py:paper,data_dir={tfds_dir},"
+    f"epochs=2,embed_batch=16 --output={pathlib.Path(args.out_dir).expanduser() / 'report'}"
+  )
   return 0
 
 

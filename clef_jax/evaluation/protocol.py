@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,9 @@ def _check(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) -> N
   if head not in heads.HEADS:
     raise ValueError(f"head must be one of {', '.join(heads.HEADS)}; got {head!r}.")
   if head == "ridge" and mode == "finetune":
-    raise ValueError("head=ridge is a closed-form probe of frozen embeddings; fine-tuning trains "
-                     "with head=adamw.")
+    raise ValueError(
+      "head=ridge is a closed-form probe of frozen embeddings; fine-tuning trains with head=adamw."
+    )
   labels = [b.label for b in backbones]
   if len(set(labels)) != len(labels):
     raise ValueError(f"Model labels must be unique; got {labels} (name them LABEL=PATH).")
@@ -58,8 +60,9 @@ def _check(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) -> N
     raise ValueError(f"train.label_fraction must be in (0, 1]; got {fraction}.")
 
 
-def label_subset(train_rows: np.ndarray, y: np.ndarray, kind: str, fraction: float,
-                 seed: int) -> np.ndarray:
+def label_subset(
+  train_rows: np.ndarray, y: np.ndarray, kind: str, fraction: float, seed: int
+) -> np.ndarray:
   """The train rows whose labels are used when training on `fraction` of them (sorted).
 
   `max(1, round(fraction * n))` rows drawn without replacement by `default_rng(seed)`; for
@@ -93,10 +96,15 @@ def _embed_records(backbones, records, batch_size, embed_fns) -> dict[str, np.nd
   return out
 
 
-def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
-              split: np.ndarray, backbones: Sequence[models.Backbone],
-              embeddings: Mapping[str, np.ndarray], config: Mapping[str, Any]
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _run_task(
+  name: str,
+  task: Mapping[str, Any],
+  records: records_lib.Records,
+  split: np.ndarray,
+  backbones: Sequence[models.Backbone],
+  embeddings: Mapping[str, np.ndarray],
+  config: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """One task on every backbone: `(task report, test predictions)`."""
   train_cfg, boot = config["train"], config["bootstrap"]
   targets = tasks_lib.make_targets(task, records, split)
@@ -104,16 +112,19 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
   rows = {s: np.flatnonzero((split == i) & targets.valid) for i, s in enumerate(SPLITS)}
   empty = [s for s in SPLITS if not len(rows[s])]
   if empty:
-    raise TaskSkipped(f"Task {name}: no usable records in the {'/'.join(empty)} split "
-                      f"({records.source}); more records or other split fractions needed.")
+    raise TaskSkipped(
+      f"Task {name}: no usable records in the {'/'.join(empty)} split "
+      f"({records.source}); more records or other split fractions needed."
+    )
   y = targets.y
   fraction = float(train_cfg.get("label_fraction", 1.0))
   n_train_all = len(rows["train"])
-  rows["train"] = label_subset(rows["train"], y, kind, fraction,
-                               paper.task_seed(int(train_cfg.get("label_seed", 0)), name))
+  rows["train"] = label_subset(
+    rows["train"], y, kind, fraction, paper.task_seed(int(train_cfg.get("label_seed", 0)), name)
+  )
   y_mean, y_std = 0.0, 1.0
   y_fit = y
-  if kind == "regression":           # Trained on standardised targets, as the released code.
+  if kind == "regression":  # Trained on standardised targets, as the released code.
     y_mean = float(y[rows["train"]].mean())
     y_std = float(y[rows["train"]].std()) or 1.0
     y_fit = ((y - y_mean) / y_std).astype(np.float32)
@@ -121,21 +132,35 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
   loss_fn = heads.make_loss(kind, train_cfg["regression_loss"])
   y_test = y[rows["test"]]
   task_report: dict[str, Any] = {
-      "kind": kind, "label": task["label"], "data": records.source,
-      "split": task["split"], "n": {s: int(len(rows[s])) for s in SPLITS},
-      "train_available": n_train_all, "label_fraction": fraction,
-      "group": task.get("group", ""), "number": int(task.get("number", 0)),
-      "title": task.get("title", ""), "balanced": bool(task.get("balanced", False)),
-      "unit": task["unit"], "classes": targets.class_names,
-      "undefined_in_test": scoring.undefined_in(kind, y_test, targets.class_names),
-      "training": {}, "metrics": {}}
+    "kind": kind,
+    "label": task["label"],
+    "data": records.source,
+    "split": task["split"],
+    "n": {s: int(len(rows[s])) for s in SPLITS},
+    "train_available": n_train_all,
+    "label_fraction": fraction,
+    "group": task.get("group", ""),
+    "number": int(task.get("number", 0)),
+    "title": task.get("title", ""),
+    "balanced": bool(task.get("balanced", False)),
+    "unit": task["unit"],
+    "classes": targets.class_names,
+    "undefined_in_test": scoring.undefined_in(kind, y_test, targets.class_names),
+    "training": {},
+    "metrics": {},
+  }
   scores: dict[str, np.ndarray] = {}
-  head_fns: dict[Any, heads.HeadFns] = {}      # One compile per feature size / architecture.
-  fit_kwargs = dict(outputs=k_out, seed=config["seed"], head_init=train_cfg["head_init"],
-                    batch_size=train_cfg["batch_size"], max_epochs=train_cfg["max_epochs"],
-                    patience=train_cfg["patience"], min_delta=train_cfg["min_delta"],
-                    balanced=bool(task.get("balanced", False)) and kind in ("binary",
-                                                                             "multiclass"))
+  head_fns: dict[Any, heads.HeadFns] = {}  # One compile per feature size / architecture.
+  fit_kwargs = dict(
+    outputs=k_out,
+    seed=config["seed"],
+    head_init=train_cfg["head_init"],
+    batch_size=train_cfg["batch_size"],
+    max_epochs=train_cfg["max_epochs"],
+    patience=train_cfg["patience"],
+    min_delta=train_cfg["min_delta"],
+    balanced=bool(task.get("balanced", False)) and kind in ("binary", "multiclass"),
+  )
   for b in backbones:
     t0 = time.monotonic()
     if config["mode"] == "probe":
@@ -147,32 +172,49 @@ def _run_task(name: str, task: Mapping[str, Any], records: records_lib.Records,
       else:
         if z.shape[1] not in head_fns:
           head_fns[z.shape[1]] = heads.make_head_fns(
-              lambda p, x: x @ p["kernel"] + p["bias"], loss_fn,
-              learning_rate=train_cfg["learning_rate"], weight_decay=train_cfg["weight_decay"])
-        logits, summary = heads.probe_head(head_fns[z.shape[1]], loss_fn, z, y_fit, rows,
-                                           **fit_kwargs)
+            lambda p, x: x @ p["kernel"] + p["bias"],
+            loss_fn,
+            learning_rate=train_cfg["learning_rate"],
+            weight_decay=train_cfg["weight_decay"],
+          )
+        logits, summary = heads.probe_head(
+          head_fns[z.shape[1]], loss_fn, z, y_fit, rows, **fit_kwargs
+        )
     else:
       arch = (b.name, b.size)
       if arch not in head_fns:
         head_fns[arch] = heads.make_head_fns(
-            heads.backbone_logits_fn(b.model), loss_fn, learning_rate=train_cfg["learning_rate"],
-            weight_decay=train_cfg["weight_decay"])
-      logits, summary = heads.finetune(head_fns[arch], loss_fn, b, records, y_fit, rows,
-                                       **fit_kwargs)
+          heads.backbone_logits_fn(b.model),
+          loss_fn,
+          learning_rate=train_cfg["learning_rate"],
+          weight_decay=train_cfg["weight_decay"],
+        )
+      logits, summary = heads.finetune(
+        head_fns[arch], loss_fn, b, records, y_fit, rows, **fit_kwargs
+      )
     scores[b.label] = scoring.metric_scores(kind, logits, y_mean=y_mean, y_std=y_std)
     summary["seconds"] = round(time.monotonic() - t0, 2)
     task_report["training"][b.label] = summary
-    how = (f"l2 {summary['l2']:g}" if "l2" in summary else
-           f"{summary['epochs']} epochs, best {summary['best_epoch']}")
-    _log(f"{name}: {b.label}: {how} (val loss {summary['best_val_loss']:.4f}, "
-         f"{summary['seconds']:.0f} s)")
+    how = (
+      f"l2 {summary['l2']:g}"
+      if "l2" in summary
+      else f"{summary['epochs']} epochs, best {summary['best_epoch']}"
+    )
+    _log(
+      f"{name}: {b.label}: {how} (val loss {summary['best_val_loss']:.4f}, "
+      f"{summary['seconds']:.0f} s)"
+    )
   for metric, _, _ in scoring.METRICS[kind]:
     # The task's own resample stream, shared by its metrics and by the paper summary.
     task_report["metrics"][metric] = metrics.bootstrap(
-        {label: scoring.metric_fn(kind, metric, y_test, s) for label, s in scores.items()},
-        len(y_test), num_resamples=boot["resamples"], seed=paper.task_seed(boot["seed"], name),
-        confidence=boot["confidence"], paired_with=backbones[0].label,
-        valid=scoring.resample_filter(kind, y_test))
+      {label: scoring.metric_fn(kind, metric, y_test, s) for label, s in scores.items()},
+      len(y_test),
+      num_resamples=boot["resamples"],
+      seed=paper.task_seed(boot["seed"], name),
+      confidence=boot["confidence"],
+      paired_with=backbones[0].label,
+      valid=scoring.resample_filter(kind, y_test),
+    )
   predictions = {"ids": [records.ids[i] for i in rows["test"]], "y": y_test, "scores": scores}
   return task_report, predictions
 
@@ -194,18 +236,24 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) ->
   _check(config, backbones)
   data = config["data"]
   report: dict[str, Any] = {
-      "protocol": {
-          "mode": config["mode"], "lead": data["lead"], "window": data["window"],
-          "windows": data["windows"], "seed": config["seed"],
-          "split_fractions": list(data["split_fractions"]), "split_seed": data["split_seed"],
-          "train": dict(config["train"]), "bootstrap": dict(config["bootstrap"]),
-          "reference": config.get("reference") or backbones[0].label},
-      "models": {b.label: b.describe() for b in backbones},
-      "tasks": {},
-      # Task -> why it could not be evaluated.
-      "skipped_tasks": {},
-      # Test-set targets and scores (saved as predictions.npz, not in the JSON).
-      "predictions": {},
+    "protocol": {
+      "mode": config["mode"],
+      "lead": data["lead"],
+      "window": data["window"],
+      "windows": data["windows"],
+      "seed": config["seed"],
+      "split_fractions": list(data["split_fractions"]),
+      "split_seed": data["split_seed"],
+      "train": dict(config["train"]),
+      "bootstrap": dict(config["bootstrap"]),
+      "reference": config.get("reference") or backbones[0].label,
+    },
+    "models": {b.label: b.describe() for b in backbones},
+    "tasks": {},
+    # Task -> why it could not be evaluated.
+    "skipped_tasks": {},
+    # Test-set targets and scores (saved as predictions.npz, not in the JSON).
+    "predictions": {},
   }
   tasks = {name: dict(t) for name, t in config["tasks"].items()}
   groups: dict[records_lib.DataKey, list[str]] = {}
@@ -216,31 +264,41 @@ def evaluate(config: Mapping[str, Any], backbones: Sequence[models.Backbone]) ->
   for key, names in groups.items():
     start = time.monotonic()
     records = records_lib.load_records(key, sorted({tasks[n]["label"] for n in names}), data)
-    _log(f"data: {records.source}: {len(records.ids)} records, {len(records.x)} windows "
-         f"({len(records.skipped)} skipped, {time.monotonic() - start:.0f} s)")
-    splits = {m: records_lib.assign_splits(records, mode=m, fractions=data["split_fractions"],
-                                           seed=data["split_seed"])
-              for m in {tasks[n]["split"] for n in names}}
-    embeddings = _embed_records(backbones, records, config["embed_batch_size"], embed_fns) \
-        if config["mode"] == "probe" else {}
+    _log(
+      f"data: {records.source}: {len(records.ids)} records, {len(records.x)} windows "
+      f"({len(records.skipped)} skipped, {time.monotonic() - start:.0f} s)"
+    )
+    splits = {
+      m: records_lib.assign_splits(
+        records, mode=m, fractions=data["split_fractions"], seed=data["split_seed"]
+      )
+      for m in {tasks[n]["split"] for n in names}
+    }
+    embeddings = (
+      _embed_records(backbones, records, config["embed_batch_size"], embed_fns)
+      if config["mode"] == "probe"
+      else {}
+    )
     for name in names:
       try:
         report["tasks"][name], report["predictions"][name] = _run_task(
-            name, tasks[name], records, splits[tasks[name]["split"]], backbones, embeddings,
-            config)
+          name, tasks[name], records, splits[tasks[name]["split"]], backbones, embeddings, config
+        )
       except TaskSkipped as e:
         report["skipped_tasks"][name] = str(e)
         _log(f"skipped: {e}")
   if not report["tasks"]:
     raise ValueError("No task could be evaluated: " + " ".join(report["skipped_tasks"].values()))
   report["tasks"] = {n: report["tasks"][n] for n in tasks if n in report["tasks"]}
-  report["paper"] = paper_summary(report, reference=config.get("reference") or
-                                  backbones[0].label, bootstrap=config["bootstrap"])
+  report["paper"] = paper_summary(
+    report, reference=config.get("reference") or backbones[0].label, bootstrap=config["bootstrap"]
+  )
   return report
 
 
-def _check_datasets(groups: Mapping[records_lib.DataKey, Sequence[str]],
-                    data: Mapping[str, Any]) -> None:
+def _check_datasets(
+  groups: Mapping[records_lib.DataKey, Sequence[str]], data: Mapping[str, Any]
+) -> None:
   """Fails before any work when a task's dataset is not built, naming every missing one."""
   missing = []
   for source, where, _, _ in groups:
@@ -254,8 +312,9 @@ def _check_datasets(groups: Mapping[records_lib.DataKey, Sequence[str]],
     raise FileNotFoundError(" ".join(dict.fromkeys(missing)))
 
 
-def paper_summary(report: Mapping[str, Any], *, reference: str,
-                  bootstrap: Mapping[str, Any]) -> dict[str, Any]:
+def paper_summary(
+  report: Mapping[str, Any], *, reference: str, bootstrap: Mapping[str, Any]
+) -> dict[str, Any]:
   """The paper-format summary of an evaluation report (`paper.summarize`): each task's primary
   metric per model and the two cross-task averages against `reference`, from the report's test
   predictions, on each task's resample stream (the one its per-task intervals use)."""
@@ -263,21 +322,37 @@ def paper_summary(report: Mapping[str, Any], *, reference: str,
   for name, t in report["tasks"].items():
     pred = report["predictions"][name]
     metric = scoring.METRICS[t["kind"]][0][0]
-    fns = {m: scoring.metric_fn(t["kind"], metric, pred["y"], s)
-           for m, s in pred["scores"].items()}
-    rows.append(paper.TaskScores(
-        name=name, group=t.get("group", ""),
+    fns = {m: scoring.metric_fn(t["kind"], metric, pred["y"], s) for m, s in pred["scores"].items()}
+    rows.append(
+      paper.TaskScores(
+        name=name,
+        group=t.get("group", ""),
         kind="regression" if t["kind"] == "regression" else "classification",
-        metric=tasks_lib.PRIMARY_METRIC[t["kind"]], n=len(pred["y"]),
-        fn=lambda m, w, fns=fns: fns[m](w), number=int(t.get("number", 0)), unit=t["unit"],
-        valid=scoring.resample_filter(t["kind"], pred["y"])))
-  return paper.summarize(rows, models=list(report["models"]), reference=reference,
-                         num_resamples=bootstrap["resamples"], seed=bootstrap["seed"],
-                         confidence=bootstrap["confidence"])
+        metric=tasks_lib.PRIMARY_METRIC[t["kind"]],
+        n=len(pred["y"]),
+        fn=lambda m, w, fns=fns: fns[m](w),
+        number=int(t.get("number", 0)),
+        unit=t["unit"],
+        valid=scoring.resample_filter(t["kind"], pred["y"]),
+      )
+    )
+  return paper.summarize(
+    rows,
+    models=list(report["models"]),
+    reference=reference,
+    num_resamples=bootstrap["resamples"],
+    seed=bootstrap["seed"],
+    confidence=bootstrap["confidence"],
+  )
 
 
-def run(config: Mapping[str, Any], *, model: str | None = None, compare: Sequence[str] = (),
-        output: str | os.PathLike) -> dict[str, Any]:
+def run(
+  config: Mapping[str, Any],
+  *,
+  model: str | None = None,
+  compare: Sequence[str] = (),
+  output: str | os.PathLike,
+) -> dict[str, Any]:
   """Loads the models, evaluates them with a random-init baseline, writes and prints the report.
 
   Args:
@@ -288,10 +363,14 @@ def run(config: Mapping[str, Any], *, model: str | None = None, compare: Sequenc
   """
   entries = ([model] if model else []) + list(compare)
   loaded = [models.load_backbone(e) for e in entries]
-  name, size = (loaded[0].name, loaded[0].size) if loaded else (config["model"]["name"],
-                                                                 config["model"]["size"])
-  baseline = models.random_backbone(name, size, seed=config["seed"],
-                                    window=config["data"]["window"])
+  name, size = (
+    (loaded[0].name, loaded[0].size)
+    if loaded
+    else (config["model"]["name"], config["model"]["size"])
+  )
+  baseline = models.random_backbone(
+    name, size, seed=config["seed"], window=config["data"]["window"]
+  )
   report = evaluate(config, [baseline] + loaded)
   text = report_lib.write_report(report, output, plots=config["plots"])
   print(text, flush=True)

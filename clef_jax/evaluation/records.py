@@ -13,7 +13,8 @@ import dataclasses
 import os
 import pathlib
 import zlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,9 +76,18 @@ class InputSpec:
   crop_seed: int = 0
 
 
-def lead_windows(x: np.ndarray, fs: float, *, window: int, windows: str = "first",
-                 bandpass: bool = True, normalize: bool = True, crop: str = "start",
-                 crop_seed: int = 0, record_id: str = "") -> np.ndarray:
+def lead_windows(
+  x: np.ndarray,
+  fs: float,
+  *,
+  window: int,
+  windows: str = "first",
+  bandpass: bool = True,
+  normalize: bool = True,
+  crop: str = "start",
+  crop_seed: int = 0,
+  record_id: str = "",
+) -> np.ndarray:
   """One lead in mV -> `(n, window)` model inputs through `embed.input_contract`.
 
   Args:
@@ -98,22 +108,35 @@ def lead_windows(x: np.ndarray, fs: float, *, window: int, windows: str = "first
     room = x500.shape[0] - window
     rng = np.random.default_rng([crop_seed, zlib.crc32(record_id.encode())])
     start = int(rng.integers(0, room + 1)) if room > 0 else 0
-    return embed.input_contract(x500[start:start + window], pp.OFFICIAL_FS, **contract)[None]
+    return embed.input_contract(x500[start : start + window], pp.OFFICIAL_FS, **contract)[None]
   n = max(1, x500.shape[0] // window)
-  return np.stack([embed.input_contract(x500[k * window:(k + 1) * window], pp.OFFICIAL_FS,
-                                        **contract) for k in range(n)])
+  return np.stack(
+    [
+      embed.input_contract(x500[k * window : (k + 1) * window], pp.OFFICIAL_FS, **contract)
+      for k in range(n)
+    ]
+  )
 
 
 def _assemble(chunks: list[np.ndarray], window: int, **kwargs) -> Records:
-  owner = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(chunks)]) \
-      if chunks else np.zeros(0, np.int64)
+  owner = (
+    np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(chunks)])
+    if chunks
+    else np.zeros(0, np.int64)
+  )
   x = np.concatenate(chunks) if chunks else np.zeros((0, window), np.float32)
   return Records(x=x, owner=owner, **kwargs)
 
 
-def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int = 0,
-                      windows: str = "first", spec: InputSpec | None = None,
-                      max_records: int = 0) -> Records:
+def read_wfdb_records(
+  path: str | os.PathLike,
+  *,
+  lead: str,
+  window: int = 0,
+  windows: str = "first",
+  spec: InputSpec | None = None,
+  max_records: int = 0,
+) -> Records:
   """Challenge-format WFDB records under `path` (recursive) with their `# Age/Sex/Dx` labels.
 
   The format has no patient ids, so each record is its own patient. Fields: `sex` ("F"/"M"/None),
@@ -124,8 +147,8 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int = 0,
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f"No WFDB directory {root}.")
-  schema.lead_index(lead)                   # An unknown lead name fails here, before any reading.
-  try:   # The embed CLI's reader layer: aliases (MLII), multi-segment records, units.
+  schema.lead_index(lead)  # An unknown lead name fails here, before any reading.
+  try:  # The embed CLI's reader layer: aliases (MLII), multi-segment records, units.
     sources = [s for s in readers.find_inputs(root) if s.kind == "wfdb"]
   except readers.InputError:
     sources = []
@@ -150,8 +173,17 @@ def read_wfdb_records(path: str | os.PathLike, *, lead: str, window: int = 0,
     fields["sex"].append(parsing.parse_sex(comments.get("sex"))[0])
     fields["age"].append(parsing.parse_age(comments.get("age"))[0])
     fields["dx"].append(dx.dx_codes(comments.get("dx")))
-  return _assemble(chunks, spec.window, ids=ids, patients=list(ids), splits=[""] * len(ids),
-                   fields=fields, vocabularies={}, source=os.fspath(root), skipped=skipped)
+  return _assemble(
+    chunks,
+    spec.window,
+    ids=ids,
+    patients=list(ids),
+    splits=[""] * len(ids),
+    fields=fields,
+    vocabularies={},
+    source=os.fspath(root),
+    skipped=skipped,
+  )
 
 
 def _plain(value: Any) -> Any:
@@ -179,9 +211,16 @@ def stored_vocabularies(metadata: Mapping[str, Any]) -> dict[str, list[str]]:
   return out
 
 
-def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, label_keys: Sequence[str],
-                      window: int = 0, windows: str = "first", spec: InputSpec | None = None,
-                      max_records: int = 0) -> Records:
+def read_tfds_records(
+  version_dir: str | os.PathLike,
+  *,
+  lead: str,
+  label_keys: Sequence[str],
+  window: int = 0,
+  windows: str = "first",
+  spec: InputSpec | None = None,
+  max_records: int = 0,
+) -> Records:
   """Every split of a built dataset (`schema.record_features` schema plus `label_keys`).
 
   Examples sharing a `record_id` within a split (e.g. `physionet_challenge/all_windows`) are
@@ -211,24 +250,35 @@ def read_tfds_records(version_dir: str | os.PathLike, *, lead: str, label_keys: 
       if not example["lead_mask"][j]:
         skipped.append(f"{split}/{rid}: no lead {lead}")
         continue
-      x = schema.to_physical(example["signal"][:, j:j + 1], example["gain"][j:j + 1],
-                          example["baseline"][j:j + 1])[:, 0]
+      x = schema.to_physical(
+        example["signal"][:, j : j + 1], example["gain"][j : j + 1], example["baseline"][j : j + 1]
+      )[:, 0]
       key = (split, rid)
-      chunks.setdefault(key, []).append(lead_windows(
-          x, float(example["sampling_rate"]), record_id=rid, **dataclasses.asdict(spec)))
+      chunks.setdefault(key, []).append(
+        lead_windows(x, float(example["sampling_rate"]), record_id=rid, **dataclasses.asdict(spec))
+      )
       if key not in info:
-        info[key] = (_plain(example["patient_id"]) or rid,
-                     {k: _plain(example[k]) for k in label_keys})
+        info[key] = (
+          _plain(example["patient_id"]) or rid,
+          {k: _plain(example[k]) for k in label_keys},
+        )
   keys = list(chunks)
-  return _assemble([np.concatenate(chunks[k]) for k in keys], spec.window,
-                   ids=[k[1] for k in keys], patients=[info[k][0] for k in keys],
-                   splits=[k[0] for k in keys],
-                   fields={f: [info[k][1][f] for k in keys] for f in label_keys},
-                   vocabularies=vocabularies, source=os.fspath(version_dir), skipped=skipped)
+  return _assemble(
+    [np.concatenate(chunks[k]) for k in keys],
+    spec.window,
+    ids=[k[1] for k in keys],
+    patients=[info[k][0] for k in keys],
+    splits=[k[0] for k in keys],
+    fields={f: [info[k][1][f] for k in keys] for f in label_keys},
+    vocabularies=vocabularies,
+    source=os.fspath(version_dir),
+    skipped=skipped,
+  )
 
 
-def patient_split(patients: Sequence[str], *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                  seed: int = 0) -> np.ndarray:
+def patient_split(
+  patients: Sequence[str], *, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> np.ndarray:
   """Seeded patient-level split: `(R,)` int in {0 train, 1 validation, 2 test}.
 
   The sorted unique patient ids are permuted by `np.random.default_rng(seed)` and cut by
@@ -245,14 +295,15 @@ def patient_split(patients: Sequence[str], *, fractions: Sequence[float] = (0.7,
     n_val = min(n_val, n - n_test - 1)
   order = np.random.default_rng(seed).permutation(n)
   split_of = np.zeros(n, np.int64)
-  split_of[order[n - n_val - n_test:n - n_test]] = 1
-  split_of[order[n - n_test:]] = 2
+  split_of[order[n - n_val - n_test : n - n_test]] = 1
+  split_of[order[n - n_test :]] = 2
   index = {p: split_of[i] for i, p in enumerate(unique)}
   return np.array([index[p] for p in patients], np.int64)
 
 
-def assign_splits(records: Records, *, mode: str, fractions: Sequence[float],
-                  seed: int) -> np.ndarray:
+def assign_splits(
+  records: Records, *, mode: str, fractions: Sequence[float], seed: int
+) -> np.ndarray:
   """`(R,)` split index per record: "predefined" (the dataset's) or "patient" (seeded)."""
   if mode == "patient":
     return patient_split(records.patients, fractions=fractions, seed=seed)
@@ -260,10 +311,11 @@ def assign_splits(records: Records, *, mode: str, fractions: Sequence[float],
     raise ValueError(f"split must be 'predefined' or 'patient'; got {mode!r}.")
   missing = [s for s in SPLITS if s not in set(records.splits)]
   if missing:
-    raise ValueError(f"{records.source} has no predefined {'/'.join(missing)} split; use a "
-                     "task with split='patient'.")
+    raise ValueError(
+      f"{records.source} has no predefined {'/'.join(missing)} split; use a "
+      "task with split='patient'."
+    )
   return np.array([SPLITS.index(s) if s in SPLITS else -1 for s in records.splits], np.int64)
-
 
 
 DataKey = tuple[str, str, str, InputSpec]
@@ -278,14 +330,19 @@ def data_key(task: Mapping[str, Any], data: Mapping[str, Any]) -> DataKey:
   reading and, in probing, one embedding per model.
   """
   lead = task.get("lead") or data["lead"]
-  spec = InputSpec(window=int(task.get("window") or data["window"]), windows=data["windows"],
-                   bandpass=bool(task.get("bandpass", True)),
-                   normalize=bool(task.get("normalize", True)),
-                   crop=task.get("crop") or "start", crop_seed=int(data.get("crop_seed", 0)))
+  spec = InputSpec(
+    window=int(task.get("window") or data["window"]),
+    windows=data["windows"],
+    bandpass=bool(task.get("bandpass", True)),
+    normalize=bool(task.get("normalize", True)),
+    crop=task.get("crop") or "start",
+    crop_seed=int(data.get("crop_seed", 0)),
+  )
   if data["wfdb_dir"]:
     if not task["wfdb"]:
-      raise ValueError(f"Task on {task['dataset']} cannot read WFDB records (wfdb=); use "
-                       "data_dir=.")
+      raise ValueError(
+        f"Task on {task['dataset']} cannot read WFDB records (wfdb=); use data_dir=."
+      )
     return ("wfdb", data["wfdb_dir"], lead, spec)
   return ("tfds", task["dataset"], lead, spec)
 
@@ -296,5 +353,6 @@ def load_records(key: DataKey, label_keys: Sequence[str], data: Mapping[str, Any
   common = dict(lead=lead, spec=spec, max_records=data["max_records"])
   if source == "wfdb":
     return read_wfdb_records(where, **common)
-  return read_tfds_records(built.resolve_dataset(where, data["data_dir"]), label_keys=label_keys,
-                           **common)
+  return read_tfds_records(
+    built.resolve_dataset(where, data["data_dir"]), label_keys=label_keys, **common
+  )

@@ -13,7 +13,8 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,36 +44,56 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         unit_text = ""
       else:
         unit_text = unit
-      rows.append([name, f"{title}{unit_text} {arrow}", str(task["n"]["test"])] + [
+      rows.append(
+        [name, f"{title}{unit_text} {arrow}", str(task["n"]["test"])]
+        + [
           f"{_fmt(results[m]['value'])} [{_fmt(results[m]['low'])}, {_fmt(results[m]['high'])}]"
-          for m in models])
-      deltas.append([name, f"{title}{unit_text}"] + [
+          for m in models
+        ]
+      )
+      deltas.append(
+        [name, f"{title}{unit_text}"]
+        + [
           f"{results[m]['delta']:+.3f} [{results[m]['delta_low']:+.3f}, "
-          f"{results[m]['delta_high']:+.3f}]" if np.isfinite(results[m].get("delta_low", np.nan))
-          else "n/a" for m in models[1:]])
+          f"{results[m]['delta_high']:+.3f}]"
+          if np.isfinite(results[m].get("delta_low", np.nan))
+          else "n/a"
+          for m in models[1:]
+        ]
+      )
     if task["undefined_in_test"]:
-      notes.append(f"- {name}: no test AUROC for {len(task['undefined_in_test'])} of "
-                   f"{len(task['classes'])} classes (no positives or no negatives in the test "
-                   f"set; left out of the macro): {', '.join(task['undefined_in_test'])}")
+      notes.append(
+        f"- {name}: no test AUROC for {len(task['undefined_in_test'])} of "
+        f"{len(task['classes'])} classes (no positives or no negatives in the test "
+        f"set; left out of the macro): {', '.join(task['undefined_in_test'])}"
+      )
 
   def table(header, body):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in body]
 
-  protocol = ("frozen backbone, linear head" if proto["mode"] == "probe"
-              else "backbone + linear head trained")
+  protocol = (
+    "frozen backbone, linear head" if proto["mode"] == "probe" else "backbone + linear head trained"
+  )
   fraction = float(proto["train"].get("label_fraction", 1.0))
-  lines = [f"Downstream evaluation: {proto['mode']} ({protocol}), "
-           f"lead {proto['lead']} (tasks on single-lead datasets use their one lead), "
-           f"{proto['window']}-sample window"
-           f"{', all windows averaged' if proto['windows'] == 'all' else ''}"
-           f"{f', {100 * fraction:g} % of the training labels' if fraction < 1 else ''}; "
-           f"point estimate [{conf} % bootstrap interval, {proto['bootstrap']['resamples']} "
-           f"resamples over test records].", ""]
+  lines = [
+    f"Downstream evaluation: {proto['mode']} ({protocol}), "
+    f"lead {proto['lead']} (tasks on single-lead datasets use their one lead), "
+    f"{proto['window']}-sample window"
+    f"{', all windows averaged' if proto['windows'] == 'all' else ''}"
+    f"{f', {100 * fraction:g} % of the training labels' if fraction < 1 else ''}; "
+    f"point estimate [{conf} % bootstrap interval, {proto['bootstrap']['resamples']} "
+    f"resamples over test records].",
+    "",
+  ]
   if report.get("paper"):
-    lines += ["## Paper format", "",
-              paper.format_markdown(report["paper"], group_titles=tasks_lib.DATASET_TITLES,
-                                    group_order=tasks_lib.PAPER_GROUPS).rstrip("\n")]
+    lines += [
+      "## Paper format",
+      "",
+      paper.format_markdown(
+        report["paper"], group_titles=tasks_lib.DATASET_TITLES, group_order=tasks_lib.PAPER_GROUPS
+      ).rstrip("\n"),
+    ]
     if report.get("skipped_tasks"):
       lines += ["", "Not evaluated:"] + [f"- {why}" for why in report["skipped_tasks"].values()]
     lines += ["", "## Every metric", ""]
@@ -80,13 +101,20 @@ def format_markdown(report: Mapping[str, Any]) -> str:
   if len(models) > 1:
     lines += ["", f"Difference to {models[0]} (paired bootstrap, same resamples):", ""]
     lines += table(["task", "metric"] + models[1:], deltas)
-  lines += ["", "Models: " + "; ".join(
+  lines += [
+    "",
+    "Models: "
+    + "; ".join(
       f"{m}: {d['backbone']}-{d['size']} ({d['params']:,} params) from {d['source']}"
-      for m, d in report["models"].items())]
+      for m, d in report["models"].items()
+    ),
+  ]
   split_text = "; ".join(
-      f"{n}: {t['n']['train']}/{t['n']['validation']}/{t['n']['test']} ({t['split']}"
-      + (f", {len(t['classes'])} classes" if t["kind"] == "multilabel" else "") + ")"
-      for n, t in report["tasks"].items())
+    f"{n}: {t['n']['train']}/{t['n']['validation']}/{t['n']['test']} ({t['split']}"
+    + (f", {len(t['classes'])} classes" if t["kind"] == "multilabel" else "")
+    + ")"
+    for n, t in report["tasks"].items()
+  )
   lines += [f"Records train/validation/test: {split_text}."]
   if notes:
     lines += [""] + notes
@@ -95,15 +123,23 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 def _bar_panel(ax, models, cells, title, colors, *, auroc: bool) -> None:
   """One bar per model with its interval (`cells[model]`: value, low, high)."""
-  values = np.array([np.nan if cells[m]["value"] is None else cells[m]["value"] for m in models],
-                    np.float64)
-  low = np.array([np.nan if cells[m]["low"] is None else cells[m]["low"] for m in models],
-                 np.float64)
-  high = np.array([np.nan if cells[m]["high"] is None else cells[m]["high"] for m in models],
-                  np.float64)
+  values = np.array(
+    [np.nan if cells[m]["value"] is None else cells[m]["value"] for m in models], np.float64
+  )
+  low = np.array(
+    [np.nan if cells[m]["low"] is None else cells[m]["low"] for m in models], np.float64
+  )
+  high = np.array(
+    [np.nan if cells[m]["high"] is None else cells[m]["high"] for m in models], np.float64
+  )
   err = np.nan_to_num(np.stack([values - low, high - values]).clip(min=0))
-  ax.bar(range(len(models)), np.nan_to_num(values), yerr=err, capsize=4,
-         color=[colors[i % len(colors)] for i in range(len(models))])
+  ax.bar(
+    range(len(models)),
+    np.nan_to_num(values),
+    yerr=err,
+    capsize=4,
+    color=[colors[i % len(colors)] for i in range(len(models))],
+  )
   if auroc:
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_ylim(0.0, 1.0)
@@ -118,6 +154,7 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Bar chart: one panel per (task, primary metric), a bar per model with its interval; then
   the paper-format averages (mean AUROC; mean relative MAE change against the reference)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -133,21 +170,40 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike) -> None:
   flat = axes.ravel()
   for ax, (name, metric, title, higher) in zip(flat, panels):
     unit = report["tasks"][name]["unit"]
-    label = (f"{name}\n{title}{' (' + unit + ')' if unit and metric in ('mae', 'rmse') else ''}"
-             f" {'↑' if higher else '↓'}")
-    _bar_panel(ax, models, report["tasks"][name]["metrics"][metric], label, colors,
-               auroc=metric in ("auroc", "macro_auroc"))
-  for ax, kind in zip(flat[len(panels):], averages):
+    label = (
+      f"{name}\n{title}{' (' + unit + ')' if unit and metric in ('mae', 'rmse') else ''}"
+      f" {'↑' if higher else '↓'}"
+    )
+    _bar_panel(
+      ax,
+      models,
+      report["tasks"][name]["metrics"][metric],
+      label,
+      colors,
+      auroc=metric in ("auroc", "macro_auroc"),
+    )
+  for ax, kind in zip(flat[len(panels) :], averages):
     avg = summary[kind]
     ref = summary["reference"]
     if kind == "classification":
-      _bar_panel(ax, models, avg["mean"], f"mean AUROC over {len(avg['tasks'])} tasks ↑",
-                 colors, auroc=True)
+      _bar_panel(
+        ax, models, avg["mean"], f"mean AUROC over {len(avg['tasks'])} tasks ↑", colors, auroc=True
+      )
     else:
-      cells = {m: avg["versus_reference"][m]["mae_relative_pct"] if m != ref
-               else {"value": 0.0, "low": 0.0, "high": 0.0} for m in models}
-      _bar_panel(ax, models, cells, f"mean relative MAE change vs {ref}\n"
-                 f"over {len(avg['tasks'])} tasks (%) ↓", colors, auroc=False)
+      cells = {
+        m: avg["versus_reference"][m]["mae_relative_pct"]
+        if m != ref
+        else {"value": 0.0, "low": 0.0, "high": 0.0}
+        for m in models
+      }
+      _bar_panel(
+        ax,
+        models,
+        cells,
+        f"mean relative MAE change vs {ref}\nover {len(avg['tasks'])} tasks (%) ↓",
+        colors,
+        auroc=False,
+      )
   for ax in flat[total:]:
     ax.axis("off")
   fig.tight_layout()
@@ -170,8 +226,9 @@ def _json_safe(value: Any) -> Any:
 REPORT_FILES = ("report.md", "report.json", "predictions.npz", "report.png")
 
 
-def write_report(report: Mapping[str, Any], output: str | os.PathLike, *,
-                 plots: bool = True) -> str:
+def write_report(
+  report: Mapping[str, Any], output: str | os.PathLike, *, plots: bool = True
+) -> str:
   """Writes `report.md`, `report.json`, `predictions.npz` (and `report.png`) into `output`.
 
   `predictions.npz` holds, per task, `<task>/ids` (test record ids), `<task>/y` (targets) and
@@ -190,8 +247,9 @@ def write_report(report: Mapping[str, Any], output: str | os.PathLike, *,
     text = format_markdown(report)
     (stage / "report.md").write_text(text)
     summary = {k: v for k, v in report.items() if k != "predictions"}
-    (stage / "report.json").write_text(json.dumps(_json_safe(summary), indent=2,
-                                                  allow_nan=False) + "\n")
+    (stage / "report.json").write_text(
+      json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
+    )
     arrays = {}
     for task, pred in report.get("predictions", {}).items():
       arrays[f"{task}/ids"] = np.asarray(pred["ids"], dtype=str)
@@ -204,7 +262,7 @@ def write_report(report: Mapping[str, Any], output: str | os.PathLike, *,
     for name in REPORT_FILES:
       if (stage / name).exists():
         os.replace(stage / name, out / name)
-      else:                                   # An older run's plot must not pass for this one's.
+      else:  # An older run's plot must not pass for this one's.
         (out / name).unlink(missing_ok=True)
   finally:
     shutil.rmtree(stage, ignore_errors=True)

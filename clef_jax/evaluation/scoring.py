@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -10,15 +11,16 @@ from clef_jax import metrics
 
 # Primary metric first; `True` = higher is better.
 METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "binary": (("auroc", "AUROC", True),),
-    "multiclass": (("macro_auroc", "macro AUROC (one-vs-rest)", True),),
-    "multilabel": (("macro_auroc", "macro AUROC", True),),
-    "regression": (("mae", "MAE", False), ("rmse", "RMSE", False), ("r2", "R²", True)),
+  "binary": (("auroc", "AUROC", True),),
+  "multiclass": (("macro_auroc", "macro AUROC (one-vs-rest)", True),),
+  "multilabel": (("macro_auroc", "macro AUROC", True),),
+  "regression": (("mae", "MAE", False), ("rmse", "RMSE", False), ("r2", "R²", True)),
 }
 
 
-def metric_scores(kind: str, logits: np.ndarray, *, y_mean: float = 0.0,
-                y_std: float = 1.0) -> np.ndarray:
+def metric_scores(
+  kind: str, logits: np.ndarray, *, y_mean: float = 0.0, y_std: float = 1.0
+) -> np.ndarray:
   """Logits -> what the metrics rank or compare: binary logit, multi-label logits, multiclass
   softmax probabilities (as sklearn's one-vs-rest AUROC), regression in original units."""
   logits = np.asarray(logits, np.float64)
@@ -32,11 +34,17 @@ def metric_scores(kind: str, logits: np.ndarray, *, y_mean: float = 0.0,
   return logits
 
 
-def metric_fn(kind: str, metric: str, y: np.ndarray, scores: np.ndarray
-              ) -> Callable[[np.ndarray | None], Any]:
+def metric_fn(
+  kind: str, metric: str, y: np.ndarray, scores: np.ndarray
+) -> Callable[[np.ndarray | None], Any]:
   """`fn(weights)` of one metric (see `metrics.bootstrap`)."""
-  fns = {"auroc": metrics.auroc, "mae": metrics.mae, "rmse": metrics.rmse, "r2": metrics.r2,
-         "macro_auroc": metrics.ovr_macro_auroc if kind == "multiclass" else metrics.macro_auroc}
+  fns = {
+    "auroc": metrics.auroc,
+    "mae": metrics.mae,
+    "rmse": metrics.rmse,
+    "r2": metrics.r2,
+    "macro_auroc": metrics.ovr_macro_auroc if kind == "multiclass" else metrics.macro_auroc,
+  }
   f = fns[metric]
   return lambda w: f(y, scores, w)
 

@@ -22,7 +22,7 @@ import importlib.util
 import json
 import pathlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def load_config(spec: str):
@@ -60,18 +60,23 @@ def from_torch(torch_file: str, config_spec: str, workdir: str) -> str:
   directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
   if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
     raise ValueError(f"{directory} already holds checkpoints; choose a new --workdir.")
-  params = weights.load_backbone(torch_file, backbone=config.model.name,
-                                 size=config.model.size).params
+  params = weights.load_backbone(
+    torch_file, backbone=config.model.name, size=config.model.size
+  ).params
   model = models.from_config(config.model)
   tx, _ = train_loop.create_optimizer(config.optim, steps_per_epoch=1)  # Shapes only.
-  state = jax.jit(lambda rng, p: train.create_train_state(
-      rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)))(
-          jax.random.key(config.seed), params)
+  state = jax.jit(
+    lambda rng, p: train.create_train_state(
+      rng, backbone_params=p, **train_loop.state_kwargs(config, model, tx)
+    )
+  )(jax.random.key(config.seed), params)
   ckpt = checkpoint.Checkpointer(directory, async_save=False)
   ckpt.save(0, state, config=json.loads(config.to_json()), force=True)
   ckpt.close()
-  return (f"{torch_file} -> {directory / '0'} ({config.model.name}-{config.model.size}, "
-          f"method {config.method}); use --config.init_from={workdir}")
+  return (
+    f"{torch_file} -> {directory / '0'} ({config.model.name}-{config.model.size}, "
+    f"method {config.method}); use --config.init_from={workdir}"
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,12 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   from clef_jax.export.torch_files import FORMATS
 
   parser = cli.ArgumentParser(
-      prog="python -m clef_jax.export", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-  parser.add_argument("--workdir", required=True, help="training workdir (read, or written "
-                      "with --from_torch)")
-  parser.add_argument("--output", help="PyTorch file to write (an existing one is kept unless "
-                      "--overwrite)")
+    prog="python -m clef_jax.export",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=__doc__.split("\n\n", 1)[1],
+  )
+  parser.add_argument(
+    "--workdir", required=True, help="training workdir (read, or written with --from_torch)"
+  )
+  parser.add_argument(
+    "--output", help="PyTorch file to write (an existing one is kept unless --overwrite)"
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   parser.add_argument("--format", default="lightning", choices=FORMATS)
   parser.add_argument("--from_torch", help="PyTorch file to import")
@@ -102,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except cli.UsageError as e:
     parser.error(str(e))
   from absl import logging as absl_logging  # Orbax/TFDS chatter (read-only notes) off the console.
+
   absl_logging.set_verbosity(absl_logging.ERROR)
   source = args.workdir if args.output else args.from_torch
   try:
@@ -116,12 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("error: interrupted; nothing was written.", file=sys.stderr)
     return 130
   except OSError as e:
-    print(f"error: {e.filename or source}: {e.strerror or e}; nothing was written.",
-          file=sys.stderr)
+    print(
+      f"error: {e.filename or source}: {e.strerror or e}; nothing was written.", file=sys.stderr
+    )
     return 1
   except Exception as e:  # Torch, Orbax and safetensors readers fail in many ways.
-    print(f"error: cannot convert {source} ({type(e).__name__}: {cli.error_text(e)}).",
-          file=sys.stderr)
+    print(
+      f"error: cannot convert {source} ({type(e).__name__}: {cli.error_text(e)}).", file=sys.stderr
+    )
     return 1
   print(line)
   return 0

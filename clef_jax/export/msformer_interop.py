@@ -24,25 +24,29 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from clef_jax.arch import msformer as arch
 from clef_jax.export import strict
 
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One tensor: its Flax path and torch key, the layout rule and both shapes."""
+
   flax_path: tuple[str, ...]
   torch_key: str
-  rule: str                          # "linear" (transpose) or "copy".
+  rule: str  # "linear" (transpose) or "copy".
   flax_shape: tuple[int, ...]
   torch_shape: tuple[int, ...]
 
 
-def _modules(size: str, in_channels: int,
-             num_classes: int | None) -> Iterator[tuple[tuple[str, ...], str, int, int]]:
+def _modules(
+  size: str, in_channels: int, num_classes: int | None
+) -> Iterator[tuple[tuple[str, ...], str, int, int]]:
   """Yields (module path, kind, in, out) in the twin's registration order; kind: dense | norm."""
   v = arch.variant(size)
   widths, depths, ratio = v.widths, v.depths, v.mlp_ratio
@@ -72,8 +76,9 @@ def param_table(size: str, in_channels: int = 1, num_classes: int | None = None)
   for path, kind, fan_in, fan_out in _modules(size, in_channels, num_classes):
     key = ".".join(path)
     if kind == "dense":
-      table.append(Entry(path + ("kernel",), f"{key}.weight", "linear", (fan_in, fan_out),
-                         (fan_out, fan_in)))
+      table.append(
+        Entry(path + ("kernel",), f"{key}.weight", "linear", (fan_in, fan_out), (fan_out, fan_in))
+      )
       table.append(Entry(path + ("bias",), f"{key}.bias", "copy", (fan_out,), (fan_out,)))
     else:
       table.append(Entry(path + ("scale",), f"{key}.weight", "copy", (fan_out,), (fan_out,)))
@@ -86,13 +91,16 @@ def param_table(size: str, in_channels: int = 1, num_classes: int | None = None)
 # ---------------------------------------------------------------------------------------------
 
 
-def _hints(patch_fan_in: int | None, has_head: bool, size: str, in_channels: int,
-           num_classes: int | None) -> list[str]:
+def _hints(
+  patch_fan_in: int | None, has_head: bool, size: str, in_channels: int, num_classes: int | None
+) -> list[str]:
   hints = []
   patch = arch.VARIANTS[size].patch_size
   if patch_fan_in is not None and patch_fan_in != patch * in_channels and patch_fan_in % patch == 0:
-    hints.append(f"the patch embedding takes {patch_fan_in // patch} input channels; pass "
-                 f"in_channels={patch_fan_in // patch}")
+    hints.append(
+      f"the patch embedding takes {patch_fan_in // patch} input channels; pass "
+      f"in_channels={patch_fan_in // patch}"
+    )
   if has_head and not num_classes:
     hints.append("the weights include a `dense` head; pass num_classes to load it")
   return hints
@@ -103,8 +111,9 @@ def _hints(patch_fan_in: int | None, has_head: bool, size: str, in_channels: int
 # ---------------------------------------------------------------------------------------------
 
 
-def msformer_to_torch_state_dict(params: Mapping[str, Any], *, size: str,
-                                 in_channels: int = 1) -> "collections.OrderedDict[str, Any]":
+def msformer_to_torch_state_dict(
+  params: Mapping[str, Any], *, size: str, in_channels: int = 1
+) -> collections.OrderedDict[str, Any]:
   """Flax MSFormer params -> `TorchMSFormer(size, in_channels, num_classes).state_dict()`.
 
   Args:
@@ -126,26 +135,35 @@ def msformer_to_torch_state_dict(params: Mapping[str, Any], *, size: str,
   head = flat.get(("dense", "kernel"))
   num_classes = head.shape[-1] if head is not None and head.ndim == 2 else None
   table = param_table(size, in_channels, num_classes)
-  problems = strict.compare({p: a.shape for p, a in flat.items()},
-                            {e.flax_path: e.flax_shape for e in table}, name="/".join)
+  problems = strict.compare(
+    {p: a.shape for p, a in flat.items()}, {e.flax_path: e.flax_shape for e in table}, name="/".join
+  )
   patch = flat.get(("patch_embed", "kernel"))
-  strict.raise_mismatch(f"Flax params for MSFormer({size}, in_channels={in_channels})",
-                        "MSFormer", *problems,
-                        _hints(patch.shape[0] if patch is not None and patch.ndim == 2 else None,
-                               False, size, in_channels, num_classes))
+  strict.raise_mismatch(
+    f"Flax params for MSFormer({size}, in_channels={in_channels})",
+    "MSFormer",
+    *problems,
+    _hints(
+      patch.shape[0] if patch is not None and patch.ndim == 2 else None,
+      False,
+      size,
+      in_channels,
+      num_classes,
+    ),
+  )
   out = collections.OrderedDict()
   for e in table:
     a = flat[e.flax_path]
-    a = a.T if e.rule == "linear" else a                 # (in, out) -> (out, in)
+    a = a.T if e.rule == "linear" else a  # (in, out) -> (out, in)
     # A fresh, writable copy: jax arrays' numpy views are read-only, and the result must not
     # alias the caller's params.
     out[e.torch_key] = torch.from_numpy(np.array(a, dtype=np.float32, order="C"))
   return out
 
 
-def msformer_from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str,
-                                   in_channels: int = 1,
-                                   num_classes: int | None = None) -> dict[str, Any]:
+def msformer_from_torch_state_dict(
+  state_dict: Mapping[str, Any], *, size: str, in_channels: int = 1, num_classes: int | None = None
+) -> dict[str, Any]:
   """`TorchMSFormer` weights -> Flax params (nested dict of float32 numpy arrays).
 
   Strict: unlike Net1D's importer (which tolerates the official checkpoints' extra entries), every
@@ -172,16 +190,24 @@ def msformer_from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str,
   table = param_table(size, in_channels, num_classes)
   shapes = {k: tuple(np.shape(v)) for k, v in sd.items()}
   patch = shapes.get("patch_embed.weight")
-  strict.raise_mismatch(f"State dict for MSFormer({size}, in_channels={in_channels}, "
-                        f"num_classes={num_classes})", "MSFormer",
-                        *strict.compare(shapes, {e.torch_key: e.torch_shape for e in table}),
-                        _hints(patch[1] if patch is not None and len(patch) == 2 else None,
-                               "dense.weight" in sd, size, in_channels, num_classes))
-  strict.check_values(f"MSFormer({size}) weights",
-                      {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table})
+  strict.raise_mismatch(
+    f"State dict for MSFormer({size}, in_channels={in_channels}, num_classes={num_classes})",
+    "MSFormer",
+    *strict.compare(shapes, {e.torch_key: e.torch_shape for e in table}),
+    _hints(
+      patch[1] if patch is not None and len(patch) == 2 else None,
+      "dense.weight" in sd,
+      size,
+      in_channels,
+      num_classes,
+    ),
+  )
+  strict.check_values(
+    f"MSFormer({size}) weights", {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table}
+  )
   flat = {}
   for e in table:
     a = strict.to_numpy(sd[e.torch_key])
-    a = a.T if e.rule == "linear" else a                 # (out, in) -> (in, out)
-    flat[e.flax_path] = np.array(a, dtype=np.float32, order="C")   # Copy: never alias torch memory.
+    a = a.T if e.rule == "linear" else a  # (out, in) -> (in, out)
+    flat[e.flax_path] = np.array(a, dtype=np.float32, order="C")  # Copy: never alias torch memory.
   return strict.unflatten(flat)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from clef_jax import arch
-from clef_jax.export import net1d_layout
-from clef_jax.export import strict
+from clef_jax.export import net1d_layout, strict
 
 # Top-level modules of other pretraining methods that may share a Lightning checkpoint with
 # `backbone` (docs/method.md §A.5): BYOL's target network and predictor, MoCo's key encoder and queue.
@@ -34,17 +34,17 @@ OTHER_METHOD_KEYS = ("queue", "queue_ptr")
 
 def _layout_to_torch(rule: str, a: np.ndarray) -> np.ndarray:
   if rule == "conv":
-    return a.transpose(2, 1, 0)     # (K, I/g, O) -> (O, I/g, K)
+    return a.transpose(2, 1, 0)  # (K, I/g, O) -> (O, I/g, K)
   if rule == "linear":
-    return a.T                      # (I, O) -> (O, I)
+    return a.T  # (I, O) -> (O, I)
   return a
 
 
 def _layout_to_flax(rule: str, a: np.ndarray) -> np.ndarray:
   if rule == "conv":
-    return a.transpose(2, 1, 0)     # (O, I/g, K) -> (K, I/g, O)
+    return a.transpose(2, 1, 0)  # (O, I/g, K) -> (K, I/g, O)
   if rule == "linear":
-    return a.T                      # (O, I) -> (I, O)
+    return a.T  # (O, I) -> (I, O)
   return a
 
 
@@ -72,8 +72,9 @@ def _size_notes(shapes: Mapping[str, tuple[int, ...]], size: str, in_channels: i
 # ---------------------------------------------------------------------------------------------
 
 
-def to_torch_state_dict(params: Mapping[str, Any], *, size: str,
-                        in_channels: int = 1) -> "collections.OrderedDict[str, Any]":
+def to_torch_state_dict(
+  params: Mapping[str, Any], *, size: str, in_channels: int = 1
+) -> collections.OrderedDict[str, Any]:
   """Flax Net1D params -> the official PyTorch `state_dict` (keys, shapes, dtypes and order).
 
   BN entries (never used by Net1D) are filled with BatchNorm1d's initial values so that the
@@ -97,13 +98,17 @@ def to_torch_state_dict(params: Mapping[str, Any], *, size: str,
   num_classes = flat[("dense", "kernel")].shape[-1] if ("dense", "kernel") in flat else None
   table = net1d_layout.state_dict_table(size, in_channels, num_classes)
   expected = {e.flax_path: e for e in table if e.flax_path is not None}
-  problems = strict.compare({p: a.shape for p, a in flat.items()},
-                            {p: e.flax_shape for p, e in expected.items()}, name="/".join)
+  problems = strict.compare(
+    {p: a.shape for p, a in flat.items()},
+    {p: e.flax_shape for p, e in expected.items()},
+    name="/".join,
+  )
   notes = []
   if ("stem_conv", "kernel") in flat and flat[("stem_conv", "kernel")].shape[1] != in_channels:
     notes.append(f"stem_conv/kernel has {flat[('stem_conv', 'kernel')].shape[1]} input channels.")
-  strict.raise_mismatch(f"Flax params for Net1D({size}, in_channels={in_channels})", "Net1D",
-                        *problems, notes)
+  strict.raise_mismatch(
+    f"Flax params for Net1D({size}, in_channels={in_channels})", "Net1D", *problems, notes
+  )
 
   out = collections.OrderedDict()
   for e in table:
@@ -126,16 +131,17 @@ def _extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"checkpoint['state_dict'] is a {type(sd).__name__}, not a mapping.")
   out = {}
   for key, value in sd.items():
-    k = key[len("module."):] if key.startswith("module.") else key
-    k = k[len("backbone."):] if k.startswith("backbone.") else k
+    k = key[len("module.") :] if key.startswith("module.") else key
+    k = k[len("backbone.") :] if k.startswith("backbone.") else k
     if k in out:
       raise ValueError(f"Two checkpoint keys map to {k!r} after prefix stripping (e.g. {key!r}).")
     out[k] = value
   return out
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channels: int = 1,
-                          num_classes: int | None = None) -> dict[str, Any]:
+def from_torch_state_dict(
+  state_dict: Mapping[str, Any], *, size: str, in_channels: int = 1, num_classes: int | None = None
+) -> dict[str, Any]:
   """Official PyTorch Net1D weights -> Flax params (float32 numpy arrays).
 
   Args:
@@ -160,32 +166,47 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
 
   ignored = [k for k in sd if k.startswith(OTHER_METHOD_PREFIXES) or k in OTHER_METHOD_KEYS]
   if ignored:
-    logging.info("Ignoring %d non-backbone checkpoint entries of other pretraining methods "
-                 "(backbone_target/backbone_k/predictor/queue).", len(ignored))
+    logging.info(
+      "Ignoring %d non-backbone checkpoint entries of other pretraining methods "
+      "(backbone_target/backbone_k/predictor/queue).",
+      len(ignored),
+    )
   if not num_classes:
     head = [k for k in sd if k.startswith("dense.")]
     if head:
-      logging.info("Ignoring the classification head (%s); pass num_classes to load it.",
-                   ", ".join(head))
+      logging.info(
+        "Ignoring the classification head (%s); pass num_classes to load it.", ", ".join(head)
+      )
     ignored += head
   ignored_set = set(ignored)
   sd = {k: v for k, v in sd.items() if k not in ignored_set}
 
   shapes = {k: tuple(np.shape(v)) for k, v in sd.items()}
-  problems = strict.compare(shapes, {k: e.torch_shape for k, e in by_key.items()},
-                            required=[e.torch_key for e in table if e.rule != "bn"])
-  strict.raise_mismatch(f"State dict for Net1D({size}, in_channels={in_channels}, "
-                        f"num_classes={num_classes})", "Net1D", *problems,
-                        _in_channels_notes(shapes, in_channels)
-                        + _size_notes(shapes, size, in_channels))
+  problems = strict.compare(
+    shapes,
+    {k: e.torch_shape for k, e in by_key.items()},
+    required=[e.torch_key for e in table if e.rule != "bn"],
+  )
+  strict.raise_mismatch(
+    f"State dict for Net1D({size}, in_channels={in_channels}, num_classes={num_classes})",
+    "Net1D",
+    *problems,
+    _in_channels_notes(shapes, in_channels) + _size_notes(shapes, size, in_channels),
+  )
 
   what = f"Net1D({size}) weights"
-  strict.check_values(what, {e.torch_key: strict.to_numpy(sd[e.torch_key]) for e in table
-                             if e.flax_path is not None and e.torch_key in sd})
+  strict.check_values(
+    what,
+    {
+      e.torch_key: strict.to_numpy(sd[e.torch_key])
+      for e in table
+      if e.flax_path is not None and e.torch_key in sd
+    },
+  )
   flat, non_initial = {}, []
   for e in table:
     if e.torch_key not in sd:
-      continue                                   # Only optional BN entries can be absent here.
+      continue  # Only optional BN entries can be absent here.
     a = strict.to_numpy(sd[e.torch_key])
     if e.flax_path is None:
       if not np.all(a == e.bn_value):
@@ -193,7 +214,10 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], *, size: str, in_channe
       continue
     flat[e.flax_path] = np.array(_layout_to_flax(e.rule, a), dtype=np.float32, order="C")
   if non_initial:
-    logging.warning("%d BatchNorm entries hold non-initial values (%s ...); Net1D never uses BN "
-                    "(use_bn=False), so they are dropped. Was this model trained with use_bn=True?",
-                    len(non_initial), ", ".join(non_initial[:5]))
+    logging.warning(
+      "%d BatchNorm entries hold non-initial values (%s ...); Net1D never uses BN "
+      "(use_bn=False), so they are dropped. Was this model trained with use_bn=True?",
+      len(non_initial),
+      ", ".join(non_initial[:5]),
+    )
   return strict.unflatten(flat)

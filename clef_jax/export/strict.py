@@ -6,7 +6,8 @@ Pure Python + numpy. torch is imported only by `import_torch`, and no JAX at all
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +24,10 @@ def import_torch():
 
 def to_numpy(value: Any) -> np.ndarray:
   """torch.Tensor (any dtype/device, incl. bfloat16), jax.Array or array-like -> numpy."""
-  if hasattr(value, "detach"):      # torch.Tensor, without importing torch here.
+  if hasattr(value, "detach"):  # torch.Tensor, without importing torch here.
     value = value.detach().cpu()
     if value.is_floating_point():
-      value = value.float()         # bfloat16/float16 have no (exact) numpy counterpart.
+      value = value.float()  # bfloat16/float16 have no (exact) numpy counterpart.
     return value.numpy()
   return np.asarray(value)
 
@@ -65,9 +66,12 @@ def flat_numpy_params(params: Mapping[str, Any]) -> dict[Path, np.ndarray]:
   return {path: to_numpy(v) for path, v in flatten(unwrap_params(params)).items()}
 
 
-def compare(actual: Mapping[Any, tuple[int, ...]], expected: Mapping[Any, tuple[int, ...]],
-            required: Iterable[Any] | None = None, name=str
-            ) -> tuple[list[str], list[str], list[str]]:
+def compare(
+  actual: Mapping[Any, tuple[int, ...]],
+  expected: Mapping[Any, tuple[int, ...]],
+  required: Iterable[Any] | None = None,
+  name=str,
+) -> tuple[list[str], list[str], list[str]]:
   """(missing, unexpected, wrong shape) names of `actual` shapes against `expected` ones.
 
   `required`: the expected entries that must be present (default: all of them); `name` renders
@@ -76,8 +80,11 @@ def compare(actual: Mapping[Any, tuple[int, ...]], expected: Mapping[Any, tuple[
   required = list(expected) if required is None else list(required)
   missing = [name(k) for k in required if k not in actual]
   unexpected = [name(k) for k in actual if k not in expected]
-  wrong = [f"{name(k)} {tuple(s)} != {tuple(expected[k])}" for k, s in actual.items()
-           if k in expected and tuple(s) != tuple(expected[k])]
+  wrong = [
+    f"{name(k)} {tuple(s)} != {tuple(expected[k])}"
+    for k, s in actual.items()
+    if k in expected and tuple(s) != tuple(expected[k])
+  ]
   return missing, unexpected, wrong
 
 
@@ -86,8 +93,14 @@ def _some(names: Sequence[str], limit: int = 5) -> str:
   return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def raise_mismatch(what: str, layout: str, missing: Sequence[str], unexpected: Sequence[str],
-                   wrong_shape: Sequence[str], notes: Sequence[str] = ()) -> None:
+def raise_mismatch(
+  what: str,
+  layout: str,
+  missing: Sequence[str],
+  unexpected: Sequence[str],
+  wrong_shape: Sequence[str],
+  notes: Sequence[str] = (),
+) -> None:
   """Raises one ValueError, one line, naming every kind of problem; returns if there is none.
 
   Each list shows its first few names and how many more there are.
@@ -112,13 +125,18 @@ def check_values(what: str, arrays: Mapping[str, np.ndarray]) -> None:
   Raises:
     ValueError: one line naming the first offending entries and what to do.
   """
-  not_float = [f"{k} ({a.dtype})" for k, a in arrays.items()
-               if not np.issubdtype(a.dtype, np.floating)]
+  not_float = [
+    f"{k} ({a.dtype})" for k, a in arrays.items() if not np.issubdtype(a.dtype, np.floating)
+  ]
   if not_float:
-    raise ValueError(f"{what}: {len(not_float)} weights are not floating point "
-                     f"({_some(not_float, 3)}); this is not a trained model's weight file: "
-                     "re-export it from the training run.")
+    raise ValueError(
+      f"{what}: {len(not_float)} weights are not floating point "
+      f"({_some(not_float, 3)}); this is not a trained model's weight file: "
+      "re-export it from the training run."
+    )
   bad = [k for k, a in arrays.items() if not np.isfinite(a).all()]
   if bad:
-    raise ValueError(f"{what}: {len(bad)} weights hold NaN or inf ({_some(bad, 3)}); the file "
-                     "is damaged or the training diverged: use an earlier checkpoint.")
+    raise ValueError(
+      f"{what}: {len(bad)} weights hold NaN or inf ({_some(bad, 3)}); the file "
+      "is damaged or the training diverged: use an earlier checkpoint."
+    )

@@ -11,13 +11,12 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from clef_jax import files
 from clef_jax.arch import BACKBONES
-from clef_jax.export import msformer_interop
-from clef_jax.export import net1d_interop
-from clef_jax.export import strict
+from clef_jax.export import msformer_interop, net1d_interop, strict
 
 # Format -> the suffix a file of it gets. "lightning": `{"state_dict": {"backbone.<key>": tensor}}`,
 # like a CLEF pretraining checkpoint and the released `clef_{small,medium,large}.ckpt`;
@@ -38,7 +37,7 @@ def _is_safetensors(path: str) -> bool:
     return True
   with open(path, "rb") as f:
     head = f.read(9)
-  if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":   # torch.save zip / legacy pickle.
+  if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save zip / legacy pickle.
     return False
   return len(head) == 9 and head[8:9] == b"{"
 
@@ -60,35 +59,47 @@ def read_torch_file(path: str | os.PathLike) -> Mapping[str, Any]:
   try:
     if safetensors:
       from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+
       checkpoint = load_file(path)
     else:
       checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
-    if "unsupported global" in str(e).lower():   # A pickled object, not bytes that are no pickle.
+    if "unsupported global" in str(e).lower():  # A pickled object, not bytes that are no pickle.
       raise ValueError(
-          f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
-          "file, extract its state_dict in a separate step and pass it to "
-          "from_torch_state_dict.") from e
-    raise ValueError(f"{path}: not a readable PyTorch weight file (no pickle or zip archive a "
-                     "state dict is saved as); it is truncated or damaged: download or export "
-                     "it again.") from e
+        f"{path} holds objects that weights_only=True refuses to unpickle. If you trust the "
+        "file, extract its state_dict in a separate step and pass it to "
+        "from_torch_state_dict."
+      ) from e
+    raise ValueError(
+      f"{path}: not a readable PyTorch weight file (no pickle or zip archive a "
+      "state dict is saved as); it is truncated or damaged: download or export "
+      "it again."
+    ) from e
   except (FileNotFoundError, IsADirectoryError, PermissionError):
     raise
   except Exception as e:  # torch and safetensors fail in many ways on a damaged file.
     first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
     kind = "safetensors" if safetensors else "PyTorch"
-    raise ValueError(f"{path}: not a readable {kind} weight file ({type(e).__name__}"
-                     f"{': ' + first if first else ''}); it is truncated or damaged: download "
-                     "or export it again.") from e
+    raise ValueError(
+      f"{path}: not a readable {kind} weight file ({type(e).__name__}"
+      f"{': ' + first if first else ''}); it is truncated or damaged: download "
+      "or export it again."
+    ) from e
   if not isinstance(checkpoint, Mapping):
     raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
   return checkpoint
 
 
 # `format` shadows the builtin on purpose: it is the public keyword the API documents.
-def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
-               in_channels: int = 1, format: str = "lightning",  # pylint: disable=redefined-builtin
-               backbone: str = "net1d") -> None:
+def save_torch(
+  params: Mapping[str, Any],
+  path: str | os.PathLike,
+  *,
+  size: str,
+  in_channels: int = 1,
+  format: str = "lightning",  # pylint: disable=redefined-builtin
+  backbone: str = "net1d",
+) -> None:
   """Writes Flax backbone params as a PyTorch file, atomically (`files.atomic_write`).
 
   Args:
@@ -120,11 +131,18 @@ def save_torch(params: Mapping[str, Any], path: str | os.PathLike, *, size: str,
     files.atomic_write(path, lambda tmp: torch.save(sd, tmp))
   else:
     from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
     files.atomic_write(path, lambda tmp: save_file(dict(sd), tmp, metadata=metadata))
 
 
-def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
-               num_classes: int | None = None, backbone: str = "net1d") -> dict[str, Any]:
+def load_torch(
+  path: str | os.PathLike,
+  *,
+  size: str,
+  in_channels: int = 1,
+  num_classes: int | None = None,
+  backbone: str = "net1d",
+) -> dict[str, Any]:
   """Reads a PyTorch backbone file into Flax params (float32 numpy arrays).
 
   Net1D: a CLEF / ECGFounder checkpoint or a `save_torch` file (`net1d_interop.
@@ -142,12 +160,14 @@ def load_torch(path: str | os.PathLike, *, size: str, in_channels: int = 1,
   checkpoint = read_torch_file(path)
   try:
     if backbone == "net1d":
-      return net1d_interop.from_torch_state_dict(checkpoint, size=size, in_channels=in_channels,
-                                                 num_classes=num_classes)
+      return net1d_interop.from_torch_state_dict(
+        checkpoint, size=size, in_channels=in_channels, num_classes=num_classes
+      )
     sd = checkpoint.get("state_dict", checkpoint)
     if isinstance(sd, Mapping):
-      sd = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in sd.items()}
+      sd = {k[len("backbone.") :] if k.startswith("backbone.") else k: v for k, v in sd.items()}
     return msformer_interop.msformer_from_torch_state_dict(
-        sd, size=size, in_channels=in_channels, num_classes=num_classes)
-  except ValueError as e:   # Name the file: the converters only see its contents.
+      sd, size=size, in_channels=in_channels, num_classes=num_classes
+    )
+  except ValueError as e:  # Name the file: the converters only see its contents.
     raise ValueError(f"{os.fspath(path)}: {e}") from e

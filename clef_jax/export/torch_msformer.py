@@ -27,8 +27,9 @@ from clef_jax.arch import msformer as arch
 from clef_jax.arch.msformer import LN_EPSILON, ROPE_BASE
 
 
-def rope_tables(num_tokens: int, stage: int, head_dim: int,
-                base: float = ROPE_BASE) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+  num_tokens: int, stage: int, head_dim: int, base: float = ROPE_BASE
+) -> tuple[torch.Tensor, torch.Tensor]:
   """`arch.msformer.rope_tables` (the Flax model's tables) as torch tensors."""
   cos, sin = arch.rope_tables(num_tokens, stage, head_dim, base)
   return torch.from_numpy(cos), torch.from_numpy(sin)
@@ -41,8 +42,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
   return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, max_global_tokens: int,
-              window_size: int) -> torch.Tensor:
+def attention(
+  q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, max_global_tokens: int, window_size: int
+) -> torch.Tensor:
   """Softmax attention on `(B, H, N, Dh)`, global or in non-overlapping windows of W tokens."""
   b, h, n, d = q.shape
   scale = 1.0 / np.sqrt(d)
@@ -52,15 +54,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, max_global_t
   nw = -(-n // window_size)
   pad = nw * window_size - n
 
-  def windows(t):   # (B, H, N, Dh) -> (B, H, nW, W, Dh)
+  def windows(t):  # (B, H, N, Dh) -> (B, H, nW, W, Dh)
     return F.pad(t, (0, 0, 0, pad)).reshape(b, h, nw, window_size, d)
 
-  logits = (windows(q) @ windows(k).transpose(-1, -2)) * scale        # (B, H, nW, W, W)
+  logits = (windows(q) @ windows(k).transpose(-1, -2)) * scale  # (B, H, nW, W, W)
   # Key j of window w is real iff w * W + j < n: only the last window has pad keys.
   key_pos = torch.arange(nw * window_size).reshape(nw, 1, window_size)
   logits = logits.masked_fill(key_pos >= n, float("-inf"))
-  probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)          # float32 softmax
-  out = probs @ windows(v)                                            # (B, H, nW, W, Dh)
+  probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)  # float32 softmax
+  out = probs @ windows(v)  # (B, H, nW, W, Dh)
   return out.reshape(b, h, nw * window_size, d)[:, :, :n]
 
 
@@ -70,7 +72,10 @@ class Attention(nn.Module):
   def __init__(self, width: int, num_heads: int, max_global_tokens: int, window_size: int):
     super().__init__()
     self.num_heads, self.max_global_tokens, self.window_size = (
-        num_heads, max_global_tokens, window_size)
+      num_heads,
+      max_global_tokens,
+      window_size,
+    )
     self.query = nn.Linear(width, width)
     self.key = nn.Linear(width, width)
     self.value = nn.Linear(width, width)
@@ -79,13 +84,18 @@ class Attention(nn.Module):
   def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     b, n, w = x.shape
 
-    def heads(layer):   # (B, N, W) -> (B, H, N, Dh)
+    def heads(layer):  # (B, N, W) -> (B, H, N, Dh)
       return layer(x).reshape(b, n, self.num_heads, w // self.num_heads).transpose(1, 2)
 
     q = apply_rope(heads(self.query), cos, sin)
     k = apply_rope(heads(self.key), cos, sin)
-    o = attention(q, k, heads(self.value), max_global_tokens=self.max_global_tokens,
-                  window_size=self.window_size)
+    o = attention(
+      q,
+      k,
+      heads(self.value),
+      max_global_tokens=self.max_global_tokens,
+      window_size=self.window_size,
+    )
     return self.out(o.transpose(1, 2).reshape(b, n, w))
 
 
@@ -96,14 +106,15 @@ class Mlp(nn.Module):
     self.fc2 = nn.Linear(ratio * width, width)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return self.fc2(F.gelu(self.fc1(x)))          # Exact erf GELU, as in the Flax model.
+    return self.fc2(F.gelu(self.fc1(x)))  # Exact erf GELU, as in the Flax model.
 
 
 class Block(nn.Module):
   """Pre-LN: x + attn(norm1(x)); x + mlp(norm2(x))."""
 
-  def __init__(self, width: int, num_heads: int, ratio: int, max_global_tokens: int,
-               window_size: int):
+  def __init__(
+    self, width: int, num_heads: int, ratio: int, max_global_tokens: int, window_size: int
+  ):
     super().__init__()
     self.norm1 = nn.LayerNorm(width, eps=LN_EPSILON)
     self.attn = Attention(width, num_heads, max_global_tokens, window_size)
@@ -141,9 +152,16 @@ class TorchMSFormer(nn.Module):
     rope_base: RoPE frequency base (Flax default 10000).
   """
 
-  def __init__(self, size: str, in_channels: int = 1, num_classes: int | None = None, *,
-               max_global_tokens: int = 512, window_size: int = 128,
-               rope_base: float = ROPE_BASE):
+  def __init__(
+    self,
+    size: str,
+    in_channels: int = 1,
+    num_classes: int | None = None,
+    *,
+    max_global_tokens: int = 512,
+    window_size: int = 128,
+    rope_base: float = ROPE_BASE,
+  ):
     super().__init__()
     v = arch.variant(size)
     widths, depths, heads, patch, ratio = v.widths, v.depths, v.num_heads, v.patch_size, v.mlp_ratio
@@ -163,13 +181,14 @@ class TorchMSFormer(nn.Module):
   def forward(self, x: torch.Tensor, *, return_aux: bool = False):
     """`(B, in_channels, L)` -> `(B, D)`; with `return_aux`, also the Flax model's aux dict."""
     if x.ndim != 3 or x.shape[1] != self.in_channels:
-      raise ValueError(f"TorchMSFormer({self.size}) expects (B, {self.in_channels}, L); "
-                       f"got {tuple(x.shape)}.")
+      raise ValueError(
+        f"TorchMSFormer({self.size}) expects (B, {self.in_channels}, L); got {tuple(x.shape)}."
+      )
     b, c, length = x.shape
     n = -(-length // self.patch_size)
-    x = F.pad(x, (0, n * self.patch_size - length))                   # (B, C, N * P)
-    x = x.transpose(1, 2).reshape(b, n, self.patch_size * c)          # time-major patches
-    x = self.patch_embed(x)                                           # (B, N0, W0)
+    x = F.pad(x, (0, n * self.patch_size - length))  # (B, C, N * P)
+    x = x.transpose(1, 2).reshape(b, n, self.patch_size * c)  # time-major patches
+    x = self.patch_embed(x)  # (B, N0, W0)
     aux, pooled = {}, []
     for s, (w, d, h) in enumerate(zip(self.widths, self.depths, self.heads)):
       if s > 0:

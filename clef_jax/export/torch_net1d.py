@@ -50,8 +50,16 @@ def max_pool2_same(x: torch.Tensor) -> torch.Tensor:
 class Block(nn.Module):
   """Pre-activation bottleneck with SE (r=2) and a max-pooled, channel-centred identity."""
 
-  def __init__(self, in_ch: int, out_ch: int, mid_ch: int, groups: int, stride: int,
-               is_first: bool, kernel_size: int):
+  def __init__(
+    self,
+    in_ch: int,
+    out_ch: int,
+    mid_ch: int,
+    groups: int,
+    stride: int,
+    is_first: bool,
+    kernel_size: int,
+  ):
     super().__init__()
     self.in_ch, self.out_ch, self.stride, self.is_first = in_ch, out_ch, stride, is_first
     # Registration order fixes the state_dict order: bn1, conv1, bn2, conv2, bn3, conv3, se_fc*.
@@ -65,11 +73,11 @@ class Block(nn.Module):
     self.se_fc2 = nn.Linear(out_ch // 2, out_ch)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    h = x if self.is_first else swish(x)       # The network's first block has no pre-activation.
+    h = x if self.is_first else swish(x)  # The network's first block has no pre-activation.
     h = self.conv1(h)
     h = self.conv2(swish(h))
-    h = self.conv3(swish(h))                   # (B, out, L')
-    e = self.se_fc2(swish(self.se_fc1(h.mean(-1))))   # (B, out)
+    h = self.conv3(swish(h))  # (B, out, L')
+    e = self.se_fc2(swish(self.se_fc1(h.mean(-1))))  # (B, out)
     h = h * torch.sigmoid(e)[:, :, None]
     identity = x
     if self.stride != 1:
@@ -78,7 +86,7 @@ class Block(nn.Module):
       # Zero channels on both sides; the identity sits in channels [ch1, ch1 + in).
       ch1 = (self.out_ch - self.in_ch) // 2
       identity = F.pad(identity, (0, 0, ch1, self.out_ch - self.in_ch - ch1))
-    return h + identity                        # No activation after the sum.
+    return h + identity  # No activation after the sum.
 
 
 class Stage(nn.Module):
@@ -116,17 +124,27 @@ class TorchNet1D(nn.Module):
     for spec in arch.block_specs(v):
       if spec["block"] == 0:
         stages.append([])
-      stages[-1].append(Block(spec["in_ch"], spec["out_ch"], spec["mid_ch"], spec["groups"],
-                              spec["stride"], spec["is_first"], v.kernel_size))
+      stages[-1].append(
+        Block(
+          spec["in_ch"],
+          spec["out_ch"],
+          spec["mid_ch"],
+          spec["groups"],
+          spec["stride"],
+          spec["is_first"],
+          v.kernel_size,
+        )
+      )
     self.stage_list = nn.ModuleList(Stage(blocks) for blocks in stages)
     self.dense = nn.Linear(v.features, num_classes) if num_classes else nn.Identity()
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """Maps `(B, in_channels, L)` to `(B, D)` (or `(B, num_classes)` with a head)."""
     if x.ndim != 3 or x.shape[1] != self.in_channels:
-      raise ValueError(f"TorchNet1D({self.size}) expects (B, {self.in_channels}, L); "
-                       f"got {tuple(x.shape)}.")
+      raise ValueError(
+        f"TorchNet1D({self.size}) expects (B, {self.in_channels}, L); got {tuple(x.shape)}."
+      )
     x = swish(self.first_conv(x))
     for stage in self.stage_list:
       x = stage(x)
-    return self.dense(x.mean(-1))             # Global mean over time, then Identity or head.
+    return self.dense(x.mean(-1))  # Global mean over time, then Identity or head.

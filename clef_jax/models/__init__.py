@@ -13,13 +13,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from clef_jax.arch import BACKBONES
-from clef_jax.models import msformer
-from clef_jax.models import net1d
+from clef_jax.models import msformer, net1d
 
 
-def create_backbone(name: str, size: str | net1d.Net1DVariant, *, in_channels: int = 1,
-                    dtype: Any = jnp.float32, remat: bool = False, num_classes: int | None = None,
-                    **kwargs: Any) -> nn.Module:
+def create_backbone(
+  name: str,
+  size: str | net1d.Net1DVariant,
+  *,
+  in_channels: int = 1,
+  dtype: Any = jnp.float32,
+  remat: bool = False,
+  num_classes: int | None = None,
+  **kwargs: Any,
+) -> nn.Module:
   """Returns the linen backbone module.
 
   Args:
@@ -37,18 +43,33 @@ def create_backbone(name: str, size: str | net1d.Net1DVariant, *, in_channels: i
   if name == "net1d":
     if not isinstance(size, net1d.Net1DVariant) and size not in net1d.VARIANTS:
       raise ValueError(f"Unknown Net1D size {size!r}; choose one of {sorted(net1d.VARIANTS)}.")
-    return net1d.Net1D(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
-                       num_classes=num_classes, **kwargs)
+    return net1d.Net1D(
+      size=size,
+      in_channels=in_channels,
+      dtype=dtype,
+      remat=remat,
+      num_classes=num_classes,
+      **kwargs,
+    )
   if name == "msformer":
     if size not in msformer.VARIANTS:
-      raise ValueError(f"Unknown MSFormer size {size!r}; choose one of {sorted(msformer.VARIANTS)}.")
-    return msformer.MSFormer(size=size, in_channels=in_channels, dtype=dtype, remat=remat,
-                             num_classes=num_classes, **kwargs)
+      raise ValueError(
+        f"Unknown MSFormer size {size!r}; choose one of {sorted(msformer.VARIANTS)}."
+      )
+    return msformer.MSFormer(
+      size=size,
+      in_channels=in_channels,
+      dtype=dtype,
+      remat=remat,
+      num_classes=num_classes,
+      **kwargs,
+    )
   raise ValueError(f"Unknown backbone {name!r}; choose one of {BACKBONES}.")
 
 
-def from_config(model_cfg: Mapping[str, Any], *, in_channels: int = 1,
-                num_classes: int | None = None) -> nn.Module:
+def from_config(
+  model_cfg: Mapping[str, Any], *, in_channels: int = 1, num_classes: int | None = None
+) -> nn.Module:
   """`config.model` -> the backbone module.
 
   Args:
@@ -66,5 +87,6 @@ def from_config(model_cfg: Mapping[str, Any], *, in_channels: int = 1,
     kwargs["remat"] = model_cfg["remat"]
   if name == "net1d" and model_cfg.get("conv_impl") is not None:
     kwargs["conv_impl"] = model_cfg["conv_impl"]
-  return create_backbone(name, model_cfg["size"], in_channels=in_channels,
-                         num_classes=num_classes, **kwargs)
+  return create_backbone(
+    name, model_cfg["size"], in_channels=in_channels, num_classes=num_classes, **kwargs
+  )

@@ -23,7 +23,7 @@ The pointwise (1x1) convolution `pointwise_conv` has a CPU-friendly weight gradi
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,8 @@ def resolve_conv_impl(impl: str) -> str:
     return "cpu" if jax.default_backend() == "cpu" else "xla"
   if impl not in GROUPED_CONV_IMPLS:
     raise ValueError(
-        f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}.")
+      f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}."
+    )
   if impl == "onednn":
     onednn.warn_if_unavailable()  # One line, once: the layers then run "cpu" (`_conv_onednn`).
   return impl
@@ -75,25 +76,31 @@ def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str 
 def _conv_xla(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   pads = same_pads(x.shape[1], kernel.shape[0], stride)
   return lax.conv_general_dilated(
-      x, kernel, window_strides=(stride,), padding=(pads,),
-      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+    x,
+    kernel,
+    window_strides=(stride,),
+    padding=(pads,),
+    dimension_numbers=("NWC", "WIO", "NWC"),
+    feature_group_count=groups,
+  )
 
 
-@functools.lru_cache(maxsize=None)
-def _polyphase_plan(length: int, kernel_size: int, stride: int, phases: int
-                    ) -> tuple[int, int, int, int, int]:
+@functools.cache
+def _polyphase_plan(
+  length: int, kernel_size: int, stride: int, phases: int
+) -> tuple[int, int, int, int, int]:
   """Static geometry of `_conv_polyphase`: (out_len, pad_left, rows, taps, padded_len)."""
   out_len = (length + stride - 1) // stride
   pad_left, _ = same_pads(length, kernel_size, stride)
-  block = stride * phases                              # input samples per row
-  rows = -(-out_len // phases)                         # output rows of `phases` samples each
+  block = stride * phases  # input samples per row
+  rows = -(-out_len // phases)  # output rows of `phases` samples each
   # Output t = phases*u + p reads padded inputs stride*t + k = block*(u + j) + r, r < block:
   # j = (stride*p + k) // block < taps.
   taps = (stride * (phases - 1) + kernel_size - 1) // block + 1
   return out_len, pad_left, rows, taps, block * (rows + taps - 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _polyphase_selector(kernel_size: int, stride: int, phases: int, taps: int) -> np.ndarray:
   """0/1 array (taps, block, phases, K): 1 where tap k = block*j + r - stride*p."""
   block = stride * phases
@@ -107,8 +114,7 @@ def _polyphase_selector(kernel_size: int, stride: int, phases: int, taps: int) -
   return sel
 
 
-def _polyphase_kernel(kernel: Array, *, stride: int, groups: int, phases: int, taps: int
-                      ) -> Array:
+def _polyphase_kernel(kernel: Array, *, stride: int, groups: int, phases: int, taps: int) -> Array:
   """(K, Cin/G, Cout) -> (G, block * Cin/G, taps * phases * Cout/G), block = stride * phases.
 
   Entry [g, (r, c), (j, p, d)] is kernel[block*j + r - stride*p, c, g*Cout/G + d] when that tap
@@ -120,8 +126,9 @@ def _polyphase_kernel(kernel: Array, *, stride: int, groups: int, phases: int, t
   k, cig, cout = kernel.shape
   cog, block = cout // groups, stride * phases
   sel = jnp.asarray(_polyphase_selector(k, stride, phases, taps), kernel.dtype)
-  w2 = jnp.einsum("jrpk,kcgd->grcjpd", sel, kernel.reshape(k, cig, groups, cog),
-                  precision=lax.Precision.HIGHEST)
+  w2 = jnp.einsum(
+    "jrpk,kcgd->grcjpd", sel, kernel.reshape(k, cig, groups, cog), precision=lax.Precision.HIGHEST
+  )
   return w2.reshape(groups, block * cig, taps * phases * cog)
 
 
@@ -159,16 +166,17 @@ def _conv_polyphase(x: Array, kernel: Array, *, stride: int, groups: int) -> Arr
   block = stride * phases
   # Zero-pad (or crop samples no output reads) to `padded`, then group-major rows:
   # (B, L, C) -> (G, B * (rows + taps - 1), block * Cin/G).
-  xp = lax.pad(x, jnp.zeros((), x.dtype),
-               ((0, 0, 0), (pad_left, padded - length - pad_left, 0), (0, 0, 0)))
+  xp = lax.pad(
+    x, jnp.zeros((), x.dtype), ((0, 0, 0), (pad_left, padded - length - pad_left, 0), (0, 0, 0))
+  )
   x2 = xp.reshape(b, rows + taps - 1, block, groups, cig).transpose(3, 0, 1, 2, 4)
   x2 = x2.reshape(groups, b * (rows + taps - 1), block * cig)
   w2 = _polyphase_kernel(kernel, stride=stride, groups=groups, phases=phases, taps=taps)
-  z = lax.dot_general(x2, w2, (((2,), (1,)), ((0,), (0,))))      # (G, B*(rows+taps-1), taps*P*cog)
+  z = lax.dot_general(x2, w2, (((2,), (1,)), ((0,), (0,))))  # (G, B*(rows+taps-1), taps*P*cog)
   z = z.reshape(groups, b, rows + taps - 1, taps, phases * cog)
   y = z[:, :, 0:rows, 0]
   for j in range(1, taps):
-    y = y + z[:, :, j:j + rows, j]                                # (G, B, rows, P*cog)
+    y = y + z[:, :, j : j + rows, j]  # (G, B, rows, P*cog)
   y = y.reshape(groups, b, rows * phases, cog).transpose(1, 2, 0, 3)
   return y.reshape(b, rows * phases, cout)[:, :out_len]
 
@@ -195,9 +203,14 @@ def _conv_weight_grad(x: Array, g: Array, *, kernel_size: int, stride: int, grou
   pad_right = stride * (out_len - 1) + kernel_size - length - pad_left
   lhs = x.reshape(b, length, groups, cig).transpose(1, 2, 0, 3).reshape(length, groups * b, cig)
   dw = lax.conv_general_dilated(
-      lhs, g.astype(x.dtype), window_strides=(1,), padding=((pad_left, pad_right),),
-      rhs_dilation=(stride,), dimension_numbers=("WCN", "IWO", "NWC"),
-      feature_group_count=groups)                                   # (Cin/G, K, Cout)
+    lhs,
+    g.astype(x.dtype),
+    window_strides=(1,),
+    padding=((pad_left, pad_right),),
+    rhs_dilation=(stride,),
+    dimension_numbers=("WCN", "IWO", "NWC"),
+    feature_group_count=groups,
+  )  # (Cin/G, K, Cout)
   return dw.transpose(1, 0, 2)
 
 
@@ -300,11 +313,11 @@ def _conv_onednn(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
 
 
 GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
-    "xla": _conv_xla,
-    "polyphase": _conv_polyphase,
-    "hybrid": _conv_hybrid,
-    "cpu": _conv_cpu,
-    "onednn": _conv_onednn,
+  "xla": _conv_xla,
+  "polyphase": _conv_polyphase,
+  "hybrid": _conv_hybrid,
+  "cpu": _conv_cpu,
+  "onednn": _conv_onednn,
 }
 
 # Pointwise (1x1) convolutions with at least this many input or output channels take the
@@ -335,10 +348,10 @@ def _pointwise_cpu_bwd(res, g):
   dx = jnp.einsum("bld,cd->blc", g, kernel)
   x2, g2 = x.reshape(-1, cin), g.reshape(-1, cout)
   if cin <= cout:
-    xt = lax.optimization_barrier(x2.T)                            # (Cin, B*L)
-    dw = xt @ g2                                                   # (Cin, Cout)
+    xt = lax.optimization_barrier(x2.T)  # (Cin, B*L)
+    dw = xt @ g2  # (Cin, Cout)
   else:
-    gt = lax.optimization_barrier(g2.T)                            # (Cout, B*L)
+    gt = lax.optimization_barrier(g2.T)  # (Cout, B*L)
     dw = (gt @ x2).T
   return dx, dw.astype(kernel.dtype)
 
@@ -349,7 +362,6 @@ _pointwise_cpu.defvjp(_pointwise_cpu_fwd, _pointwise_cpu_bwd)
 def pointwise_conv(x: Array, kernel: Array, *, impl: str = "auto") -> Array:
   """1x1 convolution (no bias): (B, L, Cin) x (Cin, Cout) -> (B, L, Cout)."""
   cin, cout = kernel.shape
-  if (resolve_conv_impl(impl) != "xla"
-      and max(cin, cout) >= _WGRAD_TRANSPOSE_MIN_CHANNELS):
+  if resolve_conv_impl(impl) != "xla" and max(cin, cout) >= _WGRAD_TRANSPOSE_MIN_CHANNELS:
     return _pointwise_cpu(x, kernel)
   return jnp.einsum("blc,cd->bld", x, kernel)

@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clef_jax.models import msformer
-from clef_jax.models import net1d
+from clef_jax.models import msformer, net1d
 
 # jax.random.truncated_normal(-2, 2) has std 0.8796...; variance_scaling divides it out.
 _TRUNC_STD = 0.87962566103423978
@@ -82,6 +81,6 @@ def init_params(model, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
       out.append(jnp.full(leaf.shape, scale, jnp.float32))
       continue
     start = offsets[kind]
-    out.append(pools[kind][start:start + size].reshape(leaf.shape) * scale)
+    out.append(pools[kind][start : start + size].reshape(leaf.shape) * scale)
     offsets[kind] = start + size
   return jax.tree_util.tree_unflatten(treedef, out)

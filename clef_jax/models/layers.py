@@ -8,7 +8,8 @@ start from the same distributions as their PyTorch counterparts.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,6 +33,7 @@ def torch_bias_init(fan_in: int) -> Callable[..., Array]:
 
 class Dense(nn.Module):
   """nn.Linear with PyTorch-default initialisation."""
+
   features: int
   dtype: Dtype = jnp.float32
 

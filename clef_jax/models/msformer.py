@@ -47,16 +47,24 @@ patch, channel c).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clef_jax.arch.msformer import (LN_EPSILON, ROPE_BASE, VARIANTS, MSFormerVariant,  # noqa: F401
-                                    param_count, rope_tables, stage_token_counts,
-                                    token_positions)
+from clef_jax.arch.msformer import (  # noqa: F401
+  LN_EPSILON,
+  ROPE_BASE,
+  VARIANTS,
+  MSFormerVariant,
+  param_count,
+  rope_tables,
+  stage_token_counts,
+  token_positions,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -105,8 +113,15 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x.dtype)
 
 
-def multi_head_attention(q: Array, k: Array, v: Array, *, max_global_tokens: int,
-                         window_size: int, implementation: str | None = None) -> Array:
+def multi_head_attention(
+  q: Array,
+  k: Array,
+  v: Array,
+  *,
+  max_global_tokens: int,
+  window_size: int,
+  implementation: str | None = None,
+) -> Array:
   """Global or non-overlapping windowed scaled dot-product attention.
 
   Softmax precision: `jax.nn.dot_product_attention`'s XLA path (the default; jax 0.10) computes
@@ -131,7 +146,7 @@ def multi_head_attention(q: Array, k: Array, v: Array, *, max_global_tokens: int
   num_windows = -(-n // window_size)
   pad = num_windows * window_size - n
 
-  def to_windows(t):   # (B, N, H, Dh) -> (B * nW, W, H, Dh), batch-major.
+  def to_windows(t):  # (B, N, H, Dh) -> (B * nW, W, H, Dh), batch-major.
     t = jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0)))
     return t.reshape(b * num_windows, window_size, h, d)
 
@@ -139,8 +154,12 @@ def multi_head_attention(q: Array, k: Array, v: Array, *, max_global_tokens: int
   lengths = np.full((num_windows,), window_size, np.int32)
   lengths[-1] = n - (num_windows - 1) * window_size
   out = jax.nn.dot_product_attention(
-      to_windows(q), to_windows(k), to_windows(v),
-      key_value_seq_lengths=jnp.asarray(np.tile(lengths, b)), implementation=implementation)
+    to_windows(q),
+    to_windows(k),
+    to_windows(v),
+    key_value_seq_lengths=jnp.asarray(np.tile(lengths, b)),
+    implementation=implementation,
+  )
   return out.reshape(b, num_windows * window_size, h, d)[:, :n]
 
 
@@ -156,6 +175,7 @@ default_kernel_init = nn.initializers.truncated_normal(0.02)
 
 class Dense(nn.Module):
   """y = x @ kernel + bias, computed in `dtype` with float32 params."""
+
   features: int
   dtype: Dtype = jnp.float32
   kernel_init: Callable[..., Array] = default_kernel_init
@@ -169,6 +189,7 @@ class Dense(nn.Module):
 
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis, eps 1e-6; two-pass statistics in float32 (torch's formula)."""
+
   dtype: Dtype = jnp.float32
   epsilon: float = LN_EPSILON
 
@@ -186,6 +207,7 @@ class LayerNorm(nn.Module):
 
 class Attention(nn.Module):
   """Multi-head self-attention: separate q/k/v/out Dense layers, RoPE, global or windowed."""
+
   num_heads: int
   max_global_tokens: int
   window_size: int
@@ -197,19 +219,26 @@ class Attention(nn.Module):
     b, n, w = x.shape
     head_dim = w // self.num_heads
 
-    def heads(name):   # (B, N, W) -> (B, N, H, Dh)
+    def heads(name):  # (B, N, W) -> (B, N, H, Dh)
       return Dense(w, dtype=self.dtype, name=name)(x).reshape(b, n, self.num_heads, head_dim)
 
     q = apply_rope(heads("query"), cos, sin)
     k = apply_rope(heads("key"), cos, sin)
     v = heads("value")
-    o = multi_head_attention(q, k, v, max_global_tokens=self.max_global_tokens,
-                             window_size=self.window_size, implementation=self.attention_impl)
+    o = multi_head_attention(
+      q,
+      k,
+      v,
+      max_global_tokens=self.max_global_tokens,
+      window_size=self.window_size,
+      implementation=self.attention_impl,
+    )
     return Dense(w, dtype=self.dtype, name="out")(o.reshape(b, n, w))
 
 
 class Mlp(nn.Module):
   """fc1 (W -> ratio * W) -> exact erf GELU (== torch nn.GELU()) -> fc2."""
+
   mlp_ratio: int
   dtype: Dtype = jnp.float32
 
@@ -224,6 +253,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
   num_heads: int
   mlp_ratio: int
   max_global_tokens: int
@@ -234,14 +264,21 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: Array, cos: Array, sin: Array) -> Array:
     h = LayerNorm(dtype=self.dtype, name="norm1")(x)
-    x = x + Attention(self.num_heads, self.max_global_tokens, self.window_size, dtype=self.dtype,
-                      attention_impl=self.attention_impl, name="attn")(h, cos, sin)
+    x = x + Attention(
+      self.num_heads,
+      self.max_global_tokens,
+      self.window_size,
+      dtype=self.dtype,
+      attention_impl=self.attention_impl,
+      name="attn",
+    )(h, cos, sin)
     h = LayerNorm(dtype=self.dtype, name="norm2")(x)
     return x + Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(h)
 
 
 class Merge(nn.Module):
   """Token merging x2: (B, N, W) -> pairs (B, ceil(N/2), 2W) -> LayerNorm -> Dense -> W'."""
+
   features: int
   dtype: Dtype = jnp.float32
 
@@ -267,6 +304,7 @@ class MSFormer(nn.Module):
     attention_impl: `implementation` for `jax.nn.dot_product_attention`: None (its default, XLA),
       "xla", or "cudnn" (fused kernel; GPU with bf16/fp16 compute only).
   """
+
   size: str = "small"
   in_channels: int = 1
   num_classes: int | None = None
@@ -297,8 +335,9 @@ class MSFormer(nn.Module):
       raise ValueError(f"Unknown MSFormer size {self.size!r}; choose one of {sorted(VARIANTS)}.")
     if x.ndim != 3 or x.shape[-1] != self.in_channels:
       raise ValueError(
-          f"MSFormer({self.size}) expects channels-last input (B, L, {self.in_channels}); "
-          f"got shape {x.shape}.")
+        f"MSFormer({self.size}) expects channels-last input (B, L, {self.in_channels}); "
+        f"got shape {x.shape}."
+      )
     if x.shape[1] < 1:
       raise ValueError(f"MSFormer needs at least one time step; got shape {x.shape}.")
     if self.max_global_tokens < 1 or self.window_size < 1:
@@ -306,9 +345,10 @@ class MSFormer(nn.Module):
     v = self.variant
     acc = _acc_dtype(self.dtype)
 
-    x = patchify(x.astype(self.dtype), v.patch_size)                    # (B, N0, P*C)
-    x = Dense(v.widths[0], dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(),
-              name="patch_embed")(x)                                    # (B, N0, W0)
+    x = patchify(x.astype(self.dtype), v.patch_size)  # (B, N0, P*C)
+    x = Dense(
+      v.widths[0], dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(), name="patch_embed"
+    )(x)  # (B, N0, W0)
     block_cls = nn.remat(Block) if self.remat else Block
     aux: dict[str, Array] = {}
     pooled = []
@@ -316,15 +356,21 @@ class MSFormer(nn.Module):
       if s > 0:
         x = Merge(width, dtype=self.dtype, name=f"stage{s}_merge")(x)  # (B, N_s, W_s)
       cos, sin = rope_tables(x.shape[1], s, width // heads, self.rope_base)
-      cos, sin = jnp.asarray(cos), jnp.asarray(sin)                     # (N_s, Dh/2) float32
+      cos, sin = jnp.asarray(cos), jnp.asarray(sin)  # (N_s, Dh/2) float32
       for b in range(depth):
-        x = block_cls(heads, v.mlp_ratio, self.max_global_tokens, self.window_size,
-                      dtype=self.dtype, attention_impl=self.attention_impl,
-                      name=f"stage{s}_block{b}")(x, cos, sin)
+        x = block_cls(
+          heads,
+          v.mlp_ratio,
+          self.max_global_tokens,
+          self.window_size,
+          dtype=self.dtype,
+          attention_impl=self.attention_impl,
+          name=f"stage{s}_block{b}",
+        )(x, cos, sin)
       # The residual stream continues un-normalised into the next merge (which has its own LN);
       # the pooled copy goes through this stage's final LN (pre-LN blocks leave it unnormalised).
       y = LayerNorm(dtype=acc, name=f"stage{s}_norm")(x)
-      pooled.append(jnp.mean(y, axis=1))                                 # (B, W_s) float32
+      pooled.append(jnp.mean(y, axis=1))  # (B, W_s) float32
       aux[f"stage{s}_pooled"] = pooled[-1]
     emb = Dense(v.features, dtype=acc, name="fusion")(jnp.concatenate(pooled, axis=-1))  # (B, D)
     aux["embedding"] = emb

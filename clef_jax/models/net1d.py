@@ -28,8 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clef_jax.arch.net1d import (VARIANTS, Net1DVariant, as_variant, block_specs,  # noqa: F401
-                                 paper_param_count, used_param_count)
+from clef_jax.arch.net1d import (  # noqa: F401
+  VARIANTS,
+  Net1DVariant,
+  as_variant,
+  block_specs,
+  paper_param_count,
+  used_param_count,
+)
 from clef_jax.models.conv_cpu import conv1d_same, pointwise_conv
 from clef_jax.models.layers import Dense, torch_bias_init, torch_kernel_init
 
@@ -85,7 +91,6 @@ def _swish_jvp(primals, tangents):
   return x * s, t * (s * (1 + x * (1 - s)))
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Modules.
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +98,7 @@ def _swish_jvp(primals, tangents):
 
 class Conv1D(nn.Module):
   """Conv1d with bias and SAME zero padding, PyTorch-default initialisation."""
+
   features: int
   kernel_size: int
   stride: int = 1
@@ -104,12 +110,16 @@ class Conv1D(nn.Module):
   def __call__(self, x: Array) -> Array:
     in_ch = x.shape[-1]
     fan_in = (in_ch // self.groups) * self.kernel_size
-    kernel = self.param("kernel", torch_kernel_init,
-                        (self.kernel_size, in_ch // self.groups, self.features), jnp.float32)
+    kernel = self.param(
+      "kernel",
+      torch_kernel_init,
+      (self.kernel_size, in_ch // self.groups, self.features),
+      jnp.float32,
+    )
     bias = self.param("bias", torch_bias_init(fan_in), (self.features,), jnp.float32)
     kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
     if self.kernel_size == 1 and self.stride == 1 and self.groups == 1:
-      y = pointwise_conv(x, kernel[0], impl=self.impl)   # 1x1 conv == per-step matmul.
+      y = pointwise_conv(x, kernel[0], impl=self.impl)  # 1x1 conv == per-step matmul.
     else:
       y = conv1d_same(x, kernel, stride=self.stride, groups=self.groups, impl=self.impl)
     return y + bias
@@ -117,6 +127,7 @@ class Conv1D(nn.Module):
 
 class BasicBlock(nn.Module):
   """Pre-activation bottleneck: 1x1 -> grouped k16 (stride) -> 1x1 -> SE(r=2), plus shortcut."""
+
   in_ch: int
   out_ch: int
   mid_ch: int
@@ -131,12 +142,19 @@ class BasicBlock(nn.Module):
   def __call__(self, x: Array) -> Array:
     h = x if self.is_first else swish(x)
     h = Conv1D(self.mid_ch, 1, dtype=self.dtype, impl=self.conv_impl, name="conv1")(h)
-    h = Conv1D(self.mid_ch, self.kernel_size, stride=self.stride, groups=self.groups,
-               dtype=self.dtype, impl=self.conv_impl, name="conv2")(swish(h))
+    h = Conv1D(
+      self.mid_ch,
+      self.kernel_size,
+      stride=self.stride,
+      groups=self.groups,
+      dtype=self.dtype,
+      impl=self.conv_impl,
+      name="conv2",
+    )(swish(h))
     h = Conv1D(self.out_ch, 1, dtype=self.dtype, impl=self.conv_impl, name="conv3")(swish(h))
 
     # Squeeze-and-excitation, r = 2. The time mean is accumulated in (at least) float32.
-    e = jnp.mean(h.astype(_acc_dtype(self.dtype)), axis=1).astype(self.dtype)   # (B, out)
+    e = jnp.mean(h.astype(_acc_dtype(self.dtype)), axis=1).astype(self.dtype)  # (B, out)
     e = Dense(self.out_ch // 2, dtype=self.dtype, name="se_fc1")(e)
     e = Dense(self.out_ch, dtype=self.dtype, name="se_fc2")(swish(e))
     h = h * jax.nn.sigmoid(e)[:, None, :]
@@ -165,6 +183,7 @@ class Net1D(nn.Module):
     remat: rematerialise each block in the backward pass (gradient checkpointing).
     conv_impl: implementation of the grouped convolutions (numerically equivalent choices).
   """
+
   size: str | Net1DVariant = "small"
   in_channels: int = 1
   num_classes: int | None = None
@@ -185,23 +204,39 @@ class Net1D(nn.Module):
     del train  # No BN/dropout in CLEF's Net1D; kept for a uniform backbone signature.
     if x.ndim != 3 or x.shape[-1] != self.in_channels:
       raise ValueError(
-          f"Net1D({self.size}) expects channels-last input (B, L, {self.in_channels}); "
-          f"got shape {x.shape}.")
+        f"Net1D({self.size}) expects channels-last input (B, L, {self.in_channels}); "
+        f"got shape {x.shape}."
+      )
     if x.shape[1] < 1:
       raise ValueError(f"Net1D needs at least one time step; got shape {x.shape}.")
     v = self.variant
     x = x.astype(self.dtype)
-    x = swish(Conv1D(v.base_filters, v.kernel_size, stride=2, dtype=self.dtype,
-                     impl=self.conv_impl, name="stem_conv")(x))
+    x = swish(
+      Conv1D(
+        v.base_filters,
+        v.kernel_size,
+        stride=2,
+        dtype=self.dtype,
+        impl=self.conv_impl,
+        name="stem_conv",
+      )(x)
+    )
     block_cls = nn.remat(BasicBlock) if self.remat else BasicBlock
     for spec in block_specs(v):
       x = block_cls(
-          in_ch=spec["in_ch"], out_ch=spec["out_ch"], mid_ch=spec["mid_ch"],
-          groups=spec["groups"], stride=spec["stride"], is_first=spec["is_first"],
-          kernel_size=v.kernel_size, dtype=self.dtype, conv_impl=self.conv_impl,
-          name=f"stage{spec['stage']}_block{spec['block']}")(x)
+        in_ch=spec["in_ch"],
+        out_ch=spec["out_ch"],
+        mid_ch=spec["mid_ch"],
+        groups=spec["groups"],
+        stride=spec["stride"],
+        is_first=spec["is_first"],
+        kernel_size=v.kernel_size,
+        dtype=self.dtype,
+        conv_impl=self.conv_impl,
+        name=f"stage{spec['stage']}_block{spec['block']}",
+      )(x)
     # Global mean pool over time, in float32. No norm/activation before pooling (docs/method.md §A.2).
-    emb = jnp.mean(x.astype(_acc_dtype(self.dtype)), axis=1)   # (B, D)
+    emb = jnp.mean(x.astype(_acc_dtype(self.dtype)), axis=1)  # (B, D)
     aux = {"embedding": emb}
     if self.num_classes:
       emb = Dense(self.num_classes, dtype=emb.dtype, name="dense")(emb)

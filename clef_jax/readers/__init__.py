@@ -54,6 +54,7 @@ _FILE_SUFFIXES = (".hea", ".csv", ".npy") + edf_files.SUFFIXES
 @dataclasses.dataclass(frozen=True)
 class Skipped:
   """An input that could not be opened: its id, the reason key and a one-line message."""
+
   id: str
   reason: str
   message: str
@@ -62,8 +63,9 @@ class Skipped:
 @dataclasses.dataclass(frozen=True)
 class Source:
   """One input file found under the path given: what kind it is and its id in outputs."""
-  kind: str   # "wfdb" | "edf" | "csv" | "npy"
-  path: pathlib.Path   # WFDB: the record path without extension.
+
+  kind: str  # "wfdb" | "edf" | "csv" | "npy"
+  path: pathlib.Path  # WFDB: the record path without extension.
   id: str
 
 
@@ -84,8 +86,11 @@ def find_inputs(path: str | os.PathLike) -> list[Source]:
   """
   path = pathlib.Path(path).expanduser()
   if path.is_dir():
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
-                   _FILE_SUFFIXES and p.suffix.lower() != ".npy")
+    files = sorted(
+      p
+      for p in path.rglob("*")
+      if p.is_file() and p.suffix.lower() in _FILE_SUFFIXES and p.suffix.lower() != ".npy"
+    )
     segments = set()
     for p in files:
       if p.suffix.lower() == ".hea":
@@ -102,20 +107,28 @@ def find_inputs(path: str | os.PathLike) -> list[Source]:
     return out
   kind = _kind(path)
   if kind is None and path.with_name(path.name + ".hea").is_file():
-    return [Source("wfdb", path, path.name)]   # A record path without extension.
+    return [Source("wfdb", path, path.name)]  # A record path without extension.
   if kind is None:
     if not path.exists():
       raise InputError(f"{path}: no such file, directory or WFDB record.", "unreadable")
-    raise InputError(f"{path}: unknown file kind (expected a WFDB record, .edf/.bdf, .csv, "
-                     ".npy or a directory).", "unreadable")
+    raise InputError(
+      f"{path}: unknown file kind (expected a WFDB record, .edf/.bdf, .csv, .npy or a directory).",
+      "unreadable",
+    )
   if not path.is_file():
     raise InputError(f"{path}: no such file.", "unreadable")
   record = path.with_suffix("") if kind == "wfdb" else path
   return [Source(kind, record, record.name if kind == "wfdb" else path.stem)]
 
 
-def open_source(src: Source, *, lead: str | None = None, channel: str | int | None = None,
-                fs: float | None = None, unit: str | None = None) -> list[Recording]:
+def open_source(
+  src: Source,
+  *,
+  lead: str | None = None,
+  channel: str | int | None = None,
+  fs: float | None = None,
+  unit: str | None = None,
+) -> list[Recording]:
   """The recordings of one input (several for an `(N, T)` array); raises InputError.
 
   `fs` overrides the file's sampling rate only for files that have none (CSV, `.npy`) or, for
@@ -126,14 +139,18 @@ def open_source(src: Source, *, lead: str | None = None, channel: str | int | No
   if src.kind == "edf":
     return [edf_files.open_file(src.path, rid=src.id, lead=lead, channel=channel, unit=unit)]
   if src.kind == "csv":
-    return [text_files.open_csv(src.path, rid=src.id, lead=lead, channel=channel, fs=fs,
-                                unit=unit)]
+    return [text_files.open_csv(src.path, rid=src.id, lead=lead, channel=channel, fs=fs, unit=unit)]
   return text_files.open_npy(src.path, lead=lead, channel=channel, fs=fs, unit=unit)
 
 
-def open_inputs(path: str | os.PathLike, *, lead: str | None = None,
-                channel: str | int | None = None, fs: float | None = None,
-                unit: str | None = None) -> Iterator[Recording | Skipped]:
+def open_inputs(
+  path: str | os.PathLike,
+  *,
+  lead: str | None = None,
+  channel: str | int | None = None,
+  fs: float | None = None,
+  unit: str | None = None,
+) -> Iterator[Recording | Skipped]:
   """Every recording under `path`, opened lazily one at a time; unusable ones as `Skipped`.
 
   Raises:

@@ -36,10 +36,18 @@ class InputError(ValueError):
 # Spellings of the physical units seen in ECG files, -> factor to mV. EDF writes "uV" (ASCII),
 # WFDB "uV" or "mV", Apple Health "µV" (micro sign) or "μV" (Greek mu).
 UNIT_TO_MV: dict[str, float] = {
-    "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-    "v": 1e3, "volt": 1e3, "volts": 1e3,
-    "nv": 1e-6,
+  "mv": 1.0,
+  "millivolt": 1.0,
+  "millivolts": 1.0,
+  "uv": 1e-3,
+  "µv": 1e-3,
+  "μv": 1e-3,
+  "microvolt": 1e-3,
+  "microvolts": 1e-3,
+  "v": 1e3,
+  "volt": 1e3,
+  "volts": 1e3,
+  "nv": 1e-6,
 }
 
 
@@ -47,22 +55,27 @@ def unit_scale(unit: str | None, *, where: str) -> float:
   """Factor turning values in `unit` into mV; InputError naming `where` when it is unknown."""
   key = (unit or "").strip().lower()
   if key not in UNIT_TO_MV:
-    raise InputError(f"{where}: unknown signal unit {unit!r}; pass --unit (uV, mV or V) if you "
-                     "know it.", "unknown_unit")
+    raise InputError(
+      f"{where}: unknown signal unit {unit!r}; pass --unit (uV, mV or V) if you know it.",
+      "unknown_unit",
+    )
   return UNIT_TO_MV[key]
 
 
 def check_fs(fs: float | None, *, where: str, fix: str = "fix the file's header") -> float:
   """A usable sampling rate in Hz, or InputError naming `where` and ending in `fix`."""
-  fix = "" if where.startswith("--") else f"; {fix}"   # A flag's own message needs no fix.
+  fix = "" if where.startswith("--") else f"; {fix}"  # A flag's own message needs no fix.
   try:
     fs = float(fs)  # type: ignore[arg-type]
   except (TypeError, ValueError):
-    raise InputError(f"{where}: sampling rate {fs!r} is not a number{fix}.",
-                     "bad_sampling_rate") from None
+    raise InputError(
+      f"{where}: sampling rate {fs!r} is not a number{fix}.", "bad_sampling_rate"
+    ) from None
   if not math.isfinite(fs) or fs <= 0 or fs > MAX_FS:
-    raise InputError(f"{where}: sampling rate {fs:g} Hz is not usable (need 0 < fs <= "
-                     f"{MAX_FS:g}){fix}.", "bad_sampling_rate")
+    raise InputError(
+      f"{where}: sampling rate {fs:g} Hz is not usable (need 0 < fs <= {MAX_FS:g}){fix}.",
+      "bad_sampling_rate",
+    )
   return fs
 
 
@@ -75,9 +88,21 @@ def check_fs(fs: float | None, *, where: str, fix: str = "fix the file's header"
 #   DI/DII/DIII, D1-D3: the European names of the limb leads.
 #   1/2/3 only after "Lead" ("Lead 2"): "ECG1", "ECG2" of a Holter are channel numbers, not leads.
 LEAD_ALIASES: dict[str, str] = {
-    "MLI": "I", "ML1": "I", "MLII": "II", "ML2": "II", "MLIII": "III", "ML3": "III",
-    "DI": "I", "D1": "I", "DII": "II", "D2": "II", "DIII": "III", "D3": "III",
-    "AVR": "aVR", "AVL": "aVL", "AVF": "aVF",
+  "MLI": "I",
+  "ML1": "I",
+  "MLII": "II",
+  "ML2": "II",
+  "MLIII": "III",
+  "ML3": "III",
+  "DI": "I",
+  "D1": "I",
+  "DII": "II",
+  "D2": "II",
+  "DIII": "III",
+  "D3": "III",
+  "AVR": "aVR",
+  "AVL": "aVL",
+  "AVF": "aVF",
 }
 _LEAD_NUMBERS = {"1": "I", "2": "II", "3": "III"}
 _PREFIX = re.compile(r"^(?:LEAD|ECG|EKG)+")
@@ -87,7 +112,7 @@ def _normalise(name: str) -> tuple[str, str]:
   """`(upper-case name without separators and ECG/Lead prefixes, the prefix cut)`."""
   key = re.sub(r"[\s_\-.:/()]+", "", str(name)).upper()
   cut = _PREFIX.sub("", key)
-  return cut, key[:len(key) - len(cut)]
+  return cut, key[: len(key) - len(cut)]
 
 
 def standard_lead(name: str) -> str | None:
@@ -112,22 +137,27 @@ def check_lead(lead: str | None) -> str | None:
     return None
   std = standard_lead(lead)
   if std is None:
-    raise InputError(f"--lead {lead!r} is not a standard lead ({', '.join(schema.LEAD_ORDER)}); to "
-                     "pick a channel by the file's own name use --channel.", "bad_argument")
+    raise InputError(
+      f"--lead {lead!r} is not a standard lead ({', '.join(schema.LEAD_ORDER)}); to "
+      "pick a channel by the file's own name use --channel.",
+      "bad_argument",
+    )
   return std
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
   """The channel picked in a file: its position, the file's name for it, its standard lead."""
+
   index: int
   name: str
   lead: str | None
-  note: str | None = None   # A log line when an alias or a default decided the choice.
+  note: str | None = None  # A log line when an alias or a default decided the choice.
 
 
-def choose_channel(names: Sequence[str], *, where: str, lead: str | None = None,
-                   channel: str | int | None = None) -> Choice:
+def choose_channel(
+  names: Sequence[str], *, where: str, lead: str | None = None, channel: str | int | None = None
+) -> Choice:
   """Picks one channel of a file.
 
   Args:
@@ -154,14 +184,18 @@ def choose_channel(names: Sequence[str], *, where: str, lead: str | None = None,
     elif text.lstrip("-").isdigit():
       i = int(text)
       if not 0 <= i < len(names):
-        raise InputError(f"{where}: channel index {i} out of range (channels: {listing}).",
-                         "no_such_channel")
+        raise InputError(
+          f"{where}: channel index {i} out of range (channels: {listing}).", "no_such_channel"
+        )
     else:
       raise InputError(f"{where}: no channel {text!r} (channels: {listing}).", "no_such_channel")
     std = standard_lead(names[i])
     if lead is not None and std is not None and std != lead:
-      raise InputError(f"{where}: channel {names[i]!r} is lead {std}, not the --lead {lead} "
-                       "asked for; drop one of --lead/--channel.", "bad_argument")
+      raise InputError(
+        f"{where}: channel {names[i]!r} is lead {std}, not the --lead {lead} "
+        "asked for; drop one of --lead/--channel.",
+        "bad_argument",
+      )
     return Choice(i, str(names[i]), std or lead)
   leads = [standard_lead(n) for n in names]
   if lead is None:
@@ -171,16 +205,23 @@ def choose_channel(names: Sequence[str], *, where: str, lead: str | None = None,
       note = None if leads[0] else f"{where}: using its only channel {names[0]!r}"
       return Choice(0, str(names[0]), leads[0], note)
     else:
-      raise InputError(f"{where}: no lead I and several channels ({listing}); pick one with "
-                       "--lead or --channel.", "no_such_channel")
+      raise InputError(
+        f"{where}: no lead I and several channels ({listing}); pick one with --lead or --channel.",
+        "no_such_channel",
+      )
   hits = [i for i, s in enumerate(leads) if s == lead]
   if not hits:
-    raise InputError(f"{where}: no lead {lead} (channels: {listing}); pick one with --channel "
-                     "NAME or --channel INDEX.", "no_such_channel")
+    raise InputError(
+      f"{where}: no lead {lead} (channels: {listing}); pick one with --channel "
+      "NAME or --channel INDEX.",
+      "no_such_channel",
+    )
   if len(hits) > 1:
-    raise InputError(f"{where}: several channels are lead {lead} "
-                     f"({', '.join(repr(str(names[i])) for i in hits)}); pick one with --channel.",
-                     "no_such_channel")
+    raise InputError(
+      f"{where}: several channels are lead {lead} "
+      f"({', '.join(repr(str(names[i])) for i in hits)}); pick one with --channel.",
+      "no_such_channel",
+    )
   i = hits[0]
   name = str(names[i])
   note = None if name == lead else f"{where}: channel {name!r} read as lead {lead}"
@@ -204,6 +245,7 @@ class Recording:
     notes: log lines about choices made while opening (alias applied, unit assumed).
     comments: the file's free-text header comments (WFDB `#` lines; [] for other kinds).
   """
+
   id: str
   path: pathlib.Path
   channel: str
@@ -226,8 +268,11 @@ class Recording:
       return np.zeros(0, np.float64)
     x = np.asarray(self.reader(start, stop), np.float64).reshape(-1)
     if x.shape[0] != stop - start:
-      raise InputError(f"{self.path}: read {x.shape[0]} samples where {stop - start} were "
-                       "expected (file shorter than its header says?).", "truncated")
+      raise InputError(
+        f"{self.path}: read {x.shape[0]} samples where {stop - start} were "
+        "expected (file shorter than its header says?).",
+        "truncated",
+      )
     return x
 
   def __enter__(self) -> Recording:

@@ -40,8 +40,14 @@ def _quiet_stdout():
     os.close(saved)
 
 
-def open_file(path: pathlib.Path, *, rid: str, lead: str | None = None,
-              channel: str | int | None = None, unit: str | None = None) -> core.Recording:
+def open_file(
+  path: pathlib.Path,
+  *,
+  rid: str,
+  lead: str | None = None,
+  channel: str | int | None = None,
+  unit: str | None = None,
+) -> core.Recording:
   """Opens one EDF/BDF file on one channel; InputError when it cannot be used."""
   import pyedflib  # Lazy: only EDF input needs it.
 
@@ -56,13 +62,15 @@ def open_file(path: pathlib.Path, *, rid: str, lead: str | None = None,
   try:
     labels = [lab.strip() for lab in f.getSignalLabels()]
     usable = [i for i, lab in enumerate(labels) if lab not in _ANNOTATIONS]
-    choice = core.choose_channel([labels[i] for i in usable], where=where, lead=lead,
-                                 channel=channel)
+    choice = core.choose_channel(
+      [labels[i] for i in usable], where=where, lead=lead, channel=channel
+    )
     ch = usable[choice.index]
     fs = core.check_fs(f.getSampleFrequency(ch), where=f"{where} channel {labels[ch]!r}")
     dim = f.getPhysicalDimension(ch).strip()
-    scale = core.unit_scale(unit if unit is not None else dim,
-                            where=f"{where} channel {labels[ch]!r}")
+    scale = core.unit_scale(
+      unit if unit is not None else dim, where=f"{where} channel {labels[ch]!r}"
+    )
     n = int(f.getNSamples()[ch])
     if n <= 0:
       raise core.InputError(f"{where}: channel {labels[ch]!r} has no samples.", "short")
@@ -74,9 +82,20 @@ def open_file(path: pathlib.Path, *, rid: str, lead: str | None = None,
     try:
       return f.readSignal(ch, start, stop - start) * scale
     except Exception as e:  # EDFlib reports a failed read in several types.
-      raise core.InputError(f"{where}: cannot read samples {start}-{stop} of channel "
-                            f"{labels[ch]!r} ({type(e).__name__}: {e}).", "truncated") from None
+      raise core.InputError(
+        f"{where}: cannot read samples {start}-{stop} of channel "
+        f"{labels[ch]!r} ({type(e).__name__}: {e}).",
+        "truncated",
+      ) from None
 
-  return core.Recording(id=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
-                        n_samples=n, reader=reader, notes=[choice.note] if choice.note else [],
-                        closer=f.close)
+  return core.Recording(
+    id=rid,
+    path=path,
+    channel=choice.name,
+    lead=choice.lead,
+    fs=fs,
+    n_samples=n,
+    reader=reader,
+    notes=[choice.note] if choice.note else [],
+    closer=f.close,
+  )

@@ -28,8 +28,9 @@ def _rdheader(path: pathlib.Path):
   try:
     return wfdb.rdheader(os.fspath(path))
   except Exception as e:  # wfdb raises many types (HeaderSyntaxError, IndexError, ValueError...).
-    raise core.InputError(f"{hea}: unreadable WFDB header ({type(e).__name__}: {e}).",
-                          "unreadable") from None
+    raise core.InputError(
+      f"{hea}: unreadable WFDB header ({type(e).__name__}: {e}).", "unreadable"
+    ) from None
 
 
 _FS_FIELD = re.compile(r"^(\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:/[^(\s]+)?(?:\([^)]*\))?$")
@@ -50,11 +51,14 @@ def _check_record_line(path: pathlib.Path) -> None:
   lines = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
   fields = next((ln for ln in lines if ln), [])
   if len(fields) >= 3 and not _FS_FIELD.match(fields[2]):
-    raise core.InputError(f"{hea}: sampling rate field {fields[2]!r} is not a positive number; "
-                          "fix the header.", "bad_sampling_rate")
+    raise core.InputError(
+      f"{hea}: sampling rate field {fields[2]!r} is not a positive number; fix the header.",
+      "bad_sampling_rate",
+    )
   if len(fields) >= 4 and not fields[3].isdigit():
-    raise core.InputError(f"{hea}: length field {fields[3]!r} is not a sample count; fix the "
-                          "header.", "unreadable")
+    raise core.InputError(
+      f"{hea}: length field {fields[3]!r} is not a sample count; fix the header.", "unreadable"
+    )
 
 
 def _units(header, j: int, *, where: str, unit: str | None) -> float:
@@ -79,16 +83,24 @@ def _read_range(path: pathlib.Path, j: int, start: int, stop: int, *, where: str
   import wfdb  # Lazy.
 
   try:
-    rec = wfdb.rdrecord(os.fspath(path), sampfrom=start, sampto=stop, channels=[j],
-                        physical=True, return_res=64)
+    rec = wfdb.rdrecord(
+      os.fspath(path), sampfrom=start, sampto=stop, channels=[j], physical=True, return_res=64
+    )
   except Exception as e:
-    raise core.InputError(f"{where}: cannot read samples {start}-{stop} "
-                          f"({type(e).__name__}: {e}).", "truncated") from None
+    raise core.InputError(
+      f"{where}: cannot read samples {start}-{stop} ({type(e).__name__}: {e}).", "truncated"
+    ) from None
   return rec.p_signal[:, 0]
 
 
-def open_record(path: pathlib.Path, *, rid: str, lead: str | None = None,
-                channel: str | int | None = None, unit: str | None = None) -> core.Recording:
+def open_record(
+  path: pathlib.Path,
+  *,
+  rid: str,
+  lead: str | None = None,
+  channel: str | int | None = None,
+  unit: str | None = None,
+) -> core.Recording:
   """Opens the WFDB record at `path` (without extension) on one channel.
 
   Raises:
@@ -112,36 +124,44 @@ def open_record(path: pathlib.Path, *, rid: str, lead: str | None = None,
   def reader(start: int, stop: int) -> np.ndarray:
     return _read_range(path, choice.index, start, stop, where=where) * scale
 
-  return core.Recording(id=rid, path=path, channel=choice.name, lead=choice.lead, fs=fs,
-                        n_samples=int(header.sig_len), reader=reader,
-                        notes=[choice.note] if choice.note else [],
-                        comments=list(header.comments or []))
+  return core.Recording(
+    id=rid,
+    path=path,
+    channel=choice.name,
+    lead=choice.lead,
+    fs=fs,
+    n_samples=int(header.sig_len),
+    reader=reader,
+    notes=[choice.note] if choice.note else [],
+    comments=list(header.comments or []),
+  )
 
 
-def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channel, unit
-                ) -> core.Recording:
+def _open_multi(
+  path: pathlib.Path, header, fs: float, *, rid: str, lead, channel, unit
+) -> core.Recording:
   """A multi-segment record: the channel is chosen on the layout (or first segment) names."""
   where = f"{path}.hea"
   names = list(header.seg_name or [])
   lengths = [int(n) for n in (header.seg_len or [])]
-  segments = []   # (first sample, length, record path or None, channel index, scale)
+  segments = []  # (first sample, length, record path or None, channel index, scale)
   chosen = None
   offset = 0
   for name, n in zip(names, lengths):
     if name == "~" or n == 0:
-      if n == 0 and name != "~" and chosen is None:   # The layout segment of a variable layout.
+      if n == 0 and name != "~" and chosen is None:  # The layout segment of a variable layout.
         layout = _rdheader(path.parent / name)
-        chosen = core.choose_channel(layout.sig_name or [], where=where, lead=lead,
-                                     channel=channel)
+        chosen = core.choose_channel(layout.sig_name or [], where=where, lead=lead, channel=channel)
       segments.append((offset, n, None, -1, 1.0))
       offset += n
       continue
     seg_path = path.parent / name
     seg = _rdheader(seg_path)
     if core.check_fs(seg.fs, where=f"{seg_path}.hea") != fs:
-      raise core.InputError(f"{seg_path}.hea: segment at {seg.fs:g} Hz in a {fs:g} Hz record.",
-                            "unreadable")
-    if chosen is None:   # A fixed layout: every segment has the same channels as the first.
+      raise core.InputError(
+        f"{seg_path}.hea: segment at {seg.fs:g} Hz in a {fs:g} Hz record.", "unreadable"
+      )
+    if chosen is None:  # A fixed layout: every segment has the same channels as the first.
       chosen = core.choose_channel(seg.sig_name or [], where=where, lead=lead, channel=channel)
     seg_names = [str(s).strip() for s in (seg.sig_name or [])]
     j = seg_names.index(chosen.name) if chosen.name in seg_names else -1
@@ -161,14 +181,22 @@ def _open_multi(path: pathlib.Path, header, fs: float, *, rid: str, lead, channe
       a, b = max(start, first), min(stop, first + n)
       if seg_path is None or b <= a:
         continue
-      out[a - start:b - start] = _read_range(seg_path, j, a - first, b - first,
-                                             where=f"{seg_path}.hea") * scale
+      out[a - start : b - start] = (
+        _read_range(seg_path, j, a - first, b - first, where=f"{seg_path}.hea") * scale
+      )
     return out
 
-  return core.Recording(id=rid, path=path, channel=chosen.name, lead=chosen.lead, fs=fs,
-                        n_samples=min(total, offset), reader=reader,
-                        notes=[chosen.note] if chosen.note else [],
-                        comments=list(header.comments or []))
+  return core.Recording(
+    id=rid,
+    path=path,
+    channel=chosen.name,
+    lead=chosen.lead,
+    fs=fs,
+    n_samples=min(total, offset),
+    reader=reader,
+    notes=[chosen.note] if chosen.note else [],
+    comments=list(header.comments or []),
+  )
 
 
 def segment_names(hea: pathlib.Path) -> list[str]:
@@ -178,8 +206,10 @@ def segment_names(hea: pathlib.Path) -> list[str]:
   multi-segment records without parsing every header twice.
   """
   try:
-    lines = [ln.split("#", 1)[0].strip() for ln in
-             hea.read_text(encoding="utf-8", errors="replace").splitlines()]
+    lines = [
+      ln.split("#", 1)[0].strip()
+      for ln in hea.read_text(encoding="utf-8", errors="replace").splitlines()
+    ]
   except OSError:
     return []
   lines = [ln for ln in lines if ln]
@@ -189,5 +219,4 @@ def segment_names(hea: pathlib.Path) -> list[str]:
     n_seg = int(lines[0].split()[0].split("/", 1)[1])
   except ValueError:
     return []
-  return [ln.split()[0] for ln in lines[1:1 + n_seg] if ln.split()[0] != "~"]
-
+  return [ln.split()[0] for ln in lines[1 : 1 + n_seg] if ln.split()[0] != "~"]

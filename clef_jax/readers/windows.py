@@ -28,9 +28,9 @@ MIN_WINDOW_S = 1.0
 MIN_SIGNAL_S = 0.5
 
 SKIP_REASONS = {
-    "short": "shorter than --min_s",
-    "missing": "more than --max_missing of the samples missing",
-    "flat": "flat (constant) signal",
+  "short": "shorter than --min_s",
+  "missing": "more than --max_missing of the samples missing",
+  "flat": "flat (constant) signal",
 }
 
 
@@ -47,6 +47,7 @@ class Windowing:
     max_windows: at most this many windows per record (None: all).
     block_windows: windows read per chunk (bounds memory for any record length).
   """
+
   window_s: float = float(schema.WINDOW_SECONDS)
   hop_s: float | None = None
   min_s: float | None = None
@@ -58,13 +59,17 @@ class Windowing:
     def bad(field, value, need):
       raise core.InputError(f"--{field} {value!r}: must be {need}.", "bad_argument")
 
-    if not (isinstance(self.window_s, (int, float)) and math.isfinite(self.window_s)
-            and MIN_WINDOW_S <= self.window_s <= 3600):
+    if not (
+      isinstance(self.window_s, (int, float))
+      and math.isfinite(self.window_s)
+      and MIN_WINDOW_S <= self.window_s <= 3600
+    ):
       bad("window_s", self.window_s, f"a number of seconds in [{MIN_WINDOW_S:g}, 3600]")
     if self.hop_s is not None and not (math.isfinite(self.hop_s) and self.hop_s > 0):
       bad("hop_s", self.hop_s, "a positive number of seconds")
-    if self.min_s is not None and not (math.isfinite(self.min_s)
-                                       and MIN_SIGNAL_S <= self.min_s <= self.window_s):
+    if self.min_s is not None and not (
+      math.isfinite(self.min_s) and MIN_SIGNAL_S <= self.min_s <= self.window_s
+    ):
       bad("min_s", self.min_s, f"in [{MIN_SIGNAL_S:g}, window_s] seconds")
     if not (math.isfinite(self.max_missing) and 0 <= self.max_missing < 1):
       bad("max_missing", self.max_missing, "a fraction in [0, 1)")
@@ -90,6 +95,7 @@ class Windowing:
 @dataclasses.dataclass(frozen=True)
 class Span:
   """Where a window lies in its recording (one row of the index CSV)."""
+
   record: str
   channel: str
   start_s: float
@@ -128,8 +134,9 @@ def max_chunk_samples(fs: float, w: Windowing) -> int:
   return int(round((w.block_windows - 1) * w.hop * fs)) + span + 1
 
 
-def iter_windows(rec: core.Recording, w: Windowing
-                 ) -> Iterator[tuple[Span, np.ndarray | None, str | None]]:
+def iter_windows(
+  rec: core.Recording, w: Windowing
+) -> Iterator[tuple[Span, np.ndarray | None, str | None]]:
   """Yields `(span, native float32 samples in mV or None, skip reason or None)` per window.
 
   The samples are the `input_contract` read span (a little more than the window when the rate
@@ -141,11 +148,11 @@ def iter_windows(rec: core.Recording, w: Windowing
     yield (Span(rec.id, rec.channel, 0.0, rec.duration_s, rec.fs), None, "short")
     return
   for b in range(0, len(starts), w.block_windows):
-    block = starts[b:b + w.block_windows]
+    block = starts[b : b + w.block_windows]
     first = block[0]
     chunk = rec.read(first, block[-1] + span)
     for start in block:
-      x = chunk[start - first:start - first + span]
+      x = chunk[start - first : start - first + span]
       real = x[:win]
       end = start + real.shape[0]
       s = Span(rec.id, rec.channel, start / rec.fs, end / rec.fs, rec.fs)

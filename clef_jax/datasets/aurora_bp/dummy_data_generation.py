@@ -51,7 +51,9 @@ def ekg_mv(pid: str) -> np.ndarray:
   k = _index(pid)
   t = np.arange(SAMPLES) / 500.0
   rate = 1.2 if pid in PIDS else 0.8 + 0.1 * ((k - len(PIDS)) % 20)
-  x = 0.9 * np.exp(-(((t * rate) % 1.0 - 0.3) ** 2) / 0.001) + 0.05 * np.sin(2 * np.pi * t) + 0.1 * k
+  x = (
+    0.9 * np.exp(-(((t * rate) % 1.0 - 0.3) ** 2) / 0.001) + 0.05 * np.sin(2 * np.pi * t) + 0.1 * k
+  )
   x[[10, 11]] = np.nan
   if pid == "a001":
     x[300] = np.nan

@@ -51,12 +51,51 @@ from clef_jax.data.windows import imap_ordered, record_loader
 
 # HeartLang's 38 labels, in the column order of its split CSVs.
 LABELS: tuple[str, ...] = (
-    "AQW", "UW", "SR", "WPW", "2AVB", "AT", "VB", "ARS", "STTC", "SA", "STE", "VPB", "TWO",
-    "STTU", "ALS", "APB", "2AVB1", "PRIE", "CCR", "CR", "AF", "AVB", "QTIE", "LBBB", "VEB", "SVT",
-    "RBBB", "1AVB", "STDD", "MI", "AFIB", "TWC", "PWC", "ERV", "RVH", "LVH", "ST", "JEB")
+  "AQW",
+  "UW",
+  "SR",
+  "WPW",
+  "2AVB",
+  "AT",
+  "VB",
+  "ARS",
+  "STTC",
+  "SA",
+  "STE",
+  "VPB",
+  "TWO",
+  "STTU",
+  "ALS",
+  "APB",
+  "2AVB1",
+  "PRIE",
+  "CCR",
+  "CR",
+  "AF",
+  "AVB",
+  "QTIE",
+  "LBBB",
+  "VEB",
+  "SVT",
+  "RBBB",
+  "1AVB",
+  "STDD",
+  "MI",
+  "AFIB",
+  "TWC",
+  "PWC",
+  "ERV",
+  "RVH",
+  "LVH",
+  "ST",
+  "JEB",
+)
 LEADING_COLUMNS = ("ecg_path", "age", "diagnose")
-SPLIT_FILES = {"train": "chapman_train.csv", "validation": "chapman_val.csv",
-               "test": "chapman_test.csv"}
+SPLIT_FILES = {
+  "train": "chapman_train.csv",
+  "validation": "chapman_val.csv",
+  "test": "chapman_test.csv",
+}
 RECORDS_DIR = "WFDBRecords"
 NOT_IN_SPLIT = "not_in_split"
 
@@ -67,7 +106,7 @@ def record_path(ecg_path: str) -> pathlib.PurePosixPath | None:
   parts = pathlib.PurePosixPath(str(ecg_path).strip().replace("\\", "/")).parts
   if RECORDS_DIR not in parts:
     return None
-  rel = pathlib.PurePosixPath(*parts[parts.index(RECORDS_DIR):])
+  rel = pathlib.PurePosixPath(*parts[parts.index(RECORDS_DIR) :])
   return rel.with_suffix("") if rel.suffix in (".mat", ".hea") else rel
 
 
@@ -78,9 +117,10 @@ def read_split_csv(path: pathlib.Path) -> list[dict[str, str]]:
     columns = tuple(reader.fieldnames or ())
     if columns != LEADING_COLUMNS + LABELS:
       raise ValueError(
-          f"{path}: expected the columns {', '.join(LEADING_COLUMNS)} and the 38 HeartLang labels "
-          f"{', '.join(LABELS)}; got {', '.join(columns) or 'none'}. Use HeartLang's "
-          "datasets/dataset_preprocess/CSN/chapman_{train,val,test}.csv unchanged.")
+        f"{path}: expected the columns {', '.join(LEADING_COLUMNS)} and the 38 HeartLang labels "
+        f"{', '.join(LABELS)}; got {', '.join(columns) or 'none'}. Use HeartLang's "
+        "datasets/dataset_preprocess/CSN/chapman_{train,val,test}.csv unchanged."
+      )
     return list(reader)
 
 
@@ -118,18 +158,21 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            labels=tfds.features.Tensor(
-                shape=(len(LABELS),), dtype=np.uint8,
-                doc=f"Multi-hot over HeartLang's 38 labels: {', '.join(LABELS)}."),
-            dx=tfds.features.Sequence(
-                tfds.features.Scalar(dtype=np.int64), doc="SNOMED CT codes from `#Dx:`."),
-            diagnose=tfds.features.Text(doc="The split CSV's `diagnose` acronyms."),
-            age=tfds.features.Scalar(dtype=np.float32, doc="Years from `#Age:`; NaN if unknown."),
-            sex=tfds.features.Text(doc="'F', 'M' or '' (unknown)."),
+      features=schema.record_features(
+        labels=tfds.features.Tensor(
+          shape=(len(LABELS),),
+          dtype=np.uint8,
+          doc=f"Multi-hot over HeartLang's 38 labels: {', '.join(LABELS)}.",
         ),
-        metadata=tfds.core.MetadataDict(labels=list(LABELS)),
-        homepage="https://physionet.org/content/ecg-arrhythmia/1.0.0/",
+        dx=tfds.features.Sequence(
+          tfds.features.Scalar(dtype=np.int64), doc="SNOMED CT codes from `#Dx:`."
+        ),
+        diagnose=tfds.features.Text(doc="The split CSV's `diagnose` acronyms."),
+        age=tfds.features.Scalar(dtype=np.float32, doc="Years from `#Age:`; NaN if unknown."),
+        sex=tfds.features.Text(doc="'F', 'M' or '' (unknown)."),
+      ),
+      metadata=tfds.core.MetadataDict(labels=list(LABELS)),
+      homepage="https://physionet.org/content/ecg-arrhythmia/1.0.0/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -138,9 +181,10 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     missing = [name for name in SPLIT_FILES.values() if not (split_dir / name).is_file()]
     if missing:
       raise FileNotFoundError(
-          f"{split_dir}: missing {', '.join(missing)}. Copy HeartLang's split CSVs "
-          "(github.com/PKUDigitalHealth/HeartLang, datasets/dataset_preprocess/CSN/) there or pass "
-          "--option split_dir=FOLDER.")
+        f"{split_dir}: missing {', '.join(missing)}. Copy HeartLang's split CSVs "
+        "(github.com/PKUDigitalHealth/HeartLang, datasets/dataset_preprocess/CSN/) there or pass "
+        "--option split_dir=FOLDER."
+      )
     rows = {split: read_split_csv(split_dir / name) for split, name in SPLIT_FILES.items()}
     # Rows are assigned to splits here, in train/validation/test order, so a record listed twice
     # keeps its first row whichever split the generators run first.
@@ -151,8 +195,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         record_id = rel.name if rel is not None else str(row.get("ecg_path"))
         labels = _label_vector(row)
         if rel is None or labels is None:
-          self.report.skipped(br.INVALID_ENTRY, record_id,
-                              "ecg_path" if rel is None else "label cells not 0/1")
+          self.report.skipped(
+            br.INVALID_ENTRY, record_id, "ecg_path" if rel is None else "label cells not 0/1"
+          )
           continue
         if record_id in seen:
           self.report.skipped(br.DUPLICATE_RECORD, record_id, split)
@@ -171,8 +216,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
     report = self.report
     load = record_loader(windows="first", short_records="skip")
-    loaded = imap_ordered(load, ([path] for _, path, _, _ in items),
-                              num_workers=self.num_workers)
+    loaded = imap_ordered(load, ([path] for _, path, _, _ in items), num_workers=self.num_workers)
     for (record_id, _, labels, diagnose), rec in zip(items, loaded):
       for _, error in rec.errors:
         report.skipped(error.reason, record_id, error.detail)
@@ -182,7 +226,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       age, sex, dx = header_fields(rec.comments, record_id, report, {})
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, 1, split=split)
-      yield record_id, {
+      yield (
+        record_id,
+        {
           **rec.windows[0].features(),
           "record_id": record_id,
           "patient_id": record_id,  # The archive has no patient ids.
@@ -192,4 +238,5 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "diagnose": diagnose,
           "age": np.float32(age if math.isfinite(age) else np.nan),
           "sex": sex or "",
-      }
+        },
+      )

@@ -31,25 +31,31 @@ from clef_jax.data import schema
 
 # (record, seconds, age, sex, SNOMED Dx, split file or None, HeartLang labels)
 RECORDS = (
-    ("JS00001", 10.0, "85", "Male", "164889003,59118001", "train", ("AFIB", "RBBB")),
-    ("JS00002", 10.0, "59", "Female", "426177001,164934002", "train", ("TWC",)),
-    ("JS00003", 10.0, "20", "Male", "426783006", "val", ("SR",)),
-    ("JS00004", 10.0, "NaN", "Female", "427084000,39732003", "test", ("ST", "ALS")),
-    ("JS00005", 10.0, "66", "Male", "426783006,164931005", "test", ("SR", "STTU")),
-    ("JS00006", 10.0, "70", "Female", "426783006", None, ("SR",)),
-    ("JS00007", 5.0, "44", "Male", "426783006", "train", ("SR",)),
+  ("JS00001", 10.0, "85", "Male", "164889003,59118001", "train", ("AFIB", "RBBB")),
+  ("JS00002", 10.0, "59", "Female", "426177001,164934002", "train", ("TWC",)),
+  ("JS00003", 10.0, "20", "Male", "426783006", "val", ("SR",)),
+  ("JS00004", 10.0, "NaN", "Female", "427084000,39732003", "test", ("ST", "ALS")),
+  ("JS00005", 10.0, "66", "Male", "426783006,164931005", "test", ("SR", "STTU")),
+  ("JS00006", 10.0, "70", "Female", "426783006", None, ("SR",)),
+  ("JS00007", 5.0, "44", "Male", "426783006", "train", ("SR",)),
 )
 # Extra CSV rows: (split file, ecg_path, label override)
 EXTRA_ROWS = (
-    ("test", "/chapman/WFDBRecords/01/010/JS00001.mat", None),
-    ("val", "/chapman/WFDBRecords/01/010/JS00099.mat", None),
-    ("train", "/chapman/WFDBRecords/01/010/JS00008.mat", "x"),
+  ("test", "/chapman/WFDBRecords/01/010/JS00001.mat", None),
+  ("val", "/chapman/WFDBRecords/01/010/JS00099.mat", None),
+  ("train", "/chapman/WFDBRecords/01/010/JS00008.mat", "x"),
 )
 SUBDIR = "WFDBRecords/01/010"
 # Label sets of the `extra` records, with their SNOMED codes for the header's `Dx`.
 EXTRA_LABELS = (("SR",), ("AFIB",), ("ST",), ("SR", "TWC"), ("AFIB", "RBBB"), ("ST", "LVH"))
-SNOMED = {"SR": "426783006", "AFIB": "164889003", "ST": "427084000", "TWC": "164934002",
-          "RBBB": "59118001", "LVH": "164873001"}
+SNOMED = {
+  "SR": "426783006",
+  "AFIB": "164889003",
+  "ST": "427084000",
+  "TWC": "164934002",
+  "RBBB": "59118001",
+  "LVH": "164873001",
+}
 EXTRA_SPLITS = ("train", "train", "train", "val", "test")
 
 
@@ -58,8 +64,17 @@ def extra_records(extra: int) -> tuple[tuple, ...]:
   rows = []
   for k in range(extra):
     labels = EXTRA_LABELS[(k // 5) % len(EXTRA_LABELS)]
-    rows.append((f"JS{1000 + k:05d}", 10.0, str(30 + k % 50), ("Male", "Female")[k % 2],
-                 ",".join(SNOMED[name] for name in labels), EXTRA_SPLITS[k % 5], labels))
+    rows.append(
+      (
+        f"JS{1000 + k:05d}",
+        10.0,
+        str(30 + k % 50),
+        ("Male", "Female")[k % 2],
+        ",".join(SNOMED[name] for name in labels),
+        EXTRA_SPLITS[k % 5],
+        labels,
+      )
+    )
   return tuple(rows)
 
 
@@ -79,14 +94,23 @@ def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Pat
   out_dir = pathlib.Path(out_dir)
   rows = {"train": [], "val": [], "test": []}
   for seed, (name, seconds, age, sex, dx, split, labels) in enumerate(
-      RECORDS + extra_records(extra)):
+    RECORDS + extra_records(extra)
+  ):
     # `fake_ecg_mv` beats at 1.2 Hz of its `fs`; extra records beat at 1.0-2.0 Hz by label set.
     rate = 1.2 if seed < len(RECORDS) else 1.0 + 0.2 * EXTRA_LABELS.index(labels)
     x = challenge.fake_ecg_mv(int(seconds * 500), 500 * 1.2 / rate, schema.NUM_LEADS, seed + 10)
     challenge.write_challenge_record(
-        out_dir / SUBDIR, name, np.round(x * 1000).astype(np.int16), 500, list(schema.LEAD_ORDER),
-        [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"],
-        use_mat=True, mat_format="16+24", gain_baseline=False, comment_prefix="#")
+      out_dir / SUBDIR,
+      name,
+      np.round(x * 1000).astype(np.int16),
+      500,
+      list(schema.LEAD_ORDER),
+      [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"],
+      use_mat=True,
+      mat_format="16+24",
+      gain_baseline=False,
+      comment_prefix="#",
+    )
     if split:
       rows[split].append(_row(f"/chapman/{SUBDIR}/{name}.mat", age, labels))
   for split, path, override in EXTRA_ROWS:

@@ -32,19 +32,24 @@ SEGMENT_SAMPLES = 20 * FS
 
 # patient -> segment -> (beats [(sample, symbol)], rhythm onsets [(sample, note)], flat)
 PATIENTS = {
-    "p00000": {
-        "s00": ([(300, "N"), (1500, "N"), (2000, "S"), (2600, "N"), (3700, "N"), (4000, "Q")],
-                [(0, "(N"), (3000, "(AFIB")], False),
-        "s01": ([(1200, "N"), (2000, "V"), (2500, "N")], [(100, "(AFIB"), (4000, "(AFL")], False),
-    },
-    "p00001": {"s00": ([(1300, "N"), (2000, "Q"), (2500, "N"), (3600, "N")], [(0, "(N")], False)},
-    "p00002": {"s00": ([(100, "N"), (4900, "N")], [], False), "s01": None},
-    "p00003": None,
-    "p00004": {"s00": ([(2500, "N")], [(0, "(N")], True),
-               "s01": ([(2500, "N")], [(1000, "(N")], False)},
-    "p00005": {"s00": ([(1400, "N"), (2800, "N")], [(10, "(N")], False)},
-    "p00006": {"s00": ([(2100, "N")], [(0, "(N")], False)},
-    "p00007": {"s00": ([(1250, "N"), (3750, "N")], [(2500, "(N")], False)},
+  "p00000": {
+    "s00": (
+      [(300, "N"), (1500, "N"), (2000, "S"), (2600, "N"), (3700, "N"), (4000, "Q")],
+      [(0, "(N"), (3000, "(AFIB")],
+      False,
+    ),
+    "s01": ([(1200, "N"), (2000, "V"), (2500, "N")], [(100, "(AFIB"), (4000, "(AFL")], False),
+  },
+  "p00001": {"s00": ([(1300, "N"), (2000, "Q"), (2500, "N"), (3600, "N")], [(0, "(N")], False)},
+  "p00002": {"s00": ([(100, "N"), (4900, "N")], [], False), "s01": None},
+  "p00003": None,
+  "p00004": {
+    "s00": ([(2500, "N")], [(0, "(N")], True),
+    "s01": ([(2500, "N")], [(1000, "(N")], False),
+  },
+  "p00005": {"s00": ([(1400, "N"), (2800, "N")], [(10, "(N")], False)},
+  "p00006": {"s00": ([(2100, "N")], [(0, "(N")], False)},
+  "p00007": {"s00": ([(1250, "N"), (3750, "N")], [(2500, "(N")], False)},
 }
 
 
@@ -56,8 +61,9 @@ EXTRA_WIDTH = {"N": 0.0008, "S": 0.0003, "V": 0.004}
 
 def extra_patients(extra: int) -> dict[str, dict]:
   """The `extra` patients, as `PATIENTS` (module docstring)."""
-  return {f"p{8 + k:05d}": {"s00": (list(EXTRA_BEATS), list(EXTRA_RHYTHM), False)}
-          for k in range(extra)}
+  return {
+    f"p{8 + k:05d}": {"s00": (list(EXTRA_BEATS), list(EXTRA_RHYTHM), False)} for k in range(extra)
+  }
 
 
 def extra_segment_mv(n: int, seed: int) -> np.ndarray:
@@ -67,9 +73,10 @@ def extra_segment_mv(n: int, seed: int) -> np.ndarray:
   t = np.arange(n)
   x = rng.normal(0, 0.02, n)
   for sample, symbol in EXTRA_BEATS:
-    x += np.exp(-((t - sample) / FS) ** 2 / EXTRA_WIDTH[symbol])
-  for (start, _), (stop, _), freq in zip(EXTRA_RHYTHM, EXTRA_RHYTHM[1:] + ((n, ""),),
-                                         (0.2, 4.0, 1.5)):
+    x += np.exp(-(((t - sample) / FS) ** 2) / EXTRA_WIDTH[symbol])
+  for (start, _), (stop, _), freq in zip(
+    EXTRA_RHYTHM, EXTRA_RHYTHM[1:] + ((n, ""),), (0.2, 4.0, 1.5)
+  ):
     x[start:stop] += 0.1 * np.sin(2 * np.pi * freq * t[start:stop] / FS)
   return x[:, None]
 
@@ -78,7 +85,7 @@ def segment_mv(n: int, seed: int) -> np.ndarray:
   """`(n, 1)` float mV: narrow beat-like pulses, a slow wave and noise."""
   rng = np.random.default_rng(seed)
   t = np.arange(n) / FS
-  x = np.exp(-((t * 1.1) % 1.0 - 0.5) ** 2 / 0.0008) + 0.1 * np.sin(2 * np.pi * 0.2 * t)
+  x = np.exp(-(((t * 1.1) % 1.0 - 0.5) ** 2) / 0.0008) + 0.1 * np.sin(2 * np.pi * 0.2 * t)
   return (x + rng.normal(0, 0.02, n))[:, None]
 
 
@@ -107,11 +114,27 @@ def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Pat
         x = segment_mv(SEGMENT_SAMPLES, 100 * i + j)
       else:
         x = extra_segment_mv(SEGMENT_SAMPLES, 100 * i + j)
-      wfdb.wrsamp(name, fs=FS, units=["mV"], sig_name=["ECG"], p_signal=x, fmt=["16"],
-                  adc_gain=[1000.0], baseline=[0], write_dir=str(folder))
+      wfdb.wrsamp(
+        name,
+        fs=FS,
+        units=["mV"],
+        sig_name=["ECG"],
+        p_signal=x,
+        fmt=["16"],
+        adc_gain=[1000.0],
+        baseline=[0],
+        write_dir=str(folder),
+      )
       notes = sorted([(s, sym, "") for s, sym in beats] + [(s, "+", note) for s, note in rhythm])
-      wfdb.wrann(name, "atr", np.array([n[0] for n in notes]), symbol=[n[1] for n in notes],
-                 aux_note=[n[2] for n in notes], fs=FS, write_dir=str(folder))
+      wfdb.wrann(
+        name,
+        "atr",
+        np.array([n[0] for n in notes]),
+        symbol=[n[1] for n in notes],
+        aux_note=[n[2] for n in notes],
+        fs=FS,
+        write_dir=str(folder),
+      )
   return out_dir
 
 
@@ -119,4 +142,5 @@ if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
 
   from clef_jax import build  # pylint: disable=g-import-not-at-top
+
   sys.exit(build.dummy_data_main(write_dummy_data))

@@ -69,9 +69,9 @@ WINDOW_SAMPLES = 2500
 SPLIT_FRACTIONS = (0.7, 0.15)  # train, validation; test is the rest.
 SEGMENT_UNREADABLE = "segment_unreadable"
 TASKS = {
-    # config -> (annotation values, class names, annotation field, window anchor)
-    "beat": (("N", "S", "V"), ("N", "S", "V"), "symbol", "center"),
-    "rhythm": (("(N", "(AFIB", "(AFL"), ("N", "AFIB", "AFL"), "aux_note", "start"),
+  # config -> (annotation values, class names, annotation field, window anchor)
+  "beat": (("N", "S", "V"), ("N", "S", "V"), "symbol", "center"),
+  "rhythm": (("(N", "(AFIB", "(AFL"), ("N", "AFIB", "AFL"), "aux_note", "start"),
 }
 
 
@@ -94,8 +94,10 @@ def patient_splits(patients: list[str], seed: int = 42) -> dict[str, str]:
   random.Random(seed).shuffle(order)
   n_train = int(SPLIT_FRACTIONS[0] * len(order))
   n_val = int(SPLIT_FRACTIONS[1] * len(order))
-  return {p: ("train" if i < n_train else "validation" if i < n_train + n_val else "test")
-          for i, p in enumerate(order)}
+  return {
+    p: ("train" if i < n_train else "validation" if i < n_train + n_val else "test")
+    for i, p in enumerate(order)
+  }
 
 
 def patient_number(patient: str) -> int:
@@ -119,10 +121,16 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release (icentia11k-continuous-ecg 1.0)."}
   BUILDER_CONFIGS = [
-      Config(name="beat", task="beat",
-             description="One 10 s window centred on a random N, S and V beat per patient."),
-      Config(name="rhythm", task="rhythm",
-             description="One 10 s window from a random (N, (AFIB and (AFL onset per patient."),
+    Config(
+      name="beat",
+      task="beat",
+      description="One 10 s window centred on a random N, S and V beat per patient.",
+    ),
+    Config(
+      name="rhythm",
+      task="rhythm",
+      description="One 10 s window from a random (N, (AFIB and (AFL onset per patient.",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "beat"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -135,15 +143,15 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     names = TASKS[self.builder_config.task][1]
     listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            label=tfds.features.Scalar(dtype=np.int64, doc=f"Class index: {listing}."),
-            label_name=tfds.features.Text(doc=f"One of {', '.join(names)}."),
-            segment=tfds.features.Text(doc="Segment record name, e.g. p00000_s00."),
-            sample=tfds.features.Scalar(dtype=np.int64, doc="The annotation's sample."),
-            start=tfds.features.Scalar(dtype=np.int64, doc="First sample of the window."),
-        ),
-        metadata=tfds.core.MetadataDict(classes=list(names)),
-        homepage="https://physionet.org/content/icentia11k-continuous-ecg/1.0/",
+      features=schema.record_features(
+        label=tfds.features.Scalar(dtype=np.int64, doc=f"Class index: {listing}."),
+        label_name=tfds.features.Text(doc=f"One of {', '.join(names)}."),
+        segment=tfds.features.Text(doc="Segment record name, e.g. p00000_s00."),
+        sample=tfds.features.Scalar(dtype=np.int64, doc="The annotation's sample."),
+        start=tfds.features.Scalar(dtype=np.int64, doc="First sample of the window."),
+      ),
+      metadata=tfds.core.MetadataDict(classes=list(names)),
+      homepage="https://physionet.org/content/icentia11k-continuous-ecg/1.0/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -151,14 +159,18 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     patients = patient_dirs(root)
     if not patients:
       raise FileNotFoundError(
-          f"{root}: no patients (neither a RECORDS file nor p*/p*/RECORDS folders). Pass the "
-          "icentia11k-continuous-ecg 1.0 folder as --manual_dir.")
+        f"{root}: no patients (neither a RECORDS file nor p*/p*/RECORDS folders). Pass the "
+        "icentia11k-continuous-ecg 1.0 folder as --manual_dir."
+      )
     splits = patient_splits(patients, self.builder_config.split_seed)
     by_split = {"train": [], "validation": [], "test": []}
     for patient in patients:  # Listing order within a split.
       by_split[splits[patient]].append(patient)
-    return {split: self._generate_examples(root, items, split)
-            for split, items in by_split.items() if items}
+    return {
+      split: self._generate_examples(root, items, split)
+      for split, items in by_split.items()
+      if items
+    }
 
   def _generate_examples(self, root: pathlib.Path, patients: list[str], split: str):
     cfg = self.builder_config
@@ -170,32 +182,47 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       name = pathlib.PurePosixPath(patient).name
       records = folder / "RECORDS"
       if not records.is_file():  # A partial download lists patients it does not hold.
-        report.skipped(br.INVALID_ENTRY, name,
-                       f"{patient}/{'RECORDS' if folder.is_dir() else ''} missing")
+        report.skipped(
+          br.INVALID_ENTRY, name, f"{patient}/{'RECORDS' if folder.is_dir() else ''} missing"
+        )
         continue
       todo.append((name, [folder / seg for seg in read_records_file(records)]))
     # Partials of clef_jax functions (not of this module's) so spawned workers can unpickle them.
-    pick = functools.partial(starcall, functools.partial(
-        annotated_windows, classes=values, field=field, anchor=anchor,
-        window=WINDOW_SAMPLES, lead="I"))
+    pick = functools.partial(
+      starcall,
+      functools.partial(
+        annotated_windows,
+        classes=values,
+        field=field,
+        anchor=anchor,
+        window=WINDOW_SAMPLES,
+        lead="I",
+      ),
+    )
     results = imap_ordered(
-        pick, (((paths,), {"seed": (cfg.window_seed, patient_number(name))})
-               for name, paths in todo), num_workers=self.num_workers)
+      pick,
+      (((paths,), {"seed": (cfg.window_seed, patient_number(name))}) for name, paths in todo),
+      num_workers=self.num_workers,
+    )
     for (name, paths), (windows, errors) in zip(todo, results):
       if not windows:
         detail = "; ".join(f"{paths[r].name}: {e}" for r, e in errors[:3]) or (
-            f"no {'/'.join(names)} annotation with a full window")
+          f"no {'/'.join(names)} annotation with a full window"
+        )
         report.skipped(br.NO_VALID_WINDOW, name, detail)
         continue
       if errors:
-        report.flagged(SEGMENT_UNREADABLE, name,
-                       "; ".join(f"{paths[r].name}: {e}" for r, e in errors[:3]))
+        report.flagged(
+          SEGMENT_UNREADABLE, name, "; ".join(f"{paths[r].name}: {e}" for r, e in errors[:3])
+        )
       for w in windows:
         report.flagged_all(name, w.flags)
       report.kept(name, len(windows), split=split)
       for w in windows:
         segment = paths[w.record].name
-        yield f"{name}/{names[w.label]}", {
+        yield (
+          f"{name}/{names[w.label]}",
+          {
             **w.window.features(),
             "record_id": f"{segment}:{names[w.label]}",
             "patient_id": name,
@@ -205,5 +232,5 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
             "segment": segment,
             "sample": np.int64(w.sample),
             "start": np.int64(w.start),
-        }
-
+          },
+        )

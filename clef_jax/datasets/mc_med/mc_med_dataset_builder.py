@@ -54,8 +54,11 @@ from clef_jax import build_report as br
 from clef_jax.data import parsing, schema
 from clef_jax.data.windows import imap_ordered, record_loader
 
-SPLIT_FILES = {"train": "split_chrono_train.csv", "validation": "split_chrono_val.csv",
-               "test": "split_chrono_test.csv"}
+SPLIT_FILES = {
+  "train": "split_chrono_train.csv",
+  "validation": "split_chrono_val.csv",
+  "test": "split_chrono_test.csv",
+}
 VISITS_CSV = "visits.csv"
 WAVEFORM_SUMMARY_CSV = "waveform_summary.csv"
 KEY_COLUMNS = ("CSN", "visit_id")
@@ -63,22 +66,42 @@ LEAD = "II"
 NOT_IN_SPLIT = "not_in_split"
 
 ED_DISPO_CLASSES = ("Discharge", "Inpatient", "Observation", "ICU")
-DC_DISPO_CLASSES = ("Home/Self-care", "Care facility", "Hospital transfer",
-                    "Hospice/End-of-life", "Psychiatric/Rehab", "Other")
+DC_DISPO_CLASSES = (
+  "Home/Self-care",
+  "Care facility",
+  "Hospital transfer",
+  "Hospice/End-of-life",
+  "Psychiatric/Rehab",
+  "Other",
+)
 # Keywords (substrings of `DC_dispo`) per group, in matching order; the paper's grouping.
 DC_DISPO_GROUPS = (
-    ("Home/Work", "Left Against Medical Advice"),
-    ("Home Health Services", "Skilled Nursing Facility", "Residential Care Facility",
-     "Custodial or Supportive Care Facility"),
-    ("Acute Care Hospital", "Long Term Care Hospital", "Federal Hospital",
-     "Lucile Packard Children's Hospital", "Stanford Children's Hospital",
-     "Critical Access Hospital", "Planned inpatient readmission", "Stanford Acute Care"),
-    ("Expired", "Hospice", "Organ Harvest", "Donor"),
-    ("Psychiatric Hospital", "Stanford Psych", "Inpatient Rehabilitation Facility"),
+  ("Home/Work", "Left Against Medical Advice"),
+  (
+    "Home Health Services",
+    "Skilled Nursing Facility",
+    "Residential Care Facility",
+    "Custodial or Supportive Care Facility",
+  ),
+  (
+    "Acute Care Hospital",
+    "Long Term Care Hospital",
+    "Federal Hospital",
+    "Lucile Packard Children's Hospital",
+    "Stanford Children's Hospital",
+    "Critical Access Hospital",
+    "Planned inpatient readmission",
+    "Stanford Acute Care",
+  ),
+  ("Expired", "Hospice", "Organ Harvest", "Donor"),
+  ("Psychiatric Hospital", "Stanford Psych", "Inpatient Rehabilitation Facility"),
 )
 ACUITY_CLASSES = ("1-Resuscitation", "2-Emergent", "3-Urgent", "4-Semi-Urgent", "5-Non-Urgent")
-CLASS_TASKS = {"ed_dispo": ED_DISPO_CLASSES, "dc_dispo": DC_DISPO_CLASSES,
-               "triage_acuity": ACUITY_CLASSES}
+CLASS_TASKS = {
+  "ed_dispo": ED_DISPO_CLASSES,
+  "dc_dispo": DC_DISPO_CLASSES,
+  "triage_acuity": ACUITY_CLASSES,
+}
 REGRESSION_TASKS = {"triage_sbp": "Triage_SBP", "triage_dbp": "Triage_DBP"}
 
 
@@ -172,33 +195,36 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       return tfds.features.Scalar(dtype=np.int64, doc=f"`{column}` class: {listing}; -1 missing.")
 
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            ed_dispo=class_feature(ED_DISPO_CLASSES, "ED_dispo"),
-            dc_dispo=class_feature(DC_DISPO_CLASSES, "DC_dispo"),
-            triage_acuity=class_feature(ACUITY_CLASSES, "Triage_acuity"),
-            triage_sbp=tfds.features.Scalar(dtype=np.float32, doc="Triage SBP, mmHg; NaN missing."),
-            triage_dbp=tfds.features.Scalar(dtype=np.float32, doc="Triage DBP, mmHg; NaN missing."),
-            ed_dispo_text=tfds.features.Text(doc="Raw `ED_dispo`."),
-            dc_dispo_text=tfds.features.Text(doc="Raw `DC_dispo`."),
-            triage_acuity_text=tfds.features.Text(doc="Raw `Triage_acuity`."),
-            ii_n_segments=tfds.features.Scalar(dtype=np.int32, doc="Lead II segments; -1 unknown."),
-        ),
-        metadata=tfds.core.MetadataDict(classes={k: list(v) for k, v in CLASS_TASKS.items()}),
-        homepage="https://physionet.org/content/mc-med/",
+      features=schema.record_features(
+        ed_dispo=class_feature(ED_DISPO_CLASSES, "ED_dispo"),
+        dc_dispo=class_feature(DC_DISPO_CLASSES, "DC_dispo"),
+        triage_acuity=class_feature(ACUITY_CLASSES, "Triage_acuity"),
+        triage_sbp=tfds.features.Scalar(dtype=np.float32, doc="Triage SBP, mmHg; NaN missing."),
+        triage_dbp=tfds.features.Scalar(dtype=np.float32, doc="Triage DBP, mmHg; NaN missing."),
+        ed_dispo_text=tfds.features.Text(doc="Raw `ED_dispo`."),
+        dc_dispo_text=tfds.features.Text(doc="Raw `DC_dispo`."),
+        triage_acuity_text=tfds.features.Text(doc="Raw `Triage_acuity`."),
+        ii_n_segments=tfds.features.Scalar(dtype=np.int32, doc="Lead II segments; -1 unknown."),
+      ),
+      metadata=tfds.core.MetadataDict(classes={k: list(v) for k, v in CLASS_TASKS.items()}),
+      homepage="https://physionet.org/content/mc-med/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     import pandas as pd  # Lazy.
 
     root = pathlib.Path(dl_manager.manual_dir)
-    visits_path = pathlib.Path(self.visits_csv).expanduser() if self.visits_csv else (
-        root / VISITS_CSV)
-    missing = [p for p in [visits_path, *(root / n for n in SPLIT_FILES.values())]
-               if not p.is_file()]
+    visits_path = (
+      pathlib.Path(self.visits_csv).expanduser() if self.visits_csv else (root / VISITS_CSV)
+    )
+    missing = [
+      p for p in [visits_path, *(root / n for n in SPLIT_FILES.values())] if not p.is_file()
+    ]
     if missing:
       raise FileNotFoundError(
-          f"missing {', '.join(map(str, missing))}: pass the MC-MED 1.0.1 folder as --manual_dir "
-          "(or the visit table as --option visits_csv=PATH).")
+        f"missing {', '.join(map(str, missing))}: pass the MC-MED 1.0.1 folder as --manual_dir "
+        "(or the visit table as --option visits_csv=PATH)."
+      )
     visits = pd.read_csv(visits_path, dtype=str, keep_default_na=False)
     key = next((c for c in KEY_COLUMNS if c in visits.columns), None)
     if key is None:
@@ -233,8 +259,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     unlisted = sum(1 for csn in rows if csn not in seen)
     if unlisted:
       self.report.filtered(NOT_IN_SPLIT, unlisted)
-    return {split: self._generate_examples(root, items, split)
-            for split, items in todo.items() if items}
+    return {
+      split: self._generate_examples(root, items, split) for split, items in todo.items() if items
+    }
 
   def _generate_examples(self, root: pathlib.Path, items, split: str):
     from clef_jax import risk  # Lazy.
@@ -252,7 +279,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         report.skipped(reason, csn, f"no {lead_dir.relative_to(root)}/")
         continue
       if all(labels[k] == -1 for k in CLASS_TASKS) and all(
-          math.isnan(labels[k]) for k in REGRESSION_TASKS):
+        math.isnan(labels[k]) for k in REGRESSION_TASKS
+      ):
         report.skipped(br.MISSING_LABEL, csn, "no ED_dispo, DC_dispo, acuity or triage BP")
         continue
       usable.append((csn, row, n_segments, labels, flags, lead_dir / f"{csn}_1"))
@@ -267,19 +295,23 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       report.flagged_all(csn, {**flags, **rec.flags})
       report.kept(csn, 1, split=split)
       patient = csn_text(row.get("MRN")) or _text(row.get("MRN")) or csn
-      yield csn, {
+      yield (
+        csn,
+        {
           **rec.windows[0].features(),
           "record_id": csn,
           "patient_id": patient,
           "metadata": np.asarray(
-              risk.metadata_from_header(age=row.get("Age"), sex=row.get("Gender")), np.float32),
+            risk.metadata_from_header(age=row.get("Age"), sex=row.get("Gender")), np.float32
+          ),
           **{k: np.int64(labels[k]) for k in CLASS_TASKS},
           **{k: np.float32(labels[k]) for k in REGRESSION_TASKS},
           "ed_dispo_text": _text(row.get("ED_dispo")) or "",
           "dc_dispo_text": _text(row.get("DC_dispo")) or "",
           "triage_acuity_text": _text(row.get("Triage_acuity")) or "",
           "ii_n_segments": np.int32(n_segments if math.isfinite(n_segments) else -1),
-      }
+        },
+      )
 
 
 def _labels(row) -> tuple[dict[str, float], dict[str, str]]:
@@ -287,13 +319,19 @@ def _labels(row) -> tuple[dict[str, float], dict[str, str]]:
   flags = {}
   ed, ed_known = ed_dispo_class(row.get("ED_dispo"))
   acuity, acuity_known = acuity_class(row.get("Triage_acuity"))
-  unknown = [f"{c}={row.get(c)!r}" for c, ok in (("ED_dispo", ed_known),
-                                                 ("Triage_acuity", acuity_known)) if not ok]
+  unknown = [
+    f"{c}={row.get(c)!r}"
+    for c, ok in (("ED_dispo", ed_known), ("Triage_acuity", acuity_known))
+    if not ok
+  ]
   if unknown:
     flags[br.UNKNOWN_LABEL] = ", ".join(unknown)
-  labels = {"ed_dispo": ed, "dc_dispo": dc_dispo_class(row.get("DC_dispo")),
-            "triage_acuity": acuity,
-            **{k: _number(row.get(c)) for k, c in REGRESSION_TASKS.items()}}
+  labels = {
+    "ed_dispo": ed,
+    "dc_dispo": dc_dispo_class(row.get("DC_dispo")),
+    "triage_acuity": acuity,
+    **{k: _number(row.get(c)) for k, c in REGRESSION_TASKS.items()},
+  }
   for task, value in labels.items():
     if (task in CLASS_TASKS and value == -1) or (task in REGRESSION_TASKS and math.isnan(value)):
       flags[f"missing_label:{task}"] = ""

@@ -27,9 +27,13 @@ import hashlib
 import math
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+  import pandas
 
 from clef_jax import build_report as br
 from clef_jax.data import parsing, schema
@@ -52,15 +56,24 @@ def path_key(path: str) -> str:
   for suffix in (".hea", ".dat"):
     if key.endswith(suffix):
       key = key[: -len(suffix)]
-  return key[len("files/"):] if key.startswith("files/") else key
+  return key[len("files/") :] if key.startswith("files/") else key
 
 
 # Metadata CSV columns that hold numbers, and so can hold something unparsable.
-_NUMERIC_COLUMNS = ("age_at_ecg", "anchor_age", "BMI (kg/m2)", "Height (Inches)", "Weight (Lbs)",
-                    "heart_rate", "heart_rate_var", "rate_meta", "score2_risk")
+_NUMERIC_COLUMNS = (
+  "age_at_ecg",
+  "anchor_age",
+  "BMI (kg/m2)",
+  "Height (Inches)",
+  "Weight (Lbs)",
+  "heart_rate",
+  "heart_rate_var",
+  "rate_meta",
+  "score2_risk",
+)
 
 
-def unparsable_cells(df: "pandas.DataFrame") -> dict[int, list[str]]:
+def unparsable_cells(df: pandas.DataFrame) -> dict[int, list[str]]:
   """Row position -> columns whose cell is present but does not parse (those become NaN).
 
   `risk.metadata_from_mimic_frame` turns such cells into NaN without complaint (one odd row must
@@ -77,8 +90,11 @@ def unparsable_cells(df: "pandas.DataFrame") -> dict[int, list[str]]:
     else:
       parse = risk.parse_number
     for i, value in enumerate(df[column].to_numpy()):
-      if (isinstance(value, str) and value.strip().lower() not in parsing.MISSING_TOKENS
-          and math.isnan(parse(value))):
+      if (
+        isinstance(value, str)
+        and value.strip().lower() not in parsing.MISSING_TOKENS
+        and math.isnan(parse(value))
+      ):
         bad.setdefault(i, []).append(f"{column}={value!r}")
   return bad
 
@@ -91,6 +107,7 @@ def load_metadata(csv_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
   all NaN. The first row of a path wins.
   """
   import pandas as pd  # Lazy.
+
   from clef_jax import risk  # Lazy.
 
   df = pd.read_csv(csv_path, low_memory=False)
@@ -128,9 +145,12 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release (MIMIC-IV-ECG v1.0)."}
   BUILDER_CONFIGS = [
-      Config(name="all", description="Every record (~800K)."),
-      Config(name="one_per_patient", one_per_patient=True,
-             description="Each subject's earliest readable record (~161K)."),
+    Config(name="all", description="Every record (~800K)."),
+    Config(
+      name="one_per_patient",
+      one_per_patient=True,
+      description="Each subject's earliest readable record (~161K).",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "all"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -149,11 +169,11 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            path=tfds.features.Text(doc="`path` column of record_list.csv."),
-            ecg_time=tfds.features.Text(doc="`ecg_time` column of record_list.csv."),
-        ),
-        homepage="https://physionet.org/content/mimic-iv-ecg/1.0/",
+      features=schema.record_features(
+        path=tfds.features.Text(doc="`path` column of record_list.csv."),
+        ecg_time=tfds.features.Text(doc="`ecg_time` column of record_list.csv."),
+      ),
+      homepage="https://physionet.org/content/mimic-iv-ecg/1.0/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -172,27 +192,40 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     # Valid, unique entries in file order; the rest are reported once, here.
     entries, seen = [], set()
     for row in records.itertuples(index=False):
-      study, subject, path = (str(getattr(row, c, "")).strip()
-                              for c in ("study_id", "subject_id", "path"))
+      study, subject, path = (
+        str(getattr(row, c, "")).strip() for c in ("study_id", "subject_id", "path")
+      )
       if not (study and subject and path):
-        report.skipped(br.INVALID_ENTRY, study or path or "?", f"study={study!r} "
-                       f"subject={subject!r} path={path!r}")
+        report.skipped(
+          br.INVALID_ENTRY,
+          study or path or "?",
+          f"study={study!r} subject={subject!r} path={path!r}",
+        )
         continue
       if study in seen:
         report.skipped(br.DUPLICATE_RECORD, study, path)
         continue
       seen.add(study)
-      entries.append({"study_id": study, "subject_id": subject, "path": path,
-                      "ecg_time": str(getattr(row, "ecg_time", "")).strip()})
+      entries.append(
+        {
+          "study_id": study,
+          "subject_id": subject,
+          "path": path,
+          "ecg_time": str(getattr(row, "ecg_time", "")).strip(),
+        }
+      )
 
     if self.builder_config.one_per_patient:
       # Earliest first (unparsable times last, then by path), grouped by subject below.
-      times = pd.to_datetime(pd.Series([e["ecg_time"] for e in entries], dtype=str),
-                             errors="coerce")
+      times = pd.to_datetime(
+        pd.Series([e["ecg_time"] for e in entries], dtype=str), errors="coerce"
+      )
       unknown = times.isna().to_numpy()
       ns = np.where(unknown, 0, times.to_numpy("datetime64[ns]").astype(np.int64))
-      order = sorted(range(len(entries)), key=lambda i: (
-          entries[i]["subject_id"], bool(unknown[i]), int(ns[i]), entries[i]["path"]))
+      order = sorted(
+        range(len(entries)),
+        key=lambda i: (entries[i]["subject_id"], bool(unknown[i]), int(ns[i]), entries[i]["path"]),
+      )
       entries = [entries[i] for i in order]
 
     # Read groups: one record each, or (one_per_patient) a subject's records in time order, of
@@ -200,20 +233,28 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     groups = {"train": [], "validation": []}
     for entry in entries:
       split = groups[patient_split(entry["subject_id"])]
-      if (self.builder_config.one_per_patient and split
-          and split[-1][0]["subject_id"] == entry["subject_id"]):
+      if (
+        self.builder_config.one_per_patient
+        and split
+        and split[-1][0]["subject_id"] == entry["subject_id"]
+      ):
         split[-1].append(entry)
       else:
         split.append([entry])
-    return {split: self._generate_examples(root, rows, metadata, bad_rows, csv_path, split)
-            for split, rows in groups.items() if rows}
+    return {
+      split: self._generate_examples(root, rows, metadata, bad_rows, csv_path, split)
+      for split, rows in groups.items()
+      if rows
+    }
 
   def _generate_examples(self, root, groups, metadata, bad_rows, csv_path, split):
     report = self.report
     missing_nan = np.full(schema.NUM_METADATA, np.nan, np.float32)
-    loaded = imap_ordered(record_loader(windows="first"),
-                          ([root / e["path"] for e in group] for group in groups),
-                          num_workers=self.num_workers)
+    loaded = imap_ordered(
+      record_loader(windows="first"),
+      ([root / e["path"] for e in group] for group in groups),
+      num_workers=self.num_workers,
+    )
     for group, rec in zip(groups, loaded):
       for i, error in rec.errors:
         report.skipped(error.reason, group[i]["study_id"], error.detail)
@@ -231,11 +272,14 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         report.flagged(br.METADATA_MISSING, record_id, f"no row for {key} in {csv_path}")
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, 1, split=split)
-      yield record_id, {
+      yield (
+        record_id,
+        {
           **rec.windows[0].features(),
           "record_id": record_id,
           "patient_id": entry["subject_id"],
           "metadata": missing_nan if meta is None else meta,
           "path": entry["path"],
           "ecg_time": entry["ecg_time"],
-      }
+        },
+      )

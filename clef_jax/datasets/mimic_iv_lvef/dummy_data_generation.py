@@ -63,7 +63,7 @@ def extra_record_mv(k: int) -> np.ndarray:
   """`(5000, 12)` float mV of extra row k: beats at 1.0 Hz (class 0) or 1.6 Hz (class 1)."""
   rng = np.random.default_rng(k)
   t = np.arange(5000) / 500.0
-  beat = np.exp(-((t * (1.6 if k % 2 else 1.0)) % 1.0 - 0.35) ** 2 / 0.0015)
+  beat = np.exp(-(((t * (1.6 if k % 2 else 1.0)) % 1.0 - 0.35) ** 2) / 0.0015)
   return beat[:, None] * rng.uniform(0.3, 1.2, 12) + rng.normal(0, 0.01, (5000, 12))
 
 
@@ -78,9 +78,17 @@ def write_dummy_data(out_dir: str | pathlib.Path, extra: int = 0) -> pathlib.Pat
   for k, (_, path, _, _) in enumerate(more):
     folder = out_dir / path.rsplit("/", 1)[0]
     folder.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(path.rsplit("/", 1)[1], fs=500, units=["mV"] * 12,
-                sig_name=list(mimic.MIMIC_LEADS), p_signal=extra_record_mv(k), fmt=["16"] * 12,
-                adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(folder))
+    wfdb.wrsamp(
+      path.rsplit("/", 1)[1],
+      fs=500,
+      units=["mV"] * 12,
+      sig_name=list(mimic.MIMIC_LEADS),
+      p_signal=extra_record_mv(k),
+      fmt=["16"] * 12,
+      adc_gain=[200.0] * 12,
+      baseline=[0] * 12,
+      write_dir=str(folder),
+    )
   with (out_dir / "LVEF.csv").open("w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(COLUMNS)

@@ -42,8 +42,9 @@ COLUMNS = (
 
 def extra_patients(extra: int) -> tuple[tuple[str, int], ...]:
   """(Patient ID, cause of death) of the `extra` patients (module docstring)."""
-  return tuple((f"P{len(PATIENTS) + 1 + k:04d}", EXTRA_CAUSES[k % len(EXTRA_CAUSES)])
-               for k in range(extra))
+  return tuple(
+    (f"P{len(PATIENTS) + 1 + k:04d}", EXTRA_CAUSES[k % len(EXTRA_CAUSES)]) for k in range(extra)
+  )
 
 
 def extra_holter_mv(k: int, cause: int) -> np.ndarray:

@@ -20,13 +20,40 @@ from clef_jax.data import schema
 
 # (subdir, record, fs, seconds, lead names, dx, age, sex, use_mat)
 RECORDS = (
-    ("georgia", "E00001", 500, 10.0, list(schema.LEAD_ORDER), "164889003,59118001", "63", "Male",
-     True),
-    ("cpsc_2018", "A0001", 500, 25.0, list(schema.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
-    ("incart", "I0001", 257, 12.0, [n.upper() for n in schema.LEAD_ORDER], "426783006", "65", "M",
-     False),
-    ("ptb", "S0001", 1000, 11.0, [n.lower() for n in schema.LEAD_ORDER] + ["vx", "vy", "vz"],
-     "164865005", "81", "female", False),
+  (
+    "georgia",
+    "E00001",
+    500,
+    10.0,
+    list(schema.LEAD_ORDER),
+    "164889003,59118001",
+    "63",
+    "Male",
+    True,
+  ),
+  ("cpsc_2018", "A0001", 500, 25.0, list(schema.LEAD_ORDER), "AF,I-AVB", "NaN", "Female", True),
+  (
+    "incart",
+    "I0001",
+    257,
+    12.0,
+    [n.upper() for n in schema.LEAD_ORDER],
+    "426783006",
+    "65",
+    "M",
+    False,
+  ),
+  (
+    "ptb",
+    "S0001",
+    1000,
+    11.0,
+    [n.lower() for n in schema.LEAD_ORDER] + ["vx", "vy", "vz"],
+    "164865005",
+    "81",
+    "female",
+    False,
+  ),
 )
 
 
@@ -34,16 +61,26 @@ def fake_ecg_mv(n: int, fs: float, n_leads: int, seed: int) -> np.ndarray:
   """`(n, n_leads)` float mV: a 1.2 Hz beat-like waveform plus lead-specific offsets and noise."""
   rng = np.random.default_rng(seed)
   t = np.arange(n) / fs
-  beat = np.exp(-((t * 1.2) % 1.0 - 0.3) ** 2 / 0.001)  # Narrow "R waves" at 72 bpm.
+  beat = np.exp(-(((t * 1.2) % 1.0 - 0.3) ** 2) / 0.001)  # Narrow "R waves" at 72 bpm.
   amp = rng.uniform(-1.5, 1.5, n_leads)
   x = beat[:, None] * amp + 0.05 * np.sin(2 * np.pi * 0.3 * t)[:, None]
   return x + rng.normal(0, 0.01, (n, n_leads)) + rng.uniform(-0.2, 0.2, n_leads)
 
 
-def write_challenge_record(directory: pathlib.Path, name: str, digital: np.ndarray, fs: float,
-                           lead_names: list[str], comments: list[str], *, use_mat: bool,
-                           gain: float = 1000.0, mat_format: str = "16x1+24",
-                           gain_baseline: bool = True, comment_prefix: str = "# "):
+def write_challenge_record(
+  directory: pathlib.Path,
+  name: str,
+  digital: np.ndarray,
+  fs: float,
+  lead_names: list[str],
+  comments: list[str],
+  *,
+  use_mat: bool,
+  gain: float = 1000.0,
+  mat_format: str = "16x1+24",
+  gain_baseline: bool = True,
+  comment_prefix: str = "# ",
+):
   """Writes `name.hea` + `name.mat` (MATLAB v4, `16x1+24`) or `name.dat` (format 16).
 
   Args:
@@ -87,9 +124,15 @@ def write_dummy_data(out_dir: str | pathlib.Path) -> pathlib.Path:
   for seed, (sub, name, fs, seconds, leads, dx, age, sex, use_mat) in enumerate(RECORDS):
     x = fake_ecg_mv(int(seconds * fs), fs, len(leads), seed)
     digital = np.round(x * 1000).astype(np.int16)
-    write_challenge_record(out_dir / sub, name, digital, fs, leads,
-                           [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown"],
-                           use_mat=use_mat)
+    write_challenge_record(
+      out_dir / sub,
+      name,
+      digital,
+      fs,
+      leads,
+      [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown"],
+      use_mat=use_mat,
+    )
   return out_dir
 
 
@@ -97,4 +140,5 @@ if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
 
   from clef_jax import build  # pylint: disable=g-import-not-at-top
+
   sys.exit(build.dummy_data_main(write_dummy_data))

@@ -34,6 +34,7 @@ from clef_jax.data import schema
 from clef_jax.data.dx import dx_abbreviations, dx_table, header_fields
 from clef_jax.data.windows import imap_ordered, record_loader
 
+
 def source_of(record_id: str) -> str:
   """The letter prefix of a Challenge record id (`HR06000` -> `HR`)."""
   m = re.match(r"[A-Za-z]+", record_id)
@@ -59,11 +60,17 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      Config(name="first_window", description="The first 10 s window of each record."),
-      Config(name="all_windows", windows="all",
-             description="Every complete non-overlapping 10 s window of each record."),
-      Config(name="first_window_padded", short_records="pad",
-             description="The first 10 s window; shorter records are padded with 0 mV."),
+    Config(name="first_window", description="The first 10 s window of each record."),
+    Config(
+      name="all_windows",
+      windows="all",
+      description="Every complete non-overlapping 10 s window of each record.",
+    ),
+    Config(
+      name="first_window_padded",
+      short_records="pad",
+      description="The first 10 s window; shorter records are padded with 0 mV.",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "first_window"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -74,17 +81,19 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            dx=tfds.features.Sequence(
-                tfds.features.Scalar(dtype=np.int64), doc="SNOMED CT codes from `# Dx:`."),
-            age=tfds.features.Scalar(dtype=np.float32, doc="Years; NaN if unknown."),
-            sex=tfds.features.Text(doc="'F', 'M' or '' (unknown)."),
-            source=tfds.features.Text(doc="Letter prefix of the record id."),
-            window_index=tfds.features.Scalar(dtype=np.int32, doc="10 s window in the record."),
+      features=schema.record_features(
+        dx=tfds.features.Sequence(
+          tfds.features.Scalar(dtype=np.int64), doc="SNOMED CT codes from `# Dx:`."
         ),
-        metadata=tfds.core.MetadataDict(
-            dx_names={row["snomed_code"]: row["dx_name"] for row in dx_table()}),
-        homepage="https://physionet.org/content/challenge-2021/",
+        age=tfds.features.Scalar(dtype=np.float32, doc="Years; NaN if unknown."),
+        sex=tfds.features.Text(doc="'F', 'M' or '' (unknown)."),
+        source=tfds.features.Text(doc="Letter prefix of the record id."),
+        window_index=tfds.features.Scalar(dtype=np.int32, doc="10 s window in the record."),
+      ),
+      metadata=tfds.core.MetadataDict(
+        dx_names={row["snomed_code"]: row["dx_name"] for row in dx_table()}
+      ),
+      homepage="https://physionet.org/content/challenge-2021/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -105,8 +114,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         seen.add(header.stem)
         headers.append(header)
     load = record_loader(windows=cfg.windows, short_records=cfg.short_records)
-    loaded = imap_ordered(load, ([h.with_suffix("")] for h in headers),
-                          num_workers=self.num_workers)
+    loaded = imap_ordered(
+      load, ([h.with_suffix("")] for h in headers), num_workers=self.num_workers
+    )
     for header, rec in zip(headers, loaded):
       record_id = header.stem
       for _, error in rec.errors:
@@ -120,14 +130,16 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       report.kept(record_id, len(windows), split="train")
 
       common = {
-          "record_id": record_id,
-          "patient_id": record_id,  # The format has no patient ids.
-          "metadata": np.asarray(risk.metadata_from_header(age=age, sex=sex), np.float32),
-          "dx": np.asarray(dx, np.int64),
-          "age": np.float32(age if math.isfinite(age) else np.nan),
-          "sex": sex or "",
-          "source": source_of(record_id),
+        "record_id": record_id,
+        "patient_id": record_id,  # The format has no patient ids.
+        "metadata": np.asarray(risk.metadata_from_header(age=age, sex=sex), np.float32),
+        "dx": np.asarray(dx, np.int64),
+        "age": np.float32(age if math.isfinite(age) else np.nan),
+        "sex": sex or "",
+        "source": source_of(record_id),
       }
       for window in windows:
-        yield f"{record_id}/{window.index}", {
-            **common, **window.features(), "window_index": np.int32(window.index)}
+        yield (
+          f"{record_id}/{window.index}",
+          {**common, **window.features(), "window_index": np.int32(window.index)},
+        )

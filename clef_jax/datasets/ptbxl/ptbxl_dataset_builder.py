@@ -29,9 +29,13 @@ import ast
 import dataclasses
 import math
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+  import pandas
 
 from clef_jax import build_report as br
 from clef_jax.data import schema
@@ -39,27 +43,118 @@ from clef_jax.data.windows import imap_ordered, record_loader
 
 # The classes of PTB-XL 1.0.3's scp_statements.csv, per task, sorted.
 _DIAGNOSTIC = (
-    "1AVB", "2AVB", "3AVB", "ALMI", "AMI", "ANEUR", "ASMI", "CLBBB", "CRBBB", "DIG", "EL", "ILBBB",
-    "ILMI", "IMI", "INJAL", "INJAS", "INJIL", "INJIN", "INJLA", "IPLMI", "IPMI", "IRBBB", "ISCAL",
-    "ISCAN", "ISCAS", "ISCIL", "ISCIN", "ISCLA", "ISC_", "IVCD", "LAFB", "LAO/LAE", "LMI", "LNGQT",
-    "LPFB", "LVH", "NDT", "NORM", "NST_", "PMI", "RAO/RAE", "RVH", "SEHYP", "WPW")
+  "1AVB",
+  "2AVB",
+  "3AVB",
+  "ALMI",
+  "AMI",
+  "ANEUR",
+  "ASMI",
+  "CLBBB",
+  "CRBBB",
+  "DIG",
+  "EL",
+  "ILBBB",
+  "ILMI",
+  "IMI",
+  "INJAL",
+  "INJAS",
+  "INJIL",
+  "INJIN",
+  "INJLA",
+  "IPLMI",
+  "IPMI",
+  "IRBBB",
+  "ISCAL",
+  "ISCAN",
+  "ISCAS",
+  "ISCIL",
+  "ISCIN",
+  "ISCLA",
+  "ISC_",
+  "IVCD",
+  "LAFB",
+  "LAO/LAE",
+  "LMI",
+  "LNGQT",
+  "LPFB",
+  "LVH",
+  "NDT",
+  "NORM",
+  "NST_",
+  "PMI",
+  "RAO/RAE",
+  "RVH",
+  "SEHYP",
+  "WPW",
+)
 _SUBDIAGNOSTIC = (
-    "AMI", "CLBBB", "CRBBB", "ILBBB", "IMI", "IRBBB", "ISCA", "ISCI", "ISC_", "IVCD", "LAFB/LPFB",
-    "LAO/LAE", "LMI", "LVH", "NORM", "NST_", "PMI", "RAO/RAE", "RVH", "SEHYP", "STTC", "WPW",
-    "_AVB")
+  "AMI",
+  "CLBBB",
+  "CRBBB",
+  "ILBBB",
+  "IMI",
+  "IRBBB",
+  "ISCA",
+  "ISCI",
+  "ISC_",
+  "IVCD",
+  "LAFB/LPFB",
+  "LAO/LAE",
+  "LMI",
+  "LVH",
+  "NORM",
+  "NST_",
+  "PMI",
+  "RAO/RAE",
+  "RVH",
+  "SEHYP",
+  "STTC",
+  "WPW",
+  "_AVB",
+)
 _SUPERDIAGNOSTIC = ("CD", "HYP", "MI", "NORM", "STTC")
 _FORM = (
-    "ABQRS", "DIG", "HVOLT", "INVT", "LNGQT", "LOWT", "LPR", "LVOLT", "NDT", "NST_", "NT_", "PAC",
-    "PRC(S)", "PVC", "QWAVE", "STD_", "STE_", "TAB_", "VCLVH")
+  "ABQRS",
+  "DIG",
+  "HVOLT",
+  "INVT",
+  "LNGQT",
+  "LOWT",
+  "LPR",
+  "LVOLT",
+  "NDT",
+  "NST_",
+  "NT_",
+  "PAC",
+  "PRC(S)",
+  "PVC",
+  "QWAVE",
+  "STD_",
+  "STE_",
+  "TAB_",
+  "VCLVH",
+)
 _RHYTHM = (
-    "AFIB", "AFLT", "BIGU", "PACE", "PSVT", "SARRH", "SBRAD", "SR", "STACH", "SVARR", "SVTAC",
-    "TRIGU")
+  "AFIB",
+  "AFLT",
+  "BIGU",
+  "PACE",
+  "PSVT",
+  "SARRH",
+  "SBRAD",
+  "SR",
+  "STACH",
+  "SVARR",
+  "SVTAC",
+  "TRIGU",
+)
 VOCABULARIES: dict[str, tuple[str, ...]] = {
-    "diagnostic": tuple(sorted(_DIAGNOSTIC)),
-    "subdiagnostic": tuple(sorted(_SUBDIAGNOSTIC)),
-    "superdiagnostic": tuple(sorted(_SUPERDIAGNOSTIC)),
-    "form": tuple(sorted(_FORM)),
-    "rhythm": tuple(sorted(_RHYTHM)),
+  "diagnostic": tuple(sorted(_DIAGNOSTIC)),
+  "subdiagnostic": tuple(sorted(_SUBDIAGNOSTIC)),
+  "superdiagnostic": tuple(sorted(_SUPERDIAGNOSTIC)),
+  "form": tuple(sorted(_FORM)),
+  "rhythm": tuple(sorted(_RHYTHM)),
 }
 TASKS = tuple(VOCABULARIES)
 
@@ -68,7 +163,7 @@ _AGE_CODE_OVER_89 = 300
 FOLD_TO_SPLIT = {**{f: "train" for f in range(1, 9)}, 9: "validation", 10: "test"}
 
 
-def statement_labels(scp: "pandas.DataFrame") -> dict[str, dict[str, list[str]]]:
+def statement_labels(scp: pandas.DataFrame) -> dict[str, dict[str, list[str]]]:
   """Per statement code, the task labels it contributes (from `scp_statements.csv`).
 
   Args:
@@ -77,6 +172,7 @@ def statement_labels(scp: "pandas.DataFrame") -> dict[str, dict[str, list[str]]]
   Returns:
     `{code: {task: [labels]}}`; labels outside `VOCABULARIES` are kept (the caller flags them).
   """
+
   def flag(value) -> bool:
     try:
       return float(value) == 1.0
@@ -91,8 +187,10 @@ def statement_labels(scp: "pandas.DataFrame") -> dict[str, dict[str, list[str]]]
     labels = {task: [] for task in TASKS}
     if flag(row.get("diagnostic")):
       labels["diagnostic"].append(code)
-      for task, column in (("subdiagnostic", "diagnostic_subclass"),
-                           ("superdiagnostic", "diagnostic_class")):
+      for task, column in (
+        ("subdiagnostic", "diagnostic_subclass"),
+        ("superdiagnostic", "diagnostic_class"),
+      ):
         if text(row.get(column)):
           labels[task].append(text(row.get(column)))
     if flag(row.get("form")):
@@ -126,8 +224,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release (PTB-XL 1.0.3)."}
   BUILDER_CONFIGS = [
-      Config(name="100hz", sampling_rate=100, description="records100, 1000 samples per record."),
-      Config(name="500hz", sampling_rate=500, description="records500, 5000 samples per record."),
+    Config(name="100hz", sampling_rate=100, description="records100, 1000 samples per record."),
+    Config(name="500hz", sampling_rate=500, description="records500, 5000 samples per record."),
   ]
   DEFAULT_CONFIG_NAME = "100hz"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -138,23 +236,26 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     labels = {
-        task: tfds.features.Tensor(
-            shape=(len(vocab),), dtype=np.uint8,
-            doc=f"Multi-hot over {len(vocab)} {task} classes: {', '.join(vocab)}.")
-        for task, vocab in VOCABULARIES.items()
+      task: tfds.features.Tensor(
+        shape=(len(vocab),),
+        dtype=np.uint8,
+        doc=f"Multi-hot over {len(vocab)} {task} classes: {', '.join(vocab)}.",
+      )
+      for task, vocab in VOCABULARIES.items()
     }
     return self.dataset_info_from_configs(
-        features=schema.record_features(
-            **labels,
-            scp_codes=tfds.features.Sequence(tfds.features.Text(), doc="SCP-ECG statements."),
-            scp_likelihood=tfds.features.Sequence(
-                tfds.features.Scalar(dtype=np.float32), doc="Likelihood (%) of each statement."),
-            age=tfds.features.Scalar(dtype=np.float32, doc="Years as in the CSV (300 = >89)."),
-            sex=tfds.features.Text(doc="'F', 'M' or '' (PTB-XL sex 1 = female, 0 = male)."),
-            strat_fold=tfds.features.Scalar(dtype=np.int32, doc="Stratified fold 1-10."),
+      features=schema.record_features(
+        **labels,
+        scp_codes=tfds.features.Sequence(tfds.features.Text(), doc="SCP-ECG statements."),
+        scp_likelihood=tfds.features.Sequence(
+          tfds.features.Scalar(dtype=np.float32), doc="Likelihood (%) of each statement."
         ),
-        metadata=tfds.core.MetadataDict(vocabularies={k: list(v) for k, v in VOCABULARIES.items()}),
-        homepage="https://physionet.org/content/ptb-xl/1.0.3/",
+        age=tfds.features.Scalar(dtype=np.float32, doc="Years as in the CSV (300 = >89)."),
+        sex=tfds.features.Text(doc="'F', 'M' or '' (PTB-XL sex 1 = female, 0 = male)."),
+        strat_fold=tfds.features.Scalar(dtype=np.int32, doc="Stratified fold 1-10."),
+      ),
+      metadata=tfds.core.MetadataDict(vocabularies={k: list(v) for k, v in VOCABULARIES.items()}),
+      homepage="https://physionet.org/content/ptb-xl/1.0.3/",
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -168,8 +269,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     ids = pd.to_numeric(db["ecg_id"], errors="coerce")
     repeated = ids.notna() & ids.duplicated()
     for _, row in db[repeated].iterrows():
-      self.report.skipped(br.DUPLICATE_RECORD, str(int(row["ecg_id"])),
-                          f"strat_fold={row.get('strat_fold')!r}")
+      self.report.skipped(
+        br.DUPLICATE_RECORD, str(int(row["ecg_id"])), f"strat_fold={row.get('strat_fold')!r}"
+      )
     db = db[~repeated]
     folds = pd.to_numeric(db["strat_fold"], errors="coerce")
     splits = {}
@@ -179,8 +281,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         splits[split] = self._generate_examples(root, rows, statements, split)
     # Rows without a usable fold (or id) belong to no split: report them once, here.
     for _, row in db[~folds.isin(list(FOLD_TO_SPLIT))].iterrows():
-      self.report.skipped(br.INVALID_ENTRY, str(row.get("ecg_id")),
-                          f"strat_fold={row.get('strat_fold')!r}")
+      self.report.skipped(
+        br.INVALID_ENTRY, str(row.get("ecg_id")), f"strat_fold={row.get('strat_fold')!r}"
+      )
     return splits
 
   def _generate_examples(self, root, rows, statements, split):
@@ -236,8 +339,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
 
       age, sex, ok = _age_sex(row.get("age"), row.get("sex"))
       if not ok:
-        report.flagged(br.METADATA_UNPARSABLE, record_id,
-                       f"age={row.get('age')!r} sex={row.get('sex')!r}")
+        report.flagged(
+          br.METADATA_UNPARSABLE, record_id, f"age={row.get('age')!r} sex={row.get('sex')!r}"
+        )
       meta_age = min(age, 90.0) if age >= _AGE_CODE_OVER_89 else age
       try:
         patient_id = str(int(float(row.get("patient_id"))))
@@ -246,7 +350,9 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
         patient_id = f"ecg{record_id}"  # Its own patient: cannot leak across splits.
       report.flagged_all(record_id, rec.flags)
       report.kept(record_id, 1, split=split)
-      yield record_id, {
+      yield (
+        record_id,
+        {
           **rec.windows[0].features(),
           "record_id": record_id,
           "patient_id": patient_id,
@@ -257,7 +363,8 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "age": np.float32(age),
           "sex": sex or "",
           "strat_fold": np.int32(row["strat_fold"]),
-      }
+        },
+      )
 
 
 def _age_sex(age, sex) -> tuple[float, str | None, bool]:

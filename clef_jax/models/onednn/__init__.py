@@ -79,7 +79,8 @@ def _compiler() -> list[str]:
   if not cxx[0] or not shutil.which(cxx[0]):
     raise FileNotFoundError(
       f"no C++ compiler ({cxx[0] or 'g++ or c++'} not found) to build the oneDNN kernels; "
-      "install one or set CXX")
+      "install one or set CXX"
+    )
   return cxx
 
 
@@ -94,8 +95,14 @@ def _build(inc: str, libdir: str) -> str:
   with open(_SOURCE, "rb") as f:
     source = f.read()
   libdnnl = os.path.realpath(glob.glob(os.path.join(libdir, "libdnnl.so*"))[0])
-  parts = [source, jax.ffi.include_dir().encode(), jax.__version__.encode(), inc.encode(),
-           libdnnl.encode(), str(os.path.getmtime(libdnnl)).encode()]
+  parts = [
+    source,
+    jax.ffi.include_dir().encode(),
+    jax.__version__.encode(),
+    inc.encode(),
+    libdnnl.encode(),
+    str(os.path.getmtime(libdnnl)).encode(),
+  ]
   key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
   out_dir = _cache_dir()
   path = os.path.join(out_dir, f"libclef_onednn_{key}.so")
@@ -112,9 +119,24 @@ def _build(inc: str, libdir: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
     os.close(fd)
     # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
-    cmd = [*cxx, "-O2", "-std=c++17", "-shared", "-fPIC", _SOURCE, "-o", tmp,
-           "-I", jax.ffi.include_dir(), "-I", inc, "-L", libdir, "-ldnnl",
-           f"-Wl,--disable-new-dtags,-rpath,{libdir}"]
+    cmd = [
+      *cxx,
+      "-O2",
+      "-std=c++17",
+      "-shared",
+      "-fPIC",
+      _SOURCE,
+      "-o",
+      tmp,
+      "-I",
+      jax.ffi.include_dir(),
+      "-I",
+      inc,
+      "-L",
+      libdir,
+      "-ldnnl",
+      f"-Wl,--disable-new-dtags,-rpath,{libdir}",
+    ]
     try:
       proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
       if proc.returncode != 0:
@@ -196,9 +218,14 @@ def version() -> str | None:
     return None
 
   class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
-                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint),
-                ("gpu_runtime", ctypes.c_uint)]
+    _fields_ = [
+      ("major", ctypes.c_int),
+      ("minor", ctypes.c_int),
+      ("patch", ctypes.c_int),
+      ("hash", ctypes.c_char_p),
+      ("cpu_runtime", ctypes.c_uint),
+      ("gpu_runtime", ctypes.c_uint),
+    ]
 
   libdnnl = ctypes.CDLL(glob.glob(os.path.join(str(_state["libdir"]), "libdnnl.so*"))[0])
   libdnnl.dnnl_version.restype = ctypes.POINTER(_Version)

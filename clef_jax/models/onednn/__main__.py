@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"oneDNN kernels ready: {onednn.library_path()}")
     print(f"oneDNN {onednn.version()}")
     return 0
-  print(f"oneDNN kernels unavailable, conv_impl='onednn' runs 'cpu': {onednn.reason()}",
-        file=sys.stderr)
+  print(
+    f"oneDNN kernels unavailable, conv_impl='onednn' runs 'cpu': {onednn.reason()}", file=sys.stderr
+  )
   return 1
 
 
