@@ -43,15 +43,10 @@ def load_config(spec: str):
   """`configs/medium.py:bf16,batch=256` -> the ConfigDict (`get_config(arg)` of that file)."""
   from clef_jax import configs  # `configs/NAME.py` names the packaged file outside a checkout.
 
-  path, _, arg = configs.resolve(spec).partition(":")
-  p = pathlib.Path(path)
-  if not p.is_file():
-    raise PlanError(f"--config: no such file: {path}")
-  module_spec = importlib.util.spec_from_file_location(f"_plan_config_{p.stem}", p)
-  module = importlib.util.module_from_spec(module_spec)
   try:
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return configs.load(spec)
+  except FileNotFoundError as e:
+    raise PlanError(f"--config: no such file: {e.filename}") from None
   except ValueError as e:
     raise PlanError(f"--config {spec}: {e}") from None
 

@@ -33,6 +33,24 @@ def resolve(spec: str) -> str:
   return spec
 
 
+def load(spec: str):
+  """`path/to/config.py[:OPTIONS]` -> that file's `get_config(OPTIONS)` (as `config_flags` reads it).
+
+  The path goes through `resolve` first. A missing file raises `FileNotFoundError` with the path as
+  its `filename`; a config's own refusal of its options (`ValueError`) propagates.
+  """
+  import importlib.util
+
+  path, _, arg = resolve(spec).partition(":")
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise FileNotFoundError(2, "No config file", path)
+  module_spec = importlib.util.spec_from_file_location(f"_config_{p.stem}", p)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
 def resolve_argv(argv: Sequence[str], flag: str = "config") -> list[str]:
   """`argv` with the value of `--flag=SPEC` / `--flag SPEC` passed through `resolve`."""
   out = list(argv)

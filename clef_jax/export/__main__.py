@@ -18,7 +18,6 @@ position). Use it as `--config.init_from=W` of another run, with `python -m clef
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -29,14 +28,10 @@ def load_config(spec: str):
   """`path/to/config.py[:options]` -> its `get_config(options)` (as `config_flags` does)."""
   from clef_jax import configs
 
-  path, _, arg = configs.resolve(spec).partition(":")
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"No config file {path}.")
-  module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  try:
+    return configs.load(spec)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"No config file {e.filename}.") from None
 
 
 def to_torch(workdir: str, output: str, fmt: str) -> str:
