@@ -370,4 +370,3 @@ class MSFormer(nn.Module):
     if self.num_classes:
       emb = Dense(self.num_classes, dtype=acc, name="dense")(emb)
     return emb, aux
-

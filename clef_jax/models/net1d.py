@@ -240,4 +240,3 @@ class Net1D(nn.Module):
     if self.num_classes:
       emb = Dense(self.num_classes, dtype=emb.dtype, name="dense")(emb)
     return emb, aux
-
