@@ -365,7 +365,7 @@ def test_mimic_all(mimic_root, tmp_path):
   root, make = mimic_root
   import pandas as pd
 
-  from clef_jax import risk
+  from clef_jax.data import metadata as meta_lib
 
   report, sources = _build("mimic_iv_ecg", tmp_path, root, config="all")
   assert set(sources) == {"train", "validation"}
@@ -373,7 +373,7 @@ def test_mimic_all(mimic_root, tmp_path):
   assert {k[0] for k in val} == {"40000004"}
   assert len(train) == 5 and report["records"]["kept"] == 6
   meta_df = pd.read_csv(root / "mimiciv_metadata_with_score2.csv")
-  expected_meta = np.asarray(risk.metadata_from_mimic_frame(meta_df), np.float32)
+  expected_meta = np.asarray(meta_lib.metadata_from_mimic_frame(meta_df), np.float32)
   for (study, _), ex in train.items():
     subject = ex["patient_id"].decode()
     rel = make.record_path(int(subject), int(study))

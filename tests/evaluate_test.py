@@ -18,7 +18,7 @@ import pytest
 from clef_jax import metrics
 from clef_jax.configs import eval as eval_config
 from clef_jax.data import built
-from clef_jax.evaluation import heads, models, protocol, records, scoring, tasks
+from clef_jax.evaluation import heads, models, protocol, records, scoring, task_spec, tasks
 from clef_jax.evaluation import report as report_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -118,10 +118,10 @@ def _records(**fields):
 
 def test_make_targets():
   task = dict(tasks.TASKS["sex"].as_config(), class_names=("female", "male"), codes=False)
-  t = tasks.make_targets(task, _records(sex=["M", "F", None, "M"]), np.zeros(4))
+  t = task_spec.make_targets(task, _records(sex=["M", "F", None, "M"]), np.zeros(4))
   np.testing.assert_array_equal(t.y, [1, 0, -1, 1])
   np.testing.assert_array_equal(t.valid, [True, True, False, True])
-  t = tasks.make_targets(
+  t = task_spec.make_targets(
     tasks.TASKS["age"].as_config(), _records(age=[50.0, np.nan, None]), np.zeros(3)
   )
   np.testing.assert_array_equal(t.valid, [True, False, False])
@@ -129,13 +129,13 @@ def test_make_targets():
   dx = [[1, 2], [1], [2, 3], [], [3, 3], [3]]
   split = np.array([0, 0, 0, 0, 2, 2])
   task = dict(tasks.TASKS["challenge_dx"].as_config(), min_positives=2)
-  t = tasks.make_targets(task, _records(dx=dx), split)
+  t = task_spec.make_targets(task, _records(dx=dx), split)
   assert t.class_names == ["1 (1)", "2 (2)"]  # 3 has one train positive
   np.testing.assert_array_equal(t.valid, [True, True, True, False, True, True])
   np.testing.assert_array_equal(t.y[:, 0], [1, 1, 0, 0, 0, 0])
   # Multi-hot: records with no label of the task are dropped; names from the dataset.
   task = dict(tasks.TASKS["ptbxl_rhythm"].as_config(), codes=False)
-  t = tasks.make_targets(task, _records(rhythm=[[0, 1], [0, 0], [1, 1]]), np.zeros(3))
+  t = task_spec.make_targets(task, _records(rhythm=[[0, 1], [0, 0], [1, 1]]), np.zeros(3))
   assert t.class_names == ["AFIB", "SR"]
   np.testing.assert_array_equal(t.valid, [True, False, True])
 

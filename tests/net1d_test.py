@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clef_jax.models import conv_cpu, create_backbone, net1d
+from clef_jax.models import conv_cpu, create_backbone, layers, net1d
 
 # docs/method.md §A.6 [RUN, float64 in the official PyTorch code].
 A6_OUT8 = [
@@ -279,7 +279,7 @@ def test_head_adds_dense():
 )
 def test_param_counts(size, used, paper):
   # docs/method.md §A.4: "used" = the Flax tree; "paper" adds the never-used BN weight/bias.
-  assert net1d.num_params(_param_shapes(size)) == used
+  assert layers.num_params(_param_shapes(size)) == used
   assert net1d.used_param_count(size) == used
   assert net1d.paper_param_count(size) == paper
 
@@ -315,7 +315,7 @@ def test_custom_variant():
   assert sorted(shapes) == ["stage0_block0", "stage1_block0", "stage1_block1", "stem_conv"]
   # The named sizes' rules: groups = out_ch // groups_width, mid = out_ch * ratio.
   assert shapes["stage1_block1"]["conv2"]["kernel"].shape == (16, 32 // 8, 32)
-  assert net1d.num_params(shapes) == net1d.used_param_count(v)
+  assert layers.num_params(shapes) == net1d.used_param_count(v)
   out, _ = jax.eval_shape(model.apply, {"params": shapes}, x)
   assert out.shape == (2, 64)
   with pytest.raises(ValueError, match="Unknown Net1D size 'tiny'"):

@@ -1,4 +1,4 @@
-"""Tests for clef_jax.risk: every SCORE2 / SCORE2-OP vector of docs/method.md §H.3, and the §D builders."""
+"""Tests for clef_jax.risk: every SCORE2 / SCORE2-OP vector of docs/method.md §H.3, and the §D metadata builders (clef_jax.data.metadata)."""
 
 import io
 import math
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from clef_jax import risk
-from clef_jax.data import schema
+from clef_jax.data import metadata as meta_lib
+from clef_jax.data import parsing, schema
 
 # ------------------------------------------------------------------------------------------------
 # docs/method.md §H.3 vectors.
@@ -258,40 +259,42 @@ MESSY_EXPECTED = np.array(
 
 def test_metadata_order_matches_ecg_fields():
   assert schema.METADATA_FIELDS[9] == "rate_meta" and schema.METADATA_FIELDS[10] == "score2_risk"
-  assert risk.RATE_META_FIELDS == schema.METADATA_FIELDS[:9]
+  assert meta_lib.RATE_META_FIELDS == schema.METADATA_FIELDS[:9]
 
 
 def test_metadata_from_mimic_frame_messy_csv():
   df = pd.read_csv(io.StringIO(MESSY_CSV))
-  got = risk.metadata_from_mimic_frame(df)
+  got = meta_lib.metadata_from_mimic_frame(df)
   assert got.shape == (7, schema.NUM_METADATA) and got.dtype == np.float32
   np.testing.assert_allclose(got, MESSY_EXPECTED, rtol=1e-6, equal_nan=True)
 
 
 def test_metadata_row_equals_frame():
   df = pd.read_csv(io.StringIO(MESSY_CSV))
-  frame = risk.metadata_from_mimic_frame(df)
-  rows = np.stack([risk.metadata_from_mimic_row(r) for _, r in df.iterrows()])
+  frame = meta_lib.metadata_from_mimic_frame(df)
+  rows = np.stack([meta_lib.metadata_from_mimic_row(r) for _, r in df.iterrows()])
   np.testing.assert_array_equal(rows, frame)
   # All-string frame (as `dtype=str` reads it) and plain dicts give the same values.
   df_str = pd.read_csv(io.StringIO(MESSY_CSV), dtype=str, keep_default_na=False)
-  np.testing.assert_array_equal(risk.metadata_from_mimic_frame(df_str), frame)
+  np.testing.assert_array_equal(meta_lib.metadata_from_mimic_frame(df_str), frame)
   dicts = [dict(r) for _, r in df_str.iterrows()]
-  np.testing.assert_array_equal(np.stack([risk.metadata_from_mimic_row(d) for d in dicts]), frame)
+  np.testing.assert_array_equal(
+    np.stack([meta_lib.metadata_from_mimic_row(d) for d in dicts]), frame
+  )
 
 
 def test_metadata_row_edge_cases():
-  empty = risk.metadata_from_mimic_row({})
+  empty = meta_lib.metadata_from_mimic_row({})
   assert empty.shape == (11,) and empty[9] == 0.0 and np.isnan(np.delete(empty, 9)).all()
   row = {"gender": "F", "age_at_ecg": None, "anchor_age": 48, "Blood Pressure": 118}
-  v = risk.metadata_from_mimic_row(row)
+  v = meta_lib.metadata_from_mimic_row(row)
   assert v[0] == 0 and v[1] == 48 and np.isnan(v[3]) and np.isnan(v[4])
   assert v[9] == pytest.approx(2 / 9)
-  assert risk.parse_blood_pressure("120/80 mmHg") == (120.0, 80.0)
-  assert risk.parse_blood_pressure(" 135.5 / 85 ") == (135.5, 85.0)
+  assert parsing.parse_blood_pressure("120/80 mmHg") == (120.0, 80.0)
+  assert parsing.parse_blood_pressure(" 135.5 / 85 ") == (135.5, 85.0)
   for bad in ("", "NaN", "120/", "/80", "high", None, float("nan"), "120/80/60"):
-    assert all(math.isnan(x) for x in risk.parse_blood_pressure(bad)), bad
-  assert math.isnan(risk.parse_number("inf")) and risk.parse_number("90+") == 90.0
+    assert all(math.isnan(x) for x in parsing.parse_blood_pressure(bad)), bad
+  assert math.isnan(parsing.parse_number("inf")) and parsing.parse_number("90+") == 90.0
 
 
 @pytest.mark.parametrize(
@@ -309,7 +312,7 @@ def test_metadata_row_edge_cases():
   ],
 )
 def test_metadata_from_header(age, sex, expected_age, expected_sex):
-  v = risk.metadata_from_header(age=age, sex=sex)
+  v = meta_lib.metadata_from_header(age=age, sex=sex)
   assert v.shape == (11,) and v.dtype == np.float32
   np.testing.assert_equal(v[1], np.float32(expected_age))
   np.testing.assert_equal(v[0], np.float32(expected_sex))

@@ -96,7 +96,7 @@ def rope_tables(
 
 
 def param_count(size: str, in_channels: int = 1, num_classes: int | None = None) -> int:
-  """Trainable parameters (closed form, no allocation); equals `num_params` of an init."""
+  """Trainable parameters (closed form, no allocation); equals `layers.num_params` of an init."""
   v = VARIANTS[size]
   r = v.mlp_ratio
   n = v.patch_size * in_channels * v.widths[0] + v.widths[0]  # patch_embed

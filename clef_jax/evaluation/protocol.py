@@ -21,10 +21,9 @@ import numpy as np
 
 from clef_jax import embed, metrics
 from clef_jax.data import built
-from clef_jax.evaluation import heads, models, paper, scoring
+from clef_jax.evaluation import heads, models, paper, scoring, task_spec
 from clef_jax.evaluation import records as records_lib
 from clef_jax.evaluation import report as report_lib
-from clef_jax.evaluation import tasks as tasks_lib
 
 SPLITS = records_lib.SPLITS
 MODES = ("probe", "finetune")
@@ -107,7 +106,7 @@ def _run_task(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
   """One task on every backbone: `(task report, test predictions)`."""
   train_cfg, boot = config["train"], config["bootstrap"]
-  targets = tasks_lib.make_targets(task, records, split)
+  targets = task_spec.make_targets(task, records, split)
   kind = task["kind"]
   rows = {s: np.flatnonzero((split == i) & targets.valid) for i, s in enumerate(SPLITS)}
   empty = [s for s in SPLITS if not len(rows[s])]
@@ -328,7 +327,7 @@ def paper_summary(
         name=name,
         group=t.get("group", ""),
         kind="regression" if t["kind"] == "regression" else "classification",
-        metric=tasks_lib.PRIMARY_METRIC[t["kind"]],
+        metric=task_spec.PRIMARY_METRIC[t["kind"]],
         n=len(pred["y"]),
         fn=lambda m, w, fns=fns: fns[m](w),
         number=int(t.get("number", 0)),

@@ -47,7 +47,7 @@ patch, channel c).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -65,6 +65,7 @@ from clef_jax.arch.msformer import (  # noqa: F401
   stage_token_counts,
   token_positions,
 )
+from clef_jax.models import layers
 
 Array = jax.Array
 Dtype = Any
@@ -173,18 +174,10 @@ def multi_head_attention(
 default_kernel_init = nn.initializers.truncated_normal(0.02)
 
 
-class Dense(nn.Module):
-  """y = x @ kernel + bias, computed in `dtype` with float32 params."""
-
-  features: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Callable[..., Array] = default_kernel_init
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+# MSFormer's Dense layers: `layers.Dense` with that init and zero biases.
+Dense = functools.partial(
+  layers.Dense, kernel_init=default_kernel_init, bias_init=nn.initializers.zeros
+)
 
 
 class LayerNorm(nn.Module):
@@ -377,7 +370,3 @@ class MSFormer(nn.Module):
     if self.num_classes:
       emb = Dense(self.num_classes, dtype=acc, name="dense")(emb)
     return emb, aux
-
-
-def num_params(params: Any) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

@@ -26,7 +26,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from clef_jax.arch.net1d import (  # noqa: F401
   VARIANTS,
@@ -241,7 +240,3 @@ class Net1D(nn.Module):
     if self.num_classes:
       emb = Dense(self.num_classes, dtype=emb.dtype, name="dense")(emb)
     return emb, aux
-
-
-def num_params(params: Any) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

@@ -101,12 +101,12 @@ def _number(value) -> float:
 
 def participant_metadata(row: dict) -> np.ndarray:
   """The `(11,)` metadata vector: sex, age, height (in), weight (lb) from `participants.tsv`."""
-  from clef_jax import risk  # Lazy.
+  from clef_jax.data import metadata as meta_lib  # Lazy.
 
-  out = risk.metadata_from_header(age=row.get("age"), sex=row.get("gender")).astype(np.float64)
+  out = meta_lib.metadata_from_header(age=row.get("age"), sex=row.get("gender")).astype(np.float64)
   out[schema.METADATA_FIELDS.index("height_in")] = _number(row.get("height"))
   out[schema.METADATA_FIELDS.index("weight_lb")] = _number(row.get("weight"))
-  out[schema.RATE_META_INDEX] = risk.rate_meta(out)
+  out[schema.RATE_META_INDEX] = meta_lib.rate_meta(out)
   return out.astype(np.float32)
 
 

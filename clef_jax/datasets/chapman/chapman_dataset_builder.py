@@ -212,7 +212,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(items, split) for split, items in todo.items() if items}
 
   def _generate_examples(self, items, split):
-    from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
+    from clef_jax.data import metadata as meta_lib  # Lazy.
 
     report = self.report
     load = record_loader(windows="first", short_records="skip")
@@ -232,7 +232,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           **rec.windows[0].features(),
           "record_id": record_id,
           "patient_id": record_id,  # The archive has no patient ids.
-          "metadata": np.asarray(risk.metadata_from_header(age=age, sex=sex), np.float32),
+          "metadata": np.asarray(meta_lib.metadata_from_header(age=age, sex=sex), np.float32),
           "labels": labels,
           "dx": np.asarray(dx, np.int64),
           "diagnose": diagnose,

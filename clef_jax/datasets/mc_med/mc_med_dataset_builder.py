@@ -264,7 +264,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, root: pathlib.Path, items, split: str):
-    from clef_jax import risk  # Lazy.
+    from clef_jax.data import metadata as meta_lib  # Lazy.
 
     report = self.report
     usable = []
@@ -302,7 +302,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "record_id": csn,
           "patient_id": patient,
           "metadata": np.asarray(
-            risk.metadata_from_header(age=row.get("Age"), sex=row.get("Gender")), np.float32
+            meta_lib.metadata_from_header(age=row.get("Age"), sex=row.get("Gender")), np.float32
           ),
           **{k: np.int64(labels[k]) for k in CLASS_TASKS},
           **{k: np.float32(labels[k]) for k in REGRESSION_TASKS},

@@ -10,7 +10,7 @@ record is one example (its first 10 s) with the shared `record_features`:
 
 - `record_id` = `study_id`, `patient_id` = `subject_id`; extra `path` and `ecg_time` (text).
 - `metadata`: the docs/method.md §D 11-vector from the optional metadata CSV (keyed by `path`, official
-  column names incl. `rate_meta` and `score2_risk`) via `clef_jax.risk.metadata_from_mimic_frame`;
+  column names incl. `rate_meta` and `score2_risk`) via `clef_jax.meta_lib.metadata_from_mimic_frame`;
   all NaN for records without a row. The CSV is `--option metadata_csv=PATH`, by default
   `<manual_dir>/mimiciv_metadata_with_score2.csv` when that file exists.
 
@@ -76,19 +76,18 @@ _NUMERIC_COLUMNS = (
 def unparsable_cells(df: pandas.DataFrame) -> dict[int, list[str]]:
   """Row position -> columns whose cell is present but does not parse (those become NaN).
 
-  `risk.metadata_from_mimic_frame` turns such cells into NaN without complaint (one odd row must
+  `metadata.metadata_from_mimic_frame` turns such cells into NaN without complaint (one odd row must
   not stop a build); this finds them so the build report can count them.
   """
-  from clef_jax import risk  # Lazy.
 
   bad = {}
   for column in _NUMERIC_COLUMNS + ("Blood Pressure",):
     if column not in df.columns or df[column].dtype.kind in "fiub":
       continue  # Absent, or numeric throughout: nothing to misparse.
     if column == "Blood Pressure":
-      parse = lambda v: risk.parse_blood_pressure(v)[0]  # noqa: E731
+      parse = lambda v: parsing.parse_blood_pressure(v)[0]  # noqa: E731
     else:
-      parse = risk.parse_number
+      parse = parsing.parse_number
     for i, value in enumerate(df[column].to_numpy()):
       if (
         isinstance(value, str)
@@ -102,13 +101,13 @@ def unparsable_cells(df: pandas.DataFrame) -> dict[int, list[str]]:
 def load_metadata(csv_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
   """Reads the metadata CSV into `{path_key: (11,) float32}` plus `{path_key: what did not parse}`.
 
-  The vectors come from `risk.metadata_from_mimic_frame` (unparsable cells -> NaN); should that
-  raise, rows go one by one through `risk.metadata_from_mimic_row`, and a row that still fails is
+  The vectors come from `metadata.metadata_from_mimic_frame` (unparsable cells -> NaN); should that
+  raise, rows go one by one through `metadata.metadata_from_mimic_row`, and a row that still fails is
   all NaN. The first row of a path wins.
   """
   import pandas as pd  # Lazy.
 
-  from clef_jax import risk  # Lazy.
+  from clef_jax.data import metadata as meta_lib  # Lazy.
 
   df = pd.read_csv(csv_path, low_memory=False)
   if "path" not in df.columns:
@@ -116,12 +115,12 @@ def load_metadata(csv_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
   keys = [path_key(p) if isinstance(p, str) else None for p in df["path"]]
   bad = {keys[i]: "; ".join(cols) for i, cols in unparsable_cells(df).items() if keys[i]}
   try:
-    values = np.asarray(risk.metadata_from_mimic_frame(df), np.float32)
+    values = np.asarray(meta_lib.metadata_from_mimic_frame(df), np.float32)
   except Exception:  # One bad row must not cost every row its metadata.
     values = np.full((len(df), schema.NUM_METADATA), np.nan, np.float32)
     for i, (_, row) in enumerate(df.iterrows()):
       try:
-        values[i] = risk.metadata_from_mimic_row(row)
+        values[i] = meta_lib.metadata_from_mimic_row(row)
       except Exception as e:
         if keys[i]:
           bad[keys[i]] = f"{type(e).__name__}: {e}"

@@ -192,7 +192,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(items, split) for split, items in todo.items() if items}
 
   def _generate_examples(self, items, split):
-    from clef_jax import risk  # Lazy.
+    from clef_jax.data import metadata as meta_lib  # Lazy.
 
     report, cfg = self.report, self.builder_config
     for pid, code, row, path in items:
@@ -214,7 +214,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           "record_id": pid,
           "patient_id": pid,
           "metadata": np.asarray(
-            risk.metadata_from_header(
+            meta_lib.metadata_from_header(
               age=_number(row.get("Age", "")), sex=row.get("Gender (male=1)", "")
             ),
             np.float32,

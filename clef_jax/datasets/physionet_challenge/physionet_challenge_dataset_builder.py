@@ -100,7 +100,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     return {"train": self._generate_examples(pathlib.Path(dl_manager.manual_dir))}
 
   def _generate_examples(self, root: pathlib.Path):
-    from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
+    from clef_jax.data import metadata as meta_lib  # Lazy.
 
     report = self.report
     cfg = self.builder_config
@@ -132,7 +132,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
       common = {
         "record_id": record_id,
         "patient_id": record_id,  # The format has no patient ids.
-        "metadata": np.asarray(risk.metadata_from_header(age=age, sex=sex), np.float32),
+        "metadata": np.asarray(meta_lib.metadata_from_header(age=age, sex=sex), np.float32),
         "dx": np.asarray(dx, np.int64),
         "age": np.float32(age if math.isfinite(age) else np.nan),
         "sex": sex or "",

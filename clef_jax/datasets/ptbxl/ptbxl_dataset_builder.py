@@ -287,7 +287,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
     return splits
 
   def _generate_examples(self, root, rows, statements, split):
-    from clef_jax import risk  # Lazy: keeps the builder importable without the risk module's deps.
+    from clef_jax.data import metadata as meta_lib  # Lazy.
 
     report = self.report
     rate = self.builder_config.sampling_rate
@@ -356,7 +356,7 @@ class Builder(br.ReportingBuilder, tfds.core.GeneratorBasedBuilder):
           **rec.windows[0].features(),
           "record_id": record_id,
           "patient_id": patient_id,
-          "metadata": np.asarray(risk.metadata_from_header(age=meta_age, sex=sex), np.float32),
+          "metadata": np.asarray(meta_lib.metadata_from_header(age=meta_age, sex=sex), np.float32),
           **{task: multi_hot(labels[task], VOCABULARIES[task]) for task in TASKS},
           "scp_codes": list(codes),
           "scp_likelihood": np.asarray(list(codes.values()), np.float32),
