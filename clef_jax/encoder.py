@@ -5,8 +5,8 @@
     result = enc.embed_file("holter.edf", lead="II")         # .vectors, .index, .skipped
 
 Every signal goes through `clef_jax.readers` (files) or `readers.from_array` (arrays), is cut
-into windows (`readers.Windowing`) and each window through `embed.input_contract` (resample to
-500 Hz, interpolate NaN, bandpass, z-score) before the backbone. `python -m clef_jax.embed` is a
+into windows (`readers.Windowing`) and each window through `model_inputs.input_contract`
+(resample to 500 Hz, interpolate NaN, bandpass, z-score) before the backbone. `python -m clef_jax.embed` is a
 thin CLI over `Encoder.embed_inputs`, so the API and the CLI give the same numbers.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from clef_jax import embed as embed_lib
-from clef_jax import readers
+from clef_jax import model_inputs, readers
 
 AGGREGATES = ("none", "mean")
 
@@ -291,7 +291,7 @@ class Encoder:
           if reason is not None:
             reasons[reason] += 1
             continue
-          batch.append(embed_lib.input_contract(x, rec.fs, window=window))
+          batch.append(model_inputs.input_contract(x, rec.fs, window=window))
           spans.append(span)
           kept += 1
           n_windows += 1

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clef_jax import embed
+from clef_jax import embed, model_inputs
 from clef_jax import preprocess as pp
 from clef_jax.data import schema
 
@@ -17,7 +17,7 @@ def test_input_contract_matches_the_pretraining_chain():
     + 0.05 * rng.standard_normal(6000)
   )
   x[100:120] = np.nan
-  out = embed.input_contract(x, 500.0)
+  out = model_inputs.input_contract(x, 500.0)
   assert out.shape == (schema.WINDOW_SAMPLES,) and out.dtype == np.float32
   ref = pp.zscore(pp.bandpass(pp.interpolate_nan(x[None, :5000])[0], 500.0))
   np.testing.assert_allclose(out, ref, atol=1e-5)
@@ -26,7 +26,7 @@ def test_input_contract_matches_the_pretraining_chain():
 
 def test_input_contract_resamples_and_pads():
   x = np.sin(2 * np.pi * 1.0 * np.arange(2000) / 250.0)  # 8 s at 250 Hz
-  out = embed.input_contract(x, 250.0)
+  out = model_inputs.input_contract(x, 250.0)
   assert out.shape == (5000,)
   np.testing.assert_array_equal(out[4000:], 0.0)  # 8 s -> 4000 samples, zero-padded
   assert out[:4000].std() == pytest.approx(1.0, abs=1e-3)
@@ -35,9 +35,13 @@ def test_input_contract_resamples_and_pads():
 def test_npy_input(tmp_path):
   a = np.random.default_rng(0).standard_normal((3, 2600, 12)).astype(np.float32)
   np.save(tmp_path / "x.npy", a)
-  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500, unit="mV")
+  x, ids, errors = model_inputs.read_inputs(
+    tmp_path / "x.npy", lead="II", window=1000, fs=500, unit="mV"
+  )
   assert x.shape == (3, 1000) and ids == ["0", "1", "2"] and not errors
-  np.testing.assert_allclose(x[1], embed.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6)
+  np.testing.assert_allclose(
+    x[1], model_inputs.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6
+  )
 
 
 def test_embed_array_pads_the_last_batch():
@@ -91,7 +95,7 @@ def test_cli_on_real_records(shared_data, tmp_path, fast_compiles):
   headers = sorted(p.stem for p in records.glob("*.hea"))
   assert ids == headers and emb.shape == (len(headers), 256) and np.isfinite(emb).all()
   # One record by path gives the same row (the contract is per record).
-  x, one_ids, _ = embed.read_inputs(records / f"{ids[3]}.hea", lead="I")
+  x, one_ids, _ = model_inputs.read_inputs(records / f"{ids[3]}.hea", lead="I")
   ref = embed.embed_array(embed.make_embed_fn(model), params, x)
   assert one_ids == [ids[3]]
   np.testing.assert_allclose(emb[3], ref[0], rtol=1e-4, atol=1e-5)

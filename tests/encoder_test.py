@@ -10,7 +10,7 @@ import hostile
 import numpy as np
 import pytest
 
-from clef_jax import embed, encoder, readers
+from clef_jax import embed, encoder, model_inputs, readers
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -45,7 +45,7 @@ def _reference(enc, x, fs, starts, window_s=W):
   """Windows cut with numpy slicing, each through the input contract, then the backbone."""
   n = int(np.ceil(window_s * 500 * fs / 500)) + 1
   inputs = [
-    embed.input_contract(x[s : s + n].astype(np.float32), fs, window=int(window_s * 500))
+    model_inputs.input_contract(x[s : s + n].astype(np.float32), fs, window=int(window_s * 500))
     for s in starts
   ]
   return enc.embed_windows(np.stack(inputs))

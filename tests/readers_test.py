@@ -4,7 +4,7 @@ import hostile
 import numpy as np
 import pytest
 
-from clef_jax import embed, readers
+from clef_jax import model_inputs, readers
 from clef_jax.data import wfdb_io
 from clef_jax.readers import core
 
@@ -234,9 +234,13 @@ def test_plain_csv_and_npy(tmp_path):
 def test_npy_input_first_window(tmp_path):
   a = np.random.default_rng(0).standard_normal((3, 2600, 12)).astype(np.float32)
   np.save(tmp_path / "x.npy", a)
-  x, ids, errors = embed.read_inputs(tmp_path / "x.npy", lead="II", window=1000, fs=500, unit="mV")
+  x, ids, errors = model_inputs.read_inputs(
+    tmp_path / "x.npy", lead="II", window=1000, fs=500, unit="mV"
+  )
   assert x.shape == (3, 1000) and ids == ["0", "1", "2"] and not errors
-  np.testing.assert_allclose(x[1], embed.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6)
+  np.testing.assert_allclose(
+    x[1], model_inputs.input_contract(a[1, :, 1], 500.0, window=1000), atol=1e-6
+  )
 
 
 def test_real_records_match_the_builders_reader(shared_data):
@@ -247,10 +251,10 @@ def test_real_records_match_the_builders_reader(shared_data):
     ref = wfdb_io.read_wfdb(hea.with_suffix("")).physical()[:, 0]
     (_, x, _), *_ = readers.iter_windows(r, readers.Windowing())
     np.testing.assert_allclose(
-      embed.input_contract(x, r.fs), embed.input_contract(ref, 500.0), atol=1e-6
+      model_inputs.input_contract(x, r.fs), model_inputs.input_contract(ref, 500.0), atol=1e-6
     )
-    x, _, _ = embed.read_inputs(hea, lead="I")
-    np.testing.assert_allclose(x[0], embed.input_contract(ref, 500.0), atol=1e-6)
+    x, _, _ = model_inputs.read_inputs(hea, lead="I")
+    np.testing.assert_allclose(x[0], model_inputs.input_contract(ref, 500.0), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -367,7 +371,7 @@ def test_evaluate_reads_wfdb_through_the_reader_layer(tmp_path):
   assert (
     len(got.skipped) == 1 and got.skipped[0].startswith("v5: ") and "no lead II" in got.skipped[0]
   )
-  ref = embed.input_contract(
+  ref = model_inputs.input_contract(
     wfdb.rdrecord(str(tmp_path / "holter")).p_signal[:, 0].astype(np.float32), 250.0, window=2500
   )
   np.testing.assert_allclose(got.x[0], ref, atol=1e-6)
@@ -375,5 +379,7 @@ def test_evaluate_reads_wfdb_through_the_reader_layer(tmp_path):
     [wfdb.rdrecord(str(tmp_path / n)).p_signal[:, 0] for n in ("m_1", "m_2")]
   )
   np.testing.assert_allclose(
-    got.x[1], embed.input_contract(stitched.astype(np.float32), 250.0, window=2500), atol=1e-6
+    got.x[1],
+    model_inputs.input_contract(stitched.astype(np.float32), 250.0, window=2500),
+    atol=1e-6,
   )

@@ -2,9 +2,9 @@
 
 A task's records come from a built TFDS dataset (`read_tfds_records`, any dataset with the shared
 `clef_jax.data.schema.record_features` schema) or straight from Challenge-format WFDB records
-(`read_wfdb_records`). Each record gives one or more 10-s windows through the embed input
-contract (`clef_jax.embed.input_contract`); splits are the dataset's published ones or a seeded
-patient-level split (`patient_split`).
+(`read_wfdb_records`). Each record gives one or more 10-s windows through the models' input
+contract (`clef_jax.model_inputs.input_contract`); splits are the dataset's published ones or a
+seeded patient-level split (`patient_split`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from clef_jax import embed, readers
+from clef_jax import model_inputs, readers
 from clef_jax import preprocess as pp
 from clef_jax.data import built, dx, parsing, schema
 from clef_jax.data.signal import resample
@@ -88,7 +88,7 @@ def lead_windows(
   crop_seed: int = 0,
   record_id: str = "",
 ) -> np.ndarray:
-  """One lead in mV -> `(n, window)` model inputs through `embed.input_contract`.
+  """One lead in mV -> `(n, window)` model inputs through `model_inputs.input_contract`.
 
   Args:
     x: `(T,)` signal, NaN = missing.
@@ -102,17 +102,19 @@ def lead_windows(
   if crop not in ("start", "random"):
     raise ValueError(f"crop must be 'start' or 'random'; got {crop!r}.")
   if windows == "first" and crop == "start":
-    return embed.input_contract(x, fs, **contract)[None]
+    return model_inputs.input_contract(x, fs, **contract)[None]
   x500 = resample(np.asarray(x, np.float64), fs, pp.OFFICIAL_FS)
   if windows == "first":
     room = x500.shape[0] - window
     rng = np.random.default_rng([crop_seed, zlib.crc32(record_id.encode())])
     start = int(rng.integers(0, room + 1)) if room > 0 else 0
-    return embed.input_contract(x500[start : start + window], pp.OFFICIAL_FS, **contract)[None]
+    return model_inputs.input_contract(x500[start : start + window], pp.OFFICIAL_FS, **contract)[
+      None
+    ]
   n = max(1, x500.shape[0] // window)
   return np.stack(
     [
-      embed.input_contract(x500[k * window : (k + 1) * window], pp.OFFICIAL_FS, **contract)
+      model_inputs.input_contract(x500[k * window : (k + 1) * window], pp.OFFICIAL_FS, **contract)
       for k in range(n)
     ]
   )
