@@ -12,8 +12,9 @@ One flat function in banner sections, in the manner of big_vision's trainer:
                              checkpoints, SIGTERM, non-finite guard
     Checkpoint+Export+Eval   final checkpoint, PyTorch export, the downstream probe, plots
 
-The pieces it assembles (dataset, augmentation, loss, model, optimiser, export, probe) are in
-`clef_jax.train_setup`, which never reads flags. Failures the user can fix raise `ConfigError`
+The pieces it assembles (dataset, augmentation, loss, model, optimiser) are in
+`clef_jax.train_setup`, and how the run stops and ends (signals, export, probe) in
+`clef_jax.train_end`; neither reads flags. Failures the user can fix raise `ConfigError`
 (one line, no traceback from `main.py`).
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from clef_jax import checkpoint, input_pipeline, monitoring, run_lock, train, weights
+from clef_jax import checkpoint, input_pipeline, monitoring, run_lock, train, train_end, weights
 from clef_jax import sharding as sharding_lib
 from clef_jax import train_setup as setup
 from clef_jax.data import built, schema
@@ -268,7 +269,7 @@ def _train_and_evaluate(
       _log("restore: backbone weights from %s", config.init_from)
     state = init_state(init_rng, backbone)
     if backbone is None and config.evals.probe.enabled:
-      fresh_backbone = setup.gather_to_host(state.params["backbone"])
+      fresh_backbone = train_end.gather_to_host(state.params["backbone"])
     _log(
       "restore: no checkpoint in %s; %s",
       workdir / "checkpoints",
@@ -295,13 +296,13 @@ def _train_and_evaluate(
     every_steps=config.log.every_steps,
     enabled=is_writer,
   )
-  stop = setup.StopSignal()
+  stop = train_end.StopSignal()
   pending = None  # (step, device metrics) not yet read on the host
 
   def record(item):
     """Host-reads one step's metrics, refuses non-finite values, logs them."""
     step, metrics = item
-    host = setup.host_metrics(metrics)
+    host = train_end.host_metrics(metrics)
     bad = [k for k in FINITE_KEYS if k in host and not math.isfinite(host[k])]
     if bad:
       ckpt.wait()  # A save of an earlier, finite state may be in flight.
@@ -355,13 +356,13 @@ def _train_and_evaluate(
   # Checkpoint + Export + Eval (the final checkpoint was written by the loop).
   # ==============================================================================================
   result: dict[str, Any] = {"step": step, "probe": None, "export": None}
-  backbone_host = setup.gather_to_host(state.params["backbone"])
+  backbone_host = train_end.gather_to_host(state.params["backbone"])
   if is_writer and config.ckpt.export_format:
-    result["export"] = setup.export_backbone(backbone_host, workdir, config)
+    result["export"] = train_end.export_backbone(backbone_host, workdir, config)
   if config.evals.probe.enabled and is_writer:
     if fresh_backbone is None:  # Resumed or init_from: recreate the random init.
       fresh_backbone = jax.device_get(jax.jit(init_fn)(init_rng).params["backbone"])
-    result["probe"] = setup.run_probe(
+    result["probe"] = train_end.run_probe(
       model,
       {
         "random init": (f"random init (seed {config.seed})", fresh_backbone),

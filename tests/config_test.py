@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from clef_jax import losses, models, options, train_setup
+from clef_jax import losses, models, options, train_end, train_setup
 
 SWITCHES = {
   "loss.nan_rate_meta": "zero",
@@ -96,12 +96,12 @@ def test_every_switch_arrives_where_it_is_used():
   # Backbone.
   assert models.from_config(config.model).conv_impl == "xla"
   # The end-of-run probe follows the pretraining lead unless its own lead is set.
-  assert train_setup.probe_lead(config) == "II"
+  assert train_end.probe_lead(config) == "II"
   assert (
-    train_setup.probe_lead(parse("--config.input.lead=II", "--config.evals.probe.data.lead=V1"))
+    train_end.probe_lead(parse("--config.input.lead=II", "--config.evals.probe.data.lead=V1"))
     == "V1"
   )
-  assert train_setup.probe_lead(parse()) == "I"  # random views: lead I
+  assert train_end.probe_lead(parse()) == "I"  # random views: lead I
 
 
 def test_defaults_are_the_modules_defaults():
