@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from clef_jax import losses, methods, optim, sharding, train
+from clef_jax import losses, methods, optim, sharding, step_metrics, train
 from clef_jax.models import net1d
 
 B, L = 8, 256  # global batch (subjects) and window length
@@ -375,12 +375,12 @@ def test_masked_spearman_matches_scipy():
   x[:4] = x[4:8]  # more ties
   valid = rng.uniform(size=40) > 0.3
   y[~valid & (np.arange(40) % 2 == 0)] = np.nan  # NaNs only where invalid
-  got = jax.jit(train.masked_spearman)(x, y, valid)
+  got = jax.jit(step_metrics.masked_spearman)(x, y, valid)
   want = scipy.stats.spearmanr(x[valid], y[valid]).statistic
   np.testing.assert_allclose(got, want, rtol=1e-5)
   # Undefined cases give NaN: < 3 valid entries, or a constant side.
-  assert np.isnan(train.masked_spearman(x, y, np.arange(40) < 2))
-  assert np.isnan(train.masked_spearman(np.ones(40, np.float32), y, valid))
+  assert np.isnan(step_metrics.masked_spearman(x, y, np.arange(40) < 2))
+  assert np.isnan(step_metrics.masked_spearman(np.ones(40, np.float32), y, valid))
 
 
 def test_embedding_metrics_match_numpy():
@@ -390,7 +390,7 @@ def test_embedding_metrics_match_numpy():
   z2 = (z1 + 0.5 * rng.standard_normal((b, d))).astype(np.float32)
   risk = rng.uniform(0, 10, b).astype(np.float32)
   risk[0] = np.nan
-  got = jax.jit(train.embedding_metrics)(z1, z2, risk)
+  got = jax.jit(step_metrics.embedding_metrics)(z1, z2, risk)
   u = np.concatenate([z1, z2]) / np.linalg.norm(np.concatenate([z1, z2]), axis=1, keepdims=True)
   s = u @ u.T
   subj = np.arange(2 * b) % b
@@ -404,21 +404,25 @@ def test_embedding_metrics_match_numpy():
     got["risk_spearman"], scipy.stats.spearmanr(sim, rsim).statistic, rtol=1e-5
   )
   assert got["risk_pairs"] == len(pairs)
-  assert set(jax.jit(train.embedding_metrics)(z1, z2)) == {"embedding_std", "pos_cos", "neg_cos"}
+  assert set(jax.jit(step_metrics.embedding_metrics)(z1, z2)) == {
+    "embedding_std",
+    "pos_cos",
+    "neg_cos",
+  }
 
 
 @pytest.mark.parametrize("b, max_pairs", [(7, 5), (8, 21), (8, 28), (9, 100), (64, 300)])
 def test_monitor_pairs_are_distinct_and_fixed(b, max_pairs):
-  i, k = train.monitor_pairs(b, max_pairs)
+  i, k = step_metrics.monitor_pairs(b, max_pairs)
   assert len(i) == min(max_pairs, b * (b - 1) // 2)
   pairs = {frozenset(p) for p in zip(i.tolist(), k.tolist())}
   assert len(pairs) == len(i) and all(len(p) == 2 for p in pairs)  # no repeats, no i == k
-  np.testing.assert_array_equal(train.monitor_pairs(b, max_pairs)[1], k)
+  np.testing.assert_array_equal(step_metrics.monitor_pairs(b, max_pairs)[1], k)
   # Every subject enters about equally often.
   counts = np.bincount(np.concatenate([i, k]), minlength=b)
   assert counts.max() - counts.min() <= 2
   # Enough pairs: all of them, in the upper-triangle order of the full statistic.
-  full = train.monitor_pairs(b, b * b)
+  full = step_metrics.monitor_pairs(b, b * b)
   np.testing.assert_array_equal(np.stack(full), np.stack(np.triu_indices(b, k=1)))
 
 
@@ -430,10 +434,10 @@ def test_sampled_risk_spearman_matches_scipy_on_its_pairs():
   risk = rng.uniform(0, 10, b).astype(np.float32)
   risk[::7] = np.nan
   risk[1::9] = np.round(risk[1::9])
-  got = jax.jit(lambda *a: train.embedding_metrics(*a, risk_pairs=max_pairs))(z1, z2, risk)
+  got = jax.jit(lambda *a: step_metrics.embedding_metrics(*a, risk_pairs=max_pairs))(z1, z2, risk)
   u = np.concatenate([z1, z2]) / np.linalg.norm(np.concatenate([z1, z2]), axis=1, keepdims=True)
   s = u @ u.T
-  i, k = train.monitor_pairs(b, max_pairs)
+  i, k = step_metrics.monitor_pairs(b, max_pairs)
   keep = np.isfinite(risk[i]) & np.isfinite(risk[k])
   i, k = i[keep], k[keep]
   sim = (s[i, k] + s[i, k + b] + s[i + b, k] + s[i + b, k + b]) / 4
@@ -447,12 +451,12 @@ def test_sampled_risk_spearman_matches_scipy_on_its_pairs():
   # The step's default is a config field.
   from clef_jax.configs import small
 
-  assert small.get_config().log.risk_spearman_pairs == train.RISK_SPEARMAN_PAIRS
+  assert small.get_config().log.risk_spearman_pairs == step_metrics.RISK_SPEARMAN_PAIRS
 
 
 def test_collapsed_embeddings_have_zero_std():
   z = jnp.ones((4, 8))
-  m = train.embedding_metrics(z, z)
+  m = step_metrics.embedding_metrics(z, z)
   assert float(m["embedding_std"]) < 1e-6
   np.testing.assert_allclose(m["pos_cos"], 1.0, rtol=1e-6)
   np.testing.assert_allclose(losses.info_nce(jnp.concatenate([z, z])), np.log(7.0), rtol=1e-5)
