@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from clef_jax.bench import device, quiet
+from clef_jax.bench import device, device_report, quiet
 
 
 def _loads(monkeypatch, *values):
@@ -58,6 +58,13 @@ def test_device_check_runs_the_trainer_step_on_cpu(tmp_path, monkeypatch, capsys
     r = row[mode]
     assert r["steps"] == 3 and r["seconds"] > 0
     np.testing.assert_allclose(r["signals_per_s"], 16 * 3 / r["seconds"])
+  for mode in ("resident", "fed"):  # The host's time per step, split three ways.
+    ms = row[mode]["ms_per_step"]
+    assert set(ms) == {"wait", "dispatch", "sync"} and min(ms.values()) >= 0
+    total = 1e3 * row[mode]["seconds"] / row[mode]["steps"]
+    assert 0.5 * total <= sum(ms.values()) <= total * (1 + 1e-6)
+  # A device-resident batch is an itertools.repeat: no time waiting for it.
+  assert row["resident"]["ms_per_step"]["wait"] < row["fed"]["ms_per_step"]["wait"]
   assert 0.0 <= row["input_share"] < 1.0
   np.testing.assert_allclose(
     row["input_share"], max(0.0, 1 - row["fed"]["steps_per_s"] / row["resident"]["steps_per_s"])
@@ -68,7 +75,7 @@ def test_device_check_runs_the_trainer_step_on_cpu(tmp_path, monkeypatch, capsys
     row["mfu"]["resident"],
     row["flops_per_step_per_device"] * row["resident"]["steps_per_s"] / 0.5e12,
   )
-  assert "| tiny " in printed and "MFU fed" in printed
+  assert "| tiny " in printed and "MFU fed" in printed and "wait for batch ms" in printed
   # Quiet at the start (0.2 <= 0.5), whatever the load at the end.
   assert results["load"]["quiet"] and results["load"]["load_start"] == [0.2, 0.3, 0.4]
   assert results["load"]["load_end"] == [1.5, 0.9, 0.5]
@@ -102,7 +109,7 @@ def test_device_check_refuses_bad_arguments(capsys):
   ],
 )
 def test_gpu_peak_table(kind, peak):
-  found = device.gpu_peak(kind)
+  found = device_report.gpu_peak(kind)
   assert (found and found[0]) == peak
 
 

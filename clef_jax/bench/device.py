@@ -19,8 +19,13 @@ the step exactly as `python -m clef_jax.main` does: the size's config with `bf16
 * **pipeline alone**: signals/s of a fresh iterator without any step (its start-up buffers
   drained first, as are the fed iterator's before its timed steps).
 * **input share**: `1 - fed / resident`, the fraction of a fed step spent waiting for input.
+* **host ms/step** (resident and fed): where the host spends a step: waiting for the next batch
+  (the pipeline and its host-to-device copy), dispatching the compiled step, and blocked reading
+  the previous step's metrics (the device's time shows up there). A fed step slower than its
+  resident twin with the time in `wait` is input-bound; with the time in `dispatch` or `sync`
+  the batches' transfer or placement slows the device.
 * **MFU**: XLA's flop count of the compiled step (per device) x steps/s / the device's peak dense
-  bf16 FLOP/s (`GPU_PEAKS`, or `--peak_tflops`). CPUs have no entry: MFU is left out there.
+  bf16 FLOP/s (`device_report.GPU_PEAKS`, or `--peak_tflops`). CPUs have no entry: MFU is left out there.
   On NVIDIA GPUs XLA's count leaves out the convolutions it hands to cuDNN (custom calls), so
   GFLOP/step and MFU there are lower bounds; `python -m clef_jax.plan` gives the full count.
 
@@ -45,24 +50,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from clef_jax import cli
+from clef_jax.bench import device_report as report
 
-# Dense (no 2:4 sparsity) bf16 tensor-core peak per GPU, TFLOP/s, matched against
-# `device_kind` in this order (first substring match wins, so "H100 PCIe" precedes "H100").
-# NVIDIA's datasheets quote the sparse figure ("with sparsity"); dense is half of it.
-GPU_PEAKS: tuple[tuple[str, float, str], ...] = (
-  ("H200 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h200/ (1,671 sparse)"),
-  ("H200", 989.5, "https://www.nvidia.com/en-us/data-center/h200/ (SXM, 1,979 sparse)"),
-  ("H100 PCIe", 756.0, "https://www.nvidia.com/en-us/data-center/h100/ (1,513 sparse)"),
-  ("H100 NVL", 835.5, "https://www.nvidia.com/en-us/data-center/h100/ (1,671 sparse)"),
-  ("H100", 989.5, "https://www.nvidia.com/en-us/data-center/h100/ (SXM, 1,979 sparse)"),
-  ("GH200", 989.5, "https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/"),
-  ("B200", 2250.0, "https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, 4.5 PF sparse)"),
-  ("A100", 312.0, "https://www.nvidia.com/en-us/data-center/a100/ (624 sparse)"),
-  ("L40S", 362.05, "https://www.nvidia.com/en-us/data-center/l40s/ (733 sparse)"),
-  ("L40", 181.05, "https://www.nvidia.com/en-us/data-center/l40/ (362.1 sparse)"),
-  ("L4", 121.0, "https://www.nvidia.com/en-us/data-center/l4/ (242 sparse)"),
-  ("A10", 125.0, "https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (250 sparse)"),
-)
 # Samples per second of the archive the pipeline reads (the model's 10-s windows are 5000).
 ARCHIVE_FS = 500.0
 # Per size: the default batch in pairs (2B signals per step), sized for one 80+ GB GPU.
@@ -77,14 +66,6 @@ def tiny_variant():
   return net1d.Net1DVariant(
     base_filters=8, ratio=1.0, filter_list=(8, 16), m_blocks_list=(1, 1), groups_width=4
   )
-
-
-def gpu_peak(device_kind: str) -> tuple[float, str] | None:
-  """(dense bf16 TFLOP/s, source) of a device kind, or None when the table has no entry."""
-  for key, tflops, source in GPU_PEAKS:
-    if key.lower() in device_kind.lower():
-      return tflops, source
-  return None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -185,20 +166,41 @@ def make_config(
   return config
 
 
-def _timed(step, state, batches: Iterator[dict], rng, steps: int) -> tuple[Any, float, float]:
-  """Runs `steps` steps like the trainer's loop (host reads each step's metrics one step late);
-  returns (state, seconds, last loss)."""
+def _timed(step, state, batches: Iterator[dict], rng, steps: int) -> tuple[Any, dict[str, float]]:
+  """Runs `steps` steps like the trainer's loop (host reads each step's metrics one step late).
+
+  Returns `(state, timing)`: `seconds` in all, and where the host spent them: `wait_s` in
+  `next(batches)` (the input pipeline, host-to-device copy included), `dispatch_s` in the step
+  call (tracing-free dispatch of the compiled step), `sync_s` reading the previous step's metrics
+  (the host blocked on the device), plus the last `loss`.
+  """
   import jax
 
   pending = None
+  wait = dispatch = sync = 0.0
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, next(batches), rng)
+    t0 = time.perf_counter()
+    batch = next(batches)
+    t1 = time.perf_counter()
+    state, metrics = step(state, batch, rng)
+    t2 = time.perf_counter()
     if pending is not None:
       jax.device_get(pending)
+    t3 = time.perf_counter()
+    wait, dispatch, sync = wait + t1 - t0, dispatch + t2 - t1, sync + t3 - t2
     pending = metrics
+  t0 = time.perf_counter()
   last = jax.device_get(pending)
-  return state, time.perf_counter() - start, float(last["loss"])
+  end = time.perf_counter()
+  timing = dict(seconds=end - start, wait_s=wait, dispatch_s=dispatch, sync_s=sync + end - t0)
+  return state, dict(timing, loss=float(last["loss"]))
+
+
+def _with_breakdown(rates: dict[str, Any], timing: dict[str, float], steps: int) -> dict:
+  """`rates` plus the per-step milliseconds of `_timed`'s breakdown (`ms_per_step`)."""
+  keys = ("wait", "dispatch", "sync")
+  return dict(rates, ms_per_step={k: 1e3 * timing[f"{k}_s"] / steps for k in keys})
 
 
 def _buffered(args: argparse.Namespace) -> int:
@@ -268,13 +270,14 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
 
   same = itertools.repeat(resident)
   fed = ({k: b[k] for k in STEP_KEYS} for b in it)
-  state, _, _ = _timed(compiled, state, same, step_rng, args.warmup)
-  state, resident_s, _ = _timed(compiled, state, same, step_rng, args.steps)
+  state, _ = _timed(compiled, state, same, step_rng, args.warmup)
+  state, resident_t = _timed(compiled, state, same, step_rng, args.steps)
   # While the step compiled and ran on the resident batch, the workers filled their buffers:
   # drain them first, or the fed steps would be timed on batches made before the clock started.
   _drain(it, _buffered(args))
-  state, _, _ = _timed(compiled, state, fed, step_rng, args.warmup)
-  state, fed_s, loss = _timed(compiled, state, fed, step_rng, args.steps)
+  state, _ = _timed(compiled, state, fed, step_rng, args.warmup)
+  state, fed_t = _timed(compiled, state, fed, step_rng, args.steps)
+  loss = fed_t["loss"]
   getattr(it, "close", lambda: None)()  # Stops grain's worker processes.
   # The pipeline alone, on a fresh iterator (same seed and workers), its start-up buffers drained.
   alone = setup.make_train_iterator(config, source, mesh)
@@ -296,9 +299,11 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     "compile_s": compile_s,
     "flops_per_step_per_device": flops,
     "memory": memory,
-    "resident": _rates(resident_s, args.steps, signals),
-    "fed": _rates(fed_s, args.steps, signals),
-    "pipeline_alone": _rates(pipeline_s, args.steps, signals),
+    "resident": _with_breakdown(
+      report.rates(resident_t["seconds"], args.steps, signals), resident_t, args.steps
+    ),
+    "fed": _with_breakdown(report.rates(fed_t["seconds"], args.steps, signals), fed_t, args.steps),
+    "pipeline_alone": report.rates(pipeline_s, args.steps, signals),
     "final_loss": loss,
     "loss_finite": math.isfinite(loss),
   }
@@ -307,15 +312,6 @@ def measure(size: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
   if "peak_bytes_in_use" in stats:
     row["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
   return row
-
-
-def _rates(seconds: float, steps: int, signals: int) -> dict[str, float]:
-  return {
-    "seconds": seconds,
-    "steps": steps,
-    "steps_per_s": steps / seconds,
-    "signals_per_s": steps * signals / seconds,
-  }
 
 
 def _cost(compiled, key: str) -> float | None:
@@ -337,56 +333,6 @@ def _memory(compiled) -> dict[str, int] | None:
   return {k: int(getattr(m, f"{k}_size_in_bytes", 0)) for k in ("argument", "output", "temp")}
 
 
-def add_mfu(row: dict[str, Any], peak_tflops: float | None) -> None:
-  """Adds `mfu` (resident and fed) to a row, when both the flop count and the peak are known."""
-  flops = row["flops_per_step_per_device"]
-  if not (flops and peak_tflops):
-    return
-  row["mfu"] = {
-    mode: flops * row[mode]["steps_per_s"] / (peak_tflops * 1e12) for mode in ("resident", "fed")
-  }
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-  head = (
-    "size",
-    "batch (pairs)",
-    "compile s",
-    "resident steps/s",
-    "resident sig/s",
-    "fed steps/s",
-    "fed sig/s",
-    "pipeline alone sig/s",
-    "input share",
-    "GFLOP/step",
-    "MFU resident",
-    "MFU fed",
-  )
-  lines = [head]
-  for r in rows:
-    mfu = r.get("mfu")
-    lines.append(
-      (
-        r["size"],
-        str(r["batch_pairs"]),
-        f"{r['compile_s']:.1f}",
-        f"{r['resident']['steps_per_s']:.2f}",
-        f"{r['resident']['signals_per_s']:.0f}",
-        f"{r['fed']['steps_per_s']:.2f}",
-        f"{r['fed']['signals_per_s']:.0f}",
-        f"{r['pipeline_alone']['signals_per_s']:.0f}",
-        f"{100 * r['input_share']:.0f} %",
-        f"{r['flops_per_step_per_device'] / 1e9:.3g}" if r["flops_per_step_per_device"] else "-",
-        f"{100 * mfu['resident']:.1f} %" if mfu else "-",
-        f"{100 * mfu['fed']:.1f} %" if mfu else "-",
-      )
-    )
-  widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-  out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
-  out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-  return "\n".join(out)
-
-
 def run(argv: list[str] | None = None) -> dict[str, Any]:
   """CLI entry (`python -m clef_jax.bench device`); prints the table, returns the results."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -400,7 +346,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
   import jax
 
   dev = jax.devices()[0]
-  peak = (args.peak_tflops, "--peak_tflops") if args.peak_tflops else gpu_peak(dev.device_kind)
+  peak = (
+    (args.peak_tflops, "--peak_tflops") if args.peak_tflops else report.gpu_peak(dev.device_kind)
+  )
   if dev.platform == "cpu" and not args.peak_tflops:
     peak = None
   env = {
@@ -426,7 +374,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       flush=True,
     )
     row = measure(size, batch, args)
-    add_mfu(row, peak[0] if peak else None)
+    report.add_mfu(row, peak[0] if peak else None)
     rows.append(row)
     print(
       f"{size}: compiled in {row['compile_s']:.1f} s; resident "
@@ -439,7 +387,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     "env": env,
     "rows": rows,
   }
-  print(format_table(rows))
+  print(report.format_table(rows))
+  print(report.format_breakdown(rows))
   print(
     f"signals/s count both views of every pair (2B per step); {args.steps} timed steps per "
     f"mode after {args.warmup} warm-up steps; input share = 1 - fed / resident steps/s."

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from clef_jax import cli
-from clef_jax.bench import quiet
+from clef_jax.bench import quiet, tables, twin
 
 # Default AdamW hyper-parameters of the CLEF pretraining recipe (docs/method.md §E.1).
 LEARNING_RATE = 1e-4
@@ -214,87 +214,6 @@ def build_jax(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch side.
-# ---------------------------------------------------------------------------------------------
-
-
-def torch_info_nce(z, temperature: float = TEMPERATURE):
-  """Plain InfoNCE (NT-Xent), the twin of `clef_jax.losses.info_nce`: z is (2B, D), mean."""
-  import torch
-  import torch.nn.functional as F
-
-  n = z.shape[0]
-  u = F.normalize(z, dim=-1)
-  logits = (u @ u.T) / temperature
-  logits = logits.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))  # Drop self.
-  targets = (torch.arange(n) + n // 2) % n  # Partner row.
-  return F.cross_entropy(logits, targets)
-
-
-def build_torch(args: argparse.Namespace, jax_params: Any) -> dict[str, Any]:
-  """The PyTorch twin with the JAX model's weights, and the two step closures."""
-  import torch
-
-  from clef_jax import export
-
-  torch.set_num_threads(args.threads)
-  if args.backbone == "net1d":
-    net = export.TorchNet1D(args.size, in_channels=args.in_channels)
-    state = export.to_torch_state_dict(jax_params, size=args.size, in_channels=args.in_channels)
-  else:
-    net = export.TorchMSFormer(args.size, in_channels=args.in_channels)
-    state = export.msformer_to_torch_state_dict(
-      jax_params, size=args.size, in_channels=args.in_channels
-    )
-  net.load_state_dict(state, strict=True)
-  out = {"net": net}
-  rng = np.random.default_rng(args.seed)
-  if "infer" in args.modes:
-    x = torch.from_numpy(
-      rng.standard_normal((args.batch, args.in_channels, args.length), np.float32)
-    )
-
-    def run_infer():
-      with torch.inference_mode():
-        net(x)
-
-    out["infer"] = run_infer
-  if "train" in args.modes:
-    train_net = type(net)(args.size, in_channels=args.in_channels)
-    train_net.load_state_dict(state, strict=True)
-    opt = torch.optim.AdamW(train_net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    x2 = torch.from_numpy(
-      rng.standard_normal((2 * args.batch, args.in_channels, args.length), np.float32)
-    )
-
-    def run_train():
-      opt.zero_grad(set_to_none=True)
-      loss = torch_info_nce(train_net(x2))
-      loss.backward()
-      opt.step()
-      return float(loss.detach())
-
-    out["train"] = run_train
-  return out
-
-
-def parity(args: argparse.Namespace, jax_side: dict[str, Any], torch_side: dict[str, Any]) -> float:
-  """Max |JAX - torch| of the embeddings of 2 random signals (same weights): a sanity check."""
-  import jax.numpy as jnp
-  import torch
-
-  x = (
-    np.random.default_rng(args.seed + 1)
-    .standard_normal((2, args.length, args.in_channels))
-    .astype(np.float32)
-  )
-  zj = np.asarray(jax_side["model"].apply({"params": jax_side["params"]}, jnp.asarray(x))[0])
-  with torch.inference_mode():
-    zt = torch_side["net"](torch.from_numpy(x.transpose(0, 2, 1).copy())).numpy()
-  return float(np.max(np.abs(zj.astype(np.float32) - zt)))
-
-
-# ---------------------------------------------------------------------------------------------
 # Timing and report.
 # ---------------------------------------------------------------------------------------------
 
@@ -352,10 +271,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"{t['median_step_s']:.3f} [{t['min_step_s']:.3f}-{t['max_step_s']:.3f}]" if t else "-",
       )
     )
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  return "\n".join(lines)
+  return tables.text_table(rows)
 
 
 def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> str:
@@ -384,10 +300,7 @@ def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> 
         f"{v['forward_gflop_per_signal']:.3f}",
       )
     )
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  return "\n".join(lines)
+  return tables.text_table(rows)
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -425,8 +338,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     env["torch"] = torch.__version__
     env["torch_threads"] = torch.get_num_threads()
-    torch_side = build_torch(args, jax_side["params"])
-    env["parity_max_abs_diff"] = parity(args, jax_side, torch_side)
+    torch_side = twin.build_torch(
+      args,
+      jax_side["params"],
+      learning_rate=LEARNING_RATE,
+      weight_decay=WEIGHT_DECAY,
+      temperature=TEMPERATURE,
+    )
+    env["parity_max_abs_diff"] = twin.parity(args, jax_side, torch_side)
 
   results: dict[str, Any] = {
     "config": {k: v for k, v in vars(args).items() if k != "json"},
