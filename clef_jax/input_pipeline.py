@@ -39,6 +39,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from clef_jax import noise as noise_lib
 from clef_jax import preprocess as pp
 from clef_jax.data import schema
 
@@ -51,7 +52,7 @@ class AugmentConfig:
     p_same_lead: probability that view 2 is forced onto view 1's lead.
     bandpass: apply the 0.67-40 Hz Butterworth filtfilt.
     noise: apply the five-way noise choice (identity/motion/electrode/baseline/mixture).
-    noise_mat: path of `DATA_noises_real.mat`; None uses `preprocess.parametric_noise_bank`.
+    noise_mat: path of `DATA_noises_real.mat`; None uses `clef_jax.noise.parametric_noise_bank`.
     noise_rms: std (mV) the noise window is rescaled to.
     p_zero_mask: probability of zeroing a span of each view.
     mask_span: range of the masked fraction of the view.
@@ -65,7 +66,7 @@ class AugmentConfig:
   bandpass: bool = True
   noise: bool = True
   noise_mat: str | None = None
-  noise_rms: float = pp.NOISE_RMS
+  noise_rms: float = noise_lib.NOISE_RMS
   p_zero_mask: float = 0.2
   mask_span: tuple[float, float] = (0.1, 0.3)
   zscore: bool = True
@@ -73,14 +74,14 @@ class AugmentConfig:
   target_fs: float = pp.OFFICIAL_FS
 
 
-_NOISE_BANKS: dict[str | None, pp.NoiseBank] = {}
+_NOISE_BANKS: dict[str | None, noise_lib.NoiseBank] = {}
 
 
-def noise_bank(noise_mat: str | None) -> pp.NoiseBank:
+def noise_bank(noise_mat: str | None) -> noise_lib.NoiseBank:
   """Process-local cache of the noise bank (loaded lazily in each grain worker, never pickled)."""
   if noise_mat not in _NOISE_BANKS:
     _NOISE_BANKS[noise_mat] = (
-      pp.load_noise_mat(noise_mat) if noise_mat else pp.parametric_noise_bank()
+      noise_lib.load_noise_mat(noise_mat) if noise_mat else noise_lib.parametric_noise_bank()
     )
   return _NOISE_BANKS[noise_mat]
 
@@ -134,8 +135,8 @@ class TwoViews(grain.transforms.RandomMap):
     bank = noise_bank(aug.noise_mat) if aug.noise else None
     for v, (lead, noise_lead) in enumerate([(lead1, lead1), (lead2, drawn2)]):
       if bank is not None:
-        kind, start = pp.draw_noise(rng, bank, valid)
-        row = pp.noise_row(noise_lead if aug.faithful else lead, faithful=aug.faithful)
+        kind, start = noise_lib.draw_noise(rng, bank, valid)
+        row = noise_lib.noise_row(noise_lead if aug.faithful else lead, faithful=aug.faithful)
         draws[v, :3] = kind, row, start
       draws[v, 3:] = pp.draw_zero_mask(rng, valid, aug.p_zero_mask, aug.mask_span)
     metadata = record["metadata"]
@@ -192,11 +193,11 @@ class AugmentBatch(grain.transforms.Map):
       kinds, rows, starts = (batch[k].reshape(-1) for k in ("kind", "row", "start"))
       bank = noise_bank(aug.noise_mat)
       if (valid == length).all():
-        flat += pp.noise_windows(bank, kinds, rows, starts, length, aug.noise_rms)
+        flat += noise_lib.noise_windows(bank, kinds, rows, starts, length, aug.noise_rms)
       else:
         for r in np.flatnonzero(valid2 > 0):
           n = int(valid2[r])
-          flat[r, :n] += pp.noise_windows(
+          flat[r, :n] += noise_lib.noise_windows(
             bank, kinds[r : r + 1], rows[r : r + 1], starts[r : r + 1], n, aug.noise_rms
           )[0]
     for r in np.flatnonzero(batch["mask_len"].reshape(-1)):  # ~20 % of the views

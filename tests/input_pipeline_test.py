@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clef_jax import build, synthetic
+from clef_jax import build, noise, synthetic
 from clef_jax import input_pipeline as ip
 from clef_jax.data import schema
 
@@ -126,7 +126,7 @@ def test_views_follow_the_official_chain(records):
   for v in range(2):
     lead = drawn["leads"][v]
     y = pp.bandpass(pp.interpolate_nan(x[:WINDOW, lead]), 500)
-    y = y + pp.noise_window(bank, drawn["kind"][v], drawn["row"][v], drawn["start"][v], WINDOW)
+    y = y + noise.noise_window(bank, drawn["kind"][v], drawn["row"][v], drawn["start"][v], WINDOW)
     s, n = drawn["mask_start"][v], drawn["mask_len"][v]
     y[s : s + n] = 0.0
     np.testing.assert_allclose(out["views"][0, v], pp.zscore(y), atol=2e-5)

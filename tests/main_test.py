@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from clef_jax import monitoring
+from clef_jax import monitoring, noise
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -222,11 +222,7 @@ def _nan_noise_file(path):
   """A noise bank (DATA_noises_real.mat layout) full of NaN: every noised view becomes NaN."""
   import scipy.io
 
-  from clef_jax import preprocess
-
-  scipy.io.savemat(
-    path, {k: np.full((preprocess.NOISE_ROWS, 3000), np.nan) for k in preprocess.NOISE_KEYS}
-  )
+  scipy.io.savemat(path, {k: np.full((noise.NOISE_ROWS, 3000), np.nan) for k in noise.NOISE_KEYS})
   return path
 
 

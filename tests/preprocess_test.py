@@ -1,10 +1,12 @@
-"""Tests for `clef_jax.preprocess`: each §D op, and the noise step against the official logic."""
+"""Tests for `clef_jax.preprocess` and `clef_jax.noise`: each §D op, and the noise step against the
+official logic."""
 
 import numpy as np
 import pytest
 import scipy.io
 import scipy.signal
 
+from clef_jax import noise
 from clef_jax import preprocess as pp
 from clef_jax.data import schema
 
@@ -19,7 +21,7 @@ def _official_add_noise(x, ch_name, noise_mat, kind, start, noise_rms=0.1):
   """
   if kind == 0:  # identity
     return x.copy()
-  data = noise_mat[pp.NOISE_KEYS[kind - 1]]
+  data = noise_mat[noise.NOISE_KEYS[kind - 1]]
   length, t_noise = x.shape[-1], data.shape[1]
   if length < t_noise:
     window = data[:, start : start + length]  # a view: the rescaling below mutates `data`
@@ -54,8 +56,8 @@ def _official_add_noise(x, ch_name, noise_mat, kind, start, noise_rms=0.1):
 def fake_mat(tmp_path):
   rng = np.random.default_rng(7)
   arrays = {
-    key: rng.normal(size=(pp.NOISE_ROWS, 900)) * (1 + np.arange(pp.NOISE_ROWS))[:, None]
-    for key in pp.NOISE_KEYS
+    key: rng.normal(size=(noise.NOISE_ROWS, 900)) * (1 + np.arange(noise.NOISE_ROWS))[:, None]
+    for key in noise.NOISE_KEYS
   }
   path = tmp_path / "DATA_noises_real.mat"
   scipy.io.savemat(path, arrays)
@@ -65,13 +67,13 @@ def fake_mat(tmp_path):
 @pytest.mark.parametrize("lead_name", ["aVR", "aVF", "V3", "II"])
 @pytest.mark.parametrize("length", [300, 1200])  # window branch and tiling branch (T_noise 900)
 def test_faithful_noise_matches_official(fake_mat, lead_name, length):
-  bank = pp.load_noise_mat(fake_mat)
+  bank = noise.load_noise_mat(fake_mat)
   x = np.sin(np.arange(length) / 20.0)
   for seed in range(12):  # covers all five kinds
-    kind, start = pp.draw_noise(np.random.default_rng(seed), bank, length)
-    official_mat = {k: scipy.io.loadmat(fake_mat)[k] for k in pp.NOISE_KEYS}
+    kind, start = noise.draw_noise(np.random.default_rng(seed), bank, length)
+    official_mat = {k: scipy.io.loadmat(fake_mat)[k] for k in noise.NOISE_KEYS}
     want = _official_add_noise(x, lead_name, official_mat, kind, start)
-    got = pp.add_noise(
+    got = noise.add_noise(
       x, schema.lead_index(lead_name), np.random.default_rng(seed), bank, faithful=True
     )
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -80,49 +82,49 @@ def test_faithful_noise_matches_official(fake_mat, lead_name, length):
 
 
 def test_noise_rows_differ_from_official_only_for_augmented_limb_leads(fake_mat):
-  bank = pp.load_noise_mat(fake_mat)
+  bank = noise.load_noise_mat(fake_mat)
   for lead in range(12):
     official = 0 if schema.LEAD_ORDER[lead] in ("aVR", "aVL", "aVF") else lead
-    assert pp.noise_row(lead, faithful=True) == official
-    assert pp.noise_row(lead) == lead
+    assert noise.noise_row(lead, faithful=True) == official
+    assert noise.noise_row(lead) == lead
   # Ours never writes into the bank (the official rescales the cached window in place).
   before = {k: v.copy() for k, v in bank.arrays.items()}
   for seed in range(10):
-    pp.add_noise(np.zeros(300), 1, np.random.default_rng(seed), bank)
+    noise.add_noise(np.zeros(300), 1, np.random.default_rng(seed), bank)
   for k in before:
     np.testing.assert_array_equal(bank.arrays[k], before[k])
 
 
 def test_noise_kind_distribution_and_scale(fake_mat):
-  bank = pp.load_noise_mat(fake_mat)
+  bank = noise.load_noise_mat(fake_mat)
   rng = np.random.default_rng(0)
-  kinds = np.array([pp.draw_noise(rng, bank, 300)[0] for _ in range(5000)])
+  kinds = np.array([noise.draw_noise(rng, bank, 300)[0] for _ in range(5000)])
   np.testing.assert_allclose(np.bincount(kinds, minlength=5) / 5000, 0.2, atol=0.02)
   for kind in range(1, 5):
-    w = pp.noise_window(bank, kind, 4, 17, 300)
-    assert w.std() == pytest.approx(pp.NOISE_RMS)
+    w = noise.noise_window(bank, kind, 4, 17, 300)
+    assert w.std() == pytest.approx(noise.NOISE_RMS)
 
 
 def test_noise_windows_matches_single(fake_mat):
-  bank = pp.load_noise_mat(fake_mat)
+  bank = noise.load_noise_mat(fake_mat)
   kinds, rows, starts = (
     np.array([0, 1, 2, 3, 4, 2]),
     np.array([0, 3, 5, 11, 14, 0]),
     np.array([0, 5, 100, 599, 0, 7]),
   )
-  got = pp.noise_windows(bank, kinds, rows, starts, 300)
+  got = noise.noise_windows(bank, kinds, rows, starts, 300)
   for i in range(len(kinds)):
-    np.testing.assert_allclose(got[i], pp.noise_window(bank, kinds[i], rows[i], starts[i], 300))
-  long = pp.noise_windows(bank, kinds, rows, np.zeros(6, int), 1200)  # tiled branch
-  np.testing.assert_allclose(long[1], pp.noise_window(bank, 1, 3, 0, 1200))
+    np.testing.assert_allclose(got[i], noise.noise_window(bank, kinds[i], rows[i], starts[i], 300))
+  long = noise.noise_windows(bank, kinds, rows, np.zeros(6, int), 1200)  # tiled branch
+  np.testing.assert_allclose(long[1], noise.noise_window(bank, 1, 3, 0, 1200))
 
 
 def test_parametric_bank_types():
-  bank = pp.parametric_noise_bank(seed=3, seconds=40.0)
-  assert bank is pp.parametric_noise_bank(seed=3, seconds=40.0)  # cached per process
-  assert set(bank.arrays) == set(pp.NOISE_KEYS)
+  bank = noise.parametric_noise_bank(seed=3, seconds=40.0)
+  assert bank is noise.parametric_noise_bank(seed=3, seconds=40.0)  # cached per process
+  assert set(bank.arrays) == set(noise.NOISE_KEYS)
   for a in bank.arrays.values():
-    assert a.shape == (pp.NOISE_ROWS, 20000) and np.isfinite(a).all()
+    assert a.shape == (noise.NOISE_ROWS, 20000) and np.isfinite(a).all()
     assert not a.flags.writeable
 
   def low_fraction(a, hz):  # share of power below `hz`

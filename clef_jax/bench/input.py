@@ -167,9 +167,9 @@ def official_item(
 
 
 def time_official(paths: list[str], items: int) -> dict:
-  from clef_jax import preprocess as pp
+  from clef_jax import noise
 
-  noise_mat = dict(pp.parametric_noise_bank().arrays)
+  noise_mat = dict(noise.parametric_noise_bank().arrays)
   pyrng, nprng = random.Random(42), np.random.RandomState(42)
   official_item(paths[0], noise_mat, pyrng, nprng)  # warm-up (imports, caches)
   cpu, wall = _cpu_seconds(children=False), time.perf_counter()
