@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from clef_jax import build_report as br
+from clef_jax.data import wfdb_signal
 from clef_jax.data.schema import (
   INT16_NAN,
   LEAD_ORDER,
@@ -42,36 +43,6 @@ FLAT_STD_MV = 1e-6
 # Diagnostic database's Frank leads); dropped and flagged `extra_lead_dropped`, not "unknown".
 EXTRA_LEAD_NAMES = frozenset({"VX", "VY", "VZ", "X", "Y", "Z"})
 
-# WFDB's "invalid sample" digital value per storage format (WFDB signal-file spec).
-_WFDB_INVALID = {
-  "8": None,
-  "16": -(2**15),
-  "61": -(2**15),
-  "80": -(2**7),
-  "160": -(2**15),
-  "212": -(2**11),
-  "310": -(2**9),
-  "311": -(2**9),
-  "24": -(2**23),
-  "32": -(2**31),
-  "508": -(2**7),
-  "516": -(2**15),
-  "524": -(2**23),
-}
-# Bytes per sample per format, to detect truncated files before reading them. The FLAC formats
-# (5xx) are compressed and cannot be size-checked.
-_WFDB_BYTES_PER_SAMPLE = {
-  "8": 1,
-  "16": 2,
-  "61": 2,
-  "80": 1,
-  "160": 2,
-  "212": 1.5,
-  "310": 4 / 3,
-  "311": 4 / 3,
-  "24": 3,
-  "32": 4,
-}
 # Physical unit -> factor turning a gain in digital units per that unit into units per mV
 # (e.g. 1 unit/uV = 1000 units/mV).
 _UNIT_TO_PER_MV = {"mv": 1.0, "uv": 1e3, "µv": 1e3, "μv": 1e3, "v": 1e-3}
@@ -163,59 +134,6 @@ def map_leads(names: Sequence[str]) -> tuple[list[int], list[int], dict[str, str
   return channels, leads, flags
 
 
-def _check_signal_files(header, record_dir: pathlib.Path, channels: list[int]):
-  """Raises `RecordError` if a needed signal file is absent or shorter than the header implies."""
-  fmt = header.fmt or []
-  spf = [s or 1 for s in (header.samps_per_frame or [1] * header.n_sig)]
-  offsets = header.byte_offset or [None] * header.n_sig
-  for file_name in sorted({header.file_name[ch] for ch in channels}):
-    path = record_dir / file_name
-    if not path.is_file():
-      raise br.RecordError(br.MISSING_SIGNAL_FILE, file_name)
-    in_file = [ch for ch in range(header.n_sig) if header.file_name[ch] == file_name]
-    bps = _WFDB_BYTES_PER_SAMPLE.get(str(fmt[in_file[0]]))
-    if bps is None or header.sig_len is None:
-      continue  # Compressed or length-less: leave it to the reader.
-    frame = sum(spf[ch] for ch in in_file)
-    expected = (offsets[in_file[0]] or 0) + math.ceil(header.sig_len * frame * bps)
-    size = path.stat().st_size
-    if size < expected:
-      raise br.RecordError(br.TRUNCATED_SIGNAL, f"{file_name}: {size} of {expected} bytes")
-
-
-def _read_format16(header, record_dir: pathlib.Path, channels: list[int]) -> np.ndarray | None:
-  """Reads `channels` directly when every file involved is plain WFDB format 16, else None.
-
-  Format 16 (little-endian int16, samples interleaved by channel, optionally after a byte offset
-  such as the Challenge's 24-byte MATLAB v4 header) is what MIMIC-IV-ECG, PTB-XL, PTB and the
-  Challenge use. Reading it with numpy skips `wfdb.rdrecord`'s second header parse, which costs
-  more than the read itself; tests check the result against `wfdb.rdrecord`.
-  """
-  n = header.n_sig
-  spf = header.samps_per_frame or [1] * n
-  skew = header.skew or [0] * n
-  offsets = header.byte_offset or [0] * n
-  if header.sig_len is None or any(
-    str(header.fmt[ch]) != "16" or (spf[ch] or 1) != 1 or (skew[ch] or 0) != 0
-    for ch in range(n)
-    if header.file_name[ch] in {header.file_name[c] for c in channels}
-  ):
-    return None
-  out = np.empty((header.sig_len, len(channels)), np.int16)
-  for file_name in {header.file_name[ch] for ch in channels}:
-    in_file = [ch for ch in range(n) if header.file_name[ch] == file_name]
-    data = np.fromfile(
-      record_dir / file_name,
-      dtype="<i2",
-      count=header.sig_len * len(in_file),
-      offset=offsets[in_file[0]] or 0,
-    ).reshape(header.sig_len, len(in_file))
-    for j, ch in enumerate(channels):
-      if ch in in_file:
-        out[:, j] = data[:, in_file.index(ch)]
-  return out
-
-
 def quantise(x_mv: np.ndarray, gain: float = RESAMPLED_GAIN) -> tuple[np.ndarray, int]:
   """float mV (NaN = missing) -> `(int16 digital at gain, baseline 0, number of clipped samples)`.
 
@@ -249,22 +167,6 @@ def _calibration(header, channels: list[int], flags: dict[str, str]):
   return np.asarray(gains, np.float64), np.asarray(baselines, np.float64)
 
 
-def _rdrecord_digital(path: pathlib.Path, channels: list[int], **kwargs) -> np.ndarray:
-  """`wfdb.rdrecord(..., physical=False).d_signal`, its errors as `RecordError`s."""
-  import wfdb  # Lazy.
-
-  try:
-    return wfdb.rdrecord(os.fspath(path), physical=False, channels=channels, **kwargs).d_signal
-  except FileNotFoundError as e:
-    raise br.RecordError(br.MISSING_SIGNAL_FILE, str(e)) from None
-  except ValueError as e:
-    # wfdb's message when a file holds fewer samples than the header promises.
-    reason = br.TRUNCATED_SIGNAL if "not loaded correctly" in str(e) else br.READ_ERROR
-    raise br.RecordError(reason, f"{type(e).__name__}: {e}") from None
-  except Exception as e:
-    raise br.RecordError(br.READ_ERROR, f"{type(e).__name__}: {e}") from None
-
-
 def _to_schema(
   header,
   digital,
@@ -286,7 +188,7 @@ def _to_schema(
     raise br.RecordError(br.READ_ERROR, f"unexpected signal shape {digital.shape}")
   invalid = np.zeros(digital.shape, bool)
   for j, ch in enumerate(channels):
-    sentinel = _WFDB_INVALID.get(str(header.fmt[ch]))
+    sentinel = wfdb_signal.WFDB_INVALID.get(str(header.fmt[ch]))
     if sentinel is not None:
       invalid[:, j] = digital[:, j] == sentinel
 
@@ -361,10 +263,10 @@ def read_wfdb(path: str | os.PathLike, *, sampling_rate: float = SAMPLING_RATE) 
   if not channels:
     raise br.RecordError(br.NO_STANDARD_LEADS, ",".join(map(str, header.sig_name or [])))
   gains, baselines = _calibration(header, channels, flags)
-  _check_signal_files(header, path.parent, channels)
-  digital = _read_format16(header, path.parent, channels)
+  wfdb_signal.check_signal_files(header, path.parent, channels)
+  digital = wfdb_signal.read_format16(header, path.parent, channels)
   if digital is None:  # Any other layout: let wfdb decode it.
-    digital = _rdrecord_digital(path, channels)
+    digital = wfdb_signal.rdrecord_digital(path, channels)
   return _to_schema(header, digital, channels, leads, gains, baselines, fs, sampling_rate, flags)
 
 
@@ -422,8 +324,8 @@ def read_single_lead(
     raise br.RecordError(br.TOO_SHORT, f"samples [{sampfrom}, {stop}) of {header.sig_len}")
   flags: dict[str, str] = {}
   gains, baselines = _calibration(header, [channel], flags)
-  _check_signal_files(header, path.parent, [channel])
-  digital = _rdrecord_digital(path, [channel], sampfrom=int(sampfrom), sampto=int(stop))
+  wfdb_signal.check_signal_files(header, path.parent, [channel])
+  digital = wfdb_signal.rdrecord_digital(path, [channel], sampfrom=int(sampfrom), sampto=int(stop))
   return _to_schema(
     header,
     digital,

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from clef_jax import build_report as br
-from clef_jax.data import wfdb_io
+from clef_jax.data import wfdb_signal
 from clef_jax.readers import core
 
 
@@ -72,7 +72,7 @@ def _units(header, j: int, *, where: str, unit: str | None) -> float:
 def _check_files(header, record_dir: pathlib.Path, j: int, *, where: str) -> None:
   """InputError when the channel's signal file is absent or shorter than the header says."""
   try:
-    wfdb_io._check_signal_files(header, record_dir, [j])  # pylint: disable=protected-access
+    wfdb_signal.check_signal_files(header, record_dir, [j])
   except br.RecordError as e:
     reason = "truncated" if e.reason == br.TRUNCATED_SIGNAL else "unreadable"
     what = "signal file shorter than the header says" if reason == "truncated" else e.reason
