@@ -99,6 +99,26 @@ def main(argv):
   except cli.UsageError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  try:
+    config = _CONFIG.value
+    config.get("seed")  # A config file that failed to load raises only when first used.
+  except OSError as e:  # config_flags reports an unreadable config file lazily, here.
+    print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  # Before anything else runs: this may replace the process with the same command, the caching
+  # host allocator preloaded (`clef_jax.allocator`).
+  from clef_jax import allocator  # pylint: disable=g-import-not-at-top
+
+  choice = config.get("host_allocator", "system")
+  if choice not in allocator.CHOICES:
+    print(
+      f"error: host_allocator={choice!r}: must be one of {', '.join(allocator.CHOICES)}; "
+      "set --config.host_allocator=...",
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(1)
+  allocator.reexec_preloaded(choice)
   import jax  # After flag parsing: `--help` stays fast.
 
   _init_distributed()
@@ -111,12 +131,6 @@ def main(argv):
 
   from clef_jax import train_loop  # pylint: disable=g-import-not-at-top
 
-  try:
-    config = _CONFIG.value
-    config.get("seed")  # A config file that failed to load raises only when first used.
-  except OSError as e:  # config_flags reports an unreadable config file lazily, here.
-    print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
-    sys.exit(1)
   try:
     train_loop.train_and_evaluate(config, workdir)
   except (train_loop.ConfigError, train_loop.TrainingError) as e:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clef_jax import files
+from clef_jax import allocator, files
 
 PACKAGES = (
   "jax",
@@ -306,6 +306,7 @@ def write_manifest(
     "python": platform.python_version(),
     "packages": package_versions(),
     "devices": device_summary(),
+    "host_allocator": "cache" if allocator.active() else "system",
   }
   if not manifest:
     manifest = {

@@ -31,7 +31,16 @@ from typing import Any
 import jax
 import ml_collections
 
-from clef_jax import checkpoint, input_pipeline, monitoring, run_lock, train, train_end, weights
+from clef_jax import (
+  allocator,
+  checkpoint,
+  input_pipeline,
+  monitoring,
+  run_lock,
+  train,
+  train_end,
+  weights,
+)
 from clef_jax import sharding as sharding_lib
 from clef_jax import train_setup as setup
 from clef_jax.data import built, schema
@@ -173,11 +182,12 @@ def _train_and_evaluate(
     )
   mesh = sharding_lib.make_mesh(num_devices)
   _log(
-    "mesh: %d devices (%s) in %d process(es); global batch %d",
+    "mesh: %d devices (%s) in %d process(es); global batch %d; host allocator %s",
     num_devices,
     jax.devices()[0].device_kind,
     jax.process_count(),
     batch_size,
+    "cache" if allocator.active() else "system",
   )
 
   # ==============================================================================================

@@ -389,11 +389,13 @@ def test_main_zero_or_negative_steps_batch_window(override, field, tmp_path):
     (("--config.totl_steps=5",), "did you mean total_steps"),
     (("--config.input.bach_size=4",), "did you mean batch_size"),
     (("--config.input.batch_size=four",), "--config.input.batch_size=four"),
+    (("--config.host_allocator=jemalloc",), ("cache, system", "set --config.host_allocator")),
   ],
 )
 def test_main_config_override_typos(args, says, tmp_path):
   workdir = tmp_path / "run"
-  refused(cli("clef_jax.main", TINY, f"--workdir={workdir}", *args), says, code=1)
+  says = (says,) if isinstance(says, str) else says
+  refused(cli("clef_jax.main", TINY, f"--workdir={workdir}", *args), *says, code=1)
   assert not workdir.exists()
 
 

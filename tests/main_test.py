@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from clef_jax import monitoring, noise
+from clef_jax import allocator, monitoring, noise
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -126,6 +126,9 @@ def test_demo_run_outputs(reference):
   assert manifest["config"]["model"]["size"] == "small" and manifest["seeds"]["seed"] == 42
   start = manifest["starts"][0]
   assert start["packages"]["jax"] and start["devices"]["device_count"] == 8
+  # The trainer re-ran itself with the caching host allocator (config.host_allocator="cache").
+  assert start["host_allocator"] == ("cache" if allocator.library() else "system")
+  assert f"host allocator {start['host_allocator']}" in out
   assert start["git"]["sha"] is None or len(start["git"]["sha"]) == 40
   assert manifest["datasets"]["train"]["build_report"]["records"]["kept"] == 40
   probe = json.loads((workdir / "eval" / "report.json").read_text())

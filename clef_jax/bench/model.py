@@ -26,6 +26,10 @@ ratio, and their FLOPs per signal.
 
 `--threads N` sets torch's intra-op threads and, when N is below the number of CPUs this process
 may use, pins the whole process (hence JAX's XLA thread pool too) to N CPUs before JAX starts.
+
+`--host_allocator cache` (the default, as in the trainer) re-runs the command once with
+`clef_jax.allocator`'s caching allocator preloaded; it serves both frameworks, and the header
+line says which allocator the run had. `--host_allocator system` measures glibc's malloc.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from clef_jax import cli
+from clef_jax import allocator, cli
 from clef_jax.bench import quiet, tables, twin
 
 # Default AdamW hyper-parameters of the CLEF pretraining recipe (docs/method.md §E.1).
@@ -90,6 +94,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     default="float32",
     choices=("float32", "bfloat16"),
     help="JAX compute dtype (params stay float32); torch always runs float32",
+  )
+  p.add_argument(
+    "--host_allocator",
+    default="cache",
+    choices=allocator.CHOICES,
+    help="cache: re-run under clef_jax.allocator's caching allocator (both frameworks; the "
+    "trainer's default); system: glibc malloc. Applies to the command line only: a caller of "
+    "run() gets the allocator its own process has",
   )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -305,6 +317,8 @@ def format_versus_table(results: dict[str, Any], backbone: str, versus: str) -> 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  if argv is None:  # The command line: may replace this process with the same command.
+    allocator.reexec_preloaded(args.host_allocator)
   load = quiet.MachineLoad()
   cpus = pin_threads(args.threads)  # Before JAX creates its CPU client.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -317,6 +331,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     "jax": jax.__version__,
     "jax_backend": jax.default_backend(),
     "python": sys.version.split()[0],
+    "host_allocator": "cache" if allocator.active() else "system",
   }
   jax_side = build_jax(args) if "jax" in args.frameworks or "torch" in args.frameworks else {}
   versus_side = {}
@@ -385,7 +400,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     f"conv_impl={env.get('conv_impl', '-')}"
   )
   print(
-    f"{env['cpu']}, {env['cpus_visible']} CPUs, threads={args.threads}; jax {env['jax']} "
+    f"{env['cpu']}, {env['cpus_visible']} CPUs, threads={args.threads}, "
+    f"host_allocator={env['host_allocator']}; jax {env['jax']} "
     f"({env['jax_backend']}), torch {env.get('torch', '-')}; "
     f"parity max|dz|={env.get('parity_max_abs_diff', float('nan')):.1e}"
   )
