@@ -26,14 +26,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 
 from absl import logging
+
+from clef_jax import native
 
 CHOICES = ("cache", "system")
 _SOURCE = os.path.join(os.path.dirname(__file__), "bigcache.c")
@@ -42,22 +41,6 @@ _PRELOAD = "LD_PRELOAD"
 # ignored the preload (it then prints its own warning and the process runs on glibc).
 _MARK = "CLEF_JAX_HOST_ALLOCATOR"
 _reason: str | None = None
-
-
-def _cache_dir(environ: Mapping[str, str]) -> str:
-  root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "clef_jax", "allocator")
-
-
-def _compiler(environ: Mapping[str, str]) -> list[str]:
-  default = shutil.which("cc") or shutil.which("gcc") or ""
-  cc = shlex.split(environ.get("CC", "")) or [default]
-  if not cc[0] or not shutil.which(cc[0]):
-    raise FileNotFoundError(
-      f"no C compiler ({cc[0] or 'cc or gcc'} not found) to build the host allocator; "
-      "install one or set CC"
-    )
-  return cc
 
 
 def build(environ: Mapping[str, str] | None = None) -> str:
@@ -72,32 +55,14 @@ def build(environ: Mapping[str, str] | None = None) -> str:
     raise OSError(f"the host allocator needs Linux (LD_PRELOAD), not {sys.platform}")
   with open(_SOURCE, "rb") as f:
     key = hashlib.sha256(f.read()).hexdigest()[:16]
-  out_dir = _cache_dir(environ)
-  path = os.path.join(out_dir, f"libclef_bigcache_{key}.so")
+  path = os.path.join(native.cache_dir("allocator", environ), f"libclef_bigcache_{key}.so")
   if os.path.exists(path):
     return path
-  import fcntl
-
-  cc = _compiler(environ)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, ".build.lock"), "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file is closed.
-    if os.path.exists(path):
-      return path
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
-    os.close(fd)
-    cmd = [*cc, "-O2", "-shared", "-fPIC", "-Wall", _SOURCE, "-o", tmp, "-ldl", "-lpthread"]
-    try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-      if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["?"]
-        first_error = next((ln for ln in lines if "error" in ln), lines[-1])
-        raise RuntimeError(f"building the host allocator failed ({cc[0]}): {first_error}")
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-  return path
+  cc = native.compiler("CC", ("cc", "gcc"), "the host allocator", environ)
+  compile_cmd = [*cc, "-O2", "-shared", "-fPIC", "-Wall", _SOURCE]
+  return native.build_cached(
+    path, compile_cmd, ["-ldl", "-lpthread"], "the host allocator", timeout=300
+  )
 
 
 def library(environ: Mapping[str, str] | None = None) -> str | None:

@@ -27,17 +27,15 @@ import functools
 import glob
 import hashlib
 import os
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+
+from clef_jax import native
 
 Array = jax.Array
 
@@ -68,20 +66,7 @@ def _find_onednn() -> tuple[str, str]:
 
 
 def _cache_dir() -> str:
-  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "clef_jax", "onednn")
-
-
-def _compiler() -> list[str]:
-  """The C++ compiler command ($CXX, else g++, else c++); FileNotFoundError when there is none."""
-  default = shutil.which("g++") or shutil.which("c++") or ""
-  cxx = shlex.split(os.environ.get("CXX", "")) or [default]
-  if not cxx[0] or not shutil.which(cxx[0]):
-    raise FileNotFoundError(
-      f"no C++ compiler ({cxx[0] or 'g++ or c++'} not found) to build the oneDNN kernels; "
-      "install one or set CXX"
-    )
-  return cxx
+  return native.cache_dir("onednn", os.environ)
 
 
 def _build(inc: str, libdir: str) -> str:
@@ -104,50 +89,15 @@ def _build(inc: str, libdir: str) -> str:
     str(os.path.getmtime(libdnnl)).encode(),
   ]
   key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-  out_dir = _cache_dir()
-  path = os.path.join(out_dir, f"libclef_onednn_{key}.so")
+  path = os.path.join(_cache_dir(), f"libclef_onednn_{key}.so")
   if os.path.exists(path):
     return path
-  import fcntl  # POSIX only; elsewhere the ImportError makes the kernels unavailable.
-
-  cxx = _compiler()
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, ".build.lock"), "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file is closed.
-    if os.path.exists(path):  # Built by another process while this one waited.
-      return path
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
-    os.close(fd)
-    # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
-    cmd = [
-      *cxx,
-      "-O2",
-      "-std=c++17",
-      "-shared",
-      "-fPIC",
-      _SOURCE,
-      "-o",
-      tmp,
-      "-I",
-      jax.ffi.include_dir(),
-      "-I",
-      inc,
-      "-L",
-      libdir,
-      "-ldnnl",
-      f"-Wl,--disable-new-dtags,-rpath,{libdir}",
-    ]
-    try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-      if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["?"]
-        first_error = next((ln for ln in lines if "error" in ln), lines[-1])
-        raise RuntimeError(f"building the oneDNN kernels failed ({cxx[0]}): {first_error}")
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-  return path
+  cxx = native.compiler("CXX", ("g++", "c++"), "the oneDNN kernels", os.environ)
+  # DT_RPATH (not RUNPATH) so that libdnnl's own dependencies (TBB, SYCL) resolve from libdir.
+  compile_cmd = [*cxx, "-O2", "-std=c++17", "-shared", "-fPIC", _SOURCE]
+  link = ["-I", jax.ffi.include_dir(), "-I", inc, "-L", libdir, "-ldnnl"]
+  link.append(f"-Wl,--disable-new-dtags,-rpath,{libdir}")
+  return native.build_cached(path, compile_cmd, link, "the oneDNN kernels", timeout=600)
 
 
 def _load() -> None:
