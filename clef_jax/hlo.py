@@ -1,4 +1,5 @@
-"""Reading a compiled XLA program's text: collectives and a per-instruction bytes breakdown.
+"""Reading a compiled XLA program's text: collectives, its traffic by memory space, and a
+per-instruction bytes breakdown.
 
 Both work on `compiled.as_text()` (the optimised, partitioned per-device HLO module), whose
 instructions spell their result and operand shapes inline, e.g.
@@ -50,6 +51,14 @@ _SHAPE = re.compile(
   r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([\d,]*)\]"
 )
 # `%name = <type> <opcode>(<operands>), attributes`; <type> may be a tuple with spaces.
+# An array with its optional layout: `bf16[8,128]{1,0:T(8,128)(2,1)S(1)}`; `S(n)` is the memory
+# space (absent: 0, the device's main memory).
+_ARRAY = re.compile(_SHAPE.pattern + r"(\{[^}]*\})?")
+_SPACE = re.compile(r"S\((\d+)\)")
+# XLA's memory space numbers: 0 the device's main memory (HBM), 5 host memory (offloading);
+# the others are on-chip (1: the alternate memory TPU prefetches into, VMEM; 2 and 6: sync flags
+# and scalar memory).
+HOST_MEMORY_SPACE = 5
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
@@ -65,6 +74,18 @@ def shape_sizes(text: str) -> list[float]:
       n *= int(d)
     sizes.append(n * DTYPE_BYTES[dtype])
   return sizes
+
+
+def arrays(text: str) -> list[tuple[float, int]]:
+  """`(bytes, memory space)` of every array spelled in `text`, layouts read for `S(n)`."""
+  out = []
+  for dtype, dims, layout in _ARRAY.findall(text):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    space = _SPACE.search(layout)
+    out.append((n * DTYPE_BYTES[dtype], int(space.group(1)) if space else 0))
+  return out
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -132,76 +153,130 @@ def collectives(hlo_text: str) -> dict[str, dict[str, float]]:
   return out
 
 
-def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
-  """Where the bytes go: per top-level instruction, result + operand bytes.
+_NO_TRAFFIC = (  # Not run, or run as the computations they call (counted there).
+  "while",
+  "call",
+  "conditional",
+  "parameter",
+  "constant",
+  "get-tuple-element",
+  "tuple",
+  "bitcast",
+  "after-all",
+  "partition-id",
+  "replica-id",
+)
 
-  This is the HBM traffic each executed instruction implies when every operand is read once and
-  the result written once (what XLA's cost analysis assumes for a fusion). Compiled TPU modules
-  name their operands without shapes, so operand sizes are looked up by name. Loop bodies count
-  once (not times their trip count). Where the compiler annotates its own estimate
-  (`"estimated_cycles"` in a TPU instruction's backend_config) it is summed too.
 
-  Returns:
-    `{"total": bytes, "by_opcode": {opcode: bytes}, "by_op_name": {layer-agnostic op_name:
-    bytes}, "cycles": {"total": n, "by_op_name": {...}}, "top": [{"name", "opcode", "bytes",
-    "cycles", "shape", "op_name"}, ...]}`, the largest first (`top` of each).
+def _instructions(hlo_text: str) -> list[dict[str, Any]]:
+  """Each executed top-level instruction with its bytes, in all and per memory space.
+
+  An instruction reads each operand once and writes its result once (what XLA's cost analysis
+  assumes for a fusion). Compiled TPU modules name their operands without shapes, so operand
+  arrays are looked up by name. An asynchronous copy (`copy-start`, whose result tuple holds the
+  destination, the source and a context) moves one buffer: its source is read in one memory
+  space and its destination written in the other, each counted once; an asynchronous all-gather
+  or collective-permute lists its operands in its result tuple, counted once. Loop bodies count
+  once (not times their trip count).
   """
-  sizes: dict[str, float] = {}
+  results: dict[str, list[tuple[float, int]]] = {}
   for lines in _computations(hlo_text).values():
     for line in lines:
       m = _INSTR.match(line)
       if m:
-        sizes[m.group(1)] = sum(shape_sizes(m.group(2)))
-  rows, by_opcode = [], collections.Counter()
-  by_op_name, cycles_by_op_name = collections.Counter(), collections.Counter()
+        results[m.group(1)] = arrays(m.group(2))
+  rows = []
   for line in _executed_lines(hlo_text):
     m = _INSTR.match(line)
     if not m:
       continue
     name, result, opcode, rest = m.groups()
-    if opcode in (
-      "parameter",
-      "constant",
-      "get-tuple-element",
-      "tuple",
-      "bitcast",
-      "after-all",
-      "partition-id",
-      "replica-id",
-    ) or opcode.endswith("-done"):
+    if opcode in _NO_TRAFFIC or opcode.endswith("-done"):
       continue
     operands = rest.split(")", 1)[0]
-    if _SHAPE.search(operands):  # Shapes spelled inline (unoptimised / CPU text).
-      operand_bytes = sum(shape_sizes(operands))
+    if opcode == "copy-start":
+      touched = results.get(name, [])[:2]
+    elif opcode in ("all-gather-start", "collective-permute-start"):
+      touched = results.get(name, [])  # The tuple lists the operands, then the results.
+    elif _SHAPE.search(operands):  # Shapes spelled inline (unoptimised / CPU text).
+      touched = results.get(name, []) + arrays(operands)
     else:
-      operand_bytes = sum(sizes.get(o.strip().lstrip("%"), 0.0) for o in operands.split(","))
-    nbytes = sum(shape_sizes(result)) + operand_bytes
+      touched = results.get(name, []) + [
+        a for o in operands.split(",") for a in results.get(o.strip().lstrip("%"), [])
+      ]
+    spaces: collections.Counter = collections.Counter()
+    for nbytes, space in touched:
+      spaces[space] += nbytes
     cyc = _CYCLES.search(line)
-    cycles = int(cyc.group(1)) if cyc else 0
     op_name = _OP_NAME.search(line)
-    op_name = op_name.group(1) if op_name else ""
-    key = _LAYER.sub("*", op_name.removeprefix("jit(train_step)/"))[:100] or f"({opcode})"
     rows.append(
       {
         "name": name,
         "opcode": opcode,
-        "bytes": nbytes,
-        "cycles": cycles,
+        "bytes": float(sum(spaces.values())),
+        "hbm_bytes": float(spaces[0]),
+        "spaces": spaces,
+        "cycles": int(cyc.group(1)) if cyc else 0,
         "shape": result[:80],
-        "op_name": op_name[-120:],
+        "op_name": op_name.group(1) if op_name else "",
       }
     )
-    by_opcode[opcode] += nbytes
-    by_op_name[key] += nbytes
-    cycles_by_op_name[key] += cycles
+  return rows
+
+
+def traffic(hlo_text: str) -> dict[str, float]:
+  """The bytes the executed instructions read and write, by where they live.
+
+  Returns `{"total", "hbm", "on_chip", "host"}`: `hbm` counts only arrays in the device's main
+  memory, the traffic its bandwidth limits; reads and writes of buffers the compiler placed in
+  on-chip memory (TPU VMEM prefetches) are `on_chip`. XLA's own "bytes accessed" does not tell
+  the memory spaces apart.
+  """
+  spaces: collections.Counter = collections.Counter()
+  for row in _instructions(hlo_text):
+    spaces.update(row["spaces"])
+  host = float(spaces.pop(HOST_MEMORY_SPACE, 0.0))
+  hbm = float(spaces.pop(0, 0.0))
+  on_chip = float(sum(spaces.values()))
+  return {"total": hbm + on_chip + host, "hbm": hbm, "on_chip": on_chip, "host": host}
+
+
+def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
+  """Where the bytes go: per top-level instruction, result + operand bytes (see
+  `_instructions`), in all and in HBM. Where the compiler annotates its own estimate
+  (`"estimated_cycles"` in a TPU instruction's backend_config) it is summed too.
+
+  Returns:
+    `{"total": bytes, "hbm_total": bytes, "by_opcode": {opcode: bytes}, "by_op_name":
+    {layer-agnostic op_name: bytes}, "hbm_by_op_name": {...}, "cycles": {"total": n,
+    "by_op_name": {...}}, "top": [{"name", "opcode", "bytes", "hbm_bytes", "cycles", "shape",
+    "op_name"}, ...]}`, the largest first (`top` of each).
+  """
+  rows = _instructions(hlo_text)
+  by_opcode, by_op_name = collections.Counter(), collections.Counter()
+  hbm_by_op_name, cycles_by_op_name = collections.Counter(), collections.Counter()
+  for row in rows:
+    key = _LAYER.sub("*", row["op_name"].removeprefix("jit(train_step)/"))[:100]
+    key = key or f"({row['opcode']})"
+    by_opcode[row["opcode"]] += row["bytes"]
+    by_op_name[key] += row["bytes"]
+    hbm_by_op_name[key] += row["hbm_bytes"]
+    cycles_by_op_name[key] += row["cycles"]
   rows.sort(key=lambda r: -r["bytes"])
+  top_rows = []
+  for row in rows[:top]:
+    row = {k: v for k, v in row.items() if k != "spaces"}
+    row["op_name"] = row["op_name"][-120:]
+    top_rows.append(row)
   return {
     "total": float(sum(by_opcode.values())),
+    "hbm_total": float(sum(hbm_by_op_name.values())),
     "by_opcode": dict(by_opcode.most_common()),
     "by_op_name": dict(by_op_name.most_common(top)),
+    "hbm_by_op_name": dict(hbm_by_op_name.most_common(top)),
     "cycles": {
       "total": int(sum(cycles_by_op_name.values())),
       "by_op_name": dict(cycles_by_op_name.most_common(top)),
     },
-    "top": rows[:top],
+    "top": top_rows,
   }

@@ -9,8 +9,10 @@ It builds exactly the step `python -m clef_jax.main` runs (`train_setup.make_ste
 and remat) and compiles it with `jax.ShapeDtypeStruct`s only, nothing allocated, for a TPU topology description
 (`jax.experimental.topologies`; needs libtpu, which compiles for TPUs on any host) or for the
 local backend. Per chip it reports the compiled program's memory against the chip's HBM, XLA's
-flops and bytes, the collectives, a roofline step time (max of compute, HBM and ICI time) with
-its MFU ceiling, the implied signals/s, and the largest per-chip batch that fits.
+flops and bytes, the program's own traffic by memory space (XLA's bytes count reads and writes of
+on-chip memory too, such as TPU VMEM prefetches; the HBM part is what HBM bandwidth limits), the
+collectives, a roofline step time (max of compute, HBM and ICI time) with its MFU ceiling on
+either count of bytes, the implied signals/s, and the largest per-chip batch that fits.
 
 Exit status: 0 done; 2 bad flags or missing libtpu (one line on stderr).
 """
@@ -92,6 +94,7 @@ def plan(
   text = compiled.as_text()
   mem, cost = _memory(compiled), _cost(compiled)
   coll = hlo.collectives(text)
+  moved = hlo.traffic(text)
   per_chip = global_batch // n
   signals = 2 * per_chip  # Two views per subject (pair).
   report: dict[str, Any] = {
@@ -115,6 +118,7 @@ def plan(
     "memory": mem,
     "cost": cost,
     "bytes_per_signal": cost["bytes"] / signals,
+    "traffic": moved,
     "collectives": coll,
     "state_bytes": float(
       sum(math.prod(x.shape) * x.dtype.itemsize for x in _leaves(parts.abstract_state))
@@ -128,6 +132,9 @@ def plan(
     t_ici = ici_seconds(coll, n, chip.ici_bandwidth)
     step = max(t_flops, t_hbm, t_ici)
     bound = {t_flops: "compute", t_hbm: "HBM", t_ici: "ICI"}[step]
+    # The same bound on the HLO's own HBM traffic (on-chip prefetch copies and reads left out).
+    t_moved = moved["hbm"] / chip.hbm_bandwidth
+    step_moved = max(t_flops, t_moved, t_ici)
     report["chip"] = {
       "name": chip.name,
       "peak_bf16_flops": chip.peak_bf16_flops,
@@ -144,6 +151,10 @@ def plan(
       "bound": bound,
       "mfu_ceiling": t_flops / step if step else 0.0,
       "signals_per_s_per_chip": signals / step if step else 0.0,
+      "hbm_traffic_s": t_moved,
+      "traffic_step_s": step_moved,
+      "traffic_mfu_ceiling": t_flops / step_moved if step_moved else 0.0,
+      "traffic_signals_per_s_per_chip": signals / step_moved if step_moved else 0.0,
     }
     if fit:
       report["max_per_chip_batch"] = _fit(
@@ -223,6 +234,13 @@ def format_report(r: dict[str, Any]) -> str:
     f"{r['cost']['bytes'] / 1e9:.2f} GB accessed, "
     f"{r['bytes_per_signal'] / 1e6:.1f} MB per signal"
   )
+  t = r["traffic"]
+  lines.append(
+    f"HLO traffic / chip: {t['hbm'] / 1e9:.2f} GB in HBM "
+    f"({t['hbm'] / r['signals_per_chip'] / 1e6:.1f} MB per signal), {t['on_chip'] / 1e9:.2f} GB "
+    f"on chip, {t['host'] / 1e9:.2f} GB host (each top-level instruction's operands and result, "
+    "by memory space)"
+  )
   coll = r["collectives"]
   lines.append(
     "collectives: "
@@ -240,6 +258,11 @@ def format_report(r: dict[str, Any]) -> str:
       f"{100 * f['mfu_ceiling']:.1f} %, <= {f['signals_per_s_per_chip']:.0f} "
       "signals/s per chip"
     )
+    lines.append(
+      f"roofline on the HLO's HBM traffic: HBM {f['hbm_traffic_s'] * 1e3:.2f} ms -> step >= "
+      f"{f['traffic_step_s'] * 1e3:.2f} ms, MFU ceiling {100 * f['traffic_mfu_ceiling']:.1f} %, "
+      f"<= {f['traffic_signals_per_s_per_chip']:.0f} signals/s per chip"
+    )
   if "max_per_chip_batch" in r:
     fit = r["max_per_chip_batch"]
     lines.append(
@@ -250,12 +273,17 @@ def format_report(r: dict[str, Any]) -> str:
   if "breakdown" in r:
     b = r["breakdown"]
     lines.append(
-      f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB): "
+      f"bytes by opcode (top-level instructions, {b['total'] / 1e9:.2f} GB, "
+      f"{b['hbm_total'] / 1e9:.2f} GB of it in HBM): "
       + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in list(b["by_opcode"].items())[:8])
     )
-    lines.append("bytes by op_name (all blocks together; GB, compiler-estimated cycles):")
+    lines.append("bytes by op_name (all blocks together; GB, in HBM, compiler-estimated cycles):")
     for k, v in b["by_op_name"].items():
-      lines.append(f"  {v / 1e9:8.3f} GB {b['cycles']['by_op_name'].get(k, 0):>11} cyc  {k[-90:]}")
+      hbm_part = b["hbm_by_op_name"].get(k, 0.0)
+      lines.append(
+        f"  {v / 1e9:8.3f} GB {hbm_part / 1e9:8.3f} GB "
+        f"{b['cycles']['by_op_name'].get(k, 0):>11} cyc  {k[-80:]}"
+      )
     lines.append(f"largest instructions (compiler's estimate, all: {b['cycles']['total']} cycles):")
     for row in b["top"]:
       lines.append(

@@ -1,4 +1,4 @@
-"""Reading compiled HLO text: collectives and the per-instruction bytes breakdown."""
+"""Reading compiled HLO text: collectives, traffic by memory space, the per-instruction bytes."""
 
 import pytest
 
@@ -54,3 +54,46 @@ def test_breakdown_looks_operands_up_by_name():
   assert b["cycles"]["by_op_name"]["*/conv1/dot_general"] == 1000
   assert b["cycles"]["total"] == 1000
   assert b["total"] == pytest.approx(sum(r["bytes"] for r in b["top"]))
+
+
+# A prefetch into on-chip memory (S(1)) and an eviction back to HBM around a fusion that reads
+# the prefetched buffer and an HBM parameter, and writes its result on chip.
+SPACES = """HloModule m
+
+ENTRY %main (a: f32[1024], b: f32[1024]) -> f32[1024] {
+  %a = f32[1024]{0:T(1024)} parameter(0)
+  %b = f32[1024]{0:T(1024)} parameter(1)
+  %cs = (f32[1024]{0:T(1024)S(1)}, f32[1024]{0:T(1024)}, u32[]{:S(2)}) copy-start(%a)
+  %cd = f32[1024]{0:T(1024)S(1)} copy-done(%cs)
+  %f = f32[1024]{0:T(1024)S(1)} fusion(%cd, %b), kind=kLoop, calls=%add
+  %es = (f32[1024]{0:T(1024)}, f32[1024]{0:T(1024)S(1)}, u32[]{:S(2)}) copy-start(%f)
+  %ed = f32[1024]{0:T(1024)} copy-done(%es)
+  %h = f32[1024]{0:T(1024)S(5)} copy(%ed)
+  ROOT %o = f32[1024]{0:T(1024)} fusion(%ed), kind=kLoop, calls=%neg
+}
+"""
+
+
+def test_traffic_tells_memory_spaces_apart():
+  kb = 1024 * 4
+  # HBM: the prefetch's read of a, the fusion's read of b, the eviction's write, the copy's and
+  # the last fusion's reads of it, the last fusion's write. On chip: the prefetch's write, the
+  # fusion's read of it and its write, the eviction's read. Host: the copy's write.
+  assert hlo.traffic(SPACES) == {
+    "total": 11 * kb,
+    "hbm": 6 * kb,
+    "on_chip": 4 * kb,
+    "host": 1 * kb,
+  }
+  b = hlo.breakdown(SPACES)
+  rows = {r["name"]: r for r in b["top"]}
+  assert rows["cs"]["bytes"] == 2 * kb and rows["cs"]["hbm_bytes"] == kb
+  assert rows["f"]["bytes"] == 3 * kb and rows["f"]["hbm_bytes"] == kb
+  assert b["total"] == 11 * kb and b["hbm_total"] == 6 * kb
+  assert b["by_opcode"]["copy-start"] == 4 * kb
+
+
+def test_traffic_without_memory_spaces_is_all_hbm():
+  t = hlo.traffic(TEXT)
+  assert t["hbm"] == t["total"] == hlo.breakdown(TEXT)["total"] > 0
+  assert t["on_chip"] == t["host"] == 0

@@ -167,6 +167,14 @@ def test_report_fields(reports):
     assert f["step_s"] == max(f["compute_s"], f["hbm_s"], f["ici_s"]) > 0
     assert 0 < f["mfu_ceiling"] <= 1
     assert f["signals_per_s_per_chip"] == pytest.approx(r["signals_per_chip"] / f["step_s"])
+    # The HLO's HBM traffic: at least one read of every argument (state and batch), no more
+    # than all the traffic, and some of it on chip (VMEM prefetches).
+    t = r["traffic"]
+    assert r["memory"]["argument"] <= t["hbm"] < t["total"] and t["on_chip"] > 0
+    assert t["total"] == pytest.approx(t["hbm"] + t["on_chip"] + t["host"])
+    assert f["hbm_traffic_s"] == pytest.approx(t["hbm"] / r["chip"]["hbm_bandwidth"])
+    assert f["traffic_step_s"] == max(f["compute_s"], f["hbm_traffic_s"], f["ici_s"])
+    assert f["traffic_mfu_ceiling"] == pytest.approx(f["compute_s"] / f["traffic_step_s"])
     assert "all-reduce" in r["collectives"]  # Gradients are averaged over the chips.
 
 
@@ -215,6 +223,10 @@ def test_local_topology(capsys, tmp_path):
   r = json.loads(out.read_text())
   assert r["platform"] == "cpu" and r["global_batch"] == 8 and r["cost"]["flops"] > 0
   assert r["per_chip_batch"] == 8 // r["chips"]
+  # XLA:CPU has one memory space: all the traffic is main memory's.
+  t = r["traffic"]
+  assert t["hbm"] == t["total"] >= r["memory"]["argument"] > 0 and t["on_chip"] == 0
+  assert "HLO traffic / chip" in text
 
 
 def test_missing_libtpu_is_one_line(monkeypatch, capsys, plan_env):
