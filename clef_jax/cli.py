@@ -210,6 +210,26 @@ def absl_parse(
     sys.exit(1)
 
 
+def start_host_allocator(choice: object, setting: str, *, reexec: bool = True) -> None:
+  """First thing in a command's run: re-executes the same command with the caching host
+  allocator preloaded when `choice` is "cache" (`clef_jax.allocator`; it returns at once when
+  the allocator is active already, `choice` is "system" or the library cannot be built). A bad
+  `choice` ends in one `error:` line naming `setting` (`--config.host_allocator`), exit 1.
+  `reexec=False` (a command run in-process with its own argv) only checks `choice`."""
+  from clef_jax import allocator
+
+  if choice not in allocator.CHOICES:
+    print(
+      f"error: host_allocator={choice!r}: must be one of {', '.join(allocator.CHOICES)}; "
+      f"set {setting}=...",
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(1)
+  if reexec:
+    allocator.reexec_preloaded(choice)
+
+
 def check_output_dir(
   path: str | os.PathLike, flag: str, *, shown: str | os.PathLike | None = None
 ) -> pathlib.Path:

@@ -107,18 +107,7 @@ def main(argv):
     sys.exit(1)
   # Before anything else runs: this may replace the process with the same command, the caching
   # host allocator preloaded (`clef_jax.allocator`).
-  from clef_jax import allocator  # pylint: disable=g-import-not-at-top
-
-  choice = config.get("host_allocator", "system")
-  if choice not in allocator.CHOICES:
-    print(
-      f"error: host_allocator={choice!r}: must be one of {', '.join(allocator.CHOICES)}; "
-      "set --config.host_allocator=...",
-      file=sys.stderr,
-      flush=True,
-    )
-    sys.exit(1)
-  allocator.reexec_preloaded(choice)
+  cli.start_host_allocator(config.get("host_allocator", "system"), "--config.host_allocator")
   import jax  # After flag parsing: `--help` stays fast.
 
   _init_distributed()

@@ -203,3 +203,88 @@ def test_absl_old_spellings(tmp_path):
     "error: --workdir and --model_workdir both given; use --model_workdir only."
   )
   assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The caching host allocator at the start of each command.
+# ------------------------------------------------------------------------------------------------
+def test_start_host_allocator(monkeypatch, capsys):
+  from clef_jax import allocator
+
+  calls = []
+  monkeypatch.setattr(allocator, "reexec_preloaded", calls.append)
+  cli.start_host_allocator("cache", "--config.host_allocator")
+  cli.start_host_allocator("system", "--config.host_allocator")
+  cli.start_host_allocator("cache", "--config.host_allocator", reexec=False)
+  assert calls == ["cache", "system"]
+  with pytest.raises(SystemExit) as e:
+    cli.start_host_allocator("jemalloc", "--host_allocator", reexec=False)
+  assert e.value.code == 1 and calls == ["cache", "system"]
+  err = capsys.readouterr().err.strip()
+  assert err == (
+    "error: host_allocator='jemalloc': must be one of cache, system; set --host_allocator=..."
+  )
+
+
+_START_PROBE = """
+import json, sys
+from clef_jax import cli, embed
+from clef_jax.evaluation import cli as eval_cli
+
+seen = []
+
+class Started(Exception):
+  pass
+
+def start(choice, setting, *, reexec=True):
+  seen.append([choice, setting, reexec])
+  raise Started
+
+cli.start_host_allocator = start
+from_command_line = sys.argv[1] == "1"
+out, tmp = sys.argv[2], sys.argv[3]
+args = ["clef_jax.evaluate", "--config=configs/eval.py:demo", "--config.host_allocator=system",
+        "--output=" + out]
+sys.argv = args
+try:
+  eval_cli.main(None if from_command_line else args)
+except Started:
+  pass
+embed_args = ["--workdir", tmp, "--input", tmp, "--output", tmp + "/e.npy"]
+sys.argv = ["clef_jax.embed", *embed_args]
+try:
+  embed.main(None if from_command_line else embed_args)
+except Started:
+  pass
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("from_command_line", [True, False])
+def test_evaluate_and_embed_start_the_allocator_only_from_the_command_line(
+  from_command_line, tmp_path
+):
+  """Run as commands (argv None) they re-execute with the configured allocator before loading
+  anything; called in-process with their own argv they only check the setting."""
+  import json
+
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      _START_PROBE,
+      str(int(from_command_line)),
+      str(tmp_path / "eval"),
+      str(tmp_path),
+    ],
+    cwd=REPO,
+    env=ENV,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+    ["system", "--config.host_allocator", from_command_line],
+    ["cache", "--host_allocator", from_command_line],
+  ]

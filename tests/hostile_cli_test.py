@@ -589,6 +589,7 @@ def test_evaluate_keeps_an_existing_report_and_checks_the_output(files, good, tm
   [
     (("--config.sed=3",), "did you mean seed"),
     (("--config=configs/eval.py:sex,wfdbb=x",), "wfdbb"),
+    (("--config.host_allocator=tcmalloc",), "must be one of cache, system; set --config.host"),
     pytest.param(("--config=configs/evl.py:sex",), "--config configs/evl.py", marks=slow),
   ],
 )

@@ -142,6 +142,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Architecture of the random-init baseline when no --workdir/--compare names one.
   config.model = ml_collections.ConfigDict({"name": "net1d", "size": "small"})
   config.embed_batch_size = 64
+  # "cache": the command re-runs itself once with clef_jax.allocator's caching allocator
+  # preloaded (XLA:CPU's per-step buffers stay mapped; Linux/glibc, a C compiler); "system":
+  # glibc's malloc. Only CPU runs are affected.
+  config.host_allocator = "cache"
   config.plots = True
   # The model the paper-format averages (mean AUROC, mean relative MAE change) compare against;
   # "" = the first model (the random init the CLI always adds).

@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
   from ml_collections import config_flags
 
   from clef_jax import cli
-  from clef_jax.evaluation import protocol
   from clef_jax.evaluation import report as report_lib
 
   config_flag = config_flags.DEFINE_config_file(
@@ -84,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     "Print every task (name, group, dataset, kind, metric), one per line, and exit.",
   )
   flags.mark_flags_as_required(["config", "output"])
+  command_line = argv is None  # Only the command line itself is re-executed (host allocator).
   argv = list(sys.argv if argv is None else argv)
 
   def parse(args):
@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
       print(f"error: {cli.config_file_error(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
+    # Before any model is loaded: this may replace the process with the same command, the
+    # caching host allocator preloaded.
+    cli.start_host_allocator(
+      config.get("host_allocator", "system"), "--config.host_allocator", reexec=command_line
+    )
+    from clef_jax.evaluation import protocol  # After the re-exec: jax is imported here.
+
     try:
       protocol.run(config, model=main_model, compare=others, output=output_flag.value)
     except (OSError, ValueError, KeyError) as e:
