@@ -131,10 +131,11 @@ def test_missing_compiler_is_reported_by_the_build_command(monkeypatch, tmp_path
   assert len(warned) == 1 and "running 'cpu'" in warned[0] and "\n" not in warned[0]
   x = jax.random.normal(jax.random.key(6), (2, 21, 16))
   w = jax.random.normal(jax.random.key(7), (16, 4, 16))
-  np.testing.assert_array_equal(
-    conv_cpu.conv1d_same(x, w, stride=2, groups=4, impl="onednn"),
-    conv_cpu._conv_cpu(x, w, stride=2, groups=4),
-  )
+  for impl in ("onednn", "onednn_fwd"):
+    np.testing.assert_array_equal(
+      conv_cpu.conv1d_same(x, w, stride=2, groups=4, impl=impl),
+      conv_cpu._conv_cpu(x, w, stride=2, groups=4),
+    )
 
 
 def test_a_failing_compiler_is_one_line_and_leaves_no_file(monkeypatch, tmp_path):
@@ -199,3 +200,28 @@ def test_concurrent_first_use_compiles_once(tmp_path):
   assert log.read_text().split() == ["run"]
   cache = tmp_path / "xdg" / "clef_jax" / "onednn"
   assert sorted(p.name for p in cache.iterdir()) == [".build.lock", os.path.basename(*paths)]
+
+
+@needs_onednn
+@pytest.mark.parametrize("stride, channels, groups", [(1, 64, 4), (2, 16, 4), (2, 64, 64)])
+def test_onednn_fwd_is_onednns_forward_with_cpus_gradients(stride, channels, groups):
+  """`"onednn_fwd"`: the forward values are oneDNN's, bit for bit, and both gradients are
+  `"cpu"`'s, bit for bit (its VJP runs "cpu"'s)."""
+  x = jax.random.normal(jax.random.key(8), (2, 37, channels))
+  w = jax.random.normal(jax.random.key(9), (16, channels // groups, channels))
+  probe = jax.random.normal(jax.random.key(10), (2, -(-37 // stride), channels))
+
+  def loss(impl):
+    def f(x, w):
+      return jnp.sum(conv_cpu.conv1d_same(x, w, stride=stride, groups=groups, impl=impl) * probe)
+
+    return jax.jit(jax.grad(f, argnums=(0, 1)))(x, w)
+
+  np.testing.assert_array_equal(
+    jax.jit(
+      lambda x, w: conv_cpu.conv1d_same(x, w, stride=stride, groups=groups, impl="onednn_fwd")
+    )(x, w),
+    jax.jit(lambda x, w: onednn.forward(x, w, stride=stride, groups=groups))(x, w),
+  )
+  for got, want in zip(loss("onednn_fwd"), loss("cpu"), strict=True):
+    np.testing.assert_array_equal(got, want)

@@ -342,11 +342,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from clef_jax.models import conv_cpu
 
     env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)  # Logs a fallback once.
-    if env["conv_impl"] == "onednn":
+    if env["conv_impl"] in ("onednn", "onednn_fwd"):
       from clef_jax.models import onednn
 
       if not onednn.available():  # The run then measures "cpu": the results say so.
-        env["conv_impl"] = "onednn->cpu"
+        env["conv_impl"] += "->cpu"
   torch_side = {}
   if "torch" in args.frameworks:
     import torch

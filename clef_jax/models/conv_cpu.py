@@ -13,6 +13,8 @@ Numerically equivalent implementations of the SAME-padded grouped convolution:
                convolutions run) for the forward pass and the input gradient; the kernel gradient
                from oneDNN for >= 16 channels per group, else from polyphase (`_conv_onednn`).
                Falls back to "cpu" per layer where oneDNN cannot run (not built, not float32).
+  "onednn_fwd": oneDNN's forward pass with the gradients of "cpu" (`_conv_onednn_fwd`): the
+               faster inference of "onednn" without its slower narrow-group kernel gradient.
 "auto" (the default everywhere) resolves to "xla" on accelerators and "cpu" on CPU, at trace
 time ("onednn" is faster per layer and for inference, not for a whole training step:
 docs/benchmarks.md has the measurements behind this choice).
@@ -50,7 +52,7 @@ def resolve_conv_impl(impl: str) -> str:
     raise ValueError(
       f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}."
     )
-  if impl == "onednn":
+  if impl in ("onednn", "onednn_fwd"):
     onednn.warn_if_unavailable()  # One line, once: the layers then run "cpu" (`_conv_onednn`).
   return impl
 
@@ -65,7 +67,7 @@ def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str 
     stride: the stride (Net1D uses 1 and 2; any positive stride works).
     groups: number of groups.
     impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "polyphase", "hybrid", "cpu",
-      "onednn").
+      "onednn", "onednn_fwd").
 
   Returns:
     `(B, ceil(L / stride), C_out)`.
@@ -312,12 +314,44 @@ def _conv_onednn(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   return _conv_onednn_vjp(x, kernel, stride, groups)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_onednn_fwd_vjp(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+  return onednn.forward(x, kernel, stride=stride, groups=groups)
+
+
+def _conv_onednn_fwd_vjp_fwd(x, kernel, stride, groups):
+  return onednn.forward(x, kernel, stride=stride, groups=groups), (x, kernel)
+
+
+def _conv_onednn_fwd_vjp_bwd(stride, groups, res, g):
+  # "cpu"'s gradients; the VJP of a linear map needs no forward values, so XLA drops the
+  # forward pass of this vjp.
+  _, vjp = jax.vjp(functools.partial(_conv_cpu, stride=stride, groups=groups), *res)
+  return vjp(g.astype(res[0].dtype))
+
+
+_conv_onednn_fwd_vjp.defvjp(_conv_onednn_fwd_vjp_fwd, _conv_onednn_fwd_vjp_bwd)
+
+
+def _conv_onednn_fwd(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """oneDNN's forward pass, "cpu"'s gradients (CPU); "cpu" where oneDNN cannot run.
+
+  oneDNN's forward is the fastest measured for every Net1D layer (inference 1.2-1.3x the PyTorch
+  twin's rate where "cpu" is 0.9-1.05x, docs/benchmarks.md), while its kernel gradient is slower
+  than polyphase's for narrow groups; this keeps the one and not the other.
+  """
+  if not onednn.supports(x, kernel, stride):
+    return _conv_cpu(x, kernel, stride=stride, groups=groups)
+  return _conv_onednn_fwd_vjp(x, kernel, stride, groups)
+
+
 GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
   "xla": _conv_xla,
   "polyphase": _conv_polyphase,
   "hybrid": _conv_hybrid,
   "cpu": _conv_cpu,
   "onednn": _conv_onednn,
+  "onednn_fwd": _conv_onednn_fwd,
 }
 
 # Pointwise (1x1) convolutions with at least this many input or output channels take the
