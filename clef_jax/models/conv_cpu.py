@@ -275,16 +275,22 @@ def _conv_cpu(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
 _ONEDNN_WGRAD_MIN_CHANNELS_PER_GROUP = 16
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_onednn_vjp(x: Array, kernel: Array, stride: int, groups: int) -> Array:
-  return onednn.forward(x, kernel, stride=stride, groups=groups)
+def _with_onednn_forward(bwd: Callable[..., tuple[Array, Array]]) -> Callable[..., Array]:
+  """`f(x, kernel, stride, groups)`: oneDNN's forward pass, `bwd(stride, groups, (x, kernel), g)`
+  its VJP."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+  def conv(x: Array, kernel: Array, stride: int, groups: int) -> Array:
+    return onednn.forward(x, kernel, stride=stride, groups=groups)
+
+  def fwd(x, kernel, stride, groups):
+    return onednn.forward(x, kernel, stride=stride, groups=groups), (x, kernel)
+
+  conv.defvjp(fwd, bwd)
+  return conv
 
 
-def _conv_onednn_vjp_fwd(x, kernel, stride, groups):
-  return onednn.forward(x, kernel, stride=stride, groups=groups), (x, kernel)
-
-
-def _conv_onednn_vjp_bwd(stride, groups, res, g):
+def _onednn_grads(stride, groups, res, g):
   x, kernel = res
   g = g.astype(jnp.float32)
   dx = onednn.backward_data(g, kernel, length=x.shape[1], stride=stride, groups=groups)
@@ -297,7 +303,15 @@ def _conv_onednn_vjp_bwd(stride, groups, res, g):
   return dx, dw
 
 
-_conv_onednn_vjp.defvjp(_conv_onednn_vjp_fwd, _conv_onednn_vjp_bwd)
+def _cpu_grads(stride, groups, res, g):
+  # "cpu"'s gradients; the VJP of a linear map needs no forward values, so XLA drops the
+  # forward pass of this vjp.
+  _, vjp = jax.vjp(functools.partial(_conv_cpu, stride=stride, groups=groups), *res)
+  return vjp(g.astype(res[0].dtype))
+
+
+_conv_onednn_vjp = _with_onednn_forward(_onednn_grads)
+_conv_onednn_fwd_vjp = _with_onednn_forward(_cpu_grads)
 
 
 def _conv_onednn(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
@@ -312,25 +326,6 @@ def _conv_onednn(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   if not onednn.supports(x, kernel, stride):
     return _conv_cpu(x, kernel, stride=stride, groups=groups)
   return _conv_onednn_vjp(x, kernel, stride, groups)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_onednn_fwd_vjp(x: Array, kernel: Array, stride: int, groups: int) -> Array:
-  return onednn.forward(x, kernel, stride=stride, groups=groups)
-
-
-def _conv_onednn_fwd_vjp_fwd(x, kernel, stride, groups):
-  return onednn.forward(x, kernel, stride=stride, groups=groups), (x, kernel)
-
-
-def _conv_onednn_fwd_vjp_bwd(stride, groups, res, g):
-  # "cpu"'s gradients; the VJP of a linear map needs no forward values, so XLA drops the
-  # forward pass of this vjp.
-  _, vjp = jax.vjp(functools.partial(_conv_cpu, stride=stride, groups=groups), *res)
-  return vjp(g.astype(res[0].dtype))
-
-
-_conv_onednn_fwd_vjp.defvjp(_conv_onednn_fwd_vjp_fwd, _conv_onednn_fwd_vjp_bwd)
 
 
 def _conv_onednn_fwd(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
