@@ -147,7 +147,7 @@ def _write_outputs(paths: dict[str, pathlib.Path], result) -> None:
 def _parser():
   import argparse
 
-  from clef_jax import cli
+  from clef_jax import allocator, cli
 
   parser = cli.ArgumentParser(
     prog="python -m clef_jax.embed",
@@ -221,7 +221,7 @@ def _parser():
   parser.add_argument(
     "--host_allocator",
     default="cache",
-    choices=("cache", "system"),
+    choices=allocator.CHOICES,
     help="cache (default): re-run once with clef_jax.allocator's caching allocator preloaded "
     "(faster CPU runs; Linux, a C compiler); system: glibc's malloc",
   )

@@ -50,7 +50,6 @@ DTYPE_BYTES = {
 _SHAPE = re.compile(
   r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([\d,]*)\]"
 )
-# `%name = <type> <opcode>(<operands>), attributes`; <type> may be a tuple with spaces.
 # An array with its optional layout: `bf16[8,128]{1,0:T(8,128)(2,1)S(1)}`; `S(n)` is the memory
 # space (absent: 0, the device's main memory).
 _ARRAY = re.compile(_SHAPE.pattern + r"(\{[^}]*\})?")
@@ -59,21 +58,11 @@ _SPACE = re.compile(r"S\((\d+)\)")
 # the others are on-chip (1: the alternate memory TPU prefetches into, VMEM; 2 and 6: sync flags
 # and scalar memory).
 HOST_MEMORY_SPACE = 5
+# `%name = <type> <opcode>(<operands>), attributes`; <type> may be a tuple with spaces.
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
 _LAYER = re.compile(r"stage\d+_block\d+")
-
-
-def shape_sizes(text: str) -> list[float]:
-  """Byte sizes of every array shape spelled in `text` (`f32[2,3]` -> 24)."""
-  sizes = []
-  for dtype, dims in _SHAPE.findall(text):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    sizes.append(n * DTYPE_BYTES[dtype])
-  return sizes
 
 
 def arrays(text: str) -> list[tuple[float, int]]:
@@ -86,6 +75,11 @@ def arrays(text: str) -> list[tuple[float, int]]:
     space = _SPACE.search(layout)
     out.append((n * DTYPE_BYTES[dtype], int(space.group(1)) if space else 0))
   return out
+
+
+def shape_sizes(text: str) -> list[float]:
+  """Byte sizes of every array shape spelled in `text` (`f32[2,3]` -> 24)."""
+  return [nbytes for nbytes, _ in arrays(text)]
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -232,8 +226,12 @@ def traffic(hlo_text: str) -> dict[str, float]:
   on-chip memory (TPU VMEM prefetches) are `on_chip`. XLA's own "bytes accessed" does not tell
   the memory spaces apart.
   """
+  return _traffic(_instructions(hlo_text))
+
+
+def _traffic(rows: list[dict[str, Any]]) -> dict[str, float]:
   spaces: collections.Counter = collections.Counter()
-  for row in _instructions(hlo_text):
+  for row in rows:
     spaces.update(row["spaces"])
   host = float(spaces.pop(HOST_MEMORY_SPACE, 0.0))
   hbm = float(spaces.pop(0, 0.0))
@@ -247,12 +245,13 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
   (`"estimated_cycles"` in a TPU instruction's backend_config) it is summed too.
 
   Returns:
-    `{"total": bytes, "hbm_total": bytes, "by_opcode": {opcode: bytes}, "by_op_name":
-    {layer-agnostic op_name: bytes}, "hbm_by_op_name": {...}, "cycles": {"total": n,
-    "by_op_name": {...}}, "top": [{"name", "opcode", "bytes", "hbm_bytes", "cycles", "shape",
-    "op_name"}, ...]}`, the largest first (`top` of each).
+    `{"total": bytes, "hbm_total": bytes, "traffic": traffic(hlo_text), "by_opcode": {opcode:
+    bytes}, "by_op_name": {layer-agnostic op_name: bytes}, "hbm_by_op_name": {...}, "cycles":
+    {"total": n, "by_op_name": {...}}, "top": [{"name", "opcode", "bytes", "hbm_bytes", "cycles",
+    "shape", "op_name"}, ...]}`, the largest first (`top` of each).
   """
   rows = _instructions(hlo_text)
+  moved = _traffic(rows)
   by_opcode, by_op_name = collections.Counter(), collections.Counter()
   hbm_by_op_name, cycles_by_op_name = collections.Counter(), collections.Counter()
   for row in rows:
@@ -269,8 +268,9 @@ def breakdown(hlo_text: str, top: int = 15) -> dict[str, Any]:
     row["op_name"] = row["op_name"][-120:]
     top_rows.append(row)
   return {
-    "total": float(sum(by_opcode.values())),
-    "hbm_total": float(sum(hbm_by_op_name.values())),
+    "total": moved["total"],
+    "hbm_total": moved["hbm"],
+    "traffic": moved,
     "by_opcode": dict(by_opcode.most_common()),
     "by_op_name": dict(by_op_name.most_common(top)),
     "hbm_by_op_name": dict(hbm_by_op_name.most_common(top)),

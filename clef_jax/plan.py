@@ -94,7 +94,8 @@ def plan(
   text = compiled.as_text()
   mem, cost = _memory(compiled), _cost(compiled)
   coll = hlo.collectives(text)
-  moved = hlo.traffic(text)
+  parsed = hlo.breakdown(text) if breakdown else None
+  moved = parsed["traffic"] if parsed else hlo.traffic(text)
   per_chip = global_batch // n
   signals = 2 * per_chip  # Two views per subject (pair).
   report: dict[str, Any] = {
@@ -160,8 +161,8 @@ def plan(
       report["max_per_chip_batch"] = _fit(
         config, devices, platform, global_batch, n, mem, chip.hbm_bytes
       )
-  if breakdown:
-    report["breakdown"] = hlo.breakdown(text)
+  if parsed:
+    report["breakdown"] = parsed
   if hlo_path:
     from clef_jax import files
 

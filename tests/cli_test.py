@@ -32,9 +32,9 @@ if (REPO / "clef_jax" / "plan.py").exists() or (REPO / "clef_jax" / "plan").is_d
   CLIS["clef_jax.plan"] = "--"
 
 
-def _run(args, **kw):
+def _run(args, *, mode="-m", **kw):
   return subprocess.run(
-    [sys.executable, "-m", *args],
+    [sys.executable, mode, *args],
     cwd=REPO,
     env=ENV,
     capture_output=True,
@@ -268,21 +268,8 @@ def test_evaluate_and_embed_start_the_allocator_only_from_the_command_line(
   anything; called in-process with their own argv they only check the setting."""
   import json
 
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-c",
-      _START_PROBE,
-      str(int(from_command_line)),
-      str(tmp_path / "eval"),
-      str(tmp_path),
-    ],
-    cwd=REPO,
-    env=ENV,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  probe_args = [_START_PROBE, str(int(from_command_line)), str(tmp_path / "eval"), str(tmp_path)]
+  proc = _run(probe_args, mode="-c")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
     ["system", "--config.host_allocator", from_command_line],

@@ -342,7 +342,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from clef_jax.models import conv_cpu
 
     env["conv_impl"] = conv_cpu.resolve_conv_impl(args.conv_impl)  # Logs a fallback once.
-    if env["conv_impl"] in ("onednn", "onednn_fwd"):
+    if env["conv_impl"] in conv_cpu.ONEDNN_IMPLS:
       from clef_jax.models import onednn
 
       if not onednn.available():  # The run then measures "cpu": the results say so.

@@ -52,7 +52,7 @@ def resolve_conv_impl(impl: str) -> str:
     raise ValueError(
       f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}."
     )
-  if impl in ("onednn", "onednn_fwd"):
+  if impl in ONEDNN_IMPLS:
     onednn.warn_if_unavailable()  # One line, once: the layers then run "cpu" (`_conv_onednn`).
   return impl
 
@@ -339,6 +339,9 @@ def _conv_onednn_fwd(x: Array, kernel: Array, *, stride: int, groups: int) -> Ar
     return _conv_cpu(x, kernel, stride=stride, groups=groups)
   return _conv_onednn_fwd_vjp(x, kernel, stride, groups)
 
+
+# The implementations that run oneDNN's kernels where they are available ("cpu" elsewhere).
+ONEDNN_IMPLS = ("onednn", "onednn_fwd")
 
 GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
   "xla": _conv_xla,
