@@ -107,6 +107,7 @@ def plan(
       "method": config.method,
       "strategy": config.mesh.strategy,
       "window": config.input.window,
+      "conv_impl": _conv_impl(config, platform),
     },
     "topology": topology,
     "platform": platform,
@@ -205,13 +206,24 @@ def _fit(config, devices, platform, global_batch, n, mem, hbm) -> dict[str, Any]
   }
 
 
+def _conv_impl(config, platform: str) -> str | None:
+  """The grouped-conv formulation the step is compiled with (Net1D's `conv_impl`; None else)."""
+  from clef_jax.models import conv_cpu
+
+  if config.model.name != "net1d":
+    return None
+  impl = config.model.get("conv_impl", "auto")
+  return conv_cpu.auto_conv_impl(platform) if impl == "auto" else impl
+
+
 def format_report(r: dict[str, Any]) -> str:
   """The human-readable table `plan` prints."""
   gib = lambda x: f"{x / 2**30:.2f} GiB"  # noqa: E731
   c = r["config"]
+  conv = f", conv {c['conv_impl']}" if c.get("conv_impl") else ""
   lines = [
     f"plan: {c['model']}-{c['size']} {c['method']} {c['dtype']} {c['strategy']}"
-    f"{' remat' if c['remat'] else ''}, window {c['window']}; {r['topology']} "
+    f"{' remat' if c['remat'] else ''}{conv}, window {c['window']}; {r['topology']} "
     f"({r['chips']} x {r['device_kind']}), global batch {r['global_batch']} pairs = "
     f"{r['per_chip_batch']} pairs / {r['signals_per_chip']} signals per chip",
     f"compile: {r['compile_seconds']:.1f} s",

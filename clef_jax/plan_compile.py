@@ -97,6 +97,7 @@ def compile_step(config, devices, platform: str, global_batch: int):
 
   from clef_jax import sharding as sharding_lib
   from clef_jax import train, train_setup
+  from clef_jax.models import conv_cpu
 
   n = config.mesh.num_devices or len(devices)
   if n > len(devices):
@@ -110,7 +111,7 @@ def compile_step(config, devices, platform: str, global_batch: int):
   config.input.batch_size = global_batch
   if platform != jax.default_backend() and config.model.get("conv_impl") == "auto":
     # "auto" resolves against the host's backend at trace time; compile the target's choice.
-    config.model.conv_impl = "cpu" if platform == "cpu" else "xla"
+    config.model.conv_impl = conv_cpu.auto_conv_impl(platform)
   mesh = sharding_lib.make_mesh(n, devices=devices)
   try:
     model, tx, step_fn = train_setup.make_step(config, mesh, STEPS_PER_EPOCH)

@@ -1,7 +1,8 @@
 """Every Net1D convolution implementation equals the plain XLA one, values and gradients.
 
-"polyphase", "hybrid" and "cpu" (the CPU default) reorder sums, so equality is to rounding: ~1e-6 relative in
-float32 and ~1e-12 in float64. x64 runs inside `jax.enable_x64` so the global flag is untouched.
+"polyphase", "hybrid", "cpu" (the CPU default) and "tpu" (groups merged, TPU default) reorder
+sums, so equality is to rounding: ~1e-6 relative in float32 and ~1e-12 in float64. x64 runs
+inside `jax.enable_x64` so the global flag is untouched.
 """
 
 import functools
@@ -145,9 +146,44 @@ def test_auto_resolves_by_backend():
   assert jax.default_backend() == "cpu"
   assert conv_cpu.resolve_conv_impl("auto") == "cpu"
   assert conv_cpu.resolve_conv_impl("xla") == "xla"
+  assert [conv_cpu.auto_conv_impl(p) for p in ("cpu", "tpu", "gpu")] == ["cpu", "tpu", "xla"]
   assert net1d.Net1D().conv_impl == "auto"
   with pytest.raises(ValueError, match="conv_impl"):
     conv_cpu.resolve_conv_impl("fft")
+
+
+@pytest.mark.parametrize(
+  "groups,in_per_group,merge", [(4, 4, 2), (64, 1, 8), (4, 16, 1), (3, 4, 3), (2, 1, 2), (1, 2, 1)]
+)
+def test_tpu_merges_narrow_groups(groups, in_per_group, merge):
+  """The fewest adjacent groups (a divisor) that reach 8 input channels, all when none does; the
+  compiled conv has that many fewer groups (values: the parity tests above)."""
+  assert conv_cpu._tpu_merge_factor(groups, in_per_group) == merge
+  channels = groups * in_per_group
+  x = jnp.zeros((2, 40, channels), jnp.float32)
+  kernel = jnp.zeros((16, in_per_group, channels), jnp.float32)
+  text = (
+    jax.jit(functools.partial(conv_cpu.conv1d_same, stride=2, groups=groups, impl="tpu"))
+    .lower(x, kernel)
+    .as_text()
+  )
+  assert f"feature_group_count = {groups // merge} " in text
+
+
+def test_tpu_merged_kernel_is_block_diagonal():
+  """Each output channel reads only its own group's inputs: a one-hot input in group j changes
+  only group j's outputs, exactly as the grouped conv does."""
+  groups, in_per_group, out_per_group = 4, 2, 3
+  channels = groups * in_per_group
+  kernel = jax.random.normal(jax.random.key(0), (16, in_per_group, groups * out_per_group))
+  for c in range(channels):
+    x = jnp.zeros((1, 40, channels)).at[0, 20, c].set(1.0)
+    y = conv_cpu.conv1d_same(x, kernel, stride=1, groups=groups, impl="tpu")
+    ref = conv_cpu.conv1d_same(x, kernel, stride=1, groups=groups, impl="xla")
+    touched = np.flatnonzero(np.abs(np.asarray(y)).sum(axis=(0, 1)))
+    own = range(c // in_per_group * out_per_group, (c // in_per_group + 1) * out_per_group)
+    assert set(touched) == set(own), c
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_swish_gradient_matches_autodiff():

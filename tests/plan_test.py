@@ -161,6 +161,7 @@ def test_fsdp_arguments_are_a_shard_of_the_state(reports):
 def test_report_fields(reports):
   for strategy, r in reports.items():
     assert r["platform"] == "tpu" and r["chips"] == CHIPS and r["config"]["strategy"] == strategy
+    assert r["config"]["conv_impl"] == "tpu"  # "auto" compiles the target's formulation.
     assert r["fits"] is True and r["chip"]["name"] == "v5p"
     assert r["compile_seconds"] > 0 and r["cost"]["bytes"] > 0
     f = r["roofline"]
@@ -222,6 +223,7 @@ def test_local_topology(capsys, tmp_path):
   assert "XLA / chip" in text and "roofline" not in text
   r = json.loads(out.read_text())
   assert r["platform"] == "cpu" and r["global_batch"] == 8 and r["cost"]["flops"] > 0
+  assert r["config"]["conv_impl"] == "cpu" and ", conv cpu, window" in text
   assert r["per_chip_batch"] == 8 // r["chips"]
   # XLA:CPU has one memory space: all the traffic is main memory's.
   t = r["traffic"]

@@ -97,8 +97,9 @@ def get_config(
   config.model.size = size
   config.model.dtype = "float32"  # Compute dtype; params are always float32.
   config.model.remat = False
-  # Net1D's grouped-conv formulation: "auto" (XLA's kernel on accelerators, the CPU formulation on
-  # CPU) or one of `models.net1d.GROUPED_CONV_IMPLS`; numerically equivalent. Ignored by MSFormer.
+  # Net1D's grouped-conv formulation: "auto" (XLA's kernel on GPU, the same with narrow groups
+  # merged on TPU, the CPU formulation on CPU) or one of `models.conv_cpu.GROUPED_CONV_IMPLS`;
+  # numerically equivalent. Ignored by MSFormer.
   config.model.conv_impl = "auto"
 
   config.input = ml_collections.ConfigDict()

@@ -4,6 +4,9 @@ Numerically equivalent implementations of the SAME-padded grouped convolution:
   "xla":       one `lax.conv_general_dilated` with `feature_group_count`. Fast on GPU/TPU; on
                XLA:CPU every group is a strided Eigen sub-problem and the weight gradient is
                rewritten into a much larger dense convolution (3-10x slower than "polyphase").
+  "tpu":       "xla" with groups of fewer than 8 input channels merged into groups of 8 or more
+               (`_conv_tpu`): the TPU tiles a grouped conv's channels by 8, and narrower groups
+               cost a relayout of the activation around every grouped conv in both passes.
   "polyphase": the grouped conv as ONE batched GEMM per layer (`_conv_polyphase`), built for
                XLA:CPU, where large GEMMs are fast (YNNPACK) and grouped convolutions are not.
   "hybrid":    XLA's forward; stride-1 gradients from XLA's dx and `_conv_weight_grad`, stride-2
@@ -15,7 +18,7 @@ Numerically equivalent implementations of the SAME-padded grouped convolution:
                Falls back to "cpu" per layer where oneDNN cannot run (not built, not float32).
   "onednn_fwd": oneDNN's forward pass with the gradients of "cpu" (`_conv_onednn_fwd`): the
                faster inference of "onednn" without its slower narrow-group kernel gradient.
-"auto" (the default everywhere) resolves to "xla" on accelerators and "cpu" on CPU, at trace
+"auto" (the default everywhere) resolves to "tpu" on TPU, "xla" on GPU and "cpu" on CPU, at trace
 time ("onednn" is faster per layer and for inference, not for a whole training step:
 docs/benchmarks.md has the measurements behind this choice).
 
@@ -44,10 +47,15 @@ def same_pads(length: int, kernel_size: int, stride: int) -> tuple[int, int]:
   return p // 2, p - p // 2
 
 
+def auto_conv_impl(platform: str) -> str:
+  """What "auto" means on a platform: "cpu" on CPU, "tpu" on TPU, "xla" elsewhere (GPU)."""
+  return {"cpu": "cpu", "tpu": "tpu"}.get(platform, "xla")
+
+
 def resolve_conv_impl(impl: str) -> str:
-  """Maps "auto" to "xla" on GPU/TPU and "cpu" on CPU; validates explicit names."""
+  """Maps "auto" to the backend's implementation (`auto_conv_impl`); validates explicit names."""
   if impl == "auto":
-    return "cpu" if jax.default_backend() == "cpu" else "xla"
+    return auto_conv_impl(jax.default_backend())
   if impl not in GROUPED_CONV_IMPLS:
     raise ValueError(
       f"Unknown conv_impl {impl!r}; choose 'auto' or one of {sorted(GROUPED_CONV_IMPLS)}."
@@ -66,7 +74,7 @@ def conv1d_same(x: Array, kernel: Array, *, stride: int, groups: int, impl: str 
       blocks, like PyTorch.
     stride: the stride (Net1D uses 1 and 2; any positive stride works).
     groups: number of groups.
-    impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "polyphase", "hybrid", "cpu",
+    impl: "auto", or a key of `GROUPED_CONV_IMPLS` ("xla", "tpu", "polyphase", "hybrid", "cpu",
       "onednn", "onednn_fwd").
 
   Returns:
@@ -85,6 +93,40 @@ def _conv_xla(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
     dimension_numbers=("NWC", "WIO", "NWC"),
     feature_group_count=groups,
   )
+
+
+# The TPU lays out a grouped conv's channels in tiles of 8 per group (bfloat16 packs two rows).
+_TPU_MIN_GROUP_CHANNELS = 8
+
+
+def _tpu_merge_factor(groups: int, in_per_group: int) -> int:
+  """The fewest adjacent groups to merge for >= `_TPU_MIN_GROUP_CHANNELS` input channels each
+  (a divisor of `groups`; all of them when no smaller divisor reaches it)."""
+  for f in range(1, groups + 1):
+    if groups % f == 0 and f * in_per_group >= _TPU_MIN_GROUP_CHANNELS:
+      return f
+  return groups
+
+
+def _conv_tpu(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
+  """The "xla" conv with every `f` adjacent groups merged into one of `f * C_in/G` inputs.
+
+  The merged kernel is block-diagonal: output channel o of original group j reads only group j's
+  inputs, the other entries are exact zeros (a 0/1 mask), so the values are the grouped conv's
+  to summation order and the kernel gradient is the masked entries' gradient. It costs `f`
+  times the grouped conv's multiply-adds and saves the relayout a TPU makes of each operand
+  whose groups are narrower than its channel tile: for Net1D-small (4 channels per group) the
+  step's bytes drop by more than the added work costs (docs/benchmarks.md).
+  """
+  k, in_per_group, cout = kernel.shape
+  f = _tpu_merge_factor(groups, in_per_group)
+  if f == 1:
+    return _conv_xla(x, kernel, stride=stride, groups=groups)
+  out_per_group = cout // groups
+  rows = np.arange(f * in_per_group)[:, None] // in_per_group  # original group within the merge
+  cols = (np.arange(cout)[None, :] // out_per_group) % f
+  merged = jnp.tile(kernel, (1, f, 1)) * jnp.asarray(rows == cols, kernel.dtype)
+  return _conv_xla(x, merged, stride=stride, groups=groups // f)
 
 
 @functools.cache
@@ -340,11 +382,15 @@ def _conv_onednn_fwd(x: Array, kernel: Array, *, stride: int, groups: int) -> Ar
   return _conv_onednn_fwd_vjp(x, kernel, stride, groups)
 
 
+# The implementations for accelerators (plain XLA convolutions and dots).
+ACCELERATOR_IMPLS = ("xla", "tpu")
+
 # The implementations that run oneDNN's kernels where they are available ("cpu" elsewhere).
 ONEDNN_IMPLS = ("onednn", "onednn_fwd")
 
 GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
   "xla": _conv_xla,
+  "tpu": _conv_tpu,
   "polyphase": _conv_polyphase,
   "hybrid": _conv_hybrid,
   "cpu": _conv_cpu,
@@ -353,7 +399,8 @@ GROUPED_CONV_IMPLS: dict[str, Callable[..., Array]] = {
 }
 
 # Pointwise (1x1) convolutions with at least this many input or output channels take the
-# weight gradient through `_pointwise_cpu` under every CPU implementation (all but "xla").
+# weight gradient through `_pointwise_cpu` under every CPU implementation (all but
+# `ACCELERATOR_IMPLS`).
 _WGRAD_TRANSPOSE_MIN_CHANNELS = 256
 
 
@@ -394,6 +441,9 @@ _pointwise_cpu.defvjp(_pointwise_cpu_fwd, _pointwise_cpu_bwd)
 def pointwise_conv(x: Array, kernel: Array, *, impl: str = "auto") -> Array:
   """1x1 convolution (no bias): (B, L, Cin) x (Cin, Cout) -> (B, L, Cout)."""
   cin, cout = kernel.shape
-  if resolve_conv_impl(impl) != "xla" and max(cin, cout) >= _WGRAD_TRANSPOSE_MIN_CHANNELS:
+  if (
+    resolve_conv_impl(impl) not in ACCELERATOR_IMPLS
+    and max(cin, cout) >= _WGRAD_TRANSPOSE_MIN_CHANNELS
+  ):
     return _pointwise_cpu(x, kernel)
   return jnp.einsum("blc,cd->bld", x, kernel)
