@@ -27,7 +27,7 @@ import pathlib
 import sys
 from typing import Any
 
-from clef_jax.plan_compile import PlanError, compile_step, topology_devices
+from clef_jax.plan_compile import PlanError, compile_step, target_conv_impl, topology_devices
 
 
 def load_config(spec: str):
@@ -107,7 +107,7 @@ def plan(
       "method": config.method,
       "strategy": config.mesh.strategy,
       "window": config.input.window,
-      "conv_impl": _conv_impl(config, platform),
+      "conv_impl": target_conv_impl(config, platform),
     },
     "topology": topology,
     "platform": platform,
@@ -204,16 +204,6 @@ def _fit(config, devices, platform, global_batch, n, mem, hbm) -> dict[str, Any]
     "fixed_bytes": fixed,
     "per_chip_batch": best,
   }
-
-
-def _conv_impl(config, platform: str) -> str | None:
-  """The grouped-conv formulation the step is compiled with (Net1D's `conv_impl`; None else)."""
-  from clef_jax.models import conv_cpu
-
-  if config.model.name != "net1d":
-    return None
-  impl = config.model.get("conv_impl", "auto")
-  return conv_cpu.auto_conv_impl(platform) if impl == "auto" else impl
 
 
 def format_report(r: dict[str, Any]) -> str:

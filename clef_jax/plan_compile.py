@@ -81,6 +81,17 @@ class StepParts(NamedTuple):
   train_step: Any
 
 
+def target_conv_impl(config, platform: str) -> str | None:
+  """Net1D's grouped-conv formulation in a step compiled for `platform` ("auto" resolves to the
+  target's choice, not the host's); None for backbones without one."""
+  from clef_jax.models import conv_cpu
+
+  if config.model.name != "net1d":
+    return None
+  impl = config.model.get("conv_impl", "auto")
+  return conv_cpu.auto_conv_impl(platform) if impl == "auto" else impl
+
+
 def compile_step(config, devices, platform: str, global_batch: int):
   """Builds the trainer's step for `global_batch` on a mesh of `devices` and compiles it.
 
@@ -97,7 +108,6 @@ def compile_step(config, devices, platform: str, global_batch: int):
 
   from clef_jax import sharding as sharding_lib
   from clef_jax import train, train_setup
-  from clef_jax.models import conv_cpu
 
   n = config.mesh.num_devices or len(devices)
   if n > len(devices):
@@ -109,9 +119,8 @@ def compile_step(config, devices, platform: str, global_batch: int):
     )
   config = config.copy_and_resolve_references()
   config.input.batch_size = global_batch
-  if platform != jax.default_backend() and config.model.get("conv_impl") == "auto":
-    # "auto" resolves against the host's backend at trace time; compile the target's choice.
-    config.model.conv_impl = conv_cpu.auto_conv_impl(platform)
+  if (conv_impl := target_conv_impl(config, platform)) is not None:
+    config.model.conv_impl = conv_impl  # "auto" would resolve against the host at trace time.
   mesh = sharding_lib.make_mesh(n, devices=devices)
   try:
     model, tx, step_fn = train_setup.make_step(config, mesh, STEPS_PER_EPOCH)

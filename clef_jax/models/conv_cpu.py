@@ -118,7 +118,7 @@ def _conv_tpu(x: Array, kernel: Array, *, stride: int, groups: int) -> Array:
   whose groups are narrower than its channel tile: for Net1D-small (4 channels per group) the
   step's bytes drop by more than the added work costs (docs/benchmarks.md).
   """
-  k, in_per_group, cout = kernel.shape
+  _, in_per_group, cout = kernel.shape
   f = _tpu_merge_factor(groups, in_per_group)
   if f == 1:
     return _conv_xla(x, kernel, stride=stride, groups=groups)
