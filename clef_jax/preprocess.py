@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.signal
 
 from clef_jax.data import schema
 from clef_jax.data.signal import resample  # noqa: F401  (re-exported: `pp.resample`)
@@ -111,6 +110,8 @@ def butter_ba(
   nyquist = fs / 2.0
   if not 0 < low < high < nyquist:
     raise ValueError(f"Band {low}-{high} Hz is not inside (0, {nyquist}) Hz for fs={fs}.")
+  import scipy.signal  # Lazy: importing it takes ~1 s, which every command line would pay.
+
   b, a = scipy.signal.butter(order, [low / nyquist, high / nyquist], btype="band")
   return b, a
 
@@ -121,6 +122,8 @@ def butter_sos(
 ) -> np.ndarray:
   """Cached second-order sections of the same Butterworth bandpass."""
   butter_ba(fs, low, high, order)  # Same range check.
+  import scipy.signal  # Lazy.
+
   return scipy.signal.butter(order, [low / (fs / 2), high / (fs / 2)], btype="band", output="sos")
 
 
@@ -147,6 +150,8 @@ def bandpass(x: np.ndarray, fs: float, *, faithful: bool = False, form: str = "a
   if form == "auto":
     form = "ba" if fs <= OFFICIAL_FS else "sos"
   x = np.asarray(x, dtype=np.float64)
+  import scipy.signal  # Lazy.
+
   if form == "ba":
     b, a = butter_ba(fs)
     return scipy.signal.filtfilt(b, a, x, axis=-1)

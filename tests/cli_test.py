@@ -53,6 +53,26 @@ def test_help_exits_zero(module):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+# Imports that take a second or more; a command line's module must not need them before it parses
+# its flags (its --help, its one-line refusals of bad arguments, and the host allocator's re-exec,
+# which runs the module's imports twice).
+HEAVY = ("jax", "flax", "torch", "scipy.signal", "tensorflow_datasets", "grain")
+
+
+def test_command_line_modules_import_light():
+  modules = sorted({m.split()[0] for m in CLIS} | {"clef_jax.encoder"})
+  code = (
+    "import importlib, sys\n"
+    f"for m in {modules!r}:\n"
+    "  importlib.import_module(m)\n"
+    f"  heavy = [h for h in {HEAVY!r} if h in sys.modules]\n"
+    "  assert not heavy, f'importing {m} imported {heavy}'\n"
+    "print('ok')\n"
+  )
+  proc = _run([code], mode="-c")
+  assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def test_rename_deprecated():
   known = {"batch_size", "torch_weights", "model_workdir", "output"}
   notes = io.StringIO()
