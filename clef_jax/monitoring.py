@@ -1,7 +1,7 @@
 """What a run leaves in its workdir besides checkpoints: metrics, console progress, plots, manifest.
 
     <workdir>/metrics.jsonl      one JSON object per step: {"step": s, "loss": ..., ...}
-    <workdir>/tensorboard/       TensorBoard event files (tensorboardX: no TensorFlow needed)
+    <workdir>/tensorboard/       TensorBoard event files (scalars; `clef_jax.tensorboard`, no TensorFlow)
     <workdir>/plots/*.png        loss terms, learning rate, clinical alignment (end of run)
     <workdir>/manifest.json      git sha, resolved config, package versions, devices, seeds,
                                  dataset build reports; one entry appended per (re)start
@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clef_jax import allocator, files
+from clef_jax import allocator, files, tensorboard
 
 PACKAGES = (
   "jax",
@@ -39,7 +39,6 @@ PACKAGES = (
   "numpy",
   "scipy",
   "ml-collections",
-  "tensorboardX",
   "torch",
   "clef_jax",
 )
@@ -110,11 +109,7 @@ class Monitor:
     if path.exists() or kept:
       files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(path, "a", buffering=1)  # Line-buffered: a kill loses at most one line.
-    from tensorboardX import SummaryWriter  # Lazy: only the writer process needs it.
-
-    self._tb = SummaryWriter(
-      logdir=os.fspath(self.workdir / "tensorboard"), purge_step=start_step or None
-    )
+    self._tb = tensorboard.ScalarWriter(self.workdir / "tensorboard", purge_step=start_step)
 
   def start_timer(self, step: int) -> None:
     """Starts the rate measurement (call after compilation, so steps/s excludes it)."""
@@ -129,8 +124,6 @@ class Monitor:
     done = step + 1
     if done % self.every_steps and done != self.total_steps:
       return
-    for k, v in metrics.items():
-      self._tb.add_scalar(f"train/{k}", float(v), done)
     mark_step, mark_time = self._mark
     now = time.monotonic()
     rate = (done - mark_step) / (now - mark_time) if mark_time and done > mark_step else math.nan
@@ -147,14 +140,13 @@ class Monitor:
       f"  {rate * self.signals_per_step:.0f} signals/s"
       f"  ETA {_format_duration((self.total_steps - done) / rate if rate > 0 else math.nan)}"
     )
-    if self._tb is not None:
-      self._tb.add_scalar("train/steps_per_sec", rate, done)
+    scalars = {f"train/{k}": float(v) for k, v in metrics.items()}
+    self._tb.add_scalars({**scalars, "train/steps_per_sec": rate}, done)
 
   def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
     """Extra scalars (e.g. `eval/probe/...`) to TensorBoard."""
     if self._tb is not None:
-      for k, v in values.items():
-        self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
+      self._tb.add_scalars({f"{prefix}/{k}": float(v) for k, v in values.items()}, step)
 
   def close(self) -> None:
     if self._file is not None:

@@ -2,20 +2,20 @@
 
 Each case asserts: exit status 1 or 2, no Python traceback, the `error:` line names the file or
 field, and nothing the user did not name was created or overwritten. The hostile files come
-from `tests/hostile.py`. The cases that load weights or start jax cost a few seconds each; one
-representative per family runs by default, the others are marked slow.
+from `tests/hostile.py`. The cases that load weights or start jax cost a few seconds each as a
+fresh process: in the families of such cases one or two representatives run as fresh processes
+and the others call the same `main(argv)` in this process (`cli_here`), or are marked slow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import hostile
 import numpy as np
@@ -56,6 +56,24 @@ def cli(module: str, *args, timeout: float = 180, env: dict | None = None) -> Ru
     timeout=timeout,
   )
   return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def cli_here(capfd, module: str, *args) -> Run:
+  """`cli`'s command line through the module's `main(argv)` in this process.
+
+  For a family's further cases once its representative has run as a fresh process: the same
+  parsing, loading and refusal code, without another interpreter and jax start. `capfd`
+  captures at the file descriptors, so C++ and absl output counts as it does in `cli`.
+  """
+  target = module + ".__main__" if module == "clef_jax.export" else module
+  main = importlib.import_module(target).main
+  capfd.readouterr()
+  try:
+    code = main([str(a) for a in args])
+  except SystemExit as e:  # argparse's own refusals
+    code = e.code
+  out, err = capfd.readouterr()
+  return Run(code, out, err)
 
 
 def refused(run: Run, *says: str, code: int | None = None) -> str:
@@ -109,19 +127,12 @@ def good(weights) -> pathlib.Path:
   return weights["truncated_ckpt"][0].with_name("good.ckpt")
 
 
-def embed(good_weights, *args, **kw) -> Run:
-  return cli(
-    "clef_jax.embed",
-    "--torch_weights",
-    good_weights,
-    "--size",
-    "small",
-    "--quiet",
-    "--window_s",
-    2,
-    *args,
-    **kw,
-  )
+def embed(good_weights, *args, capfd=None, **kw) -> Run:
+  """`python -m clef_jax.embed` with good weights; in this process (`cli_here`) given capfd."""
+  args = ("--torch_weights", good_weights, "--size", "small", "--quiet", "--window_s", 2, *args)
+  if capfd is not None:
+    return cli_here(capfd, "clef_jax.embed", *args)
+  return cli("clef_jax.embed", *args, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,15 +195,19 @@ def test_embed_directory_skips_unusable_signals_by_name(files, good, tmp_path):
   "name, says",
   [
     ("all_zero", "flat"),
-    pytest.param("short_record", "0.2 s", marks=slow),
-    pytest.param("constant", "flat", marks=slow),
-    pytest.param("nan_only", "missing", marks=slow),
+    ("short_record", "0.2 s"),
+    ("constant", "flat"),
+    ("nan_only", "missing"),
   ],
 )
-def test_embed_one_unusable_record(name, says, files, good, tmp_path):
+def test_embed_one_unusable_record(name, says, files, good, tmp_path, capfd):
   root, cases = files
   out = tmp_path / "out" / "e.npy"
-  line = refused(embed(good, *cases[name].args, "--output", out), name, says, "no window", code=1)
+  if name == "all_zero":  # A fresh process; the others in this one.
+    run = embed(good, *cases[name].args, "--output", out)
+  else:
+    run = embed(good, *cases[name].args, "--output", out, capfd=capfd)
+  line = refused(run, name, says, "no window", code=1)
   assert str(root) in line and not out.parent.exists()
 
 
@@ -281,38 +296,30 @@ def test_embed_output_in_a_read_only_directory(files, good, tmp_path):
   [
     "nan",
     "truncated_safetensors",
-    pytest.param("one_inf", marks=slow),
-    pytest.param("int64", marks=slow),
-    pytest.param("bool", marks=slow),
-    pytest.param("wrong_shape", marks=slow),
-    pytest.param("header_too_large_safetensors", marks=slow),
-    pytest.param("header_not_json_safetensors", marks=slow),
-    pytest.param("empty_safetensors", marks=slow),
-    pytest.param("truncated_ckpt", marks=slow),
-    pytest.param("empty_ckpt", marks=slow),
-    pytest.param("text_ckpt", marks=slow),
-    pytest.param("code_ckpt", marks=slow),
+    "one_inf",
+    "int64",
+    "bool",
+    "wrong_shape",
+    "header_too_large_safetensors",
+    "header_not_json_safetensors",
+    "empty_safetensors",
+    "truncated_ckpt",
+    "empty_ckpt",
+    "text_ckpt",
+    "code_ckpt",
   ],
 )
-def test_embed_bad_weights(name, weights, files, tmp_path):
+def test_embed_bad_weights(name, weights, files, tmp_path, capfd):
   root, cases = files
   path, says = weights[name]
   out = tmp_path / "out" / "e.npy"
-  run = cli(
-    "clef_jax.embed",
-    "--torch_weights",
-    path,
-    "--size",
-    "small",
-    "--quiet",
-    *cases["cli_fs_zero"].args[:2],
-    "--fs",
-    500,
-    "--unit",
-    "mV",
-    "--output",
-    out,
-  )
+  args = ["--torch_weights", path, "--size", "small", "--quiet", *cases["cli_fs_zero"].args[:2]]
+  args += ["--fs", 500, "--unit", "mV", "--output", out]
+  # One safetensors and one tensor-value case as fresh processes; the rest in this process.
+  if name in ("nan", "truncated_safetensors"):
+    run = cli("clef_jax.embed", *args)
+  else:
+    run = cli_here(capfd, "clef_jax.embed", *args)
   refused(run, says, code=1)
   assert not out.parent.exists()
 
@@ -356,7 +363,7 @@ def test_every_generated_weight_file_is_refused_by_the_loader(weights):
 
 
 # ------------------------------------------------------------------------------------------------
-# main: config values and typos, the workdir, SIGINT.
+# main: config values and typos, the workdir (Ctrl-C and SIGTERM: main_test.py).
 # ------------------------------------------------------------------------------------------------
 TINY = "--config=configs/small.py:tiny,steps=2"
 
@@ -428,39 +435,6 @@ def test_main_workdir_under_a_regular_file(tmp_path):
   assert blocker.read_text() == "mine"
 
 
-@slow
-def test_main_sigint_saves_like_sigterm(tmp_path):
-  """Ctrl-C in the middle of training: a checkpoint of the step reached, exit 130, one line."""
-  workdir = tmp_path / "run"
-  cmd = [
-    sys.executable,
-    "-m",
-    "clef_jax.main",
-    "--config=configs/small.py:tiny,steps=100000",
-    f"--workdir={workdir}",
-    f"--config.input.data_dir={tmp_path / 'data'}",
-    "--config.evals.probe.enabled=False",
-    "--config.ckpt.export_format=",
-    "--config.log.plots=False",
-  ]
-  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.Popen(
-    cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-  )
-  metrics = workdir / "metrics.jsonl"
-  end = time.monotonic() + 500
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
-    assert time.monotonic() < end, "no step within the time limit"
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
-  assert "Traceback" not in err and "Interrupted (SIGINT): saved" in err, err[-3000:]
-  steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
-  assert steps and max(steps) == metrics.read_text().count("\n") >= 1
-
-
 # ------------------------------------------------------------------------------------------------
 # export.
 # ------------------------------------------------------------------------------------------------
@@ -509,20 +483,19 @@ def test_export_refuses_to_overwrite_and_bad_output_paths(good, tmp_path):
   "name",
   [
     "bool",
-    pytest.param("header_too_large_safetensors", marks=slow),
-    pytest.param("empty_ckpt", marks=slow),
+    "header_too_large_safetensors",
+    "empty_ckpt",
   ],
 )
-def test_export_import_of_bad_weights_writes_no_workdir(name, weights, tmp_path):
+def test_export_import_of_bad_weights_writes_no_workdir(name, weights, tmp_path, capfd):
   path, says = weights[name]
   workdir = tmp_path / "wd"
-  refused(
-    cli(
-      "clef_jax.export", "--from_torch", path, "--config", "configs/small.py", "--workdir", workdir
-    ),
-    says,
-    code=1,
-  )
+  args = ("--from_torch", path, "--config", "configs/small.py", "--workdir", workdir)
+  if name == "bool":  # A fresh process; the others in this one.
+    run = cli("clef_jax.export", *args)
+  else:
+    run = cli_here(capfd, "clef_jax.export", *args)
+  refused(run, says, code=1)
   assert not workdir.exists()
 
 

@@ -11,6 +11,7 @@ Two ways to fit it on frozen embeddings (`probe`), one with the backbone trained
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -200,10 +201,16 @@ def fit(
   }
 
 
-def _val_loss(loss_fn: Callable[..., Any], logits: np.ndarray, y: np.ndarray) -> float:
-  import jax.numpy as jnp
+@functools.lru_cache(maxsize=64)
+def _jitted(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+  import jax
 
-  return float(loss_fn(jnp.asarray(logits), jnp.asarray(y), jnp.ones(len(logits))))
+  return jax.jit(loss_fn)
+
+
+def _val_loss(loss_fn: Callable[..., Any], logits: np.ndarray, y: np.ndarray) -> float:
+  """The validation loss, compiled once per task (every epoch of every model reuses it)."""
+  return float(_jitted(loss_fn)(logits, y, np.ones(len(logits), np.float32)))
 
 
 def probe_head(
