@@ -1,7 +1,7 @@
 """What a run leaves in its workdir besides checkpoints: metrics, console progress, plots, manifest.
 
     <workdir>/metrics.jsonl      one JSON object per step: {"step": s, "loss": ..., ...}
-    <workdir>/tensorboard/       TensorBoard event files (scalars; `clef_jax.tensorboard`, no TensorFlow)
+    <workdir>/tensorboard/       TensorBoard scalars (`clef_jax.tensorboard`: no TensorFlow)
     <workdir>/plots/*.png        loss terms, learning rate, clinical alignment (end of run)
     <workdir>/manifest.json      git sha, resolved config, package versions, devices, seeds,
                                  dataset build reports; one entry appended per (re)start

@@ -140,9 +140,6 @@ class ScalarWriter:
     self._write(encode_event(wall_time=time.time(), step=step, scalars=scalars))
     self.flush()
 
-  def add_scalar(self, tag: str, value: float, step: int) -> None:
-    self.add_scalars({tag: value}, step)
-
   def flush(self) -> None:
     if self._file is not None:
       self._file.flush()

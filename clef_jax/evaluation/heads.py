@@ -11,7 +11,6 @@ Two ways to fit it on frozen embeddings (`probe`), one with the backbone trained
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,11 +30,13 @@ def num_outputs(kind: str, num_classes: int) -> int:
 
 
 def make_loss(kind: str, regression_loss: str = "l1") -> Callable[..., Any]:
-  """`loss(logits (B, K), y, mask (B,)) -> scalar`, the mean over `mask`ed rows.
+  """`loss(logits (B, K), y, mask (B,)) -> scalar`, the mean over `mask`ed rows, jitted: the
+  validation loss of every epoch of every model of a task compiles once.
 
   BCE-with-logits for binary and multi-label (mean over labels), softmax cross-entropy for
   multiclass, L1 (or "mse") on standardised targets for regression.
   """
+  import jax
   import jax.numpy as jnp
   import optax
 
@@ -54,6 +55,7 @@ def make_loss(kind: str, regression_loss: str = "l1") -> Callable[..., Any]:
       return jnp.abs(err) if regression_loss == "l1" else err**2
     raise ValueError(f"Unknown task kind {kind!r}.")
 
+  @jax.jit
   def loss(logits, y, mask):
     mask = mask.astype(jnp.float32)
     return jnp.sum(per_example(logits.astype(jnp.float32), y) * mask) / jnp.maximum(mask.sum(), 1)
@@ -201,16 +203,8 @@ def fit(
   }
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
-  import jax
-
-  return jax.jit(loss_fn)
-
-
 def _val_loss(loss_fn: Callable[..., Any], logits: np.ndarray, y: np.ndarray) -> float:
-  """The validation loss, compiled once per task (every epoch of every model reuses it)."""
-  return float(_jitted(loss_fn)(logits, y, np.ones(len(logits), np.float32)))
+  return float(loss_fn(logits, y, np.ones(len(logits), np.float32)))
 
 
 def probe_head(
