@@ -179,6 +179,23 @@ def test_report_fields(reports):
     assert "all-reduce" in r["collectives"]  # Gradients are averaged over the chips.
 
 
+def variant_config(tmp_path: pathlib.Path, base: str) -> str:
+  """A config file: `base` (e.g. "small.py:tiny") with the model replaced by VARIANT, the
+  fixture's two-block Net1D, so the CLI tests compile a program a fraction of small's size."""
+  path = tmp_path / "variant.py"
+  file, _, arg = base.partition(":")
+  path.write_text(
+    "from clef_jax import configs\n"
+    "from clef_jax.models import net1d\n\n\n"
+    "def get_config(arg=None):\n"
+    f"  cfg = configs.load({str(REPO_ROOT / 'configs' / file)!r} + (':' + arg if arg else ''))\n"
+    "  del cfg.model['size']\n"
+    f"  cfg.model.size = net1d.Net1DVariant(**{VARIANT!r})\n"
+    "  return cfg\n"
+  )
+  return f"{path}:{arg}"
+
+
 @pytest.mark.slow
 def test_cli_topology_prints_fit_and_writes_json(tmp_path):
   _libtpu_or_skip()
@@ -187,7 +204,7 @@ def test_cli_topology_prints_fit_and_writes_json(tmp_path):
     [
       "-m",
       "clef_jax.plan",
-      "--config=configs/small.py:tiny",
+      f"--config={variant_config(tmp_path, 'small.py:tiny')}",
       f"--topology={TOPOLOGY}",
       "--batch=8",
       f"--json={out}",
@@ -196,6 +213,7 @@ def test_cli_topology_prints_fit_and_writes_json(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "FITS" in proc.stdout and "largest per-chip batch that fits" in proc.stdout
   r = json.loads(out.read_text())
+  assert r["config"]["size"] == repr(net1d.Net1DVariant(**VARIANT))  # The file's model.
   fit = r["max_per_chip_batch"]
   assert fit["per_chip_batch"] > r["per_chip_batch"] and fit["bytes_per_pair"] > 0
   largest = fit["fixed_bytes"] + fit["bytes_per_pair"] * fit["per_chip_batch"]
@@ -216,7 +234,13 @@ def plan_env(monkeypatch):
 def test_local_topology(capsys, tmp_path):
   out = tmp_path / "plan.json"
   rc = plan.main(
-    ["--config=configs/small.py:tiny", "--topology=local", "--batch=8", "--no_fit", f"--json={out}"]
+    [
+      f"--config={variant_config(tmp_path, 'small.py:tiny')}",
+      "--topology=local",
+      "--batch=8",
+      "--no_fit",
+      f"--json={out}",
+    ]
   )
   assert rc == 0
   text = capsys.readouterr().out

@@ -25,6 +25,7 @@ def _assert_same(a, b):
 def test_torch_file_round_trip(tmp_path, name):
   pytest.importorskip("torch")
   params = _random_params(name)
+  model = models.create_backbone(name, "small")
   assert weights.FORMATS == tuple(weights.SUFFIXES) == ("lightning", "state_dict", "safetensors")
   for fmt in weights.FORMATS:
     path = tmp_path / f"w{weights.SUFFIXES[fmt]}"
@@ -38,8 +39,10 @@ def test_torch_file_round_trip(tmp_path, name):
       None,
     )
     assert loaded.source == str(path.absolute())
-    out, _ = loaded.model.apply({"params": loaded.params}, jnp.zeros((1, 64, 1)))
-    assert out.shape == (1, 256)
+    assert loaded.model == model  # The same module from every format ...
+  # ... and it runs with the loaded weights (one compile, not one per format and per op).
+  out, _ = jax.jit(model.apply)({"params": loaded.params}, jnp.zeros((1, 64, 1)))
+  assert out.shape == (1, 256)
   assert not list(tmp_path.glob(".*tmp*"))  # No temp files left behind.
 
 
