@@ -42,12 +42,9 @@ FSDP_MIN_SIZE = 4096
 _CHILD = r"""
 import json, sys
 from clef_jax import plan
-from clef_jax.models import net1d
 out = {}
 for strategy in ("replicate", "fsdp"):
-  cfg = plan.load_config("configs/small.py:bf16")
-  del cfg.model["size"]
-  cfg.model.size = net1d.Net1DVariant(**VARIANT)
+  cfg = plan.load_config(CONFIG)
   cfg.input.window = WINDOW
   cfg.mesh.strategy = strategy
   cfg.mesh.fsdp_min_size = FSDP_MIN_SIZE
@@ -94,12 +91,30 @@ def run_libtpu(args: list[str], timeout: float = 900) -> subprocess.CompletedPro
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def variant_config(tmp_path: pathlib.Path, base: str) -> str:
+  """A config file: `base` (e.g. "small.py:tiny") with the model replaced by VARIANT, the
+  two-block Net1D, so every test here compiles a program a fraction of small's size."""
+  path = tmp_path / "variant.py"
+  file, _, arg = base.partition(":")
+  path.write_text(
+    "from clef_jax import configs\n"
+    "from clef_jax.models import net1d\n\n\n"
+    "def get_config(arg=None):\n"
+    f"  cfg = configs.load({str(REPO_ROOT / 'configs' / file)!r} + (':' + arg if arg else ''))\n"
+    "  del cfg.model['size']\n"
+    f"  cfg.model.size = net1d.Net1DVariant(**{VARIANT!r})\n"
+    "  return cfg\n"
+  )
+  return f"{path}:{arg}"
+
+
 @pytest.fixture(scope="module")
-def reports():
+def reports(tmp_path_factory):
   """The plan of the small variant on 4 v5p chips, replicated and fsdp, from one child."""
   _libtpu_or_skip()
   code = (
-    f"VARIANT = {VARIANT!r}\nWINDOW = {WINDOW}\nTOPOLOGY = {TOPOLOGY!r}\n"
+    f"CONFIG = {variant_config(tmp_path_factory.mktemp('plan'), 'small.py:bf16')!r}\n"
+    f"WINDOW = {WINDOW}\nTOPOLOGY = {TOPOLOGY!r}\n"
     f"GLOBAL_BATCH = {GLOBAL_BATCH}\nFSDP_MIN_SIZE = {FSDP_MIN_SIZE}\n" + _CHILD
   )
   proc = run_libtpu(["-c", code])
@@ -177,23 +192,6 @@ def test_report_fields(reports):
     assert f["traffic_step_s"] == max(f["compute_s"], f["hbm_traffic_s"], f["ici_s"])
     assert f["traffic_mfu_ceiling"] == pytest.approx(f["compute_s"] / f["traffic_step_s"])
     assert "all-reduce" in r["collectives"]  # Gradients are averaged over the chips.
-
-
-def variant_config(tmp_path: pathlib.Path, base: str) -> str:
-  """A config file: `base` (e.g. "small.py:tiny") with the model replaced by VARIANT, the
-  fixture's two-block Net1D, so the CLI tests compile a program a fraction of small's size."""
-  path = tmp_path / "variant.py"
-  file, _, arg = base.partition(":")
-  path.write_text(
-    "from clef_jax import configs\n"
-    "from clef_jax.models import net1d\n\n\n"
-    "def get_config(arg=None):\n"
-    f"  cfg = configs.load({str(REPO_ROOT / 'configs' / file)!r} + (':' + arg if arg else ''))\n"
-    "  del cfg.model['size']\n"
-    f"  cfg.model.size = net1d.Net1DVariant(**{VARIANT!r})\n"
-    "  return cfg\n"
-  )
-  return f"{path}:{arg}"
 
 
 @pytest.mark.slow
