@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -131,6 +132,39 @@ def test_averages_match_explicit_resampling():
   # Prediction noise grows a < b < ref, so both beat the reference and a beats b.
   a_rel = out["regression"]["versus_reference"]["a"]["mae_relative_pct"]["value"]
   assert a_rel < vs["value"] < 0
+
+
+def test_a_reference_auroc_of_zero_leaves_its_resamples_out_of_the_relative_change():
+  """Where the reference's mean AUROC is 0 in a resample, the relative change is undefined: the
+  interval is that of the other resamples, and nothing warns (the demo's 4 test records do this)."""
+  y = np.array([0, 0, 1, 1, 0, 1])
+  scores = {"a": np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.4]), "ref": -y + 0.01 * np.arange(6)}
+  scores["ref"][5] = 5.0  # ref ranks every positive below every negative except record 5
+  task = paper_summary.TaskScores(
+    name="t",
+    group="G",
+    kind="classification",
+    metric="auroc",
+    n=6,
+    fn=lambda m, w: metrics.auroc(y, scores[m], w),
+  )
+  num, seed = 300, 3
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = paper_summary.summarize(
+      [task], models=("a", "ref"), reference="ref", num_resamples=num, seed=seed
+    )
+  rows = [
+    (_naive_auroc(y[i], scores["a"][i]), _naive_auroc(y[i], scores["ref"][i]))
+    for i in _naive_draws("t", 6, seed, num)
+  ]
+  a, ref = np.array([r for r in rows if np.isfinite(r).all()]).T
+  assert np.sum(ref == 0) > 0 and np.sum(ref > 0) > 0  # both kinds of resample occur
+  kept = ref > 0
+  rel = 100 * (a[kept] - ref[kept]) / ref[kept]
+  vs = out["classification"]["versus_reference"]["a"]["auroc_relative_pct"]
+  assert vs["resamples"] == kept.sum()
+  assert (vs["low"], vs["high"]) == pytest.approx(tuple(np.percentile(rel, [2.5, 97.5])), abs=1e-9)
 
 
 def test_undefined_resamples_are_dropped_for_every_model():

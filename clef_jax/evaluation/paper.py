@@ -204,26 +204,31 @@ def _average(
   for i, m in enumerate(models):
     if i == ref:
       continue
-    if kind == "classification":
-      mean_m, mean_r = d[:, i].mean(axis=0), d[:, ref].mean(axis=0)
-      pm, pr = p[:, i].mean(), p[:, ref].mean()
-      diffs[m] = {
-        "auroc_points": _interval(100.0 * (mean_m - mean_r), 100.0 * (pm - pr), confidence),
-        "auroc_relative_pct": _interval(
-          100.0 * (mean_m - mean_r) / mean_r, 100.0 * (pm - pr) / pr, confidence
-        ),
-      }
-    else:
-      rel = 100.0 * (d[:, i] - d[:, ref]) / d[:, ref]  # (tasks, resamples)
-      prel = 100.0 * (p[:, i] - p[:, ref]) / p[:, ref]
-      diffs[m] = {
-        "mae_relative_pct": _interval(rel.mean(axis=0), prel.mean(), confidence),
-        "mae_absolute": _interval(
-          (d[:, i] - d[:, ref]).mean(axis=0), (p[:, i] - p[:, ref]).mean(), confidence
-        ),
-      }
+    # A reference of 0 in a resample makes its relative change undefined (inf or NaN): that
+    # resample is left out of the interval (`_interval` keeps the finite draws), without a warning.
+    with np.errstate(divide="ignore", invalid="ignore"):
+      diffs[m] = _versus_reference(kind, d[:, i], d[:, ref], p[:, i], p[:, ref], confidence)
   result["versus_reference"] = diffs
   return result
+
+
+def _versus_reference(kind, d_m, d_r, p_m, p_r, confidence) -> dict[str, object]:
+  """One model's differences to the reference: draws `d_*` (tasks, resamples), points `p_*`."""
+  if kind == "classification":
+    mean_m, mean_r = d_m.mean(axis=0), d_r.mean(axis=0)
+    pm, pr = p_m.mean(), p_r.mean()
+    return {
+      "auroc_points": _interval(100.0 * (mean_m - mean_r), 100.0 * (pm - pr), confidence),
+      "auroc_relative_pct": _interval(
+        100.0 * (mean_m - mean_r) / mean_r, 100.0 * (pm - pr) / pr, confidence
+      ),
+    }
+  rel = 100.0 * (d_m - d_r) / d_r  # (tasks, resamples)
+  prel = 100.0 * (p_m - p_r) / p_r
+  return {
+    "mae_relative_pct": _interval(rel.mean(axis=0), prel.mean(), confidence),
+    "mae_absolute": _interval((d_m - d_r).mean(axis=0), (p_m - p_r).mean(), confidence),
+  }
 
 
 def _cell(c: Mapping[str, float], digits: int, sign: str = "") -> str:
