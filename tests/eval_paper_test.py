@@ -134,20 +134,25 @@ def test_averages_match_explicit_resampling():
   assert a_rel < vs["value"] < 0
 
 
+def _auroc_task(name, y, scores):
+  """One binary classification task scoring `scores[model]` against `y` by AUROC."""
+  return paper_summary.TaskScores(
+    name=name,
+    group="G",
+    kind="classification",
+    metric="auroc",
+    n=len(y),
+    fn=lambda m, w: metrics.auroc(y, scores[m], w),
+  )
+
+
 def test_a_reference_auroc_of_zero_leaves_its_resamples_out_of_the_relative_change():
   """Where the reference's mean AUROC is 0 in a resample, the relative change is undefined: the
   interval is that of the other resamples, and nothing warns (the demo's 4 test records do this)."""
   y = np.array([0, 0, 1, 1, 0, 1])
   scores = {"a": np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.4]), "ref": -y + 0.01 * np.arange(6)}
   scores["ref"][5] = 5.0  # ref ranks every positive below every negative except record 5
-  task = paper_summary.TaskScores(
-    name="t",
-    group="G",
-    kind="classification",
-    metric="auroc",
-    n=6,
-    fn=lambda m, w: metrics.auroc(y, scores[m], w),
-  )
+  task = _auroc_task("t", y, scores)
   num, seed = 300, 3
   with warnings.catch_warnings():
     warnings.simplefilter("error")
@@ -171,14 +176,7 @@ def test_undefined_resamples_are_dropped_for_every_model():
   # Two positives in 12 records: some resamples draw no positive, where AUROC is undefined.
   y = np.array([1, 1] + [0] * 10)
   s = {"m": np.linspace(0, 1, 12)[::-1], "ref": np.linspace(0, 1, 12)}
-  task = paper_summary.TaskScores(
-    name="t",
-    group="G",
-    kind="classification",
-    metric="auroc",
-    n=12,
-    fn=lambda m, w: metrics.auroc(y, s[m], w),
-  )
+  task = _auroc_task("t", y, s)
   out = paper_summary.summarize([task], models=["m", "ref"], reference="ref", num_resamples=300)
   counts = np.concatenate(
     list(metrics.bootstrap_counts(12, num_resamples=300, seed=paper_summary.task_seed(0, "t")))
